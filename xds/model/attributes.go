@@ -1,0 +1,48 @@
+package model
+
+import "strings"
+
+// Attribute paths that policies may name in `when[].attribute`. They are the fields of the
+// authorization input document (authz/policy builds it from Envoy's CheckRequest); Rego modules
+// see the same document as `input`. Paths ending in "." take a key after the dot: a header name
+// (lower case), a query parameter, or a nested JWT claim path like "jwt.claims.realm_access.roles".
+var attributePaths = []string{
+	"source.principal",      // SPIFFE ID of the calling workload, from its certificate
+	"source.namespace",      // namespace part of source.principal
+	"source.serviceAccount", // service-account part of source.principal
+	"source.trustDomain",    // trust domain of source.principal
+	"source.address",        // IP of the direct peer
+	"destination.service",   // service being called
+	"destination.namespace", // its namespace
+	"destination.principal", // its SPIFFE ID
+	"destination.port",      // port of the inbound listener
+	"request.method",
+	"request.path", // normalised, without query
+	"request.host",
+	"request.scheme",
+	"request.protocol",
+	"request.sni",
+	"request.headers.", // + lower-case header name
+	"request.query.",   // + query parameter name
+	"request.time",     // RFC 3339
+	"jwt.issuer",
+	"jwt.subject",
+	"jwt.claims.", // + claim path, dot-separated
+}
+
+// ValidAttributePath reports whether p names an attribute of the authorization input.
+func ValidAttributePath(p string) bool {
+	for _, a := range attributePaths {
+		if strings.HasSuffix(a, ".") {
+			if rest, ok := strings.CutPrefix(p, a); ok && rest != "" && !strings.HasPrefix(rest, ".") && !strings.HasSuffix(rest, ".") && !strings.Contains(rest, "..") {
+				return true
+			}
+		} else if p == a {
+			return true
+		}
+	}
+	return false
+}
+
+// AttributePaths returns the attribute paths policies may use (prefixes end with ".").
+func AttributePaths() []string { return append([]string(nil), attributePaths...) }

@@ -1,0 +1,10 @@
+// Package model is the mesh's intermediate representation: the document kinds users write
+// (Mesh, Service, Workload, JWTProvider, AuthorizationPolicy, RateLimitPolicy) as Go types, their
+// validation, and the validated, source-independent Mesh that translators and the authorization
+// engine read.
+//
+// The package knows nothing of files, Kubernetes or Envoy: sources (xds/source) decode documents
+// into these types and call Build; consumers read the resulting *Mesh, which is immutable once
+// built. Every problem found is reported at once, each naming the document and field path it
+// concerns, so a user can fix a whole file in one pass.
+package model
