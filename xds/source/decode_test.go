@@ -181,7 +181,7 @@ spec:
 		},
 	}, {
 		name: "unknown kind and apiVersion",
-		doc: header + "kind: Gateway\nmetadata: {name: g}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+		doc:  header + "kind: Gateway\nmetadata: {name: g}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
 		want: []string{
 			`policies.yaml: document 1: kind: unknown kind "Gateway"`,
 			`policies.yaml: document 2 (Service/default/s): apiVersion: must be "portcullis.dev/v1alpha1", not "v1"`,

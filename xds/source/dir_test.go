@@ -1,0 +1,133 @@
+package source
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// waitMesh waits for the source to publish a mesh other than prev.
+func waitMesh(t *testing.T, s Source, changed <-chan struct{}) *model.Mesh {
+	t.Helper()
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new mesh published within 10s")
+	}
+	m, _ := s.Current()
+	return m
+}
+
+func TestDirWatchKeepsLastGoodMesh(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		// Write then rename, as editors and ConfigMap updates do, so no half-written file is read.
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("mesh.yaml", validMesh)
+	write("services.yaml", validServices)
+
+	d, err := NewDir(dir, DirOptions{Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Load(); err != nil {
+		t.Fatal(err)
+	}
+	first, changed := d.Current()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	// A valid edit is published.
+	edited := strings.Replace(validServices, "port: 8080", "port: 8082", 1)
+	write("services.yaml", edited)
+	second := waitMesh(t, d, changed)
+	if second.Version == first.Version {
+		t.Fatal("edit did not change the mesh version")
+	}
+	if got := second.Service("shop", "backend").Spec.Ports[0].Port; got != 8082 {
+		t.Fatalf("backend port = %d, want 8082", got)
+	}
+
+	// An invalid edit is reported and changes nothing.
+	_, changed = d.Current()
+	write("services.yaml", strings.Replace(edited, "port: 8082", "prot: 8083", 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(d.Status().Problems) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("invalid edit not reported in Status within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := d.Status()
+	if !strings.Contains(st.Problems[0].String(), "spec.ports[0].prot: unknown field") {
+		t.Errorf("problem = %s", st.Problems[0])
+	}
+	if st.Version != second.Version {
+		t.Errorf("status version %s, want the last good %s", st.Version, second.Version)
+	}
+	if m, _ := d.Current(); m != second {
+		t.Error("invalid edit replaced the live mesh")
+	}
+	select {
+	case <-changed:
+		t.Fatal("invalid edit woke consumers")
+	default:
+	}
+
+	// Fixing it publishes again and clears the problems; a new subdirectory is watched too.
+	if err := os.Mkdir(filepath.Join(dir, "more"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("services.yaml", validServices)
+	third := waitMesh(t, d, changed)
+	if len(d.Status().Problems) != 0 {
+		t.Errorf("problems remain after fix: %v", d.Status().Problems)
+	}
+	_, changed = d.Current()
+	time.Sleep(100 * time.Millisecond) // let the reload that follows the mkdir add the watch
+	if err := os.WriteFile(filepath.Join(dir, "more", "svc.yaml"), []byte(header+"kind: Service\nmetadata: {name: cart, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fourth := waitMesh(t, d, changed)
+	if fourth.Service("shop", "cart") == nil || fourth.Version == third.Version {
+		t.Error("document in a new subdirectory not loaded")
+	}
+}
+
+func TestHiddenAndOtherFilesIgnored(t *testing.T) {
+	d, err := loadFiles(t, map[string]string{
+		"mesh.yaml":     validMesh,
+		".swp.yaml":     "not: [valid",
+		"README.md":     "# notes",
+		"services.json": "{}",
+		"services.yml":  validServices,
+		"empty.yaml":    "---\n---\n",
+		"comments.yaml": "# only a comment\n",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status(); st.Files != 4 || st.Documents != 3 {
+		t.Errorf("files=%d documents=%d, want 4 and 3", st.Files, st.Documents)
+	}
+}
