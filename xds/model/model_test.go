@@ -1,0 +1,76 @@
+package model
+
+import (
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+func TestProblemString(t *testing.T) {
+	p := Problem{File: "mesh/policies.yaml", Document: 3, Kind: KindAuthorizationPolicy, Name: "allow-frontend",
+		Field: "spec.rules[0].to.paths[1]", Message: `must start with "/"`}
+	want := `mesh/policies.yaml: document 3 (AuthorizationPolicy/allow-frontend): spec.rules[0].to.paths[1]: must start with "/"`
+	if got := p.String(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	p.Line = 12
+	if got := p.String(); got != want+" (line 12)" {
+		t.Errorf("with line: %s", got)
+	}
+}
+
+func TestParseServiceName(t *testing.T) {
+	for _, tc := range []struct{ in, ns, name string }{
+		{"backend", "demo", "backend"},
+		{"backend.shop", "shop", "backend"},
+	} {
+		ns, name, err := ParseServiceName(tc.in, "demo")
+		if err != nil || ns != tc.ns || name != tc.name {
+			t.Errorf("%q: %q %q %v", tc.in, ns, name, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "a.", ".b", "A", "a.b.c", "a_b"} {
+		if _, _, err := ParseServiceName(bad, "demo"); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestValidAttributePath(t *testing.T) {
+	for p, want := range map[string]bool{
+		"source.principal": true, "request.headers.x-tenant": true, "jwt.claims.realm_access.roles": true,
+		"request.headers.": false, "request.headers": false, "jwt.claims.a..b": false, "source": false, "source.principals": false,
+	} {
+		if got := ValidAttributePath(p); got != want {
+			t.Errorf("%q: %v, want %v", p, got, want)
+		}
+	}
+}
+
+func TestParseClock(t *testing.T) {
+	for s, want := range map[string]int{"00:00": 0, "09:30": 570, "23:59": 1439} {
+		if got, ok := ParseClock(s); !ok || got != want {
+			t.Errorf("%q: %d %v", s, got, ok)
+		}
+	}
+	for _, bad := range []string{"9:30", "24:00", "12:60", "noon", "12:00:00"} {
+		if _, ok := ParseClock(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestWorkloadID(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	id := WorkloadID(td, "shop", "cart")
+	if id.String() != "spiffe://example.org/ns/shop/sa/cart" {
+		t.Fatal(id)
+	}
+	ns, sa, err := ParseWorkloadID(id)
+	if err != nil || ns != "shop" || sa != "cart" {
+		t.Fatal(ns, sa, err)
+	}
+	if _, _, err := ParseWorkloadID(spiffeid.RequireFromString("spiffe://example.org/x")); err == nil {
+		t.Error("non-workload ID accepted")
+	}
+}
