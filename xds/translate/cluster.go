@@ -1,0 +1,181 @@
+package translate
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// Timeouts and limits of generated clusters, documented in docs/xds.md.
+const (
+	connectTimeout       = 2 * time.Second
+	outlierConsecutive5x = 5
+	outlierInterval      = 10 * time.Second
+	outlierBaseEjection  = 30 * time.Second
+	outlierMaxEjectPct   = 50
+	keepaliveInterval    = 30 * time.Second
+	keepaliveTimeout     = 10 * time.Second
+)
+
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// appCluster reaches the workload's own application on 127.0.0.1.
+func (t *translator) appCluster() {
+	port := t.p.Workload.Spec.AppPort
+	name := AppClusterName(port)
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LoadAssignment:       StaticAssignment(name, "127.0.0.1", port),
+	}
+	if sp, _ := t.p.Service.Port(port); sp.Protocol == model.ProtocolHTTP2 || sp.Protocol == model.ProtocolGRPC {
+		c.TypedExtensionProtocolOptions = t.http2Options(false)
+	}
+	t.res.Clusters = append(t.res.Clusters, c)
+	t.source(name, t.p.Workload, t.p.Service)
+}
+
+// outboundCluster reaches one port of an upstream service over mesh mTLS: EDS endpoints (the
+// upstream's connected proxies), its SPIFFE IDs required, HTTP/2 or HTTP/1.1 by ALPN, no
+// retries, outlier detection on.
+func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string {
+	ref := model.RefOf(svc)
+	name := OutboundClusterName(ref, port)
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		}},
+		ConnectTimeout: durationpb.New(connectTimeout),
+		OutlierDetection: &clusterv3.OutlierDetection{
+			Consecutive_5Xx:    wrapperspb.UInt32(outlierConsecutive5x),
+			Interval:           durationpb.New(outlierInterval),
+			BaseEjectionTime:   durationpb.New(outlierBaseEjection),
+			MaxEjectionPercent: wrapperspb.UInt32(outlierMaxEjectPct),
+		},
+		TransportSocket: t.upstreamTLS(t.p.Mesh.ServiceIDs(svc), ref.Name+"."+ref.Namespace, []string{"h2", "http/1.1"}),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: t.any(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
+				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			}},
+		})},
+	}
+	t.res.Clusters = append(t.res.Clusters, c)
+	t.source(name, svc)
+	return name
+}
+
+// authzCluster reaches the control plane's ext_authz service: HTTP/2 with keepalive, mTLS
+// requiring the control plane's SPIFFE ID.
+func (t *translator) authzCluster() {
+	c := t.addressCluster(AuthzCluster, t.opts.AuthzAddress)
+	if c == nil {
+		return
+	}
+	c.TransportSocket = t.upstreamTLS([]spiffeid.ID{t.opts.ControlPlaneID}, "", []string{"h2"})
+	c.TypedExtensionProtocolOptions = t.http2Options(true)
+	t.res.Clusters = append(t.res.Clusters, c)
+}
+
+// tracingCluster reaches the OTLP gRPC collector when tracing is on.
+func (t *translator) tracingCluster() {
+	tr := t.p.Mesh.Config.Spec.Tracing
+	if !tr.Enabled {
+		return
+	}
+	c := t.addressCluster(TracingCluster, tr.Collector)
+	if c == nil {
+		return
+	}
+	c.TypedExtensionProtocolOptions = t.http2Options(true)
+	t.res.Clusters = append(t.res.Clusters, c)
+	t.source(TracingCluster, t.p.Mesh.Config)
+}
+
+// addressCluster is a cluster of one host:port: STATIC for an IP, STRICT_DNS for a name.
+func (t *translator) addressCluster(name, hostPort string) *clusterv3.Cluster {
+	host, portStr, err := net.SplitHostPort(hostPort)
+	port, perr := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || perr != nil || host == "" {
+		t.fail("cluster %s: invalid address %q", name, hostPort)
+		return nil
+	}
+	kind := clusterv3.Cluster_STRICT_DNS
+	if _, err := netip.ParseAddr(host); err == nil {
+		kind = clusterv3.Cluster_STATIC
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LoadAssignment:       StaticAssignment(name, host, uint32(port)),
+	}
+}
+
+// http2Options makes a cluster speak HTTP/2, with connection keepalive for long-lived gRPC.
+func (t *translator) http2Options(keepalive bool) map[string]*anypb.Any {
+	opts, err := HTTP2Options(keepalive)
+	if err != nil {
+		t.fail("%w", err)
+	}
+	return opts
+}
+
+// HTTP2Options are the typed_extension_protocol_options of a cluster that speaks HTTP/2, with
+// connection keepalive for long-lived gRPC streams when asked.
+func HTTP2Options(keepalive bool) (map[string]*anypb.Any, error) {
+	h2 := &corev3.Http2ProtocolOptions{}
+	if keepalive {
+		h2.ConnectionKeepalive = &corev3.KeepaliveSettings{
+			Interval: durationpb.New(keepaliveInterval),
+			Timeout:  durationpb.New(keepaliveTimeout),
+		}
+	}
+	opts, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: h2},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("translate: HTTP/2 options: %w", err)
+	}
+	return map[string]*anypb.Any{httpProtocolOptionsKey: opts}, nil
+}
+
+// StaticAssignment is the load assignment of a cluster with one fixed host.
+func StaticAssignment(cluster, host string, port uint32) *endpointv3.ClusterLoadAssignment {
+	return &endpointv3.ClusterLoadAssignment{
+		ClusterName: cluster,
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(host, port)}}},
+	}
+}
+
+func lbEndpoint(host string, port uint32) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+		Address: socketAddress(host, port),
+	}}}
+}
+
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}

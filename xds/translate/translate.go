@@ -1,0 +1,157 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// Names of clusters the agent's bootstrap defines statically; translated resources refer to them.
+const (
+	// SDSCluster serves the proxy's certificates from its agent over a unix socket.
+	SDSCluster = "portcullis-sds"
+	// XDSCluster is the control plane's ADS endpoint.
+	XDSCluster = "portcullis-xds"
+)
+
+// Names of clusters the translator generates.
+const (
+	AuthzCluster   = "portcullis-authz"
+	TracingCluster = "portcullis-otel"
+)
+
+// Options are the control-plane settings translation needs besides the mesh.
+type Options struct {
+	// AuthzAddress is host:port of the ext_authz service the inbound listeners call.
+	AuthzAddress string
+	// ControlPlaneID is the SPIFFE ID proxies require of the authorization service.
+	ControlPlaneID spiffeid.ID
+}
+
+// Input is one proxy plus what is known at runtime: which instances of each service are up.
+type Input struct {
+	Proxy *model.Proxy
+	// Endpoints of each service, by namespace/name, already filtered to connected instances.
+	Endpoints map[model.Ref][]model.Endpoint
+}
+
+// Resources are the translated resources of one proxy, sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Sources maps each resource name to the documents it was built from ("Kind/namespace/name"),
+	// so an error Envoy reports about a resource can name the documents to fix.
+	Sources map[string][]string
+}
+
+// Translate builds the resources of one proxy. On any error it returns every error found and no
+// resources.
+func Translate(in Input, opts Options) (*Resources, error) {
+	t := &translator{in: in, opts: opts, p: in.Proxy, res: &Resources{Sources: map[string][]string{}}}
+	if t.p == nil || t.p.Mesh == nil || t.p.Workload == nil || t.p.Service == nil {
+		return nil, errors.New("translate: incomplete proxy (needs mesh, workload and service)")
+	}
+	if opts.AuthzAddress == "" || opts.ControlPlaneID.IsZero() {
+		return nil, errors.New("translate: options need the authorization address and the control plane's SPIFFE ID")
+	}
+	t.inbound()
+	for i := range t.p.Workload.Spec.Upstreams {
+		t.outbound(i)
+	}
+	t.authzCluster()
+	t.tracingCluster()
+	if len(t.errs) > 0 {
+		return nil, fmt.Errorf("translate: proxy %s: %w", t.p.NodeID, errors.Join(t.errs...))
+	}
+	t.sortAndValidate()
+	if len(t.errs) > 0 {
+		return nil, fmt.Errorf("translate: proxy %s: %w", t.p.NodeID, errors.Join(t.errs...))
+	}
+	return t.res, nil
+}
+
+type translator struct {
+	in   Input
+	opts Options
+	p    *model.Proxy
+	res  *Resources
+	errs []error
+}
+
+func (t *translator) fail(format string, args ...any) {
+	t.errs = append(t.errs, fmt.Errorf(format, args...))
+}
+
+// any packs a message, recording an error instead of returning it so builders stay linear.
+func (t *translator) any(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		t.fail("packing %T: %w", m, err)
+	}
+	return a
+}
+
+// source records that resource name was built from the given documents.
+func (t *translator) source(name string, docs ...model.Object) {
+	for _, d := range docs {
+		ref := d.GetKind() + "/" + model.RefOf(d).String()
+		if !slices.Contains(t.res.Sources[name], ref) {
+			t.res.Sources[name] = append(t.res.Sources[name], ref)
+		}
+	}
+}
+
+type validator interface{ ValidateAll() error }
+
+func (t *translator) sortAndValidate() {
+	slices.SortFunc(t.res.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(t.res.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(t.res.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
+		return strings.Compare(a.GetClusterName(), b.GetClusterName())
+	})
+	check := func(kind, name string, v validator) {
+		if err := v.ValidateAll(); err != nil {
+			t.fail("%s %q: %w", kind, name, err)
+		}
+	}
+	for _, l := range t.res.Listeners {
+		check("listener", l.GetName(), l)
+	}
+	for _, c := range t.res.Clusters {
+		check("cluster", c.GetName(), c)
+	}
+	for _, e := range t.res.Endpoints {
+		check("endpoints", e.GetClusterName(), e)
+	}
+}
+
+// Resource names, documented in docs/xds.md.
+
+// InboundListenerName is the inbound listener of a workload.
+func InboundListenerName(port uint32) string { return "inbound|" + strconv.Itoa(int(port)) }
+
+// AppClusterName is the cluster of the workload's own application.
+func AppClusterName(port uint32) string { return "inbound|" + strconv.Itoa(int(port)) + "|app" }
+
+// OutboundListenerName is the local listener an application uses to reach an upstream.
+func OutboundListenerName(localPort uint32, svc model.Ref) string {
+	return "outbound|" + strconv.Itoa(int(localPort)) + "|" + svc.Name + "." + svc.Namespace
+}
+
+// OutboundClusterName is the cluster of one port of an upstream service; its EDS resource has
+// the same name.
+func OutboundClusterName(svc model.Ref, port uint32) string {
+	return "outbound|" + strconv.Itoa(int(port)) + "|" + svc.Name + "." + svc.Namespace
+}
