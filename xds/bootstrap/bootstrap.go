@@ -157,9 +157,9 @@ func xdsCluster(o Options) (*clusterv3.Cluster, error) {
 		return nil, err
 	}
 	return &clusterv3.Cluster{
-		Name:                 translate.XDSCluster,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
-		ConnectTimeout:       durationpb.New(2 * time.Second),
+		Name:                          translate.XDSCluster,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: kind},
+		ConnectTimeout:                durationpb.New(2 * time.Second),
 		LoadAssignment:                translate.StaticAssignment(translate.XDSCluster, host, port),
 		TransportSocket:               &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx}},
 		TypedExtensionProtocolOptions: h2,

@@ -18,7 +18,7 @@ func (t *translator) tracing(direction string) *hcmv3.HttpConnectionManager_Trac
 		return nil
 	}
 	return &hcmv3.HttpConnectionManager_Tracing{
-		RandomSampling:    &typev3.Percent{Value: *tr.SamplingPercent},
+		RandomSampling: &typev3.Percent{Value: *tr.SamplingPercent},
 		Provider: &tracev3.Tracing_Http{
 			Name: "envoy.tracers.opentelemetry",
 			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: t.any(&tracev3.OpenTelemetryConfig{

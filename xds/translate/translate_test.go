@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,7 +222,7 @@ func validationBootstrap(t *testing.T, p *model.Proxy) *bootstrapv3.Bootstrap {
 func TestTranslateErrors(t *testing.T) {
 	in := loadCase(t, "testdata/in/strict-tracing")
 	for name, opts := range map[string]Options{
-		"no authz address": {ControlPlaneID: testOptions.ControlPlaneID},
+		"no authz address":  {ControlPlaneID: testOptions.ControlPlaneID},
 		"bad authz address": {AuthzAddress: "nowhere", ControlPlaneID: testOptions.ControlPlaneID},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -239,5 +239,3 @@ func TestTranslateErrors(t *testing.T) {
 		t.Error("empty input accepted")
 	}
 }
-
-
