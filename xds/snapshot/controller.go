@@ -1,0 +1,343 @@
+package snapshot
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/portcullis/portcullis/xds/model"
+	"github.com/portcullis/portcullis/xds/source"
+	"github.com/portcullis/portcullis/xds/translate"
+)
+
+// Registration is a proxy the control plane serves: connected, or disconnected but within its
+// grace period (its endpoint stays in EDS until the grace period ends).
+type Registration struct {
+	NodeID string
+	// Workload is what the agent registered through node metadata; nil means the Workload
+	// document named by NodeID describes it.
+	Workload *model.WorkloadDoc
+	// Identity is the SPIFFE ID the proxy's certificate proves.
+	Identity  spiffeid.ID
+	Connected bool
+}
+
+// Registry is the set of registered proxies, with a channel closed when it changes.
+type Registry interface {
+	Current() ([]Registration, <-chan struct{})
+}
+
+// Options configure a Controller.
+type Options struct {
+	Translate      translate.Options
+	Logger         *slog.Logger
+	Meter          metric.Meter
+	TracerProvider trace.TracerProvider
+	// Debounce coalesces bursts of changes (many proxies connecting at once). 20ms unless set.
+	Debounce time.Duration
+}
+
+// Controller keeps every registered proxy's snapshot in step with the mesh and the endpoints.
+type Controller struct {
+	mesh   source.Source
+	reg    Registry
+	cache  *Cache
+	ledger *Ledger
+	opts   Options
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	mu       sync.Mutex // guards state and interner (reconciles are serial; readers are not)
+	state    map[string]*proxyState
+	interner *interner
+
+	pushes, failures metric.Int64Counter
+	duration         metric.Float64Histogram
+}
+
+type proxyState struct {
+	fingerprint string
+	versions    map[string]string
+	resources   map[string]types.Resource // by hash, to keep them interned while unchanged
+}
+
+// NewController returns a controller publishing into c and recording into ledger.
+func NewController(mesh source.Source, reg Registry, c *Cache, ledger *Ledger, opts Options) (*Controller, error) {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 20 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	ctl := &Controller{
+		mesh: mesh, reg: reg, cache: c, ledger: ledger, opts: opts, log: opts.Logger,
+		tracer:   opts.TracerProvider.Tracer("github.com/portcullis/portcullis/xds/snapshot"),
+		state:    map[string]*proxyState{},
+		interner: newInterner(),
+	}
+	if m := opts.Meter; m != nil {
+		var err error
+		if ctl.pushes, err = m.Int64Counter("portcullis_xds_pushes", metric.WithDescription("Snapshots published to proxies (only when a resource type's version changed).")); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		if ctl.failures, err = m.Int64Counter("portcullis_xds_translate_errors", metric.WithDescription("Proxies whose configuration could not be built; they keep their last good one.")); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		if ctl.duration, err = m.Float64Histogram("portcullis_xds_reconcile_seconds", metric.WithUnit("s"),
+			metric.WithDescription("Time to rebuild and publish every proxy's snapshot after a change."),
+			metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5)); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		if _, err = m.Int64ObservableGauge("portcullis_xds_proxies", metric.WithDescription("Registered proxies (connected or in their grace period)."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				ctl.mu.Lock()
+				defer ctl.mu.Unlock()
+				o.Observe(int64(len(ctl.state)))
+				return nil
+			})); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	return ctl, nil
+}
+
+// Run reconciles whenever the mesh or the registry changes, until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	for {
+		_, meshChanged := c.mesh.Current()
+		_, regChanged := c.reg.Current()
+		c.Reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-meshChanged:
+		case <-regChanged:
+		}
+		// Let a burst settle: one reconcile for a thousand connecting proxies.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(c.opts.Debounce):
+		}
+	}
+}
+
+// Reconcile brings every registered proxy's snapshot up to date once.
+func (c *Controller) Reconcile(ctx context.Context) {
+	mesh, _ := c.mesh.Current()
+	if mesh == nil {
+		return
+	}
+	regs, _ := c.reg.Current()
+	start := time.Now()
+	ctx, span := c.tracer.Start(ctx, "xds.reconcile", trace.WithAttributes(
+		attribute.String("mesh.version", mesh.Version), attribute.Int("proxies", len(regs))))
+	defer span.End()
+
+	proxies, endpoints := c.resolve(mesh, regs)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.interner.next()
+	for _, p := range proxies {
+		c.publish(ctx, p, endpoints)
+	}
+	registered := map[string]bool{}
+	for _, r := range regs {
+		registered[r.NodeID] = true
+	}
+	for node := range c.state {
+		if !registered[node] {
+			// Gone for good: drop its snapshot and ledger entry so memory follows the proxies
+			// that are actually there (go-control-plane#597).
+			c.cache.ClearSnapshot(node)
+			c.ledger.Forget(node)
+			delete(c.state, node)
+		}
+	}
+	if c.duration != nil {
+		c.duration.Record(ctx, time.Since(start).Seconds())
+	}
+}
+
+// resolve turns registrations into proxies and the endpoints they make up. A registration that
+// does not fit the mesh is recorded in the ledger and contributes no endpoint.
+func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Proxy, map[model.Ref][]model.Endpoint) {
+	var proxies []*model.Proxy
+	endpoints := map[model.Ref][]model.Endpoint{}
+	for _, r := range regs {
+		p, err := c.proxyFor(mesh, r)
+		if err != nil {
+			c.ledger.Published(r.NodeID, nil, nil, err)
+			c.log.Warn("proxy not configured", "node", r.NodeID, "err", err)
+			continue
+		}
+		proxies = append(proxies, p)
+		w := p.Workload.Spec
+		ref := model.RefOf(p.Service)
+		endpoints[ref] = append(endpoints[ref], model.Endpoint{Address: w.Address, Port: w.InboundPort, ServicePort: w.AppPort, Workload: p.NodeID})
+	}
+	return proxies, endpoints
+}
+
+func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, error) {
+	w := mesh.Workload(r.NodeID)
+	if w == nil {
+		w = r.Workload
+	}
+	if w == nil {
+		return nil, fmt.Errorf("no Workload document named %q and no workload registered by its agent", r.NodeID)
+	}
+	p, err := model.NewProxy(mesh, w)
+	if err != nil {
+		return nil, err
+	}
+	if !r.Identity.IsZero() && p.Identity != r.Identity {
+		return nil, fmt.Errorf("workload runs as %s but its certificate proves %s", p.Identity, r.Identity)
+	}
+	return p, nil
+}
+
+// publish translates one proxy if its inputs changed and sets its snapshot if a version changed.
+func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) {
+	in := translate.Input{Proxy: p, Endpoints: upstreamEndpoints(p, endpoints)}
+	fp, err := fingerprint(p, in.Endpoints)
+	st := c.state[p.NodeID]
+	if err == nil && st != nil && st.fingerprint == fp {
+		for h, r := range st.resources {
+			c.interner.intern(h, r)
+		}
+		return
+	}
+	_, span := c.tracer.Start(ctx, "xds.publish", trace.WithAttributes(attribute.String("node", p.NodeID)))
+	defer span.End()
+	snap, versions, sources, err := c.translate(in)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "translation failed")
+		c.ledger.Published(p.NodeID, nil, nil, err)
+		c.log.Error("proxy configuration not built; it keeps its last good one", "node", p.NodeID, "err", err)
+		if c.failures != nil {
+			c.failures.Add(ctx, 1)
+		}
+		if st != nil {
+			for h, r := range st.resources {
+				c.interner.intern(h, r)
+			}
+		}
+		return
+	}
+	next := &proxyState{fingerprint: fp, versions: versions, resources: resourcesByHash(snap)}
+	c.state[p.NodeID] = next
+	if st != nil && maps.Equal(st.versions, versions) {
+		return // same configuration from different inputs: nothing to push
+	}
+	if err := c.cache.SetSnapshot(ctx, p.NodeID, snap); err != nil {
+		c.ledger.Published(p.NodeID, nil, nil, err)
+		c.log.Error("setting snapshot", "node", p.NodeID, "err", err)
+		return
+	}
+	c.ledger.Published(p.NodeID, versions, sources, nil)
+	span.SetAttributes(attribute.String("listeners.version", versions[typeURLs[2]]))
+	if c.pushes != nil {
+		c.pushes.Add(ctx, 1)
+	}
+}
+
+func (c *Controller) translate(in translate.Input) (*cache.Snapshot, map[string]string, map[string][]string, error) {
+	res, err := translate.Translate(in, c.opts.Translate)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snap, versions, err := c.interner.build(res)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return snap, versions, res.Sources, nil
+}
+
+func resourcesByHash(snap *cache.Snapshot) map[string]types.Resource {
+	out := map[string]types.Resource{}
+	for url, hashes := range snap.VersionMap {
+		items := snap.GetResources(url)
+		for name, h := range hashes {
+			out[h] = items[name]
+		}
+	}
+	return out
+}
+
+// upstreamEndpoints keeps the endpoints of the services the proxy calls: only those affect it.
+func upstreamEndpoints(p *model.Proxy, all map[model.Ref][]model.Endpoint) map[model.Ref][]model.Endpoint {
+	out := map[model.Ref][]model.Endpoint{}
+	ns := model.RefOf(p.Workload).Namespace
+	for _, u := range p.Workload.Spec.Upstreams {
+		svcNS, name, err := model.ParseServiceName(u.Service, ns)
+		if err != nil {
+			continue // NewProxy validated upstreams; unreachable
+		}
+		ref := model.Ref{Namespace: svcNS, Name: name}
+		eps := slices.Clone(all[ref])
+		slices.SortFunc(eps, func(a, b model.Endpoint) int { return cmp.Compare(a.Workload, b.Workload) })
+		out[ref] = eps
+	}
+	return out
+}
+
+// fingerprint identifies a proxy's translation inputs: the mesh version, its workload and
+// identity, and the endpoints of its upstreams.
+func fingerprint(p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) (string, error) {
+	type key struct {
+		Mesh      string
+		Identity  string
+		Workload  *model.WorkloadDoc
+		Endpoints map[string][]model.Endpoint
+	}
+	eps := make(map[string][]model.Endpoint, len(endpoints))
+	for ref, list := range endpoints {
+		eps[ref.String()] = list
+	}
+	b, err := json.Marshal(key{p.Mesh.Version, p.Identity.String(), p.Workload, eps})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Resources returns the resources currently published for a node, by type URL, for
+// `portcullis proxy config`.
+func (c *Controller) Resources(node string) (map[string][]types.Resource, error) {
+	snap, err := c.cache.GetSnapshot(node)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: no configuration for node %q", node)
+	}
+	out := map[string][]types.Resource{}
+	for _, url := range typeURLs {
+		items := snap.GetResources(url)
+		names := slices.Sorted(maps.Keys(items))
+		for _, n := range names {
+			out[url] = append(out[url], items[n])
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,125 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/portcullis/portcullis/xds/translate"
+)
+
+// typeURLs are the resource types a proxy's snapshot carries, in the order Envoy needs them.
+var typeURLs = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType}
+
+// interner hands out one shared object per distinct resource content. A generation holds the
+// resources of one reconcile; lookups fall back to the previous generation, so a resource that
+// did not change keeps its object (and its place in memory) across reconciles.
+type interner struct {
+	prev, cur map[string]types.Resource
+}
+
+func newInterner() *interner {
+	return &interner{prev: map[string]types.Resource{}, cur: map[string]types.Resource{}}
+}
+
+// next starts a new generation; resources not used since the previous call are released.
+func (in *interner) next() {
+	in.prev, in.cur = in.cur, make(map[string]types.Resource, len(in.cur))
+}
+
+func (in *interner) intern(hash string, r types.Resource) types.Resource {
+	if got, ok := in.cur[hash]; ok {
+		return got
+	}
+	if got, ok := in.prev[hash]; ok {
+		in.cur[hash] = got
+		return got
+	}
+	in.cur[hash] = r
+	return r
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// hashResource returns a content hash of a resource (type and bytes).
+func hashResource(r types.Resource) (string, error) {
+	b, err := deterministic.Marshal(r)
+	if err != nil {
+		return "", fmt.Errorf("snapshot: hashing %s: %w", cache.GetResourceName(r), err)
+	}
+	sum := sha256.Sum256(append([]byte(r.ProtoReflect().Descriptor().FullName()+"\x00"), b...))
+	return hex.EncodeToString(sum[:12]), nil
+}
+
+// build turns translated resources into a snapshot: each resource interned by content hash, each
+// type versioned by the hash of its resources' names and hashes, the per-resource version map
+// (delta xDS) filled from the same hashes, and the whole checked for consistency.
+func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string]string, error) {
+	byType := map[string][]types.Resource{
+		resource.ClusterType:  asResources(res.Clusters),
+		resource.EndpointType: asResources(res.Endpoints),
+		resource.ListenerType: asResources(res.Listeners),
+	}
+	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
+	versions := map[string]string{}
+	for _, url := range typeURLs {
+		items := byType[url]
+		hashes := make(map[string]string, len(items))
+		shared := make([]types.Resource, len(items))
+		for i, r := range items {
+			h, err := hashResource(r)
+			if err != nil {
+				return nil, nil, err
+			}
+			name := cache.GetResourceName(r)
+			if _, dup := hashes[name]; dup {
+				return nil, nil, fmt.Errorf("snapshot: two %s resources named %q", url, name)
+			}
+			hashes[name] = h
+			shared[i] = in.intern(h, r)
+		}
+		version := typeVersion(hashes)
+		snap.Resources[cache.GetResponseType(url)] = cache.NewResources(version, shared)
+		snap.VersionMap[url] = hashes
+		versions[url] = version
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
+	}
+	return snap, versions, nil
+}
+
+// typeVersion hashes a type's resource names and hashes; an empty type has version "empty" so
+// that a proxy can still ACK it.
+func typeVersion(hashes map[string]string) string {
+	if len(hashes) == 0 {
+		return "empty"
+	}
+	names := make([]string, 0, len(hashes))
+	for n := range hashes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(hashes[n]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func asResources[T types.Resource](list []T) []types.Resource {
+	out := make([]types.Resource, len(list))
+	for i, r := range list {
+		out[i] = r
+	}
+	return out
+}
