@@ -222,7 +222,9 @@ func (s *Server) nodeOf(id int64) string {
 }
 
 // OnStreamOpen implements serverv3.Callbacks.
-func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error { return s.open(ctx, id, false) }
+func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return s.open(ctx, id, false)
+}
 
 // OnStreamClosed implements serverv3.Callbacks.
 func (s *Server) OnStreamClosed(id int64, node *corev3.Node) { s.closed(id, node) }
