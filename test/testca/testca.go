@@ -14,11 +14,16 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/url"
-	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
+
+// TB is the part of testing.TB the CA needs, so tools outside tests (test/xdsload) can use it.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
 
 // CA is a self-signed root for one trust domain.
 type CA struct {
@@ -28,7 +33,7 @@ type CA struct {
 }
 
 // New returns a CA for the trust domain, valid for a day.
-func New(t testing.TB, td string) *CA {
+func New(t TB, td string) *CA {
 	t.Helper()
 	key := mustKey(t)
 	tmpl := &x509.Certificate{
@@ -60,7 +65,7 @@ type SVID struct {
 }
 
 // Issue mints an SVID for id, valid for ttl.
-func (ca *CA) Issue(t testing.TB, id string, ttl time.Duration) *SVID {
+func (ca *CA) Issue(t TB, id string, ttl time.Duration) *SVID {
 	t.Helper()
 	sid := spiffeid.RequireFromString(id)
 	key := mustKey(t)
@@ -106,7 +111,7 @@ func (s *SVID) CertPEM() []byte {
 }
 
 // KeyPEM encodes the SVID's private key (PKCS#8).
-func (s *SVID) KeyPEM(t testing.TB) []byte {
+func (s *SVID) KeyPEM(t TB) []byte {
 	der, err := x509.MarshalPKCS8PrivateKey(s.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +171,7 @@ func verifyID(raw [][]byte, roots *x509.CertPool, want spiffeid.ID) error {
 	return nil
 }
 
-func mustKey(t testing.TB) *ecdsa.PrivateKey {
+func mustKey(t TB) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +179,7 @@ func mustKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-func serial(t testing.TB) *big.Int {
+func serial(t TB) *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		t.Fatal(err)

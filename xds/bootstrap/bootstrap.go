@@ -15,7 +15,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -146,7 +145,7 @@ func xdsCluster(o Options) (*clusterv3.Cluster, error) {
 	if _, err := netip.ParseAddr(host); err == nil {
 		kind = clusterv3.Cluster_STATIC
 	}
-	tlsCtx, err := anypb.New(&tlsv3.UpstreamTlsContext{
+	tlsCtx, err := translate.Any(&tlsv3.UpstreamTlsContext{
 		CommonTlsContext: translate.CommonTLS(o.Identity, []spiffeid.ID{o.ControlPlaneID}, []string{"h2"}),
 	})
 	if err != nil {

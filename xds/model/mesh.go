@@ -33,7 +33,8 @@ type Mesh struct {
 	AuthorizationPolicies []*AuthorizationPolicyDoc `json:"authorizationPolicies"`
 	RateLimitPolicies     []*RateLimitPolicyDoc     `json:"rateLimitPolicies"`
 
-	origins map[kindRef]Origin
+	origins         map[kindRef]Origin
+	workloadsByNode map[string]*WorkloadDoc
 }
 
 type kindRef struct {
@@ -284,7 +285,7 @@ func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td
 }
 
 func (b *builder) mesh(docs []Document) (*Mesh, error) {
-	m := &Mesh{origins: map[kindRef]Origin{}}
+	m := &Mesh{origins: map[kindRef]Origin{}, workloadsByNode: map[string]*WorkloadDoc{}}
 	for _, d := range docs {
 		d.Object.setDefaults()
 		m.origins[kindRef{d.Object.GetKind(), RefOf(d.Object)}] = d.Origin
@@ -295,6 +296,7 @@ func (b *builder) mesh(docs []Document) (*Mesh, error) {
 			m.Services = append(m.Services, o)
 		case *WorkloadDoc:
 			m.Workloads = append(m.Workloads, o)
+			m.workloadsByNode[NodeID(o)] = o
 		case *JWTProviderDoc:
 			m.JWTProviders = append(m.JWTProviders, o)
 		case *AuthorizationPolicyDoc:

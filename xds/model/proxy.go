@@ -35,14 +35,7 @@ func NodeID(w *WorkloadDoc) string {
 }
 
 // Workload returns the Workload document with the given node id, or nil.
-func (m *Mesh) Workload(nodeID string) *WorkloadDoc {
-	for _, w := range m.Workloads {
-		if NodeID(w) == nodeID {
-			return w
-		}
-	}
-	return nil
-}
+func (m *Mesh) Workload(nodeID string) *WorkloadDoc { return m.workloadsByNode[nodeID] }
 
 // NewProxy resolves a workload (from the mesh or registered by an agent) against the mesh. A
 // registration that does not fit the mesh — unknown service, service account or upstream — is

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -64,9 +65,10 @@ type Controller struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 
-	mu       sync.Mutex // guards state and interner (reconciles are serial; readers are not)
-	state    map[string]*proxyState
-	interner *interner
+	reconciling sync.Mutex // one reconcile at a time
+	mu          sync.Mutex // guards state
+	state       map[string]*proxyState
+	interner    *interner
 
 	pushes, failures metric.Int64Counter
 	duration         metric.Float64Histogram
@@ -155,16 +157,31 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	defer span.End()
 
 	proxies, endpoints := c.resolve(mesh, regs)
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.reconciling.Lock()
+	defer c.reconciling.Unlock()
 	c.interner.next()
-	for _, p := range proxies {
-		c.publish(ctx, p, endpoints)
+	// Proxies are independent: translate them on every core.
+	work := make(chan *model.Proxy)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for p := range work {
+				c.publish(ctx, p, endpoints)
+			}
+		})
 	}
+	for _, p := range proxies {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+
 	registered := map[string]bool{}
 	for _, r := range regs {
 		registered[r.NodeID] = true
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for node := range c.state {
 		if !registered[node] {
 			// Gone for good: drop its snapshot and ledger entry so memory follows the proxies
@@ -221,7 +238,9 @@ func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, e
 func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) {
 	in := translate.Input{Proxy: p, Endpoints: upstreamEndpoints(p, endpoints)}
 	fp, err := fingerprint(p, in.Endpoints)
+	c.mu.Lock()
 	st := c.state[p.NodeID]
+	c.mu.Unlock()
 	if err == nil && st != nil && st.fingerprint == fp {
 		for h, r := range st.resources {
 			c.interner.intern(h, r)
@@ -247,7 +266,9 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 		return
 	}
 	next := &proxyState{fingerprint: fp, versions: versions, resources: resourcesByHash(snap)}
+	c.mu.Lock()
 	c.state[p.NodeID] = next
+	c.mu.Unlock()
 	if st != nil && maps.Equal(st.versions, versions) {
 		return // same configuration from different inputs: nothing to push
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -21,6 +22,7 @@ var typeURLs = []string{resource.ClusterType, resource.EndpointType, resource.Li
 // resources of one reconcile; lookups fall back to the previous generation, so a resource that
 // did not change keeps its object (and its place in memory) across reconciles.
 type interner struct {
+	mu        sync.Mutex
 	prev, cur map[string]types.Resource
 }
 
@@ -30,10 +32,14 @@ func newInterner() *interner {
 
 // next starts a new generation; resources not used since the previous call are released.
 func (in *interner) next() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	in.prev, in.cur = in.cur, make(map[string]types.Resource, len(in.cur))
 }
 
 func (in *interner) intern(hash string, r types.Resource) types.Resource {
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	if got, ok := in.cur[hash]; ok {
 		return got
 	}

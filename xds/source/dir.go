@@ -23,7 +23,7 @@ import (
 
 // DefaultDebounce is how long Dir waits after the last file event before reloading, so an editor's
 // save (often several events) causes one reload.
-const DefaultDebounce = 200 * time.Millisecond
+const DefaultDebounce = 100 * time.Millisecond
 
 // Checker validates what model.Build cannot on its own, e.g. compiling Rego modules. It runs
 // before a mesh is published; any problem keeps the previous mesh live.
@@ -239,8 +239,9 @@ func (d *Dir) Run(ctx context.Context) error {
 	if err := d.watchTree(w); err != nil {
 		return err
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// Reload once the watches are in place: a change made between the caller's first Load and
+	// now produced no event.
+	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -148,13 +147,13 @@ func HTTP2Options(keepalive bool) (map[string]*anypb.Any, error) {
 			Timeout:  durationpb.New(keepaliveTimeout),
 		}
 	}
-	opts, err := anypb.New(&httpv3.HttpProtocolOptions{
+	opts, err := Any(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: h2},
 		}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("translate: HTTP/2 options: %w", err)
+		return nil, err
 	}
 	return map[string]*anypb.Any{httpProtocolOptionsKey: opts}, nil
 }

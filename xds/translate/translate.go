@@ -96,11 +96,22 @@ func (t *translator) fail(format string, args ...any) {
 
 // any packs a message, recording an error instead of returning it so builders stay linear.
 func (t *translator) any(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a, err := Any(m)
 	if err != nil {
-		t.fail("packing %T: %w", m, err)
+		t.fail("%w", err)
 	}
 	return a
+}
+
+// Any packs a message deterministically: map entries in a fixed order, so equal configuration
+// always has equal bytes and equal content-hash versions (anypb.New's random map order would
+// make an unchanged listener look changed and be pushed again).
+func Any(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, fmt.Errorf("translate: packing %T: %w", m, err)
+	}
+	return a, nil
 }
 
 // source records that resource name was built from the given documents.
