@@ -45,6 +45,7 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 		newVersionCommand(g),
 		newControlPlaneCommand(g),
 		newDemoCommand(g),
+		newProxyCommand(g),
 	)
 	return root
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/portcullis/portcullis/test/meshgen"
 )
 
 // runClients opens n ADS streams that behave like Envoy: clusters first, then the endpoints of
@@ -43,7 +45,7 @@ func runClients(addr, certDir string, n int) error {
 			return err
 		}
 		defer conn.Close()
-		go func() { errs <- runClient(ctx, conn, fmt.Sprintf("w-%d.load", i), i, acks) }()
+		go func() { errs <- runClient(ctx, conn, meshgen.NodeID(i), i, acks) }()
 	}
 	counts := make([]int, n)
 	target := 1

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/portcullis/portcullis/test/meshgen"
 	"github.com/portcullis/portcullis/test/testca"
 	"github.com/portcullis/portcullis/xds/server"
 	"github.com/portcullis/portcullis/xds/snapshot"
@@ -70,13 +71,14 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
 	}
-	if err := writeMesh(meshDir, nClients, nServices, nUpstreams, 250); err != nil {
+	spec := meshgen.Spec{TrustDomain: trustDomain, Services: nServices, Workloads: nClients, Upstreams: nUpstreams, AuthzTimeoutMs: 250}
+	if err := writeMesh(meshDir, spec); err != nil {
 		return err
 	}
 	tb := &tb{}
 	ca := testca.New(tb, trustDomain)
 	for i := range nClients {
-		svid := ca.Issue(tb, fmt.Sprintf("spiffe://%s/ns/load/sa/svc-%d", trustDomain, i%nServices), 24*time.Hour)
+		svid := ca.Issue(tb, fmt.Sprintf("spiffe://%s/ns/load/sa/%s", trustDomain, spec.ServiceAccount(i)), 24*time.Hour)
 		pemData := append(svid.CertPEM(), svid.KeyPEM(tb)...)
 		if err := os.WriteFile(filepath.Join(certDir, fmt.Sprintf("w-%d.pem", i)), pemData, 0o600); err != nil {
 			return err
@@ -178,7 +180,8 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 		runtime.GC()
 		// Alternate the authorization timeout: every proxy's inbound listener changes.
 		t0 := time.Now()
-		if err := writeMesh(meshDir, nClients, nServices, nUpstreams, 251+r); err != nil {
+		spec.AuthzTimeoutMs = 251 + r
+		if err := writeMesh(meshDir, spec); err != nil {
 			return err
 		}
 		if _, err := fmt.Fprintln(in, "ROUND"); err != nil {
@@ -203,26 +206,23 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	return err
 }
 
-// writeMesh writes the whole mesh as one file, replacing it atomically. Workload i belongs to
-// service i % nServices and calls the next nUpstreams services.
-func writeMesh(dir string, nClients, nServices, nUpstreams, timeoutMs int) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: portcullis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {trustDomain: %s, authz: {timeout: %dms}}\n", trustDomain, timeoutMs)
-	for s := range nServices {
-		fmt.Fprintf(&b, "---\napiVersion: portcullis.dev/v1alpha1\nkind: Service\nmetadata: {name: svc-%d, namespace: load}\nspec: {ports: [{name: http, port: 8080}]}\n", s)
-	}
-	for i := range nClients {
-		fmt.Fprintf(&b, "---\napiVersion: portcullis.dev/v1alpha1\nkind: Workload\nmetadata: {name: w-%d, namespace: load}\nspec:\n  service: svc-%d\n  address: 10.%d.%d.%d\n  inboundPort: 15006\n  appPort: 8080\n  upstreams:\n",
-			i, i%nServices, i>>16&255, i>>8&255, i&255)
-		for u := 1; u <= nUpstreams; u++ {
-			fmt.Fprintf(&b, "    - {service: svc-%d, localPort: %d}\n", (i+u)%nServices, 19000+u)
+// writeMesh writes the mesh's files, each replaced atomically. Only changed files are rewritten
+// (as an editor would), so a round's change is one small file.
+func writeMesh(dir string, spec meshgen.Spec) error {
+	for name, content := range spec.Files() {
+		path := filepath.Join(dir, name)
+		if old, err := os.ReadFile(path); err == nil && string(old) == content {
+			continue
+		}
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
 		}
 	}
-	tmp := filepath.Join(dir, ".mesh.yaml.tmp")
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "mesh.yaml"))
+	return nil
 }
 
 func rss() string {

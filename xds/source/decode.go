@@ -10,6 +10,7 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,11 +30,52 @@ const (
 // returns the documents that decoded cleanly and a problem for each one that did not; empty
 // documents are skipped but still counted, so "document 3" is the third in the file.
 func Decode(file string, data []byte) ([]model.Document, model.Problems) {
+	return parse(file, data).materialize()
+}
+
+// parsedFile is a file's documents after the YAML, shape and type checks, as JSON ready to
+// become objects. Dir caches it by file content, so a reload re-parses only changed files while
+// every load still gets fresh, unshared objects.
+type parsedFile struct {
+	file     string
+	docs     []parsedDoc
+	problems model.Problems
+}
+
+type parsedDoc struct {
+	origin model.Origin
+	kind   string
+	raw    []byte
+	lines  map[model.Path]int
+}
+
+// materialize decodes the parsed documents into new objects.
+func (pf *parsedFile) materialize() ([]model.Document, model.Problems) {
+	docs := make([]model.Document, 0, len(pf.docs))
+	problems := slices.Clone(pf.problems)
+	for _, d := range pf.docs {
+		obj := model.NewObject(d.kind)
+		jd := json.NewDecoder(bytes.NewReader(d.raw))
+		jd.DisallowUnknownFields()
+		if err := jd.Decode(obj); err != nil {
+			// The converter checked shape and types, so this is a bug rather than bad input;
+			// still a problem report, never a crash.
+			problems = append(problems, model.Problem{File: pf.file, Document: d.origin.Document, Kind: d.kind, Line: d.origin.Line, Message: fmt.Sprintf("cannot decode: %v", err)})
+			continue
+		}
+		resolvePaths(obj, filepath.Dir(pf.file))
+		docs = append(docs, model.Document{Origin: d.origin, Object: obj, FieldLines: d.lines})
+	}
+	return docs, problems
+}
+
+func parse(file string, data []byte) *parsedFile {
+	pf := &parsedFile{file: file}
 	if len(data) > MaxFileBytes {
-		return nil, model.Problems{{File: file, Message: fmt.Sprintf("file is %d bytes, more than the %d allowed", len(data), MaxFileBytes)}}
+		pf.problems = model.Problems{{File: file, Message: fmt.Sprintf("file is %d bytes, more than the %d allowed", len(data), MaxFileBytes)}}
+		return pf
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var docs []model.Document
 	var problems model.Problems
 	for index := 1; ; index++ {
 		var root yaml.Node
@@ -50,16 +92,17 @@ func Decode(file string, data []byte) ([]model.Document, model.Problems) {
 			problems = append(problems, model.Problem{File: file, Message: fmt.Sprintf("more than %d documents", maxDocuments)})
 			break
 		}
-		doc, ps := decodeDocument(file, index, &root)
+		doc, ps := parseDocument(file, index, &root)
 		problems = append(problems, ps...)
 		if doc != nil {
-			docs = append(docs, *doc)
+			pf.docs = append(pf.docs, *doc)
 		}
 	}
-	return docs, problems
+	pf.problems = problems
+	return pf
 }
 
-func decodeDocument(file string, index int, root *yaml.Node) (*model.Document, model.Problems) {
+func parseDocument(file string, index int, root *yaml.Node) (*parsedDoc, model.Problems) {
 	n := root
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
@@ -71,7 +114,7 @@ func decodeDocument(file string, index int, root *yaml.Node) (*model.Document, m
 		return nil, nil // an empty document between "---" separators
 	}
 	origin := model.Origin{File: file, Document: index, Line: n.Line}
-	fail := func(kind, name string, field model.Path, line int, msg string) (*model.Document, model.Problems) {
+	fail := func(kind, name string, field model.Path, line int, msg string) (*parsedDoc, model.Problems) {
 		return nil, model.Problems{{File: file, Document: index, Kind: kind, Name: name, Field: string(field), Line: line, Message: msg}}
 	}
 	if n.Kind != yaml.MappingNode {
@@ -107,18 +150,10 @@ func decodeDocument(file string, index int, root *yaml.Node) (*model.Document, m
 		return nil, ps
 	}
 	raw, err := json.Marshal(value)
-	if err == nil {
-		jd := json.NewDecoder(bytes.NewReader(raw))
-		jd.DisallowUnknownFields()
-		err = jd.Decode(obj)
-	}
 	if err != nil {
-		// The converter checked shape and types, so this is a bug rather than bad input; still a
-		// problem report, never a crash.
 		return fail(kind, name, "", n.Line, fmt.Sprintf("cannot decode: %v", err))
 	}
-	resolvePaths(obj, filepath.Dir(file))
-	return &model.Document{Origin: origin, Object: obj, FieldLines: c.lines}, nil
+	return &parsedDoc{origin: origin, kind: kind, raw: raw, lines: c.lines}, nil
 }
 
 // resolvePaths makes file paths inside a document relative to the document's own file, so a mesh

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,14 @@ type Dir struct {
 	loads  metric.Int64Counter
 	mu     sync.Mutex
 	status Status
+
+	loading sync.Mutex             // one load at a time
+	parsed  map[string]cachedParse // by file path: its last parse, reused while unchanged
+}
+
+type cachedParse struct {
+	sum [sha256.Size]byte
+	pf  *parsedFile
 }
 
 // NewDir returns a source for the documents under dir. Call Load for the first load, then Run.
@@ -67,7 +76,7 @@ func NewDir(dir string, opts DirOptions) (*Dir, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
 	}
-	d := &Dir{dir: dir, opts: opts, log: opts.Logger, status: Status{Dir: dir}}
+	d := &Dir{dir: dir, opts: opts, log: opts.Logger, status: Status{Dir: dir}, parsed: map[string]cachedParse{}}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -103,6 +112,8 @@ func (d *Dir) Status() Status {
 // Load reads and validates every document now. It publishes the mesh when valid; otherwise it
 // keeps the previous one, records the problems and returns them.
 func (d *Dir) Load() error {
+	d.loading.Lock()
+	defer d.loading.Unlock()
 	files, err := d.files()
 	if err != nil {
 		d.record(nil, model.Problems{{File: d.dir, Message: err.Error()}}, 0, 0)
@@ -110,15 +121,28 @@ func (d *Dir) Load() error {
 	}
 	var docs []model.Document
 	var problems model.Problems
+	seen := map[string]bool{}
 	for _, f := range files {
 		data, err := readFile(f)
 		if err != nil {
 			problems = append(problems, model.Problem{File: f, Message: err.Error()})
 			continue
 		}
-		ds, ps := Decode(f, data)
+		seen[f] = true
+		sum := sha256.Sum256(data)
+		c, ok := d.parsed[f]
+		if !ok || c.sum != sum {
+			c = cachedParse{sum: sum, pf: parse(f, data)}
+			d.parsed[f] = c
+		}
+		ds, ps := c.pf.materialize()
 		docs = append(docs, ds...)
 		problems = append(problems, ps...)
+	}
+	for f := range d.parsed {
+		if !seen[f] {
+			delete(d.parsed, f)
+		}
 	}
 	var mesh *model.Mesh
 	if len(problems) == 0 {

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -70,22 +69,10 @@ func loadCase(t testing.TB, dir string) Input {
 	return in
 }
 
-// toYAML renders messages as YAML with sorted keys, so golden diffs are stable and readable.
-func toYAML(t testing.TB, msgs []proto.Message) []byte {
+// toYAML renders messages for golden files.
+func toYAML[T proto.Message](t testing.TB, msgs []T) []byte {
 	t.Helper()
-	var list []json.RawMessage
-	for _, m := range msgs {
-		b, err := protojson.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		list = append(list, b)
-	}
-	raw, err := json.Marshal(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := yaml.JSONToYAML(raw)
+	out, err := YAML(msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +111,9 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			files := map[string][]byte{
-				"listeners.yaml": toYAML(t, asMessages(res.Listeners)),
-				"clusters.yaml":  toYAML(t, asMessages(res.Clusters)),
-				"endpoints.yaml": toYAML(t, asMessages(res.Endpoints)),
+				"listeners.yaml": toYAML(t, res.Listeners),
+				"clusters.yaml":  toYAML(t, res.Clusters),
+				"endpoints.yaml": toYAML(t, res.Endpoints),
 			}
 			for file, got := range files {
 				path := filepath.Join("testdata/out", name, file)

@@ -1,0 +1,225 @@
+package snapshot
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/portcullis/portcullis/test/meshgen"
+	"github.com/portcullis/portcullis/xds/model"
+	"github.com/portcullis/portcullis/xds/source"
+	"github.com/portcullis/portcullis/xds/translate"
+)
+
+type staticRegistry struct {
+	mu   sync.Mutex
+	regs []Registration
+	ch   chan struct{}
+}
+
+func (r *staticRegistry) Current() ([]Registration, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+	}
+	return r.regs, r.ch
+}
+
+func (r *staticRegistry) set(regs ...Registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.regs = regs
+}
+
+func buildMesh(t testing.TB, files map[string]string) *model.Mesh {
+	t.Helper()
+	var docs []model.Document
+	for name, content := range files {
+		ds, ps := source.Decode(name, []byte(content))
+		if ps != nil {
+			t.Fatal(ps)
+		}
+		docs = append(docs, ds...)
+	}
+	m, ps := source.Build(docs)
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	return m
+}
+
+type fixture struct {
+	mesh   *source.Publisher
+	reg    *staticRegistry
+	cache  *Cache
+	ledger *Ledger
+	ctl    *Controller
+	spec   meshgen.Spec
+}
+
+func newFixture(t testing.TB, spec meshgen.Spec, opts translate.Options) *fixture {
+	t.Helper()
+	f := &fixture{mesh: &source.Publisher{}, reg: &staticRegistry{}, spec: spec}
+	f.mesh.Publish(buildMesh(t, spec.Files()))
+	var err error
+	if f.ledger, err = NewLedger(nil); err != nil {
+		t.Fatal(err)
+	}
+	f.cache = NewCache(cache.NewSnapshotCache(true, cache.IDHash{}, nil), f.ledger)
+	if f.ctl, err = NewController(f.mesh, f.reg, f.cache, f.ledger, Options{Translate: opts}); err != nil {
+		t.Fatal(err)
+	}
+	var regs []Registration
+	for i := range spec.Workloads {
+		regs = append(regs, Registration{
+			NodeID:    meshgen.NodeID(i),
+			Identity:  spiffeid.RequireFromString("spiffe://" + spec.TrustDomain + "/ns/load/sa/" + spec.ServiceAccount(i)),
+			Connected: true,
+		})
+	}
+	f.reg.set(regs...)
+	return f
+}
+
+var testOpts = translate.Options{AuthzAddress: "127.0.0.1:15011", ControlPlaneID: spiffeid.RequireFromString("spiffe://t.test/ns/portcullis-system/sa/controlplane")}
+
+func TestControllerPublishesOnlyChanges(t *testing.T) {
+	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 3, Workloads: 4, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)
+	ctx := context.Background()
+	f.ctl.Reconcile(ctx)
+	snap, err := f.cache.GetSnapshot("w-0.load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := snap.GetVersion(resource.ListenerType)
+
+	// An unchanged mesh republished (new object, same content) pushes nothing.
+	f.mesh.Publish(buildMesh(t, f.spec.Files()))
+	f.ctl.Reconcile(ctx)
+	if again, _ := f.cache.GetSnapshot("w-0.load"); again != snap {
+		t.Error("unchanged configuration was set again")
+	}
+
+	// A change of listeners only moves the listener version.
+	f.spec.AuthzTimeoutMs = 200
+	f.mesh.Publish(buildMesh(t, f.spec.Files()))
+	f.ctl.Reconcile(ctx)
+	next, _ := f.cache.GetSnapshot("w-0.load")
+	if next.GetVersion(resource.ListenerType) == first {
+		t.Error("listener version did not change")
+	}
+	if next.GetVersion(resource.ClusterType) != snap.GetVersion(resource.ClusterType) {
+		t.Error("cluster version changed though clusters did not")
+	}
+	st := f.ledger.Status()
+	if len(st) != 4 || st[0].Types[resource.ListenerType].Published != next.GetVersion(resource.ListenerType) {
+		t.Errorf("ledger = %+v", st)
+	}
+}
+
+func TestControllerSharesIdenticalResources(t *testing.T) {
+	// Workloads 0 and 3 are instances of svc-0 with the same upstream: their clusters are equal.
+	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 3, Workloads: 6, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)
+	f.ctl.Reconcile(context.Background())
+	a, _ := f.cache.GetSnapshot("w-0.load")
+	b, _ := f.cache.GetSnapshot("w-3.load")
+	ca, cb := a.GetResources(resource.ClusterType), b.GetResources(resource.ClusterType)
+	if len(ca) == 0 || len(ca) != len(cb) {
+		t.Fatalf("clusters %d and %d", len(ca), len(cb))
+	}
+	for name, r := range ca {
+		if cb[name] != r {
+			t.Errorf("cluster %s: equal content but two objects", name)
+		}
+	}
+}
+
+func TestControllerKeepsLastGoodOnError(t *testing.T) {
+	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 2, Workloads: 2, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)
+	ctx := context.Background()
+	f.ctl.Reconcile(ctx)
+	good, _ := f.cache.GetSnapshot("w-0.load")
+
+	// The proxy's certificate no longer matches its workload: it keeps its last good snapshot,
+	// and the ledger says why.
+	regs, _ := f.reg.Current()
+	regs[0].Identity = spiffeid.RequireFromString("spiffe://t.test/ns/load/sa/intruder")
+	f.reg.set(regs...)
+	f.spec.AuthzTimeoutMs = 300
+	f.mesh.Publish(buildMesh(t, f.spec.Files()))
+	f.ctl.Reconcile(ctx)
+	if kept, _ := f.cache.GetSnapshot("w-0.load"); kept != good {
+		t.Error("proxy lost its last good snapshot")
+	}
+	var w0 ProxyStatus
+	for _, p := range f.ledger.Status() {
+		if p.Node == "w-0.load" {
+			w0 = p
+		}
+	}
+	if !strings.Contains(w0.Error, "certificate proves spiffe://t.test/ns/load/sa/intruder") {
+		t.Errorf("ledger error = %q", w0.Error)
+	}
+
+	// A proxy that is gone loses its snapshot and ledger entry.
+	f.reg.set(regs[1])
+	f.ctl.Reconcile(ctx)
+	if _, err := f.cache.GetSnapshot("w-0.load"); err == nil {
+		t.Error("snapshot of a deregistered proxy kept")
+	}
+	if st := f.ledger.Status(); len(st) != 1 {
+		t.Errorf("ledger has %d entries, want 1", len(st))
+	}
+}
+
+func TestTranslationErrorKeepsSnapshot(t *testing.T) {
+	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 2, Workloads: 2, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)
+	ctx := context.Background()
+	f.ctl.Reconcile(ctx)
+	good, _ := f.cache.GetSnapshot("w-1.load")
+	// A bad control-plane option makes translation fail for every proxy.
+	f.ctl.opts.Translate.AuthzAddress = "not-an-address"
+	f.spec.AuthzTimeoutMs = 150
+	f.mesh.Publish(buildMesh(t, f.spec.Files()))
+	f.ctl.Reconcile(ctx)
+	if kept, _ := f.cache.GetSnapshot("w-1.load"); kept != good {
+		t.Error("translation error replaced the snapshot")
+	}
+	for _, p := range f.ledger.Status() {
+		if !strings.Contains(p.Error, "invalid address") {
+			t.Errorf("%s: ledger error %q", p.Node, p.Error)
+		}
+	}
+}
+
+func TestLedgerNackAndAck(t *testing.T) {
+	l, err := NewLedger(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Connected("n", "spiffe://t/ns/a/sa/b", false)
+	l.Published("n", map[string]string{resource.ListenerType: "v2"}, nil, nil)
+	l.Sent("n", 1, resource.ListenerType, "v2", "nonce-2")
+	if v := l.Nacked("n", 1, resource.ListenerType, "nonce-2", "bad listener"); v != "v2" {
+		t.Fatalf("NACK refers to %q, want v2", v)
+	}
+	if l.NackedVersion("n", resource.ListenerType) != "v2" || l.Status()[0].Synced() {
+		t.Fatal("NACK not recorded")
+	}
+	if v := l.Nacked("n", 1, resource.ListenerType, "stale-nonce", "x"); v != "" {
+		t.Errorf("unknown nonce mapped to %q", v)
+	}
+	l.Published("n", map[string]string{resource.ListenerType: "v3"}, nil, nil)
+	l.Sent("n", 1, resource.ListenerType, "v3", "nonce-3")
+	l.Acked("n", resource.ListenerType, "v3")
+	st := l.Status()[0]
+	if !st.Synced() || st.Types[resource.ListenerType].Nacked != "" {
+		t.Errorf("after ACK of v3: %+v", st.Types[resource.ListenerType])
+	}
+}
