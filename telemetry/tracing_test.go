@@ -1,0 +1,80 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/portcullis/portcullis/test/otlptest"
+)
+
+func TestTracingExportsWithResource(t *testing.T) {
+	recv := otlptest.Start(t)
+	tr, err := SetupTracing(context.Background(), TracingOptions{
+		Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1,
+		ServiceName: "portcullis-test", ServiceVersion: "v9", InstanceID: "i-1",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.Provider.Tracer("test").Start(context.Background(), "work")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := recv.Spans()
+	if len(spans) != 1 || spans[0].GetName() != "work" || spans[0].Service != "portcullis-test" {
+		t.Fatalf("received %+v", spans)
+	}
+}
+
+func TestTracingCollectorDownDropsAndCounts(t *testing.T) {
+	// A port nobody listens on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	m, err := NewMetrics("test", "v0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := SetupTracing(context.Background(), TracingOptions{Endpoint: addr, Insecure: true, SamplingRatio: 1}, m.Meter("telemetry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range 10 {
+		_, span := tr.Provider.Tracer("test").Start(context.Background(), "lost")
+		span.End()
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("ending spans took %s with the collector down", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = tr.Shutdown(ctx) // the flush fails: the collector is down
+	body := scrape(t, m)
+	if !strings.Contains(body, "portcullis_trace_spans_dropped_total 10") {
+		t.Errorf("dropped spans not counted:\n%s", grep(body, "portcullis_"))
+	}
+}
+
+func TestPropagatorAcceptsB3EmitsW3C(t *testing.T) {
+	p := Propagator()
+	in := propagation.MapCarrier{"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"}
+	ctx := p.Extract(context.Background(), in)
+	out := propagation.MapCarrier{}
+	p.Inject(ctx, out)
+	if !strings.HasPrefix(out["traceparent"], "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01") {
+		t.Errorf("traceparent = %q", out["traceparent"])
+	}
+	if _, ok := out["b3"]; ok || out["x-b3-traceid"] != "" {
+		t.Errorf("B3 emitted: %v", out)
+	}
+}
