@@ -38,14 +38,14 @@ type stringSet struct {
 }
 
 func newStringSet(vals []string) stringSet {
-	if len(vals) <= 8 {
-		return stringSet{list: vals}
+	s := stringSet{list: vals}
+	if len(vals) > 8 {
+		s.m = make(map[string]struct{}, len(vals))
+		for _, v := range vals {
+			s.m[v] = struct{}{}
+		}
 	}
-	m := make(map[string]struct{}, len(vals))
-	for _, v := range vals {
-		m[v] = struct{}{}
-	}
-	return stringSet{m: m}
+	return s
 }
 
 func (s *stringSet) has(v string) bool {
@@ -56,17 +56,7 @@ func (s *stringSet) has(v string) bool {
 	return slices.Contains(s.list, v)
 }
 
-func (s *stringSet) String() string {
-	if s.m != nil {
-		keys := make([]string, 0, len(s.m))
-		for k := range s.m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		return fmt.Sprint(keys)
-	}
-	return fmt.Sprint(s.list)
-}
+func (s *stringSet) String() string { return fmt.Sprint(s.list) }
 
 // --- from.principals / from.notPrincipals
 
