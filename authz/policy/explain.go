@@ -139,7 +139,10 @@ func (x *Explanation) WriteText(w io.Writer) error {
 	var b strings.Builder
 	d := &x.Decision
 	fmt.Fprintf(&b, "decision: %s (%s)", d.Outcome(), d.Code)
-	if d.Policy != "" {
+	switch {
+	case d.Code == CodeJWTRequired:
+		fmt.Fprintf(&b, ": with a verified JWT, %s rule %s would allow it", d.Policy, d.Rule)
+	case d.Policy != "":
 		fmt.Fprintf(&b, " by %s rule %s", d.Policy, d.Rule)
 	}
 	fmt.Fprintf(&b, "\nreason:   %s\ndestination: %s\nmesh version: %s\n", d.Reason, x.Destination, d.MeshVersion)
