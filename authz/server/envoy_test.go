@@ -151,7 +151,7 @@ func TestThroughEnvoy(t *testing.T) {
 		Certificates: []tls.Certificate{clientSVID.TLSCertificate()},
 		RootCAs:      ca.Pool(),
 		// SVIDs have no DNS names: check the proxy's SPIFFE ID instead of a host name.
-		InsecureSkipVerify: true, //nolint:gosec // VerifyPeerCertificate below checks chain and ID
+		InsecureSkipVerify:    true, //nolint:gosec // VerifyPeerCertificate below checks chain and ID
 		VerifyPeerCertificate: tlsconfig.VerifyPeerCertificate(ca.Bundle(), tlsconfig.AuthorizeID(proxySVID.ID)),
 	}}}
 	admin := f.token(t, map[string]any{"roles": []string{"admin"}})
