@@ -17,7 +17,7 @@ type metrics struct {
 	registration  metric.Registration
 	// verifyAttrs holds the attribute sets of every (code, cache) pair, built once: building them
 	// per request would allocate on the hot path.
-	verifyAttrs map[Code][2]metric.AddOption
+	verifyAttrs map[Code][2][]metric.AddOption
 }
 
 func newMetrics(m metric.Meter, v *Verifier) (*metrics, error) {
@@ -34,11 +34,11 @@ func newMetrics(m metric.Meter, v *Verifier) (*metrics, error) {
 		metric.WithDescription("Tokens checked, by result (ok or the rejection code) and whether the verified-token cache answered.")); err != nil {
 		return nil, fmt.Errorf("jwt: metrics: %w", err)
 	}
-	out.verifyAttrs = map[Code][2]metric.AddOption{}
+	out.verifyAttrs = map[Code][2][]metric.AddOption{}
 	for _, c := range codes {
-		out.verifyAttrs[c] = [2]metric.AddOption{
-			metric.WithAttributes(attribute.String("result", string(c)), attribute.String("cache", "miss")),
-			metric.WithAttributes(attribute.String("result", string(c)), attribute.String("cache", "hit")),
+		out.verifyAttrs[c] = [2][]metric.AddOption{
+			{metric.WithAttributes(attribute.String("result", string(c)), attribute.String("cache", "miss"))},
+			{metric.WithAttributes(attribute.String("result", string(c)), attribute.String("cache", "hit"))},
 		}
 	}
 	up, err := m.Int64ObservableGauge("portcullis_authz_jwks_provider_up",
@@ -87,5 +87,5 @@ func (m *metrics) verified(ctx context.Context, result Code, cacheHit bool) {
 	if cacheHit {
 		i = 1
 	}
-	m.verifications.Add(ctx, 1, m.verifyAttrs[result][i])
+	m.verifications.Add(ctx, 1, m.verifyAttrs[result][i]...)
 }

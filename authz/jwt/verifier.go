@@ -116,6 +116,8 @@ type Verifier struct {
 	cache   *lru.Cache[[32]byte, *cacheEntry]
 	set     atomic.Pointer[providerSet]
 
+	buffers sync.Pool // token bytes for hashing
+
 	mu      sync.Mutex // serialises Update and Close
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -162,6 +164,7 @@ func New(opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("jwt: %w", err)
 	}
 	v := &Verifier{opts: opts, cache: cache, cancels: map[*provider]context.CancelFunc{}}
+	v.buffers.New = func() any { b := make([]byte, 0, 2048); return &b }
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.set.Store(&providerSet{})
 	if v.metrics, err = newMetrics(opts.Meter, v); err != nil {
@@ -374,7 +377,7 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 		return Result{Presented: true, Err: reject(CodeTooLarge, "", "token is %d bytes, more than the %d allowed", len(raw), MaxTokenBytes)}
 	}
 	now := v.opts.Now()
-	key := sha256.Sum256([]byte(raw))
+	key := v.hashToken(raw)
 	if e, ok := v.cache.Get(key); ok && e.loc == loc && e.current() {
 		t := e.token
 		if now.After(e.notAfter) {
@@ -431,6 +434,17 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 	v.cache.Add(key, e)
 	res.Token = t
 	return res
+}
+
+// hashToken returns the SHA-256 of a token, copying it into a pooled buffer: converting the
+// string to a slice directly would allocate a copy per request.
+func (v *Verifier) hashToken(raw string) [32]byte {
+	bp := v.buffers.Get().(*[]byte)
+	b := append((*bp)[:0], raw...)
+	sum := sha256.Sum256(b)
+	*bp = b
+	v.buffers.Put(bp)
+	return sum
 }
 
 // current reports whether the providers that accepted the token still have the keys they had.

@@ -10,7 +10,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/portcullis/portcullis/authz/jwt"
-	"github.com/portcullis/portcullis/xds/model"
 )
 
 // Attributes are what a decision is made on. The server builds them from Envoy's CheckRequest;
@@ -81,10 +80,26 @@ func (s *Source) SetPrincipal(principal string) error {
 		return errors.New("source principal is not a SPIFFE ID")
 	}
 	s.Principal, s.TrustDomain = id.String(), id.TrustDomain().Name()
-	if ns, sa, err := model.ParseWorkloadID(id); err == nil {
-		s.Namespace, s.ServiceAccount = ns, sa
-	}
+	s.Namespace, s.ServiceAccount = workloadParts(id.Path())
 	return nil
+}
+
+// workloadParts splits "/ns/<namespace>/sa/<account>" (model.WorkloadID's path) without
+// allocating; other paths have no parts.
+func workloadParts(path string) (namespace, account string) {
+	rest, ok := strings.CutPrefix(path, "/ns/")
+	if !ok {
+		return "", ""
+	}
+	ns, rest, ok := strings.Cut(rest, "/")
+	if !ok || ns == "" {
+		return "", ""
+	}
+	sa, ok := strings.CutPrefix(rest, "sa/")
+	if !ok || sa == "" || strings.Contains(sa, "/") {
+		return "", ""
+	}
+	return ns, sa
 }
 
 // HostWithoutPort lower-cases an authority and removes its port ("Example.com:8080" →

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +38,19 @@ func (e *badRequest) Error() string { return e.reason }
 
 func bad(format string, args ...any) error { return &badRequest{fmt.Sprintf(format, args...)} }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+// isDNSLabel reports whether s is a Kubernetes DNS label (what names and namespaces are),
+// without a regular expression: it runs on every request.
+func isDNSLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Attributes reads a CheckRequest into policy attributes. now is used when Envoy sent no request
 // time. Errors are client errors (400). The headers map is Envoy's own, shared, not copied.
@@ -146,10 +157,11 @@ func readDestination(ac *authv3.AttributeContext, d *policy.Destination) error {
 	if d.Namespace == "" {
 		d.Namespace = model.DefaultNamespace
 	}
-	for key, v := range map[string]string{ExtService: d.Service, ExtNamespace: d.Namespace} {
-		if v != "" && (len(v) > 63 || !dnsLabel.MatchString(v)) {
-			return bad("context extension %q is not a DNS label", key)
-		}
+	if d.Service != "" && !isDNSLabel(d.Service) {
+		return bad("context extension %q is not a DNS label", ExtService)
+	}
+	if !isDNSLabel(d.Namespace) {
+		return bad("context extension %q is not a DNS label", ExtNamespace)
 	}
 	d.Principal = ac.GetDestination().GetPrincipal()
 	if p, ok := ext[ExtPort]; ok {

@@ -32,6 +32,12 @@ const (
 	spanPolicy = "authz.policy.evaluate"
 )
 
+// checkSpanOptions start every Check span: built once, not per request.
+var checkSpanOptions = []trace.SpanStartOption{
+	trace.WithSpanKind(trace.SpanKindServer),
+	trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check")),
+}
+
 // Check implements envoy.service.auth.v3.Authorization/Check. It always answers with a
 // decision (never a gRPC error), so Envoy's failure mode only applies when the server is down.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
@@ -43,13 +49,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			d := s.early(start, policy.CodeError, "internal error")
 			s.log.Error("panic in Check; denying", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
 			s.metrics.record(ctx, &d, s.now().Sub(start).Seconds())
-			resp, err = response(&d, http.StatusInternalServerError), nil
+			resp, err = s.response(&d, http.StatusInternalServerError), nil
 		}
 	}()
 	headers := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
-	ctx, span := s.tracer.Start(parentContext(ctx, headers), spanCheck,
-		trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start),
-		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check")))
+	ctx, span := s.tracer.Start(parentContext(ctx, headers), spanCheck, checkSpanOptions...)
 	defer span.End()
 
 	var (
@@ -69,7 +73,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			break
 		}
 		if s.verifier.HasProviders() {
-			jr = s.verifyJWT(ctx, attrs.Request.Headers)
+			jr = s.verifyJWT(ctx, span, attrs.Request.Headers)
 			if jr.Err != nil {
 				d = s.early(start, policy.CodeJWTInvalid, "invalid JWT: "+string(jr.Err.Code))
 				d.MeshVersion = engine.Version()
@@ -77,11 +81,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			}
 			attrs.JWT = jr.Token
 		}
-		d = s.decide(ctx, engine, attrs)
+		d = s.decide(ctx, span, engine, attrs)
 	}
 
 	status := httpStatus(d.Code)
-	resp = response(&d, status)
+	resp = s.response(&d, status)
 	took := s.now().Sub(start)
 	s.metrics.record(ctx, &d, took.Seconds())
 	traceID := ""
@@ -100,44 +104,48 @@ func (s *Server) early(now time.Time, code policy.Code, reason string) policy.De
 	return policy.Decision{ID: policy.NewDecisionID(now), Code: code, Reason: reason}
 }
 
-func (s *Server) verifyJWT(ctx context.Context, headers map[string]string) jwt.Result {
+// verifyJWT verifies the request's tokens, in a child span when the check is traced.
+func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, headers map[string]string) jwt.Result {
+	if !parent.IsRecording() {
+		return s.verifier.Verify(ctx, headers)
+	}
 	ctx, span := s.tracer.Start(ctx, spanJWT)
 	defer span.End()
 	r := s.verifier.Verify(ctx, headers)
-	if span.IsRecording() {
-		span.SetAttributes(attribute.Bool("authz.jwt.present", r.Presented), attribute.Bool("authz.jwt.cache_hit", r.CacheHit))
-		if r.Presented {
-			span.SetAttributes(attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))
-		}
-		if r.Err != nil {
-			span.SetAttributes(attribute.String("authz.jwt.error", string(r.Err.Code)))
-			span.SetStatus(codes.Error, string(r.Err.Code))
-		}
+	span.SetAttributes(attribute.Bool("authz.jwt.present", r.Presented), attribute.Bool("authz.jwt.cache_hit", r.CacheHit))
+	if r.Presented {
+		span.SetAttributes(attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))
+	}
+	if r.Err != nil {
+		span.SetAttributes(attribute.String("authz.jwt.error", string(r.Err.Code)))
+		span.SetStatus(codes.Error, string(r.Err.Code))
 	}
 	return r
 }
 
-func (s *Server) decide(ctx context.Context, e *policy.Engine, a *policy.Attributes) policy.Decision {
+// decide evaluates policies, in a child span when the check is traced.
+func (s *Server) decide(ctx context.Context, parent trace.Span, e *policy.Engine, a *policy.Attributes) policy.Decision {
+	if !parent.IsRecording() {
+		return e.Decide(ctx, a)
+	}
 	ctx, span := s.tracer.Start(ctx, spanPolicy)
 	defer span.End()
 	d := e.Decide(ctx, a)
-	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("authz.decision_id", d.ID),
-			attribute.String("authz.decision", string(d.Outcome())),
-			attribute.String("authz.policy", d.Policy),
-			attribute.String("authz.rule", d.Rule),
-			attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
-			attribute.String("authz.mesh_version", d.MeshVersion),
-			attribute.Int("authz.audits", len(d.Audits)),
-		)
-		if d.DryRun != nil {
-			span.SetAttributes(attribute.String("authz.dry_run.decision", string(outcome(d.DryRun.Allow))),
-				attribute.String("authz.dry_run.policy", d.DryRun.Policy), attribute.Bool("authz.dry_run.changed", d.DryRun.Changed))
-		}
-		if len(d.Errors) > 0 {
-			span.SetStatus(codes.Error, "rego evaluation failed (failed closed)")
-		}
+	span.SetAttributes(
+		attribute.String("authz.decision_id", d.ID),
+		attribute.String("authz.decision", string(d.Outcome())),
+		attribute.String("authz.policy", d.Policy),
+		attribute.String("authz.rule", d.Rule),
+		attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
+		attribute.String("authz.mesh_version", d.MeshVersion),
+		attribute.Int("authz.audits", len(d.Audits)),
+	)
+	if d.DryRun != nil {
+		span.SetAttributes(attribute.String("authz.dry_run.decision", string(outcome(d.DryRun.Allow))),
+			attribute.String("authz.dry_run.policy", d.DryRun.Policy), attribute.Bool("authz.dry_run.changed", d.DryRun.Changed))
+	}
+	if len(d.Errors) > 0 {
+		span.SetStatus(codes.Error, "rego evaluation failed (failed closed)")
 	}
 	return d
 }
@@ -217,6 +225,12 @@ func header(k, v string) *corev3.HeaderValueOption {
 	}
 }
 
+// Headers every denial carries. Messages are shared between responses: gRPC only reads them.
+var (
+	headerJSON    = header("content-type", "application/json")
+	headerNoStore = header("cache-control", "no-store")
+)
+
 // errorBody is what a denied client reads: the decision id to quote, nothing internal. A bad
 // request also says what is wrong with it.
 type errorBody struct {
@@ -226,27 +240,39 @@ type errorBody struct {
 	Reason     string `json:"reason,omitempty"`
 }
 
-func response(d *policy.Decision, status int) *authv3.CheckResponse {
+// metaValue returns a shared structpb value for a string that repeats across decisions (code,
+// policy, rule names), so the dynamic metadata of a response allocates only its id.
+func (s *Server) metaValue(v string) *structpb.Value {
+	if x, ok := s.metaValues.Load(v); ok {
+		return x.(*structpb.Value)
+	}
+	x, _ := s.metaValues.LoadOrStore(v, structpb.NewStringValue(v))
+	return x.(*structpb.Value)
+}
+
+func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse {
+	// Envoy puts dynamic metadata under the filter's name, for access logs:
+	// %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%.
 	meta := &structpb.Struct{Fields: map[string]*structpb.Value{
 		"decision_id": structpb.NewStringValue(d.ID),
-		"decision":    structpb.NewStringValue(string(d.Outcome())),
-		"code":        structpb.NewStringValue(string(d.Code)),
-		"policy":      structpb.NewStringValue(d.Policy),
-		"rule":        structpb.NewStringValue(d.Rule),
+		"code":        s.metaValue(string(d.Code)),
+		"policy":      s.metaValue(d.Policy),
+		"rule":        s.metaValue(d.Rule),
 	}}
+	id := header(HeaderDecisionID, d.ID)
 	if d.Allow {
 		return &authv3.CheckResponse{
 			Status:          &rpcstatus.Status{Code: int32(grpccodes.OK)},
 			DynamicMetadata: meta,
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 				// Overwrite, so a client cannot send the application a decision id of its own.
-				Headers:              []*corev3.HeaderValueOption{header(HeaderDecisionID, d.ID)},
-				ResponseHeadersToAdd: []*corev3.HeaderValueOption{header(HeaderDecisionID, d.ID)},
+				Headers:              []*corev3.HeaderValueOption{id},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{id},
 			}},
 		}
 	}
 	body := errorBody{Status: status, DecisionID: d.ID}
-	hs := []*corev3.HeaderValueOption{header("content-type", "application/json"), header(HeaderDecisionID, d.ID), header("cache-control", "no-store")}
+	hs := []*corev3.HeaderValueOption{headerJSON, id, headerNoStore, nil}[:3]
 	switch status {
 	case http.StatusUnauthorized:
 		body.Error = "unauthenticated"

@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -111,6 +110,8 @@ type DecisionLog struct {
 	errors func()
 	stop   chan struct{}
 	done   chan struct{}
+	// buffers holds encode buffers, so a record costs no allocation once warm.
+	buffers sync.Pool
 }
 
 // NewDecisionLog returns a decision log writing to w; onError (may be nil) is called for each
@@ -120,6 +121,7 @@ func NewDecisionLog(w io.Writer, log *slog.Logger, onError func()) *DecisionLog 
 		onError = func() {}
 	}
 	l := &DecisionLog{log: log, out: w, w: bufio.NewWriterSize(w, 64<<10), errors: onError, stop: make(chan struct{}), done: make(chan struct{})}
+	l.buffers.New = func() any { b := make([]byte, 0, 1024); return &b }
 	go l.flushLoop()
 	return l
 }
@@ -140,12 +142,15 @@ func (l *DecisionLog) flushLoop() {
 
 // Write appends one record.
 func (l *DecisionLog) Write(r *Record) {
-	line, err := json.Marshal(r)
+	bp := l.buffers.Get().(*[]byte)
+	defer l.buffers.Put(bp)
+	line, err := r.appendJSON((*bp)[:0])
 	if err != nil {
 		l.report(fmt.Errorf("encoding decision %s: %w", r.DecisionID, err))
 		return
 	}
 	line = append(line, '\n')
+	*bp = line
 	l.mu.Lock()
 	_, err = l.w.Write(line)
 	if err != nil {

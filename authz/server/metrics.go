@@ -28,9 +28,10 @@ type checkKey struct {
 	policy string
 }
 
+// checkAttrs are option slices, passed on with "...", so recording allocates nothing.
 type checkAttrs struct {
-	counter metric.AddOption
-	latency metric.RecordOption
+	counter []metric.AddOption
+	latency []metric.RecordOption
 }
 
 // latencyBuckets resolve the sub-millisecond range a local decision takes, up to Envoy's
@@ -74,9 +75,9 @@ func (m *metrics) record(ctx context.Context, d *policy.Decision, seconds float6
 	if !ok {
 		set := attribute.NewSet(attribute.String("decision", string(d.Outcome())), attribute.String("code", string(d.Code)), attribute.String("policy", d.Policy))
 		lat := attribute.NewSet(attribute.String("decision", string(d.Outcome())))
-		v, _ = m.attrs.LoadOrStore(k, checkAttrs{metric.WithAttributeSet(set), metric.WithAttributeSet(lat)})
+		v, _ = m.attrs.LoadOrStore(k, checkAttrs{[]metric.AddOption{metric.WithAttributeSet(set)}, []metric.RecordOption{metric.WithAttributeSet(lat)}})
 	}
 	a := v.(checkAttrs)
-	m.checks.Add(ctx, 1, a.counter)
-	m.latency.Record(ctx, seconds, a.latency)
+	m.checks.Add(ctx, 1, a.counter...)
+	m.latency.Record(ctx, seconds, a.latency...)
 }

@@ -59,6 +59,8 @@ type Server struct {
 	metrics  *metrics
 	now      func() time.Time
 	engine   atomic.Pointer[policy.Engine]
+	// metaValues caches dynamic-metadata values by string (see metaValue).
+	metaValues sync.Map
 
 	mu        sync.Mutex
 	lastError string // why the newest mesh did not compile; "" when it did
@@ -176,6 +178,7 @@ func (s *Server) apply(m *model.Mesh) {
 	}
 	s.engine.Store(e)
 	s.metrics.attrs.Clear()
+	s.metaValues.Clear()
 	s.mu.Lock()
 	s.lastError = ""
 	s.mu.Unlock()
