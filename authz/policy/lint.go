@@ -296,7 +296,7 @@ func lintWhen(when []model.Condition, add func(k int, format string, args ...any
 // singleValued reports whether an attribute has at most one value per request, so that two
 // different equals tests contradict each other. Claims and query parameters can be lists.
 func singleValued(attr string) bool {
-	return !strings.HasPrefix(attr, "jwt.claims.") && !strings.HasPrefix(attr, "request.query.")
+	return !strings.HasPrefix(attr, "jwt.claims.") && !strings.HasPrefix(attr, "request.query.") && attr != "jwt.providers"
 }
 
 func intersect(have, with []string, fixed bool) []string {

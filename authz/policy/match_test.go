@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/xds/model"
 )
 
 // TestOperators runs one ALLOW rule against one request per case: the rule must match exactly
@@ -103,6 +105,7 @@ func TestOperators(t *testing.T) {
 		{"attribute destination.port", `when: [{attribute: destination.port, in: ["8080", "8443"]}]`, nil, true},
 		{"attribute source.namespace", `when: [{attribute: source.namespace, equals: demo}]`, nil, true},
 		{"attribute jwt.claims nested", `when: [{attribute: jwt.claims.realm_access.roles, contains: dev}]`, withJWT("demo/idp"), true},
+		{"attribute jwt.providers", `when: [{attribute: jwt.providers, contains: demo/idp}]`, withJWT("demo/idp"), true},
 		{"attribute jwt absent", `when: [{attribute: jwt.subject, matches: ".*"}]`, nil, false},
 		{"sourceIPs CIDR", `when: [{sourceIPs: [10.0.0.0/8]}]`, nil, true},
 		{"sourceIPs IP", `when: [{sourceIPs: [10.1.2.3]}]`, nil, true},
@@ -151,6 +154,18 @@ spec:
 				t.Fatalf("allow = %v (%s: %s), want %v\n%s", d.Allow, d.Code, d.Reason, tc.want, explainText(t, e, a))
 			}
 		})
+	}
+}
+
+// TestEveryAttributePathHasAGetter keeps the engine in step with the schema's attribute paths.
+func TestEveryAttributePathHasAGetter(t *testing.T) {
+	for _, p := range model.AttributePaths() {
+		if strings.HasSuffix(p, ".") {
+			p += "x"
+		}
+		if _, err := getterFor(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
 

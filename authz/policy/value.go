@@ -100,6 +100,13 @@ func getterFor(path string) (getter, error) {
 			}
 			return str(a.JWT.Issuer)
 		}, nil
+	case "jwt.providers":
+		return func(a *Attributes) value {
+			if a.JWT == nil || len(a.JWT.Providers) == 0 {
+				return value{}
+			}
+			return value{many: a.JWT.Providers, list: true, ok: true}
+		}, nil
 	case "jwt.subject":
 		return func(a *Attributes) value {
 			if a.JWT == nil {

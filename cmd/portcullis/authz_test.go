@@ -122,6 +122,14 @@ func TestPolicyCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "PASS: 8/8") {
 		t.Errorf("policy test on the demo: %v\n%s", err, out)
 	}
+	// The worked examples of docs/policies.md.
+	out, err = runCLI(t, "policy", "test", "../../examples/policies/tests")
+	if err != nil || !strings.Contains(out, "PASS: 15/15") {
+		t.Errorf("policy test on the documented examples: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "policy", "lint", "../../examples/policies/mesh"); err != nil {
+		t.Errorf("lint of the documented examples: %v\n%s", err, out)
+	}
 	out, err = runCLI(t, "policy", "explain", "--config", dir, "--request", "../../examples/demo/requests/admin-without-token.yaml")
 	if err != nil || !strings.Contains(out, "decision: DENY (jwt_required)") || !strings.Contains(out, "from.jwt: the request has no verified JWT") {
 		t.Errorf("explain: %v\n%s", err, out)
