@@ -73,7 +73,9 @@ func newClient(addr string, m *material, n int) (*client, error) {
 	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(m.proxy.X509SVID(), m.ca.Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID))))
 	c := &client{req: benchRequest(m.token)}
 	for range n {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		// Fixed windows, as Envoy's HTTP/2 client has (no BDP probing).
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+			grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 		if err != nil {
 			c.close()
 			return nil, err
