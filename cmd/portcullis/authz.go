@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -76,8 +77,16 @@ Decisions are written as JSON lines to --decision-log ("-" is stdout). The admin
 	return cmd
 }
 
+// authzGCPercent is the GOGC the service runs with unless the environment sets one: its live
+// heap is small (a few MB) and almost all its garbage is gRPC's per-call buffers, so collecting
+// at 5x the live heap instead of 2x cuts GC work (and GC-induced tail latency) for a few MB.
+const authzGCPercent = 400
+
 func runAuthz(ctx context.Context, g *globals, f *authzFlags, stdout io.Writer) error {
 	log := g.log.With("component", "authz")
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(authzGCPercent)
+	}
 	if f.sampling < 0 || f.sampling > 100 {
 		return fmt.Errorf("--trace-sampling must be 0-100, not %v", f.sampling)
 	}

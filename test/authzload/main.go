@@ -46,6 +46,8 @@ type config struct {
 	runs        int
 	p99Target   time.Duration
 	serverProcs int
+	serverCPU   string
+	baseline    bool
 }
 
 func main() {
@@ -66,6 +68,8 @@ func main() {
 	flag.IntVar(&cfg.runs, "runs", 1, "repetitions; medians are reported")
 	flag.DurationVar(&cfg.p99Target, "p99-target", time.Millisecond, "p99 target at -rate, for the verdict line")
 	flag.IntVar(&cfg.serverProcs, "server-procs", 0, "GOMAXPROCS of the server process (0: all CPUs)")
+	flag.BoolVar(&cfg.baseline, "baseline", false, "serve a Check that answers OK without deciding: the transport's own cost, for comparison")
+	flag.StringVar(&cfg.serverCPU, "server-cpus", "", "CPU list to pin the server process to (taskset -c), e.g. 0; run the generator with taskset on the others")
 	flag.Parse()
 	for _, l := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(l))
@@ -93,7 +97,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addr, pid, stopServer, err := startServer(ctx, dir, cfg.serverProcs)
+	addr, pid, stopServer, err := startServer(ctx, dir, cfg)
 	if err != nil {
 		return err
 	}
@@ -111,8 +115,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if cfg.serverProcs > 0 {
 		serverProcs = strconv.Itoa(cfg.serverProcs)
 	}
-	fmt.Fprintf(out, "authzload: %d-rule ABAC policy, cached JWT, SPIFFE mTLS, %d connections, server in its own process (GOMAXPROCS %s), load generator GOMAXPROCS %s, %d CPUs\n",
-		50, cfg.conns, serverProcs, gomaxprocs(), runtime.NumCPU())
+	if cfg.serverCPU != "" {
+		serverProcs += ", pinned to CPU " + cfg.serverCPU
+	}
+	what := "50-rule ABAC policy, cached JWT"
+	if cfg.baseline {
+		what = "BASELINE: a Check that answers OK without deciding"
+	}
+	fmt.Fprintf(out, "authzload: %s, SPIFFE mTLS, %d connections, server in its own process (GOMAXPROCS %s), load generator GOMAXPROCS %s, %d CPUs\n",
+		what, cfg.conns, serverProcs, gomaxprocs(), runtime.NumCPU())
 	fmt.Fprintf(out, "load average before: %s\n", loadAverage())
 	var fixed []fixedResult
 	var peaks []peakResult
@@ -166,15 +177,22 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 }
 
 // startServer runs this binary as the server and returns the address it listens on and its pid.
-func startServer(ctx context.Context, dir string, procs int) (string, int, func(), error) {
+func startServer(ctx context.Context, dir string, cfg config) (string, int, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", 0, nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, os.Args[1:]...)
+	if cfg.serverCPU != "" {
+		// taskset execs the server in place, so the pid is the server's.
+		cmd = exec.CommandContext(ctx, "taskset", append([]string{"-c", cfg.serverCPU, self}, os.Args[1:]...)...)
+	}
 	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	if procs > 0 {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", procs))
+	if cfg.serverProcs > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", cfg.serverProcs))
+	}
+	if cfg.baseline {
+		cmd.Env = append(cmd.Env, baselineEnv+"=1")
 	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -9,15 +9,18 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/otel/trace/noop"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -43,6 +46,10 @@ func serve(dir string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	// As `portcullis authz` does (cmd/portcullis/authz.go).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	td := spiffeid.RequireTrustDomainFromString("portcullis.local")
@@ -72,7 +79,11 @@ func serve(dir string) error {
 		return err
 	}
 	g := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(svid, bundle, tlsconfig.AuthorizeMemberOf(td)))))...)
-	srv.Register(g)
+	if os.Getenv(baselineEnv) != "" {
+		authv3.RegisterAuthorizationServer(g, okServer{})
+	} else {
+		srv.Register(g)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -99,4 +110,21 @@ func serve(dir string) error {
 		return err
 	}
 	return <-runDone
+}
+
+// baselineEnv makes the server answer every Check with a fixed OK without looking at it: the
+// cost of gRPC, TLS and the Go runtime alone, to compare the real service with.
+const baselineEnv = "AUTHZLOAD_BASELINE"
+
+type okServer struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+var okResponse = &authv3.CheckResponse{
+	Status:       &rpcstatus.Status{},
+	HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+}
+
+func (okServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return okResponse, nil
 }
