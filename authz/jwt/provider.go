@@ -147,8 +147,6 @@ func (p *provider) run(ctx context.Context, fetched bool) {
 		err := p.fetch(ctx)
 		var wait time.Duration
 		switch {
-		case err == nil && p.src.static():
-			return // inline keys never change
 		case err == nil:
 			backoff = p.opts.RetryBackoff
 			wait = jitter(p.refresh)

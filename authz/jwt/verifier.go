@@ -208,7 +208,9 @@ func (v *Verifier) Update(m *model.Mesh) error {
 			continue
 		}
 		changed = true
-		v.start(p)
+		if err := v.start(p); err != nil {
+			errs = append(errs, err)
+		}
 		if prev != nil {
 			v.stop(prev)
 		}
@@ -227,21 +229,26 @@ func (v *Verifier) Update(m *model.Mesh) error {
 }
 
 // start reads local keys at once, so tokens verify as soon as the mesh is live, and runs the
-// refresh loop for sources that change.
-func (v *Verifier) start(p *provider) {
-	fetched := false
-	if _, remote := p.src.(urlSource); !remote {
-		if _, oidc := p.src.(oidcSource); !oidc {
-			fetched = p.fetch(v.ctx) == nil
+// refresh loop for sources that change. A file that is not there yet is not an error (it may be
+// written later: the loop retries); inline keys that do not parse are.
+func (v *Verifier) start(p *provider) error {
+	if p.src.static() {
+		// Inline keys never change: one read, and no retry of a set that cannot parse (Check
+		// reports it before such a mesh goes live).
+		defer close(p.stopped)
+		if err := p.fetch(v.ctx); err != nil {
+			return fmt.Errorf("jwt: provider %s: inline JWKS: %w", p.name, err)
 		}
+		return nil
 	}
-	if fetched && p.src.static() {
-		close(p.stopped)
-		return
+	fetched := false
+	if _, file := p.src.(fileSource); file {
+		fetched = p.fetch(v.ctx) == nil
 	}
 	ctx, cancel := context.WithCancel(v.ctx)
 	v.cancels[p] = cancel
 	go p.run(ctx, fetched)
+	return nil
 }
 
 func (v *Verifier) stop(p *provider) {
@@ -391,7 +398,8 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 	if perr != nil {
 		return Result{Presented: true, Err: perr}
 	}
-	res := Result{Presented: true, Issuer: parsed.claims.issuer, KeyID: parsed.header.Kid}
+	// What the token claims is the client's text: bounded before it reaches logs and spans.
+	res := Result{Presented: true, Issuer: truncate(parsed.claims.issuer, 256), KeyID: truncate(parsed.header.Kid, 128)}
 	var accepted []*provider
 	var firstErr *Error
 	notAfter := time.Time{}

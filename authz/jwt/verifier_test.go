@@ -312,6 +312,21 @@ func TestUpdateKeepsUnchangedProviders(t *testing.T) {
 	}
 }
 
+func TestUpdateReportsBadInlineKeys(t *testing.T) {
+	v, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	err = v.Update(meshOf(providerDoc("idp", model.JWTProviderSpec{Issuer: issuer, JWKS: model.JWKSSource{Inline: `{"keys":[]}`}})))
+	if err == nil || !strings.Contains(err.Error(), "inline JWKS") {
+		t.Fatalf("err = %v", err)
+	}
+	if st := v.Status(); len(st) != 1 || st[0].State != StateFailing {
+		t.Errorf("status = %+v", st)
+	}
+}
+
 func TestClaimsFlatten(t *testing.T) {
 	tok, err := NewToken([]string{"idp"}, map[string]any{
 		"iss": issuer, "sub": "alice", "exp": 2000000000,
