@@ -126,7 +126,10 @@ func get(ctx context.Context, c *http.Client, u string) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // let the connection be reused
+		// Drain a little so the connection can be reused for the retry.
+		if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)); err != nil {
+			return nil, fmt.Errorf("GET %s: %s (and reading the body: %v)", u, resp.Status, err)
+		}
 		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))

@@ -267,7 +267,9 @@ func (v *Verifier) Close() {
 		<-p.stopped
 	}
 	if v.metrics.registration != nil {
-		_ = v.metrics.registration.Unregister() // only fails for a foreign registration
+		if err := v.metrics.registration.Unregister(); err != nil {
+			v.opts.Logger.Warn("unregistering JWT metrics", "err", err)
+		}
 	}
 }
 

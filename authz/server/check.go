@@ -272,7 +272,8 @@ func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse 
 		}
 	}
 	body := errorBody{Status: status, DecisionID: d.ID}
-	hs := []*corev3.HeaderValueOption{headerJSON, id, headerNoStore, nil}[:3]
+	hs := make([]*corev3.HeaderValueOption, 3, 4) // room for WWW-Authenticate
+	hs[0], hs[1], hs[2] = headerJSON, id, headerNoStore
 	switch status {
 	case http.StatusUnauthorized:
 		body.Error = "unauthenticated"

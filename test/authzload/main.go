@@ -284,9 +284,11 @@ func (m *cpuMeter) read() (server, client time.Duration) {
 		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
 			f := strings.Fields(string(b)[i+1:])
 			if len(f) > 13 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64) // malformed means 0: the report says 0µs
-				st, _ := strconv.ParseInt(f[12], 10, 64)
-				server = time.Duration(ut+st) * 10 * time.Millisecond
+				ut, err1 := strconv.ParseInt(f[11], 10, 64)
+				st, err2 := strconv.ParseInt(f[12], 10, 64)
+				if err1 == nil && err2 == nil {
+					server = time.Duration(ut+st) * 10 * time.Millisecond
+				}
 			}
 		}
 	}
