@@ -59,11 +59,15 @@ test: lint envoy ## unit and integration tests, with real Envoy (what CI runs)
 unit: ## fast tests only (no Envoy or other processes)
 	go test -short -count=1 ./...
 
-bench: envoy ## benchmarks; report medians (see docs/benchmarks.md)
+bench: envoy ## benchmarks and the ext_authz gRPC load test; medians (docs/policies.md#performance)
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee .cache/bench.txt
+	go run ./test/benchmedian < .cache/bench.txt
+	go run ./test/authzload -runs $(BENCH_COUNT) | tee .cache/authzload.txt
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	go test ./authz/jwt -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s}
+	go test ./authz/policy -run '^$$' -fuzz FuzzNormalizePath -fuzztime $${FUZZTIME:-30s}
 
 demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
 	./bin/portcullis demo --envoy-path $(ENVOY_BIN)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -160,4 +161,24 @@ func (c *countingExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 		c.dropped.Add(ctx, int64(len(spans)))
 	}
 	return err
+}
+
+// LoopbackEndpoint reports whether host:port is on this machine (where plaintext export is the
+// norm and a TLS setup would be noise).
+func LoopbackEndpoint(endpoint string) bool {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// InstanceID names this process for service.instance.id: host and pid.
+func InstanceID() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }

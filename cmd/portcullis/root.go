@@ -44,6 +44,8 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 	root.AddCommand(
 		newVersionCommand(g),
 		newControlPlaneCommand(g),
+		newAuthzCommand(g),
+		newPolicyCommand(g),
 		newDemoCommand(g),
 		newProxyCommand(g),
 	)

@@ -27,7 +27,8 @@ var attributePaths = []string{
 	"request.time",     // RFC 3339
 	"jwt.issuer",
 	"jwt.subject",
-	"jwt.claims.", // + claim path, dot-separated
+	"jwt.providers", // JWTProviders ("namespace/name") that verified the token
+	"jwt.claims.",   // + claim path, dot-separated
 }
 
 // ValidAttributePath reports whether p names an attribute of the authorization input.

@@ -50,6 +50,12 @@ type Selector struct {
 }
 
 // RegoPolicy is a policy module evaluated with the same input document as the ABAC rules.
+//
+// The contract (docs/policies.md): the module is OPA v1 Rego with any package name; it must
+// define a boolean rule `match`, true when the policy applies to the request (its action then
+// takes effect like that of a matching rule), and may define strings `reason` and `rule` that the
+// decision reports. It sees the attributes as `input` (the attribute paths below, as JSON) and no
+// data; network builtins such as http.send are not available.
 type RegoPolicy struct {
 	// Module is the Rego source.
 	Module string `json:"module"`
@@ -115,10 +121,14 @@ type Operation struct {
 	// Methods are HTTP methods, upper case.
 	Methods    []string `json:"methods,omitempty"`
 	NotMethods []string `json:"notMethods,omitempty"`
-	// Paths: exact ("/healthz"), prefix ("/api/*"), or glob ("/users/*/orders", "/files/**").
+	// Paths: exact ("/healthz"), prefix ("/api/*": "/api/" and everything below it), or glob:
+	// "*" as a whole segment is one segment ("/users/*/orders"), "*" inside a segment is any
+	// characters but "/" ("/files/*.pdf"), "**" as a whole segment is any number of segments
+	// ("/files/**" also matches "/files"). Requests are matched after normalisation.
 	Paths    []string `json:"paths,omitempty"`
 	NotPaths []string `json:"notPaths,omitempty"`
-	// Ports of the destination's inbound listener.
+	// Ports: the destination service port the request was sent to (destination.port: the
+	// listener's `port` context extension, else the port the request arrived on).
 	Ports []uint32 `json:"ports,omitempty"`
 	// Hosts: exact, "*.example.com" or "example.*"; compared without the port.
 	Hosts []string `json:"hosts,omitempty"`
@@ -385,12 +395,18 @@ func validatePathPattern(errs *FieldErrors, p Path, s string) {
 		errs.Addf(p, "must start with \"/\"")
 	case strings.ContainsAny(s, "?#"):
 		errs.Addf(p, "must not contain a query or fragment (paths are matched without them)")
+	case strings.ContainsFunc(s, func(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }):
+		errs.Addf(p, "must not contain backslashes or control characters (requests with them are rejected)")
 	case strings.Contains(s, "***"):
 		errs.Addf(p, "\"***\" is not a pattern: use \"*\" (one segment) or \"**\" (any depth)")
 	}
 	for _, seg := range strings.Split(s, "/") {
 		if seg == "." || seg == ".." {
 			errs.Addf(p, "must be normalised (no \".\" or \"..\" segments): requests are matched after normalisation")
+			break
+		}
+		if strings.Contains(seg, "**") && seg != "**" && !strings.Contains(seg, "***") {
+			errs.Addf(p, "\"**\" must be a whole segment (\"/files/**\"), not part of %q", seg)
 			break
 		}
 	}

@@ -34,6 +34,7 @@ type Mesh struct {
 	RateLimitPolicies     []*RateLimitPolicyDoc     `json:"rateLimitPolicies"`
 
 	origins         map[kindRef]Origin
+	lines           map[kindRef]map[Path]int
 	workloadsByNode map[string]*WorkloadDoc
 }
 
@@ -44,6 +45,13 @@ type kindRef struct {
 
 // Origin returns where a document of the mesh came from.
 func (m *Mesh) Origin(o Object) Origin { return m.origins[kindRef{o.GetKind(), RefOf(o)}] }
+
+// FieldLine returns the line a field of a document of the mesh starts on (or its nearest
+// ancestor's), or 0 when the source recorded none. Checks that run after Build (such as compiling
+// Rego) use it to point at the line of the problem.
+func (m *Mesh) FieldLine(o Object, p Path) int {
+	return lineOf(m.lines[kindRef{o.GetKind(), RefOf(o)}], p)
+}
 
 // Service returns the named service, or nil.
 func (m *Mesh) Service(namespace, name string) *ServiceDoc {
@@ -285,10 +293,14 @@ func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td
 }
 
 func (b *builder) mesh(docs []Document) (*Mesh, error) {
-	m := &Mesh{origins: map[kindRef]Origin{}, workloadsByNode: map[string]*WorkloadDoc{}}
+	m := &Mesh{origins: map[kindRef]Origin{}, lines: map[kindRef]map[Path]int{}, workloadsByNode: map[string]*WorkloadDoc{}}
 	for _, d := range docs {
 		d.Object.setDefaults()
-		m.origins[kindRef{d.Object.GetKind(), RefOf(d.Object)}] = d.Origin
+		kr := kindRef{d.Object.GetKind(), RefOf(d.Object)}
+		m.origins[kr] = d.Origin
+		if d.FieldLines != nil {
+			m.lines[kr] = d.FieldLines
+		}
 		switch o := d.Object.(type) {
 		case *MeshDoc:
 			m.Config = o

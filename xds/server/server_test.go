@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -230,8 +231,9 @@ func TestADSServesProvenIdentityAndRecordsACK(t *testing.T) {
 	c := f.ads(t, "spiffe://example.org/ns/shop/sa/web", "web-1.shop", nil)
 	c.send(resource.ClusterType, "", "", nil)
 	r := c.mustRecv()
-	got := strings.Join(names(t, r), ",")
-	if got != "inbound|15001|8080|app,outbound|8081|cart.shop,portcullis-authz" && got != "inbound|8080|app,outbound|8081|cart.shop,portcullis-authz" {
+	got := names(t, r)
+	slices.Sort(got)
+	if strings.Join(got, ",") != "inbound|8080|app,outbound|8081|cart.shop,portcullis-authz" {
 		t.Errorf("clusters = %s", got)
 	}
 	c.send(resource.ClusterType, r.GetVersionInfo(), r.GetNonce(), nil)

@@ -243,7 +243,7 @@ func TestExampleMeshLoads(t *testing.T) {
 	if got := m.TrustDomain.Name(); got != "portcullis.local" {
 		t.Errorf("trust domain = %q", got)
 	}
-	if len(m.Services) != 2 || len(m.Workloads) != 2 || len(m.AuthorizationPolicies) != 3 || len(m.RateLimitPolicies) != 1 || len(m.JWTProviders) != 1 {
+	if len(m.Services) != 2 || len(m.Workloads) != 2 || len(m.AuthorizationPolicies) != 4 || len(m.RateLimitPolicies) != 1 || len(m.JWTProviders) != 1 {
 		t.Errorf("unexpected document counts: %d services, %d workloads, %d policies, %d rate limits, %d JWT providers",
 			len(m.Services), len(m.Workloads), len(m.AuthorizationPolicies), len(m.RateLimitPolicies), len(m.JWTProviders))
 	}

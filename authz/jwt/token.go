@@ -1,0 +1,262 @@
+package jwt
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// MaxTokenBytes is the largest token accepted; larger ones are rejected before any parsing.
+const MaxTokenBytes = 16 << 10
+
+// maxClaimDepth bounds how deep nested claims are flattened; deeper values are not addressable
+// by claim paths (Rego still sees them).
+const maxClaimDepth = 16
+
+// Token is a verified token. It is immutable and shared between requests (it is cached), so
+// callers must not modify it or the maps it returns.
+type Token struct {
+	// Providers that verified the token, as "namespace/name", sorted. Usually one; several when
+	// providers share an issuer and all accept the token.
+	Providers []string
+	Issuer    string
+	Subject   string
+	Audience  []string
+	// KeyID and Algorithm come from the token's header.
+	KeyID     string
+	Algorithm string
+	Expiry    time.Time
+	NotBefore time.Time
+	IssuedAt  time.Time
+	Claims    Claims
+}
+
+// VerifiedBy reports whether the named provider ("namespace/name") verified the token.
+func (t *Token) VerifiedBy(provider string) bool {
+	_, ok := slices.BinarySearch(t.Providers, provider)
+	return ok
+}
+
+// ClaimValue is a claim's value in its JSON spelling: a string as is, a number as written,
+// true/false. List is true when the value (or a value on its path) was a JSON array, in which
+// case Values holds its scalar elements.
+type ClaimValue struct {
+	Values []string
+	List   bool
+}
+
+// Claims are a token's claims, decoded once and flattened so that policies look up a dot path
+// ("realm_access.roles") with one map access.
+type Claims struct {
+	raw  map[string]any
+	flat map[string]ClaimValue
+}
+
+// Get returns the claim at a dot path. A path through an array of objects collects the field of
+// every element ("groups.name").
+func (c Claims) Get(path string) (ClaimValue, bool) {
+	v, ok := c.flat[path]
+	return v, ok
+}
+
+// Raw returns the decoded claims (numbers as json.Number) for the Rego input. Do not modify it.
+func (c Claims) Raw() map[string]any { return c.raw }
+
+// Len returns the number of addressable claim paths.
+func (c Claims) Len() int { return len(c.flat) }
+
+// NewClaims decodes and flattens a claims object. Numbers stay as written (json.Number).
+func NewClaims(raw map[string]any) Claims {
+	c := Claims{raw: raw, flat: make(map[string]ClaimValue, len(raw))}
+	for k, v := range raw {
+		c.add(k, v, false, 0)
+	}
+	return c
+}
+
+func (c *Claims) add(path string, v any, inList bool, depth int) {
+	if depth > maxClaimDepth {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			c.add(path+"."+k, e, inList, depth+1)
+		}
+	case []any:
+		cv := c.flat[path]
+		cv.List = true
+		c.flat[path] = cv
+		for _, e := range x {
+			c.add(path, e, true, depth+1)
+		}
+	case nil:
+		// null is absent: it matches no operator.
+	default:
+		s, ok := scalarString(x)
+		if !ok {
+			return
+		}
+		cv := c.flat[path]
+		cv.Values = append(cv.Values, s)
+		cv.List = cv.List || inList
+		c.flat[path] = cv
+	}
+}
+
+// scalarString spells a JSON scalar the way policies compare it.
+func scalarString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case bool:
+		return strconv.FormatBool(x), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	case int:
+		return strconv.Itoa(x), true
+	case int64:
+		return strconv.FormatInt(x, 10), true
+	}
+	return "", false
+}
+
+// decodeClaims decodes a JSON claims object, keeping numbers as written.
+func decodeClaims(payload []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var raw map[string]any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("claims are not a JSON object: %w", err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("claims are not a JSON object")
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("trailing data after the claims object")
+	}
+	return raw, nil
+}
+
+// registered holds the registered claims of a token, checked for type.
+type registered struct {
+	issuer, subject             string
+	audience                    []string
+	expiry, notBefore, issuedAt time.Time
+	hasExp                      bool
+	hasNbf, hasIat              bool
+}
+
+func parseRegistered(raw map[string]any) (registered, error) {
+	var r registered
+	var err error
+	if r.issuer, err = optionalString(raw, "iss"); err != nil {
+		return r, err
+	}
+	if r.subject, err = optionalString(raw, "sub"); err != nil {
+		return r, err
+	}
+	switch aud := raw["aud"].(type) {
+	case nil:
+	case string:
+		r.audience = []string{aud}
+	case []any:
+		for _, a := range aud {
+			s, ok := a.(string)
+			if !ok {
+				return r, fmt.Errorf("aud must be a string or a list of strings")
+			}
+			r.audience = append(r.audience, s)
+		}
+	default:
+		return r, fmt.Errorf("aud must be a string or a list of strings")
+	}
+	for _, f := range []struct {
+		name string
+		t    *time.Time
+		has  *bool
+	}{{"exp", &r.expiry, &r.hasExp}, {"nbf", &r.notBefore, &r.hasNbf}, {"iat", &r.issuedAt, &r.hasIat}} {
+		v, ok := raw[f.name]
+		if !ok || v == nil {
+			continue
+		}
+		t, err := numericDate(v)
+		if err != nil {
+			return r, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.t, *f.has = t, true
+	}
+	return r, nil
+}
+
+func optionalString(raw map[string]any, name string) (string, error) {
+	switch v := raw[name].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	}
+	return "", fmt.Errorf("%s must be a string", name)
+}
+
+// numericDate parses a JWT NumericDate (seconds since the epoch, possibly fractional).
+func numericDate(v any) (time.Time, error) {
+	var f float64
+	switch x := v.(type) {
+	case json.Number:
+		var err error
+		if f, err = x.Float64(); err != nil {
+			return time.Time{}, fmt.Errorf("not a number: %q", x)
+		}
+	case float64:
+		f = x
+	default:
+		return time.Time{}, fmt.Errorf("must be a number of seconds")
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
+		return time.Time{}, fmt.Errorf("out of range: %v", f)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
+// NewToken builds a token from claims that are taken as verified by the named providers. It is
+// for tools and tests (portcullis policy test), never for requests: those go through Verify.
+func NewToken(providers []string, claims map[string]any) (*Token, error) {
+	// Round-trip through JSON so numbers are json.Number as in verified tokens, whatever the
+	// caller decoded them as.
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return nil, fmt.Errorf("jwt: claims: %w", err)
+	}
+	raw, err := decodeClaims(b)
+	if err != nil {
+		return nil, fmt.Errorf("jwt: %w", err)
+	}
+	r, err := parseRegistered(raw)
+	if err != nil {
+		return nil, fmt.Errorf("jwt: claims: %w", err)
+	}
+	ps := slices.Clone(providers)
+	for i, p := range ps {
+		if !strings.Contains(p, "/") {
+			ps[i] = model.DefaultNamespace + "/" + p
+		}
+	}
+	slices.Sort(ps)
+	return &Token{
+		Providers: slices.Compact(ps),
+		Issuer:    r.issuer, Subject: r.subject, Audience: r.audience,
+		Expiry: r.expiry, NotBefore: r.notBefore, IssuedAt: r.issuedAt,
+		Claims: NewClaims(raw),
+	}, nil
+}

@@ -1,0 +1,391 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// Options configure a Compiler.
+type Options struct {
+	// Now is the clock for decision ids and durations; time.Now unless set.
+	Now func() time.Time
+}
+
+// Compiler compiles meshes into engines. It remembers compiled Rego modules by content, so a
+// module is compiled once however many mesh versions (and checks of candidate meshes) carry it.
+// It is safe for concurrent use.
+type Compiler struct {
+	now  func() time.Time
+	mu   sync.Mutex
+	rego map[string]*regoQuery // by module hash
+}
+
+// NewCompiler returns a compiler.
+func NewCompiler(opts Options) *Compiler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Compiler{now: opts.Now, rego: map[string]*regoQuery{}}
+}
+
+// Engine is the compiled form of a mesh's policies. It is immutable and safe for concurrent use.
+type Engine struct {
+	version      string
+	defaultAllow bool
+	policies     []*policy
+	meshWide     *policySet
+	byService    map[model.Ref]*policySet
+	now          func() time.Time
+	compiledAt   time.Time
+}
+
+// policySet is what applies to one destination, split by role, each list in name order.
+type policySet struct {
+	deny, allow, audit []*policy // enforced
+	dryRun             []*policy
+	all                []*policy
+	// allowNeedsJWT is set when an enforced ALLOW rule requires a JWT: only then can a
+	// default denial be answered 401.
+	allowNeedsJWT bool
+}
+
+type policy struct {
+	name     string // namespace/name
+	doc      *model.AuthorizationPolicyDoc
+	selector *model.Ref // nil: mesh-wide
+	rules    []*rule
+	rego     *regoQuery
+}
+
+type rule struct {
+	name   string
+	reason string
+	conds  []cond // by cost; the JWT requirement is separate
+	jwt    *jwtCond
+}
+
+func (r *rule) match(a *Attributes) bool {
+	for _, c := range r.conds {
+		if !c.match(a) {
+			return false
+		}
+	}
+	return r.jwt == nil || r.jwt.match(a)
+}
+
+// matchWithoutJWT reports whether everything but the JWT requirement matches: a token would
+// have made the difference.
+func (r *rule) matchWithoutJWT(a *Attributes) bool {
+	for _, c := range r.conds {
+		if !c.match(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// Compile builds the engine for a mesh with a compiler of its own (tools and tests; the server
+// keeps one Compiler for its lifetime).
+func Compile(m *model.Mesh) (*Engine, model.Problems) {
+	return NewCompiler(Options{}).Compile(m)
+}
+
+// Compile builds the engine for a mesh. Problems name the document, field and (for Rego) line;
+// with any problem no engine is returned. Compiled Rego modules that the mesh no longer uses are
+// forgotten.
+func (c *Compiler) Compile(m *model.Mesh) (*Engine, model.Problems) {
+	e := &Engine{
+		version:    m.Version,
+		byService:  map[model.Ref]*policySet{},
+		now:        c.now,
+		compiledAt: c.now(),
+	}
+	if m.Config != nil {
+		e.defaultAllow = m.Config.Spec.DefaultDecision == model.DecisionAllow
+	}
+	var problems model.Problems
+	used := map[string]bool{}
+	for _, doc := range m.AuthorizationPolicies {
+		p, findings := c.compilePolicy(doc)
+		if len(findings) > 0 {
+			problems = append(problems, meshProblems(m, doc, findings)...)
+			continue
+		}
+		if p.rego != nil {
+			used[p.rego.hash] = true
+		}
+		e.policies = append(e.policies, p)
+	}
+	if len(problems) > 0 {
+		problems.Sort()
+		return nil, problems
+	}
+	c.mu.Lock()
+	for h := range c.rego {
+		if !used[h] {
+			delete(c.rego, h)
+		}
+	}
+	c.mu.Unlock()
+	var meshWide []*policy
+	bySvc := map[model.Ref][]*policy{}
+	for _, p := range e.policies {
+		if p.selector == nil {
+			meshWide = append(meshWide, p)
+		} else {
+			bySvc[*p.selector] = append(bySvc[*p.selector], p)
+		}
+	}
+	e.meshWide = newPolicySet(meshWide)
+	for ref, ps := range bySvc {
+		all := append(slices.Clone(meshWide), ps...)
+		slices.SortFunc(all, func(a, b *policy) int { return cmp.Compare(a.name, b.name) })
+		e.byService[ref] = newPolicySet(all)
+	}
+	return e, nil
+}
+
+func newPolicySet(ps []*policy) *policySet {
+	s := &policySet{all: ps}
+	for _, p := range ps {
+		if p.doc.Spec.DryRun {
+			s.dryRun = append(s.dryRun, p)
+			continue
+		}
+		switch p.doc.Spec.Action {
+		case model.ActionDeny:
+			s.deny = append(s.deny, p)
+		case model.ActionAllow:
+			s.allow = append(s.allow, p)
+			for _, r := range p.rules {
+				s.allowNeedsJWT = s.allowNeedsJWT || r.jwt != nil
+			}
+		case model.ActionAudit:
+			s.audit = append(s.audit, p)
+		}
+	}
+	return s
+}
+
+// finding is a problem in one policy document, before it is placed in a file.
+type finding struct {
+	field model.Path
+	// regoLine is the line inside the Rego module, 0 when not a Rego problem.
+	regoLine int
+	message  string
+}
+
+func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc) (*policy, []finding) {
+	ref := model.RefOf(doc)
+	p := &policy{name: ref.String(), doc: doc}
+	if s := doc.Spec.Selector; s != nil {
+		p.selector = &model.Ref{Namespace: ref.Namespace, Name: s.Service}
+	}
+	var findings []finding
+	for i := range doc.Spec.Rules {
+		r, fs := compileRule(&doc.Spec.Rules[i], i, ref.Namespace, model.Path("spec.rules").Index(i))
+		findings = append(findings, fs...)
+		p.rules = append(p.rules, r)
+	}
+	if doc.Spec.Rego != nil {
+		q, fs := c.compileRego(doc)
+		findings = append(findings, fs...)
+		p.rego = q
+	}
+	return p, findings
+}
+
+func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule, []finding) {
+	out := &rule{name: r.RuleName(i)}
+	out.reason = fmt.Sprintf("rule %s matched", out.name)
+	var findings []finding
+	fail := func(field model.Path, err error) {
+		findings = append(findings, finding{field: field, message: err.Error()})
+	}
+	if f := r.From; f != nil {
+		if len(f.Principals) > 0 {
+			out.conds = append(out.conds, principals("principals", f.Principals, false))
+		}
+		if len(f.NotPrincipals) > 0 {
+			out.conds = append(out.conds, principals("notPrincipals", f.NotPrincipals, true))
+		}
+		if len(f.Namespaces) > 0 {
+			out.conds = append(out.conds, &setCond{fieldName: "from.namespaces", attr: "source.namespace", get: sourceNamespace, set: newStringSet(f.Namespaces)})
+		}
+		if len(f.NotNamespaces) > 0 {
+			out.conds = append(out.conds, &setCond{fieldName: "from.notNamespaces", attr: "source.namespace", get: sourceNamespace, set: newStringSet(f.NotNamespaces), not: true})
+		}
+		if j := f.JWT; j != nil {
+			jc := &jwtCond{}
+			for _, name := range j.Providers {
+				jc.providers = append(jc.providers, namespace+"/"+name)
+			}
+			for k := range j.Claims {
+				c := &j.Claims[k]
+				op, err := compileOperator(&c.ValueMatch)
+				if err != nil {
+					fail(path.Field("from.jwt.claims").Index(k), err)
+					continue
+				}
+				jc.claims = append(jc.claims, &valueCond{path: fmt.Sprintf("from.jwt.claims[%d]", k), attr: "jwt.claims." + c.Claim, get: claimGetter(c.Claim), op: op})
+			}
+			out.jwt = jc
+		}
+	}
+	if t := r.To; t != nil {
+		if len(t.Methods) > 0 {
+			out.conds = append(out.conds, &setCond{fieldName: "to.methods", attr: "request.method", get: requestMethod, set: newStringSet(t.Methods)})
+		}
+		if len(t.NotMethods) > 0 {
+			out.conds = append(out.conds, &setCond{fieldName: "to.notMethods", attr: "request.method", get: requestMethod, set: newStringSet(t.NotMethods), not: true})
+		}
+		if len(t.Paths) > 0 {
+			out.conds = append(out.conds, paths(t.Paths, false))
+		}
+		if len(t.NotPaths) > 0 {
+			out.conds = append(out.conds, paths(t.NotPaths, true))
+		}
+		if len(t.Ports) > 0 {
+			out.conds = append(out.conds, &portsCond{ports: t.Ports})
+		}
+		if len(t.Hosts) > 0 {
+			hc := &hostsCond{}
+			for _, h := range t.Hosts {
+				hc.patterns = append(hc.patterns, compileHost(h))
+			}
+			out.conds = append(out.conds, hc)
+		}
+	}
+	for k := range r.When {
+		c, err := compileCondition(&r.When[k], fmt.Sprintf("when[%d]", k))
+		if err != nil {
+			fail(path.Field("when").Index(k), err)
+			continue
+		}
+		out.conds = append(out.conds, c)
+	}
+	slices.SortStableFunc(out.conds, func(a, b cond) int { return cmp.Compare(a.cost(), b.cost()) })
+	return out, findings
+}
+
+func principals(name string, list []string, not bool) *principalsCond {
+	c := &principalsCond{name: name, not: not}
+	for _, p := range list {
+		c.patterns = append(c.patterns, compilePrincipal(p))
+	}
+	return c
+}
+
+func paths(list []string, not bool) *pathsCond {
+	c := &pathsCond{not: not}
+	for _, p := range list {
+		c.patterns = append(c.patterns, compilePath(p))
+	}
+	return c
+}
+
+func sourceNamespace(a *Attributes) string { return a.Source.Namespace }
+func requestMethod(a *Attributes) string   { return a.Request.Method }
+
+func compileCondition(c *model.Condition, path string) (cond, error) {
+	switch {
+	case c.Attribute != "" || c.Header != "":
+		attr := c.Attribute
+		if c.Header != "" {
+			attr = "request.headers." + c.Header
+		}
+		get, err := getterFor(attr)
+		if err != nil {
+			return nil, err
+		}
+		op, err := compileOperator(&c.ValueMatch)
+		if err != nil {
+			return nil, err
+		}
+		return &valueCond{path: path, attr: attr, get: get, op: op}, nil
+	case len(c.SourceIPs) > 0:
+		ps, err := compileCIDRs(c.SourceIPs)
+		if err != nil {
+			return nil, err
+		}
+		return &ipCond{path: path + ".sourceIPs", prefixes: ps}, nil
+	case len(c.NotSourceIPs) > 0:
+		ps, err := compileCIDRs(c.NotSourceIPs)
+		if err != nil {
+			return nil, err
+		}
+		return &ipCond{path: path + ".notSourceIPs", prefixes: ps, not: true}, nil
+	case c.Time != nil:
+		return compileTime(c.Time, path+".time")
+	}
+	return nil, fmt.Errorf("empty condition")
+}
+
+// meshProblems places findings of a policy of a built mesh in its file.
+func meshProblems(m *model.Mesh, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
+	o := m.Origin(doc)
+	return placeFindings(o, func(p model.Path) int { return m.FieldLine(doc, p) }, doc, fs)
+}
+
+// placeFindings turns findings into problems with file, document, field and line. A Rego line
+// is placed relative to the line of spec.rego.module: a multi-line module is a YAML block scalar
+// ("module: |"), whose text starts on the next line.
+func placeFindings(o model.Origin, lineOf func(model.Path) int, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
+	out := make(model.Problems, 0, len(fs))
+	for _, f := range fs {
+		p := model.Problem{
+			File: o.File, Document: o.Document, Kind: doc.GetKind(), Name: model.RefOf(doc).String(),
+			Field: string(f.field), Line: lineOf(f.field), Message: f.message,
+		}
+		if f.regoLine > 0 && p.Line > 0 && doc.Spec.Rego != nil {
+			if containsNewline(doc.Spec.Rego.Module) {
+				p.Line += f.regoLine
+			}
+		}
+		if p.Line == 0 {
+			p.Line = o.Line
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func containsNewline(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return true
+		}
+	}
+	return false
+}
+
+// Check compiles the policies of a mesh and returns the problems. It is a source.Checker, so an
+// uncompilable policy (a Rego error) never replaces the last good mesh; the Rego modules it
+// compiles are kept for the Compile of the same mesh.
+func (c *Compiler) Check(m *model.Mesh) model.Problems {
+	var problems model.Problems
+	for _, doc := range m.AuthorizationPolicies {
+		if _, findings := c.compilePolicy(doc); len(findings) > 0 {
+			problems = append(problems, meshProblems(m, doc, findings)...)
+		}
+	}
+	problems.Sort()
+	return problems
+}
+
+// Check compiles the policies of a mesh with a compiler of its own and returns the problems.
+func Check(m *model.Mesh) model.Problems { return NewCompiler(Options{}).Check(m) }
+
+// Version returns the mesh version the engine was compiled from.
+func (e *Engine) Version() string { return e.version }
+
+// CompiledAt returns when the engine was compiled.
+func (e *Engine) CompiledAt() time.Time { return e.compiledAt }
+
+// Policies returns the number of compiled policies.
+func (e *Engine) Policies() int { return len(e.policies) }

@@ -1,0 +1,31 @@
+// Package policy compiles the AuthorizationPolicy documents of a mesh into an immutable Engine
+// and decides requests with it.
+//
+// Compile runs once per mesh version: it turns every rule into typed matchers (principal
+// patterns, method sets, path globs, CIDRs, time windows, claim and attribute tests, regular
+// expressions) and every Rego module into a prepared query, so Decide does no parsing and no
+// compilation. Decide reads typed Attributes (no map[string]any); the Rego input document is built
+// from them only when a Rego policy applies to the request.
+//
+// Semantics (docs/policies.md has them with examples):
+//
+//   - the policies that apply to a request are the mesh-wide ones (no selector) and those whose
+//     selector names the destination service;
+//   - a policy matches when any of its rules matches or its Rego module's `match` is true; a rule
+//     matches when every part it gives matches (from AND to AND each when); within a list, any
+//     entry may match, and a not-list matches when no entry does;
+//   - DENY overrides ALLOW: if an enforced DENY policy matches, the request is denied; otherwise
+//     if an enforced ALLOW policy matches, it is allowed; otherwise Mesh.spec.defaultDecision
+//     (DENY unless set) applies;
+//   - AUDIT policies and dry-run policies of any action are evaluated, logged and traced, but
+//     never change the decision; the decision records what dry-run policies would have decided;
+//   - a Rego module that fails to evaluate fails closed: a DENY policy matches, an ALLOW policy
+//     does not;
+//   - when a request without a token is denied by default and an ALLOW rule would have matched
+//     it given a verified JWT, the decision's code is CodeJWTRequired (the server answers 401).
+//
+// The package also holds the authoring tools' logic: Check (a source.Checker that compiles Rego
+// and reports errors at file, document, field and Rego line), Lint (rules that can never match),
+// Explain (every policy and rule considered and why it did or did not match) and the YAML test
+// runner behind `portcullis policy test`.
+package policy

@@ -1,0 +1,172 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// policiesFor returns the policies that apply to a destination: the mesh-wide ones and those
+// selecting the service.
+func (e *Engine) policiesFor(d *Destination) *policySet {
+	if s, ok := e.byService[model.Ref{Namespace: d.Namespace, Name: d.Service}]; ok {
+		return s
+	}
+	return e.meshWide
+}
+
+// evaluate reports whether a policy matches: its first matching rule, else its Rego module.
+// A Rego evaluation error fails closed: a DENY policy matches, an ALLOW (or AUDIT) policy does
+// not; the error is returned either way to be logged.
+func (p *policy) evaluate(ctx context.Context, a *Attributes, in *regoInput) (Match, bool, error) {
+	for _, r := range p.rules {
+		if r.match(a) {
+			return Match{Policy: p.name, Action: p.doc.Spec.Action, Rule: r.name, Reason: r.reason}, true, nil
+		}
+	}
+	if p.rego == nil {
+		return Match{}, false, nil
+	}
+	res, err := p.evalRego(ctx, a, in)
+	if err != nil {
+		err = fmt.Errorf("policy %s: rego: %w", p.name, err)
+		if p.doc.Spec.Action == model.ActionDeny {
+			return Match{Policy: p.name, Action: model.ActionDeny, Rule: "rego", Reason: "rego evaluation failed (fail closed)"}, true, err
+		}
+		return Match{}, false, err
+	}
+	if !res.match {
+		return Match{}, false, nil
+	}
+	m := Match{Policy: p.name, Action: p.doc.Spec.Action, Rule: res.rule, Reason: res.reason}
+	if m.Rule == "" {
+		m.Rule = "rego"
+	}
+	if m.Reason == "" {
+		m.Reason = "rego module matched"
+	}
+	return m, true, nil
+}
+
+func (p *policy) evalRego(ctx context.Context, a *Attributes, in *regoInput) (regoResult, error) {
+	input, err := in.get(a)
+	if err != nil {
+		return regoResult{}, err
+	}
+	return p.rego.eval(ctx, input)
+}
+
+// Decide decides a request. It never fails: evaluation errors fail closed and are recorded in
+// the decision.
+func (e *Engine) Decide(ctx context.Context, a *Attributes) Decision {
+	start := e.now()
+	d := Decision{ID: NewDecisionID(start), MeshVersion: e.version}
+	set := e.policiesFor(&a.Destination)
+	var in regoInput
+
+	decided := false
+	for _, p := range set.deny {
+		m, ok, err := p.evaluate(ctx, a, &in)
+		d.addError(err)
+		if ok {
+			d.Allow, d.Code, d.Policy, d.Rule, d.Reason = false, CodeDenied, m.Policy, m.Rule, m.Reason
+			decided = true
+			break
+		}
+	}
+	if !decided {
+		for _, p := range set.allow {
+			m, ok, err := p.evaluate(ctx, a, &in)
+			d.addError(err)
+			if ok {
+				d.Allow, d.Code, d.Policy, d.Rule, d.Reason = true, CodeAllowed, m.Policy, m.Rule, m.Reason
+				decided = true
+				break
+			}
+		}
+	}
+	if !decided {
+		e.applyDefault(&d, set, a)
+	}
+	for _, p := range set.audit {
+		m, ok, err := p.evaluate(ctx, a, &in)
+		d.addError(err)
+		if ok {
+			d.Audits = append(d.Audits, m)
+		}
+	}
+	if len(set.dryRun) > 0 {
+		d.DryRun = e.dryRun(ctx, &d, set, a, &in)
+	}
+	d.Duration = e.now().Sub(start)
+	return d
+}
+
+func (d *Decision) addError(err error) {
+	if err != nil {
+		d.Errors = append(d.Errors, err.Error())
+	}
+}
+
+// applyDefault applies the mesh default when no DENY and no ALLOW matched.
+func (e *Engine) applyDefault(d *Decision, set *policySet, a *Attributes) {
+	d.Policy, d.Rule = "", ""
+	if e.defaultAllow {
+		d.Allow, d.Code, d.Reason = true, CodeAllowedDefault, "no ALLOW policy matched; the mesh default is ALLOW"
+		return
+	}
+	d.Allow, d.Code = false, CodeDeniedDefault
+	switch {
+	case len(set.allow) == 0:
+		d.Reason = "no ALLOW policy applies to this destination; the mesh default is DENY"
+	default:
+		d.Reason = "no ALLOW policy matched; the mesh default is DENY"
+	}
+	if a.JWT == nil && set.allowNeedsJWT {
+		for _, p := range set.allow {
+			for _, r := range p.rules {
+				if r.jwt != nil && r.matchWithoutJWT(a) {
+					d.Code, d.Policy, d.Rule = CodeJWTRequired, p.name, r.name
+					d.Reason = "a verified JWT is required"
+					return
+				}
+			}
+		}
+	}
+}
+
+// dryRun evaluates the dry-run policies and the decision that enforcing them would make. Adding
+// policies can only add a DENY match (which overrides any ALLOW) or, when the real decision came
+// from the default, an ALLOW match; so the real decision is the starting point.
+func (e *Engine) dryRun(ctx context.Context, real *Decision, set *policySet, a *Attributes, in *regoInput) *DryRun {
+	dr := &DryRun{}
+	deny, allow := -1, -1
+	for _, p := range set.dryRun {
+		m, ok, err := p.evaluate(ctx, a, in)
+		real.addError(err)
+		if !ok {
+			continue
+		}
+		dr.Matches = append(dr.Matches, m)
+		switch {
+		case p.doc.Spec.Action == model.ActionDeny && deny < 0:
+			deny = len(dr.Matches) - 1
+		case p.doc.Spec.Action == model.ActionAllow && allow < 0:
+			allow = len(dr.Matches) - 1
+		}
+	}
+	dr.Allow, dr.Code, dr.Policy, dr.Rule = real.Allow, real.Code, real.Policy, real.Rule
+	switch {
+	case real.Code == CodeDenied:
+	case deny >= 0:
+		m := dr.Matches[deny]
+		dr.Allow, dr.Code, dr.Policy, dr.Rule = false, CodeDenied, m.Policy, m.Rule
+	case real.Code == CodeAllowed:
+	case allow >= 0:
+		m := dr.Matches[allow]
+		dr.Allow, dr.Code, dr.Policy, dr.Rule = true, CodeAllowed, m.Policy, m.Rule
+	}
+	dr.Changed = dr.Allow != real.Allow
+	return dr
+}

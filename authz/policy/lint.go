@@ -1,0 +1,327 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// ServiceLookup finds a service by namespace and name; nil when unknown. (*model.Mesh).Service
+// is one.
+type ServiceLookup func(namespace, name string) *model.ServiceDoc
+
+// LintDocuments checks the AuthorizationPolicy documents among docs beyond their validation:
+// Rego modules compile, and no rule is one that can never match. It skips documents that fail
+// their own validation (validation reports those). services resolves selectors for the port
+// check; nil skips it.
+func LintDocuments(docs []model.Document, services ServiceLookup) model.Problems {
+	c := NewCompiler(Options{})
+	var out model.Problems
+	for i := range docs {
+		d := &docs[i]
+		doc, ok := d.Object.(*model.AuthorizationPolicyDoc)
+		if !ok || len(doc.Validate()) > 0 {
+			continue
+		}
+		_, fs := c.compilePolicy(doc)
+		fs = append(fs, lintPolicy(doc, services)...)
+		lines := d.FieldLines
+		out = append(out, placeFindings(d.Origin, func(p model.Path) int { return lineOf(lines, p) }, doc, fs)...)
+	}
+	out.Sort()
+	return out
+}
+
+// Lint is LintDocuments for the policies of a built mesh.
+func Lint(m *model.Mesh) model.Problems {
+	c := NewCompiler(Options{})
+	var out model.Problems
+	for _, doc := range m.AuthorizationPolicies {
+		_, fs := c.compilePolicy(doc)
+		fs = append(fs, lintPolicy(doc, m.Service)...)
+		out = append(out, meshProblems(m, doc, fs)...)
+	}
+	out.Sort()
+	return out
+}
+
+// lineOf returns the line of a field or of its nearest ancestor that has one.
+func lineOf(lines map[model.Path]int, p model.Path) int {
+	for p != "" {
+		if l, ok := lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(string(p), ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+const never = "the rule can never match: "
+
+// lintPolicy finds rules that can never match. Each check is sound: it reports only what no
+// request can satisfy.
+func lintPolicy(doc *model.AuthorizationPolicyDoc, services ServiceLookup) []finding {
+	var fs []finding
+	ns := model.RefOf(doc).Namespace
+	var svc *model.ServiceDoc
+	if doc.Spec.Selector != nil && services != nil {
+		svc = services(ns, doc.Spec.Selector.Service)
+	}
+	for i := range doc.Spec.Rules {
+		r := &doc.Spec.Rules[i]
+		rp := model.Path("spec.rules").Index(i)
+		add := func(field string, format string, args ...any) {
+			fs = append(fs, finding{field: rp.Field(field), message: never + fmt.Sprintf(format, args...)})
+		}
+		if f := r.From; f != nil {
+			lintFrom(f, add)
+		}
+		if t := r.To; t != nil {
+			lintTo(t, svc, add)
+		}
+		lintWhen(r.When, func(k int, format string, args ...any) {
+			fs = append(fs, finding{field: rp.Field("when").Index(k), message: never + fmt.Sprintf(format, args...)})
+		})
+	}
+	return fs
+}
+
+func lintFrom(f *model.Source, add func(field, format string, args ...any)) {
+	if len(f.Principals) > 0 && len(f.NotPrincipals) > 0 {
+		not := principals("notPrincipals", f.NotPrincipals, false)
+		if slices.Contains(f.NotPrincipals, "*") {
+			add("from.notPrincipals", "notPrincipals \"*\" excludes every authenticated caller, and principals match only authenticated ones")
+		} else if !slices.ContainsFunc(f.Principals, func(p string) bool { return !excludedPrincipal(p, f.NotPrincipals, not) }) {
+			add("from.principals", "every principal listed is excluded by notPrincipals")
+		}
+	}
+	if len(f.Namespaces) > 0 && !slices.ContainsFunc(f.Namespaces, func(n string) bool { return !slices.Contains(f.NotNamespaces, n) }) {
+		add("from.namespaces", "every namespace listed is excluded by notNamespaces")
+	}
+	// Exact workload IDs name their namespace: it must be one the rule allows.
+	if len(f.Principals) > 0 && (len(f.Namespaces) > 0 || len(f.NotNamespaces) > 0) {
+		possible := false
+		for _, p := range f.Principals {
+			ns, ok := principalNamespace(p)
+			if !ok || ((len(f.Namespaces) == 0 || slices.Contains(f.Namespaces, ns)) && !slices.Contains(f.NotNamespaces, ns)) {
+				possible = true
+				break
+			}
+		}
+		if !possible {
+			add("from.namespaces", "the namespaces of the principals listed are not allowed by namespaces/notNamespaces")
+		}
+	}
+}
+
+// excludedPrincipal reports whether every caller matching pattern p is excluded by the
+// notPrincipals patterns.
+func excludedPrincipal(p string, notRaw []string, not *principalsCond) bool {
+	if slices.Contains(notRaw, p) {
+		return true
+	}
+	pp := compilePrincipal(p)
+	switch {
+	case pp.exact != "":
+		return not.matchAny(pp.exact)
+	case pp.prefix != "":
+		// A prefix is excluded by a shorter (or equal) prefix.
+		for _, q := range not.patterns {
+			if q.prefix != "" && strings.HasPrefix(pp.prefix, q.prefix) {
+				return true
+			}
+		}
+	case pp.suffix != "":
+		for _, q := range not.patterns {
+			if q.suffix != "" && strings.HasSuffix(pp.suffix, q.suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// principalNamespace returns the namespace an exact workload ID or a prefix naming a namespace
+// ("spiffe://td/ns/x/*") fixes.
+func principalNamespace(p string) (string, bool) {
+	if !strings.HasPrefix(p, "spiffe://") {
+		return "", false
+	}
+	seg := strings.Split(strings.TrimPrefix(p, "spiffe://"), "/")
+	if len(seg) >= 3 && seg[1] == "ns" && seg[2] != "" && !strings.Contains(seg[2], "*") && (len(seg) > 3 || !strings.HasSuffix(p, "*")) {
+		return seg[2], true
+	}
+	return "", false
+}
+
+func lintTo(t *model.Operation, svc *model.ServiceDoc, add func(field, format string, args ...any)) {
+	if len(t.Methods) > 0 && !slices.ContainsFunc(t.Methods, func(m string) bool { return !slices.Contains(t.NotMethods, m) }) {
+		add("to.methods", "every method listed is excluded by notMethods")
+	}
+	if len(t.Paths) > 0 && len(t.NotPaths) > 0 {
+		not := paths(t.NotPaths, false)
+		if !slices.ContainsFunc(t.Paths, func(p string) bool { return !excludedPath(p, t.NotPaths, not) }) {
+			add("to.paths", "every path listed is excluded by notPaths")
+		}
+	}
+	if svc != nil && len(t.Ports) > 0 {
+		possible := slices.ContainsFunc(t.Ports, func(p uint32) bool {
+			return slices.ContainsFunc(svc.Spec.Ports, func(sp model.ServicePort) bool { return sp.Port == p })
+		})
+		if !possible {
+			var have []uint32
+			for _, sp := range svc.Spec.Ports {
+				have = append(have, sp.Port)
+			}
+			add("to.ports", "none of the ports %v is a port of service %s (it has %v)", t.Ports, svc.Metadata.Name, have)
+		}
+	}
+}
+
+// excludedPath reports whether every path matching pattern p is excluded by the notPaths.
+func excludedPath(p string, notRaw []string, not *pathsCond) bool {
+	if slices.Contains(notRaw, p) {
+		return true
+	}
+	pp := compilePath(p)
+	switch pp.kind {
+	case pathExact:
+		for i := range not.patterns {
+			if not.patterns[i].match(p) {
+				return true
+			}
+		}
+	case pathPrefix:
+		for _, q := range not.patterns {
+			if q.kind == pathPrefix && strings.HasPrefix(pp.prefix, q.prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lintWhen finds contradictions between a rule's when conditions (which must all hold): tests of
+// one single-valued attribute that no value passes together, and source-IP ranges that exclude
+// each other.
+func lintWhen(when []model.Condition, add func(k int, format string, args ...any)) {
+	type test struct {
+		k  int
+		op operator
+	}
+	byAttr := map[string][]test{}
+	var ipSets []struct {
+		k   int
+		set []netip.Prefix
+	}
+	var notIPs []netip.Prefix
+	for k := range when {
+		c := &when[k]
+		switch {
+		case c.Attribute != "" || c.Header != "":
+			attr := c.Attribute
+			if c.Header != "" {
+				attr = "request.headers." + strings.ToLower(c.Header)
+			}
+			if !singleValued(attr) {
+				continue
+			}
+			op, err := compileOperator(&c.ValueMatch)
+			if err != nil {
+				continue
+			}
+			byAttr[attr] = append(byAttr[attr], test{k, op})
+		case len(c.SourceIPs) > 0:
+			if set, err := compileCIDRs(c.SourceIPs); err == nil {
+				ipSets = append(ipSets, struct {
+					k   int
+					set []netip.Prefix
+				}{k, set})
+			}
+		case len(c.NotSourceIPs) > 0:
+			if set, err := compileCIDRs(c.NotSourceIPs); err == nil {
+				notIPs = append(notIPs, set...)
+			}
+		}
+	}
+	for attr, tests := range byAttr {
+		if len(tests) < 2 {
+			continue
+		}
+		// The values the equals/in tests allow; a contradiction when no value passes them all.
+		var candidates []string
+		fixed := false
+		for _, t := range tests {
+			switch t.op.kind {
+			case "equals":
+				candidates, fixed = intersect(candidates, []string{t.op.arg}, fixed), true
+			case "in":
+				candidates, fixed = intersect(candidates, t.op.set.list, fixed), true
+			}
+		}
+		if !fixed {
+			continue
+		}
+		candidates = slices.DeleteFunc(candidates, func(v string) bool {
+			for _, t := range tests {
+				if !t.op.test(value{one: v, ok: true}) {
+					return true
+				}
+			}
+			return false
+		})
+		if len(candidates) == 0 {
+			add(tests[len(tests)-1].k, "no value of %s satisfies all of its conditions", attr)
+		}
+	}
+	for i, a := range ipSets {
+		for _, b := range ipSets[i+1:] {
+			if !overlaps(a.set, b.set) {
+				add(b.k, "sourceIPs %v and %v (conditions %d and %d) have no address in common", a.set, b.set, a.k, b.k)
+			}
+		}
+		if len(notIPs) > 0 && !slices.ContainsFunc(a.set, func(p netip.Prefix) bool { return !coveredBy(p, notIPs) }) {
+			add(a.k, "every address in sourceIPs %v is excluded by notSourceIPs", a.set)
+		}
+	}
+}
+
+// singleValued reports whether an attribute has at most one value per request, so that two
+// different equals tests contradict each other. Claims and query parameters can be lists.
+func singleValued(attr string) bool {
+	return !strings.HasPrefix(attr, "jwt.claims.") && !strings.HasPrefix(attr, "request.query.") && attr != "jwt.providers"
+}
+
+func intersect(have, with []string, fixed bool) []string {
+	if !fixed {
+		return slices.Clone(with)
+	}
+	return slices.DeleteFunc(have, func(v string) bool { return !slices.Contains(with, v) })
+}
+
+func overlaps(a, b []netip.Prefix) bool {
+	for _, p := range a {
+		for _, q := range b {
+			if p.Overlaps(q) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func coveredBy(p netip.Prefix, by []netip.Prefix) bool {
+	for _, q := range by {
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/portcullis/portcullis/xds/source"
+)
+
+func TestLintNeverMatching(t *testing.T) {
+	cases := []struct {
+		name  string
+		rule  string
+		field string // "" when the rule is fine
+	}{
+		{"fine", `{to: {methods: [GET], notMethods: [POST]}}`, ""},
+		{"methods all excluded", `{to: {methods: [GET, HEAD], notMethods: [HEAD, GET]}}`, "spec.rules[0].to.methods"},
+		{"paths exact excluded by prefix", `{to: {paths: [/api/x], notPaths: ["/api/*"]}}`, "spec.rules[0].to.paths"},
+		{"path prefix excluded by shorter prefix", `{to: {paths: ["/api/v1/*"], notPaths: ["/api/*"]}}`, "spec.rules[0].to.paths"},
+		{"path prefix not excluded by longer prefix", `{to: {paths: ["/api/*"], notPaths: ["/api/v1/*"]}}`, ""},
+		{"same glob", `{to: {paths: ["/a/*/b"], notPaths: ["/a/*/b"]}}`, "spec.rules[0].to.paths"},
+		{"one path survives", `{to: {paths: [/a, /b], notPaths: [/a]}}`, ""},
+		{"principals excluded", `{from: {principals: ["spiffe://portcullis.local/ns/demo/sa/a"], notPrincipals: ["spiffe://portcullis.local/ns/demo/*"]}}`, "spec.rules[0].from.principals"},
+		{"notPrincipals star", `{from: {principals: ["*/sa/a"], notPrincipals: ["*"]}}`, "spec.rules[0].from.notPrincipals"},
+		{"principal prefix excluded", `{from: {principals: ["spiffe://portcullis.local/ns/demo/sa/*"], notPrincipals: ["spiffe://portcullis.local/ns/*"]}}`, "spec.rules[0].from.principals"},
+		{"principal namespace not allowed", `{from: {principals: ["spiffe://portcullis.local/ns/demo/sa/a"], namespaces: [prod]}}`, "spec.rules[0].from.namespaces"},
+		{"principal namespace excluded", `{from: {principals: ["spiffe://portcullis.local/ns/demo/sa/a"], notNamespaces: [demo]}}`, "spec.rules[0].from.namespaces"},
+		{"principal namespace allowed", `{from: {principals: ["spiffe://portcullis.local/ns/demo/sa/a"], namespaces: [demo]}}`, ""},
+		{"namespaces excluded", `{from: {namespaces: [a], notNamespaces: [a]}}`, "spec.rules[0].from.namespaces"},
+		{"port not of the service", `{to: {ports: [1234]}}`, "spec.rules[0].to.ports"},
+		{"port of the service", `{to: {ports: [1234, 9090]}}`, ""},
+		{"two equals on one header", `{when: [{header: x-a, equals: "1"}, {header: X-A, equals: "2"}]}`, "spec.rules[0].when[1]"},
+		{"equals outside in", `{when: [{attribute: request.method, equals: GET}, {attribute: request.method, in: [POST, PUT]}]}`, "spec.rules[0].when[1]"},
+		{"equals against regexp", `{when: [{attribute: request.host, equals: a.com}, {attribute: request.host, matches: "b\\..*"}]}`, "spec.rules[0].when[1]"},
+		{"equals and in agree", `{when: [{attribute: request.method, equals: GET}, {attribute: request.method, in: [GET, PUT]}]}`, ""},
+		{"claims may be lists", `{when: [{attribute: jwt.claims.roles, equals: a}, {attribute: jwt.claims.roles, equals: b}]}`, ""},
+		{"disjoint source ranges", `{when: [{sourceIPs: [10.0.0.0/8]}, {sourceIPs: [192.168.0.0/16]}]}`, "spec.rules[0].when[1]"},
+		{"source range excluded", `{when: [{sourceIPs: [10.1.0.0/16]}, {notSourceIPs: [10.0.0.0/8]}]}`, "spec.rules[0].when[0]"},
+		{"source range partly excluded", `{when: [{sourceIPs: [10.0.0.0/8]}, {notSourceIPs: [10.1.0.0/16]}]}`, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := buildMesh(t, policyYAML("p", "backend", "ALLOW", false, "  - "+tc.rule))
+			ps := Lint(m)
+			switch {
+			case tc.field == "" && len(ps) > 0:
+				t.Fatalf("unexpected: %v", ps)
+			case tc.field != "" && (len(ps) != 1 || ps[0].Field != tc.field || !strings.Contains(ps[0].Message, "can never match")):
+				t.Fatalf("problems = %v, want one at %s", ps, tc.field)
+			case tc.field != "" && ps[0].Line == 0:
+				t.Errorf("no line: %v", ps[0])
+			}
+		})
+	}
+}
+
+func TestLintDocumentsWithoutMesh(t *testing.T) {
+	text := policyYAML("p", "backend", "ALLOW", false, "  - {to: {methods: [GET], notMethods: [GET]}}") +
+		regoPolicy("r", "ALLOW", "package p\n\nmatch if {\n\tnope == 1\n}\n")
+	docs, ps := source.Decode("policies.yaml", []byte(text))
+	if len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	got := LintDocuments(docs, nil)
+	if len(got) != 2 {
+		t.Fatalf("problems = %v", got)
+	}
+	if got[0].Document != 1 || got[0].Line != 9 || got[0].Field != "spec.rules[0].to.methods" {
+		t.Errorf("first = %+v", got[0])
+	}
+	if got[1].Document != 2 || !strings.Contains(got[1].Message, "rego line 4") || got[1].Line != 22 {
+		t.Errorf("second = %+v", got[1])
+	}
+}

@@ -1,0 +1,199 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/xds/model"
+	"github.com/portcullis/portcullis/xds/source"
+)
+
+// benchSetup runs a server on the 50-rule benchmark mesh and returns it with an Envoy-shaped
+// request that only the last rule allows, carrying a signed token.
+func benchSetup(b *testing.B) (*Server, *authv3.CheckRequest, *authztest.Key) {
+	b.Helper()
+	key := authztest.NewKey(b, "ES256", "k1")
+	docs, ps := source.Decode("bench.yaml", []byte(authztest.BenchMesh(authztest.JWKS(key), false)))
+	if len(ps) > 0 {
+		b.Fatal(ps)
+	}
+	m, ps := model.Build(docs)
+	if len(ps) > 0 {
+		b.Fatal(ps)
+	}
+	pub := &source.Publisher{}
+	pub.Publish(m)
+	srv, err := New(Options{Logger: discardLogger(), TracerProvider: noop.NewTracerProvider(), Source: pub, DecisionLog: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }() // Run returns nil when cancelled
+	b.Cleanup(func() { cancel(); <-done })
+	for srv.Ready() != nil {
+		time.Sleep(time.Millisecond)
+	}
+	req := request(b, func(r *authv3.CheckRequest) {
+		h := r.Attributes.Request.Http
+		r.Attributes.Source.Principal = authztest.BenchPrincipal
+		h.Method, h.Path = authztest.BenchMethod, authztest.BenchPath
+		h.Headers["x-tenant"] = authztest.BenchTenant
+		h.Headers["authorization"] = "Bearer " + key.Sign(b, authztest.BenchClaims(), nil)
+	})
+	resp, err := srv.Check(context.Background(), req)
+	if err != nil || resp.GetOkResponse() == nil || resp.GetDynamicMetadata().GetFields()["rule"].GetStringValue() != "r49" {
+		b.Fatalf("benchmark request not allowed by r49: %v %s", err, describe(resp))
+	}
+	return srv, req, key
+}
+
+// BenchmarkCheckInProcess is a whole Check without the network: attributes from the
+// CheckRequest, the token from the verified-token cache, the 50-rule decision, the response, the
+// decision log record (to io.Discard), metrics (no-op meter) and spans (no-op tracer).
+func BenchmarkCheckInProcess(b *testing.B) {
+	srv, req, _ := benchSetup(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := srv.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecisionWithCachedJWT is the decision alone: the token taken from the request's
+// headers and found in the verified-token cache (SHA-256 of the token, LRU lookup), then the
+// 50-rule policy evaluated on typed attributes.
+func BenchmarkDecisionWithCachedJWT(b *testing.B) {
+	srv, req, _ := benchSetup(b)
+	a, err := Attributes(req, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := srv.engine.Load()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		r := srv.verifier.Verify(ctx, a.Request.Headers)
+		if !r.CacheHit {
+			b.Fatal("token not cached")
+		}
+		a.JWT = r.Token
+		if d := e.Decide(ctx, a); !d.Allow {
+			b.Fatal("denied")
+		}
+	}
+}
+
+// BenchmarkCheckInProcessTraced is BenchmarkCheckInProcess with every check sampled and its
+// three spans recorded (into an exporter that drops them): the cost of tracing.
+func BenchmarkCheckInProcessTraced(b *testing.B) {
+	srv, req, _ := benchSetup(b)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	srv.tracer = tp.Tracer("bench")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := srv.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOPAPlain is the same policy evaluated the way a plain OPA ext_authz server does
+// (opa-envoy-plugin): the CheckRequest converted to JSON and decoded into a map as the input,
+// a prepared query for data.envoy.authz.allow over it, and the token verified in the policy with
+// io.jwt.decode_verify (OPA's default: no cache across queries).
+func BenchmarkOPAPlain(b *testing.B) {
+	_, req, key := benchSetup(b)
+	pq, err := rego.New(rego.Query("data.envoy.authz.allow"), rego.Module("policy.rego", authztest.BenchOPAPolicy(authztest.JWKS(key)))).PrepareForEval(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	eval := func() bool {
+		js, err := protojson.Marshal(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var input map[string]any
+		if err := json.Unmarshal(js, &input); err != nil {
+			b.Fatal(err)
+		}
+		rs, err := pq.Eval(context.Background(), rego.EvalInput(input))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return rs.Allowed()
+	}
+	if !eval() {
+		b.Fatal("OPA does not allow the benchmark request")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		eval()
+	}
+}
+
+// BenchmarkCheckGRPC is Check over gRPC on loopback with SPIFFE mTLS (2 connections, as Envoy
+// with 2 workers keeps), from parallel callers.
+func BenchmarkCheckGRPC(b *testing.B) {
+	srv, req, _ := benchSetup(b)
+	ca := authztest.NewCA(b, "portcullis.local")
+	serverID := "spiffe://portcullis.local/ns/portcullis/sa/authz"
+	td := spiffeid.RequireTrustDomainFromString("portcullis.local")
+	g := grpc.NewServer(append(GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(
+		ca.SVID(b, serverID).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td)))))...)
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }() // returns when stopped
+	b.Cleanup(g.Stop)
+	proxy := ca.SVID(b, "spiffe://portcullis.local/ns/demo/sa/backend")
+	var clients []authv3.AuthorizationClient
+	for range 2 {
+		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
+			tlsconfig.MTLSClientConfig(proxy.X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td)))))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = conn.Close() })
+		clients = append(clients, authv3.NewAuthorizationClient(conn))
+	}
+	ctx := context.Background()
+	if _, err := clients[0].Check(ctx, req); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		c := clients[n.Add(1)%int64(len(clients))]
+		for pb.Next() {
+			if _, err := c.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

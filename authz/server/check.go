@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/portcullis/portcullis/authz/jwt"
+	"github.com/portcullis/portcullis/authz/policy"
+)
+
+// HeaderDecisionID carries the decision id to the application (allowed requests) and to the
+// client (every response), so a user reporting a denial can quote it.
+const HeaderDecisionID = "x-portcullis-decision-id"
+
+// Span and attribute names. The attributes are documented in docs/policies.md.
+const (
+	spanCheck  = "authz.Check"
+	spanJWT    = "authz.jwt.verify"
+	spanPolicy = "authz.policy.evaluate"
+)
+
+// checkSpanOptions start every Check span: built once, not per request.
+var checkSpanOptions = []trace.SpanStartOption{
+	trace.WithSpanKind(trace.SpanKindServer),
+	trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check")),
+}
+
+// Check implements envoy.service.auth.v3.Authorization/Check. It always answers with a
+// decision (never a gRPC error), so Envoy's failure mode only applies when the server is down.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	start := s.now()
+	defer func() {
+		// A bug must not take the service (and every request behind it) down, nor let a request
+		// through: log it and deny.
+		if r := recover(); r != nil {
+			d := s.early(start, policy.CodeError, "internal error")
+			s.log.Error("panic in Check; denying", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
+			s.metrics.record(ctx, &d, s.now().Sub(start).Seconds())
+			resp, err = s.response(&d, http.StatusInternalServerError), nil
+		}
+	}()
+	headers := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
+	ctx, span := s.tracer.Start(parentContext(ctx, headers), spanCheck, checkSpanOptions...)
+	defer span.End()
+
+	var (
+		d     policy.Decision
+		attrs *policy.Attributes
+		jr    jwt.Result
+	)
+	engine := s.engine.Load()
+	switch {
+	case engine == nil:
+		d = s.early(start, policy.CodeUnavailable, "no valid mesh is loaded yet")
+	default:
+		var err error
+		if attrs, err = Attributes(req, start); err != nil {
+			d = s.early(start, policy.CodeBadRequest, err.Error())
+			d.MeshVersion = engine.Version()
+			break
+		}
+		if s.verifier.HasProviders() {
+			jr = s.verifyJWT(ctx, span, attrs.Request.Headers)
+			if jr.Err != nil {
+				d = s.early(start, policy.CodeJWTInvalid, "invalid JWT: "+string(jr.Err.Code))
+				d.MeshVersion = engine.Version()
+				break
+			}
+			attrs.JWT = jr.Token
+		}
+		d = s.decide(ctx, span, engine, attrs)
+	}
+
+	status := httpStatus(d.Code)
+	resp = s.response(&d, status)
+	took := s.now().Sub(start)
+	s.metrics.record(ctx, &d, took.Seconds())
+	traceID := ""
+	if sc := span.SpanContext(); sc.IsValid() {
+		traceID = sc.TraceID().String()
+	}
+	s.dlog.Write(newRecord(&d, status, attrs, &jr, traceID, took, start))
+	if span.IsRecording() {
+		annotate(span, &d, status, attrs, &jr)
+	}
+	return resp, nil
+}
+
+// early is a decision made before policies: unreadable request, invalid token, no mesh.
+func (s *Server) early(now time.Time, code policy.Code, reason string) policy.Decision {
+	return policy.Decision{ID: policy.NewDecisionID(now), Code: code, Reason: reason}
+}
+
+// verifyJWT verifies the request's tokens, in a child span when the check is traced.
+func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, headers map[string]string) jwt.Result {
+	if !parent.IsRecording() {
+		return s.verifier.Verify(ctx, headers)
+	}
+	ctx, span := s.tracer.Start(ctx, spanJWT)
+	defer span.End()
+	r := s.verifier.Verify(ctx, headers)
+	span.SetAttributes(attribute.Bool("authz.jwt.present", r.Presented), attribute.Bool("authz.jwt.cache_hit", r.CacheHit))
+	if r.Presented {
+		span.SetAttributes(attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))
+	}
+	if r.Err != nil {
+		span.SetAttributes(attribute.String("authz.jwt.error", string(r.Err.Code)))
+		span.SetStatus(codes.Error, string(r.Err.Code))
+	}
+	return r
+}
+
+// decide evaluates policies, in a child span when the check is traced.
+func (s *Server) decide(ctx context.Context, parent trace.Span, e *policy.Engine, a *policy.Attributes) policy.Decision {
+	if !parent.IsRecording() {
+		return e.Decide(ctx, a)
+	}
+	ctx, span := s.tracer.Start(ctx, spanPolicy)
+	defer span.End()
+	d := e.Decide(ctx, a)
+	span.SetAttributes(
+		attribute.String("authz.decision_id", d.ID),
+		attribute.String("authz.decision", string(d.Outcome())),
+		attribute.String("authz.policy", d.Policy),
+		attribute.String("authz.rule", d.Rule),
+		attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
+		attribute.String("authz.mesh_version", d.MeshVersion),
+		attribute.Int("authz.audits", len(d.Audits)),
+	)
+	if d.DryRun != nil {
+		span.SetAttributes(attribute.String("authz.dry_run.decision", string(outcome(d.DryRun.Allow))),
+			attribute.String("authz.dry_run.policy", d.DryRun.Policy), attribute.Bool("authz.dry_run.changed", d.DryRun.Changed))
+	}
+	if len(d.Errors) > 0 {
+		span.SetStatus(codes.Error, "rego evaluation failed (failed closed)")
+	}
+	return d
+}
+
+func outcome(allow bool) string {
+	if allow {
+		return "ALLOW"
+	}
+	return "DENY"
+}
+
+// annotate puts the decision on the Check span.
+func annotate(span trace.Span, d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Result) {
+	span.SetAttributes(
+		attribute.String("authz.decision_id", d.ID),
+		attribute.String("authz.decision", string(d.Outcome())),
+		attribute.String("authz.code", string(d.Code)),
+		attribute.String("authz.policy", d.Policy),
+		attribute.String("authz.rule", d.Rule),
+		attribute.String("authz.reason", d.Reason),
+		attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
+		attribute.Int("http.response.status_code", status),
+	)
+	if a != nil {
+		span.SetAttributes(
+			attribute.String("authz.principal", a.Source.Principal),
+			attribute.String("authz.destination", a.Destination.Namespace+"/"+a.Destination.Service),
+		)
+	}
+	if jr.Presented {
+		span.SetAttributes(attribute.String("authz.jwt.issuer", jr.Issuer), attribute.String("authz.jwt.kid", jr.KeyID), attribute.Bool("authz.jwt.cache_hit", jr.CacheHit))
+	}
+	if !d.Allow {
+		// A denial is the service working, not failing: the span status stays unset, the
+		// decision attribute says what happened.
+		span.AddEvent("denied", trace.WithAttributes(attribute.String("authz.code", string(d.Code))))
+	}
+}
+
+// httpStatus maps a decision code to the status a denied client sees.
+func httpStatus(c policy.Code) int {
+	switch c {
+	case policy.CodeAllowed, policy.CodeAllowedDefault:
+		return http.StatusOK
+	case policy.CodeJWTRequired, policy.CodeJWTInvalid:
+		return http.StatusUnauthorized
+	case policy.CodeBadRequest:
+		return http.StatusBadRequest
+	case policy.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case policy.CodeError:
+		return http.StatusInternalServerError
+	}
+	return http.StatusForbidden
+}
+
+func grpcCode(status int) grpccodes.Code {
+	switch status {
+	case http.StatusOK:
+		return grpccodes.OK
+	case http.StatusUnauthorized:
+		return grpccodes.Unauthenticated
+	case http.StatusBadRequest:
+		return grpccodes.InvalidArgument
+	case http.StatusServiceUnavailable:
+		return grpccodes.Unavailable
+	case http.StatusInternalServerError:
+		return grpccodes.Internal
+	}
+	return grpccodes.PermissionDenied
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// Headers every denial carries. Messages are shared between responses: gRPC only reads them.
+var (
+	headerJSON    = header("content-type", "application/json")
+	headerNoStore = header("cache-control", "no-store")
+)
+
+// errorBody is what a denied client reads: the decision id to quote, nothing internal. A bad
+// request also says what is wrong with it.
+type errorBody struct {
+	Error      string `json:"error"`
+	Status     int    `json:"status"`
+	DecisionID string `json:"decision_id"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// metaValue returns a shared structpb value for a string that repeats across decisions (code,
+// policy, rule names), so the dynamic metadata of a response allocates only its id.
+func (s *Server) metaValue(v string) *structpb.Value {
+	if x, ok := s.metaValues.Load(v); ok {
+		return x.(*structpb.Value)
+	}
+	x, _ := s.metaValues.LoadOrStore(v, structpb.NewStringValue(v))
+	return x.(*structpb.Value)
+}
+
+func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse {
+	// Envoy puts dynamic metadata under the filter's name, for access logs:
+	// %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%.
+	meta := &structpb.Struct{Fields: map[string]*structpb.Value{
+		"decision_id": structpb.NewStringValue(d.ID),
+		"code":        s.metaValue(string(d.Code)),
+		"policy":      s.metaValue(d.Policy),
+		"rule":        s.metaValue(d.Rule),
+	}}
+	id := header(HeaderDecisionID, d.ID)
+	if d.Allow {
+		return &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(grpccodes.OK)},
+			DynamicMetadata: meta,
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				// Overwrite, so a client cannot send the application a decision id of its own.
+				Headers:              []*corev3.HeaderValueOption{id},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{id},
+			}},
+		}
+	}
+	body := errorBody{Status: status, DecisionID: d.ID}
+	hs := make([]*corev3.HeaderValueOption, 3, 4) // room for WWW-Authenticate
+	hs[0], hs[1], hs[2] = headerJSON, id, headerNoStore
+	switch status {
+	case http.StatusUnauthorized:
+		body.Error = "unauthenticated"
+		challenge := `Bearer realm="portcullis"`
+		if d.Code == policy.CodeJWTInvalid {
+			challenge += `, error="invalid_token"`
+		}
+		hs = append(hs, header("www-authenticate", challenge))
+	case http.StatusBadRequest:
+		body.Error, body.Reason = "bad_request", d.Reason
+	case http.StatusServiceUnavailable:
+		body.Error = "unavailable"
+	case http.StatusInternalServerError:
+		body.Error = "internal"
+	default:
+		body.Error = "forbidden"
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		b = []byte(`{"error":"forbidden"}`) // cannot happen: strings and ints only
+	}
+	return &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(grpcCode(status)), Message: string(d.Code)},
+		DynamicMetadata: meta,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			Headers: hs,
+			Body:    string(b) + "\n",
+		}},
+	}
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/portcullis/portcullis/test/authztest"
+)
+
+const serverID = "spiffe://portcullis.local/ns/portcullis/sa/authz"
+
+type material struct {
+	ca     *authztest.CA
+	server *authztest.SVID
+	proxy  *authztest.SVID
+	token  string
+	mesh   string
+}
+
+// toolTB adapts the authztest helpers (written for tests) to this command: a failure becomes
+// an error returned by newMaterial.
+type toolTB struct{}
+
+type toolFailure struct{ msg string }
+
+func (toolTB) Helper() {}
+func (toolTB) Fatalf(format string, args ...any) {
+	panic(toolFailure{fmt.Sprintf(format, args...)})
+}
+
+func newMaterial() (m *material, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(toolFailure)
+			if !ok {
+				panic(r)
+			}
+			m, err = nil, fmt.Errorf("making test material: %s", f.msg)
+		}
+	}()
+	t := toolTB{}
+	ca := authztest.NewCA(t, "portcullis.local")
+	key := authztest.NewKey(t, "ES256", "k1")
+	claims := authztest.BenchClaims()
+	claims["exp"] = time.Now().Add(24 * time.Hour).Unix()
+	return &material{
+		ca:     ca,
+		server: ca.SVID(t, serverID),
+		proxy:  ca.SVID(t, "spiffe://portcullis.local/ns/demo/sa/backend"),
+		token:  key.Sign(t, claims, nil),
+		mesh:   authztest.BenchMesh(authztest.JWKS(key), false),
+	}, nil
+}
+
+type client struct {
+	conns []*grpc.ClientConn
+	req   *preEncoded
+	next  atomic.Uint64
+}
+
+// preEncoded is the CheckRequest marshalled once. Envoy's C++ client marshals a request for a
+// fraction of what Go's reflection-based marshalling costs; the generator should not spend the
+// CPU of the machine the server is measured on re-encoding the same bytes.
+type preEncoded struct{ b []byte }
+
+// rawCodec sends preEncoded messages as they are and handles everything else (the responses) as
+// gRPC's proto codec does; its name keeps the content type the server expects.
+type rawCodec struct{ fallback encoding.CodecV2 }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(*preEncoded); ok {
+		return mem.BufferSlice{mem.SliceBuffer(p.b)}, nil
+	}
+	return c.fallback.Marshal(v)
+}
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.fallback.Unmarshal(data, v) }
+func (rawCodec) Name() string                                  { return "proto" }
+
+func newClient(addr string, m *material, n int) (*client, error) {
+	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(m.proxy.X509SVID(), m.ca.Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID))))
+	b, err := proto.Marshal(benchRequest(m.token))
+	if err != nil {
+		return nil, err
+	}
+	codec := rawCodec{fallback: encoding.GetCodecV2("proto")}
+	c := &client{req: &preEncoded{b}}
+	for range n {
+		// Fixed windows, as Envoy's HTTP/2 client has (no BDP probing).
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+			grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec)))
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+func (c *client) close() {
+	for _, conn := range c.conns {
+		_ = conn.Close() // only fails for a connection closed twice
+	}
+}
+
+// benchRequest is what Envoy sends for the benchmark request.
+func benchRequest(token string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Principal: authztest.BenchPrincipal},
+		Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://portcullis.local/ns/demo/sa/backend"},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "1", Method: authztest.BenchMethod, Path: authztest.BenchPath, Host: "backend.demo", Scheme: "http", Protocol: "HTTP/1.1",
+			Headers: map[string]string{
+				":authority": "backend.demo", ":method": authztest.BenchMethod, ":path": authztest.BenchPath, ":scheme": "http",
+				"authorization": "Bearer " + token, "x-tenant": authztest.BenchTenant, "user-agent": "authzload",
+				"x-request-id": "b2c2a9b4-1d3e-4b8e-9a55-2f5b0a3d9e11", "accept": "*/*",
+			},
+		}},
+		ContextExtensions: map[string]string{"service": "backend", "namespace": "demo", "port": "8080"},
+	}}
+}
+
+func (c *client) check(ctx context.Context) error {
+	conn := c.conns[c.next.Add(1)%uint64(len(c.conns))]
+	resp := &authv3.CheckResponse{}
+	if err := conn.Invoke(ctx, authv3.Authorization_Check_FullMethodName, c.req, resp); err != nil {
+		return err
+	}
+	if resp.GetOkResponse() == nil {
+		return fmt.Errorf("denied: %v", resp.GetDeniedResponse().GetBody())
+	}
+	return nil
+}
+
+func (c *client) checkOnce(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.check(cctx)
+}
+
+type fixedResult struct {
+	achieved                 float64
+	p50, p90, p99, p999, max time.Duration
+	errors                   int64
+	serverCPU, clientCPU     time.Duration
+	// wireP50 and wireP99 are measured from when each check was sent rather than due: the
+	// difference is the load generator's own scheduling delay.
+	wireP50, wireP99 time.Duration
+}
+
+// fixedRate sends rate checks per second for d (after warmup) and measures each from the moment
+// it was due. Pacers share the schedule (pacer k sends checks k, k+P, k+2P, ...), each sleeping
+// until its next check is due and sending it itself, so no hand-off adds to a check's latency;
+// a pacer still busy with its previous check sends late, and the latency says so.
+func (c *client) fixedRate(ctx context.Context, rate int, warmup, d time.Duration) (fixedResult, error) {
+	const pacers = 128
+	total := int(float64(rate) * (warmup + d).Seconds())
+	skip := int(float64(rate) * warmup.Seconds())
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, total)  // from when the check was due
+	wire := make([]time.Duration, total) // from when it was sent
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now().Add(10 * time.Millisecond)
+	for k := range pacers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k; i < total; i += pacers {
+				due := start.Add(time.Duration(i) * interval)
+				if wait := time.Until(due); wait > 0 {
+					time.Sleep(wait)
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				sent := time.Now()
+				err := c.check(rctx)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+				}
+				done := time.Now()
+				lat[i] = done.Sub(due)
+				wire[i] = done.Sub(sent)
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return fixedResult{}, errStopped
+	}
+	elapsed := time.Since(start.Add(warmup))
+	measured, sentToDone := lat[skip:], wire[skip:]
+	slices.Sort(measured)
+	slices.Sort(sentToDone)
+	return fixedResult{
+		achieved: float64(len(measured)) / elapsed.Seconds(),
+		p50:      pct(measured, 50), p90: pct(measured, 90), p99: pct(measured, 99), p999: pct(measured, 99.9),
+		max: measured[len(measured)-1], errors: errs.Load(),
+		wireP50: pct(sentToDone, 50), wireP99: pct(sentToDone, 99),
+	}, nil
+}
+
+type peakResult struct {
+	rate     float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+// maxThroughput runs callers that each send the next check as soon as the last one is
+// answered, for d after warmup.
+func (c *client) maxThroughput(ctx context.Context, callers int, warmup, d time.Duration) (peakResult, error) {
+	var errs atomic.Int64
+	var mu sync.Mutex
+	var all []time.Duration
+	measureFrom := time.Now().Add(warmup)
+	end := measureFrom.Add(d)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for {
+				t0 := time.Now()
+				if t0.After(end) || ctx.Err() != nil {
+					break
+				}
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := c.check(rctx)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+				}
+				if t0.After(measureFrom) {
+					mine = append(mine, time.Since(t0))
+				}
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return peakResult{}, errStopped
+	}
+	slices.Sort(all)
+	if len(all) == 0 {
+		return peakResult{}, fmt.Errorf("no checks completed")
+	}
+	return peakResult{rate: float64(len(all)) / d.Seconds(), p50: pct(all, 50), p99: pct(all, 99), errors: errs.Load()}, nil
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
