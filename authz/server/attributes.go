@@ -22,12 +22,12 @@ import (
 // service a listener serves; Envoy passes them in every CheckRequest.
 const (
 	// ExtService is the destination service's name. Without it only mesh-wide policies apply.
-	ExtService = "service"
+	ExtService = model.ContextKeyService
 	// ExtNamespace is the destination service's namespace; "default" when absent.
-	ExtNamespace = "namespace"
+	ExtNamespace = model.ContextKeyNamespace
 	// ExtPort is the service port the listener serves (destination.port); the port the
 	// request arrived on when absent.
-	ExtPort = "port"
+	ExtPort = model.ContextKeyPort
 )
 
 // badRequest is why a CheckRequest cannot be decided; its text is returned to the client (400),

@@ -47,3 +47,15 @@ func ValidAttributePath(p string) bool {
 
 // AttributePaths returns the attribute paths policies may use (prefixes end with ".").
 func AttributePaths() []string { return append([]string(nil), attributePaths...) }
+
+// Keys of the ext_authz context extensions the translator sets on every inbound route and the
+// authorization service reads: they name the destination, so authorization never trusts a
+// request header for it.
+const (
+	// ContextKeyService is the destination service's name.
+	ContextKeyService = "service"
+	// ContextKeyNamespace is the destination service's namespace.
+	ContextKeyNamespace = "namespace"
+	// ContextKeyPort is the service port the listener serves.
+	ContextKeyPort = "port"
+)

@@ -1,20 +1,14 @@
 package translate
 
 import (
+	"strconv"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portcullis/portcullis/xds/model"
-)
-
-// Keys of the ext_authz context extensions every inbound check carries, so the authorization
-// service knows which service is being called without trusting request headers.
-const (
-	ContextKeyService   = "service"
-	ContextKeyNamespace = "namespace"
-	ContextKeyPrincipal = "principal"
 )
 
 // extAuthz configures the ext_authz filter: gRPC to the control plane's authorization service
@@ -52,9 +46,9 @@ func (t *translator) extAuthzPerRoute() *extauthzv3.ExtAuthzPerRoute {
 	ref := model.RefOf(t.p.Service)
 	return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{
-			ContextKeyService:   ref.Name,
-			ContextKeyNamespace: ref.Namespace,
-			ContextKeyPrincipal: t.p.Identity.String(),
+			model.ContextKeyService:   ref.Name,
+			model.ContextKeyNamespace: ref.Namespace,
+			model.ContextKeyPort:      strconv.Itoa(int(t.p.Workload.Spec.AppPort)),
 		}},
 	}}
 }
