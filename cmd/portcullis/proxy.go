@@ -91,7 +91,11 @@ func printProxyStatus(w io.Writer, status []snapshot.ProxyStatus) error {
 				cols = append(cols, "-")
 			case ts.Nacked != "":
 				cols = append(cols, "NACK "+ts.Nacked)
-				problems = append(problems, fmt.Sprintf("%s %s: refused version %s: %s", p.Node, t.name, ts.Nacked, ts.NackError))
+				msg := fmt.Sprintf("%s %s: refused version %s: %s", p.Node, t.name, ts.Nacked, ts.NackError)
+				if len(ts.NackDocuments) > 0 {
+					msg += " (from " + strings.Join(ts.NackDocuments, ", ") + ")"
+				}
+				problems = append(problems, msg)
 			default:
 				cols = append(cols, orDash(ts.Acked))
 			}

@@ -16,6 +16,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -231,18 +232,34 @@ func (s *Server) OnStreamClosed(id int64, node *corev3.Node) { s.closed(id, node
 
 // OnStreamRequest registers the node on its first request and records ACKs and NACKs.
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	return s.request(id, req, func(node string) {
+		if req.GetVersionInfo() != "" {
+			s.opts.Ledger.Acked(node, req.GetTypeUrl(), req.GetVersionInfo())
+		}
+	})
+}
+
+// xdsRequest is what state-of-the-world and delta requests have in common.
+type xdsRequest interface {
+	GetNode() *corev3.Node
+	GetTypeUrl() string
+	GetResponseNonce() string
+	GetErrorDetail() *rpcstatus.Status
+}
+
+// request registers the stream's node on its first request, then records a NACK, or calls ack.
+func (s *Server) request(id int64, req xdsRequest, ack func(node string)) error {
 	node, err := s.register(id, req.GetNode())
 	if err != nil {
 		return err
 	}
-	switch {
-	case req.GetErrorDetail() != nil:
-		v := s.opts.Ledger.Nacked(node, id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	if detail := req.GetErrorDetail(); detail != nil {
+		nack := s.opts.Ledger.Nacked(node, id, req.GetTypeUrl(), req.GetResponseNonce(), detail.GetMessage())
 		s.log.Warn("proxy rejected configuration (NACK); it keeps its previous one", "node", node, "type", req.GetTypeUrl(),
-			"version", v, "error", req.GetErrorDetail().GetMessage())
-	case req.GetVersionInfo() != "":
-		s.opts.Ledger.Acked(node, req.GetTypeUrl(), req.GetVersionInfo())
+			"version", nack.Version, "documents", nack.Documents, "error", detail.GetMessage())
+		return nil
 	}
+	ack(node)
 	return nil
 }
 
@@ -263,19 +280,11 @@ func (s *Server) OnDeltaStreamClosed(id int64, node *corev3.Node) { s.closed(id,
 
 // OnStreamDeltaRequest registers the node on its first request and records ACKs and NACKs.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	node, err := s.register(id, req.GetNode())
-	if err != nil {
-		return err
-	}
-	switch {
-	case req.GetErrorDetail() != nil:
-		v := s.opts.Ledger.Nacked(node, id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
-		s.log.Warn("proxy rejected configuration (NACK); it keeps its previous one", "node", node, "type", req.GetTypeUrl(),
-			"version", v, "error", req.GetErrorDetail().GetMessage())
-	case req.GetResponseNonce() != "":
-		s.opts.Ledger.AckedNonce(node, id, req.GetTypeUrl(), req.GetResponseNonce())
-	}
-	return nil
+	return s.request(id, req, func(node string) {
+		if req.GetResponseNonce() != "" {
+			s.opts.Ledger.AckedNonce(node, id, req.GetTypeUrl(), req.GetResponseNonce())
+		}
+	})
 }
 
 // OnStreamDeltaResponse records what was sent.

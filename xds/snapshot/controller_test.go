@@ -206,14 +206,15 @@ func TestLedgerNackAndAck(t *testing.T) {
 	l.Connected("n", "spiffe://t/ns/a/sa/b", false)
 	l.Published("n", map[string]string{resource.ListenerType: "v2"}, nil, nil)
 	l.Sent("n", 1, resource.ListenerType, "v2", "nonce-2")
-	if v := l.Nacked("n", 1, resource.ListenerType, "nonce-2", "bad listener"); v != "v2" {
-		t.Fatalf("NACK refers to %q, want v2", v)
+	l.Published("n", map[string]string{resource.ListenerType: "v2"}, map[string][]string{"inbound|15001": {"Workload/shop/w1", "Service/shop/api"}}, nil)
+	if n := l.Nacked("n", 1, resource.ListenerType, "nonce-2", "Error adding/updating listener(s) inbound|15001: bad"); n.Version != "v2" || strings.Join(n.Documents, ",") != "Service/shop/api,Workload/shop/w1" {
+		t.Fatalf("NACK = %+v, want v2 from the listener's documents", n)
 	}
 	if l.NackedVersion("n", resource.ListenerType) != "v2" || l.Status()[0].Synced() {
 		t.Fatal("NACK not recorded")
 	}
-	if v := l.Nacked("n", 1, resource.ListenerType, "stale-nonce", "x"); v != "" {
-		t.Errorf("unknown nonce mapped to %q", v)
+	if n := l.Nacked("n", 1, resource.ListenerType, "stale-nonce", "x"); n.Version != "" {
+		t.Errorf("unknown nonce mapped to %q", n.Version)
 	}
 	l.Published("n", map[string]string{resource.ListenerType: "v3"}, nil, nil)
 	l.Sent("n", 1, resource.ListenerType, "v3", "nonce-3")

@@ -22,10 +22,12 @@ type TypeStatus struct {
 	AckedAt time.Time `json:"ackedAt,omitzero"`
 	// Nacked is the version the proxy last refused, with Envoy's reason. Cleared by a later ACK of
 	// a newer version.
-	Nacked      string    `json:"nacked,omitempty"`
-	NackError   string    `json:"nackError,omitempty"`
-	NackedAt    time.Time `json:"nackedAt,omitzero"`
-	PublishedAt time.Time `json:"publishedAt,omitzero"`
+	Nacked    string `json:"nacked,omitempty"`
+	NackError string `json:"nackError,omitempty"`
+	// NackDocuments are the documents behind the resources Envoy's error names.
+	NackDocuments []string  `json:"nackDocuments,omitempty"`
+	NackedAt      time.Time `json:"nackedAt,omitzero"`
+	PublishedAt   time.Time `json:"publishedAt,omitzero"`
 }
 
 // ProxyStatus is the ledger entry of one proxy.
@@ -179,7 +181,7 @@ func (l *Ledger) Acked(node, typeURL, version string) {
 	first := t.Acked != version
 	t.Acked, t.AckedAt = version, time.Now()
 	if t.Nacked != "" && t.Nacked != version {
-		t.Nacked, t.NackError, t.NackedAt = "", "", time.Time{}
+		t.Nacked, t.NackError, t.NackDocuments, t.NackedAt = "", "", nil, time.Time{}
 	}
 	published, publishedAt := t.Published, t.PublishedAt
 	l.mu.Unlock()
@@ -192,22 +194,40 @@ func (l *Ledger) Acked(node, typeURL, version string) {
 	}
 }
 
-// Nacked records a request refusing the response with the given nonce and returns the refused
-// version ("" when the nonce is unknown, e.g. from before a control-plane restart).
-func (l *Ledger) Nacked(node string, stream int64, typeURL, nonce, detail string) string {
+// Nack is what a recorded NACK refers to.
+type Nack struct {
+	// Version refused ("" when the nonce is unknown, e.g. from before a control-plane restart).
+	Version string
+	// Documents that produced the resources Envoy's error names, "Kind/namespace/name".
+	Documents []string
+}
+
+// Nacked records a request refusing the response with the given nonce.
+func (l *Ledger) Nacked(node string, stream int64, typeURL, nonce, detail string) Nack {
 	l.mu.Lock()
-	version := ""
+	var n Nack
 	if r, ok := l.nonces[stream][nonce]; ok && r.typeURL == typeURL {
-		version = r.version
+		n.Version = r.version
 	}
-	t := l.proxy(node).typ(typeURL)
-	first := t.Nacked != version || t.NackError != detail
-	t.Nacked, t.NackError, t.NackedAt = version, detail, time.Now()
+	p := l.proxy(node)
+	for resource, docs := range p.Sources {
+		if strings.Contains(detail, resource) {
+			for _, d := range docs {
+				if !slices.Contains(n.Documents, d) {
+					n.Documents = append(n.Documents, d)
+				}
+			}
+		}
+	}
+	slices.Sort(n.Documents)
+	t := p.typ(typeURL)
+	first := t.Nacked != n.Version || t.NackError != detail
+	t.Nacked, t.NackError, t.NackDocuments, t.NackedAt = n.Version, detail, n.Documents, time.Now()
 	l.mu.Unlock()
 	if first && l.nacks != nil {
 		l.nacks.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", shortType(typeURL))))
 	}
-	return version
+	return n
 }
 
 // NackedVersion returns the version of a type the proxy refused last, if it still refuses it.
