@@ -136,6 +136,26 @@ func Acquire(path string) (*Lock, error) {
 	return &Lock{f: f}, nil
 }
 
+// ErrLocked means another process holds a lock that TryAcquire would not wait for.
+var ErrLocked = errors.New("securefile: locked by another process")
+
+// TryAcquire takes the lock file at path without waiting: ErrLocked when another process (or
+// another open of the file) holds it.
+func TryAcquire(path string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, FileMode)
+	if err != nil {
+		return nil, fmt.Errorf("securefile: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		cerr := f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errors.Join(fmt.Errorf("%w: %s", ErrLocked, path), cerr)
+		}
+		return nil, errors.Join(fmt.Errorf("securefile: lock %s: %w", path, err), cerr)
+	}
+	return &Lock{f: f}, nil
+}
+
 // Release drops the lock.
 func (l *Lock) Release() error {
 	err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)

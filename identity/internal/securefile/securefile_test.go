@@ -93,3 +93,24 @@ func TestLockSerializes(t *testing.T) {
 	}
 	<-got
 }
+
+func TestTryAcquire(t *testing.T) {
+	p := filepath.Join(t.TempDir(), ".lock")
+	l, err := TryAcquire(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TryAcquire(p); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second TryAcquire: %v, want ErrLocked", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = TryAcquire(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
