@@ -32,6 +32,8 @@ const (
 	DefaultSVIDTTL         = time.Hour
 	DefaultReloadInterval  = 2 * time.Second
 	DefaultWarnInterval    = time.Minute
+	// MinSVIDTTL is the shortest SVID TTL accepted (short TTLs are for tests).
+	MinSVIDTTL = 2 * time.Second
 )
 
 // Config configures a CA.
@@ -109,8 +111,8 @@ func Open(cfg Config) (*CA, error) {
 	cfg.SVIDTTL = orDefault(cfg.SVIDTTL, DefaultSVIDTTL)
 	cfg.ReloadInterval = orDefault(cfg.ReloadInterval, DefaultReloadInterval)
 	cfg.WarnInterval = orDefault(cfg.WarnInterval, DefaultWarnInterval)
-	if cfg.SVIDTTL < MinSVIDLifetime {
-		return nil, fmt.Errorf("ca: SVID TTL %s is shorter than the minimum %s", cfg.SVIDTTL, MinSVIDLifetime)
+	if cfg.SVIDTTL < MinSVIDTTL {
+		return nil, fmt.Errorf("ca: SVID TTL %s is shorter than the minimum %s", cfg.SVIDTTL, MinSVIDTTL)
 	}
 	if cfg.IntermediateTTL < 2*cfg.SVIDTTL {
 		return nil, fmt.Errorf("ca: intermediate TTL %s must be at least twice the SVID TTL %s", cfg.IntermediateTTL, cfg.SVIDTTL)
@@ -134,6 +136,9 @@ func Open(cfg Config) (*CA, error) {
 		c.now = time.Now
 	}
 	c.tmpl = &Templates{TrustDomain: cfg.TrustDomain, Clock: c.now}
+	if cfg.SVIDTTL < time.Minute {
+		c.log.Warn("SVID TTL under a minute: every agent renews every few seconds; meant for tests", "svid_ttl", cfg.SVIDTTL.String())
+	}
 	meter := cfg.Meter
 	if meter == nil {
 		meter = noop.NewMeterProvider().Meter("")

@@ -19,7 +19,8 @@ import (
 )
 
 // Revocation is one entry of the revocation list: one SVID by serial number, or every SVID of a
-// SPIFFE ID issued up to RevokedAt (the workload can join again with a new token).
+// SPIFFE ID issued up to RevokedAt, to the second (the workload can join again with a new token
+// from the next second on).
 type Revocation struct {
 	// Serial is lowercase hex without separators.
 	Serial    string    `json:"serial,omitempty"`
@@ -189,6 +190,7 @@ func (c *CA) RevokedCert(cert *x509.Certificate) bool {
 		return false
 	}
 	at, ok := r.ids[id]
-	// NotBefore is backdated; the SVID was issued Backdate later.
-	return ok && !cert.NotBefore.Add(Backdate).After(at)
+	// NotBefore is the issuance time minus Backdate, to the second: an SVID issued in the same
+	// second as the revocation counts as revoked (failing closed).
+	return ok && !cert.NotBefore.Add(Backdate).After(at.Truncate(time.Second))
 }

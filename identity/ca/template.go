@@ -18,8 +18,9 @@ import (
 // little behind does not reject a certificate that was just issued.
 const Backdate = 10 * time.Second
 
-// MinSVIDLifetime is the shortest SVID the CA issues when the issuer's remaining life caps the
-// TTL; below it the request fails instead of handing out a certificate that is useless on arrival.
+// MinSVIDLifetime is the shortest certificate the CA issues when the issuer's remaining life caps
+// the TTL (or half the TTL, for TTLs under two minutes); below it the request fails instead of
+// handing out a certificate that is useless on arrival.
 const MinSVIDLifetime = time.Minute
 
 // ErrIssuerExpiring means the issuing certificate has too little life left to issue from.
@@ -84,19 +85,17 @@ func (t *Templates) base(ttl time.Duration, parent *x509.Certificate) (*x509.Cer
 	var capped *Capped
 	if parent != nil && parent.NotAfter.Before(notAfter) {
 		granted := parent.NotAfter.Sub(now)
-		if granted < MinSVIDLifetime || granted < ttl/100 {
+		if granted < min(MinSVIDLifetime, ttl/2) {
 			return nil, nil, fmt.Errorf("%w: %s expires at %s (in %s)", ErrIssuerExpiring, parent.Subject.CommonName, parent.NotAfter.UTC().Format(time.RFC3339), granted.Round(time.Second))
 		}
 		notAfter = parent.NotAfter
 		capped = &Capped{Requested: ttl, Granted: granted, IssuerEnd: parent.NotAfter}
 	}
-	notBefore := now.Add(-Backdate)
-	if parent != nil && notBefore.Before(parent.NotBefore) {
-		notBefore = parent.NotBefore
-	}
+	// Not clamped to the parent's NotBefore (chains do not require nesting): revocation by
+	// SPIFFE ID relies on NotBefore+Backdate being the issuance time.
 	return &x509.Certificate{
 		SerialNumber: serial,
-		NotBefore:    notBefore,
+		NotBefore:    now.Add(-Backdate),
 		NotAfter:     notAfter,
 	}, capped, nil
 }
