@@ -24,6 +24,8 @@ import (
 type Identity struct {
 	SVID   *x509svid.SVID
 	Bundle *x509bundle.Bundle
+	// obtained is when the agent received (or loaded) the SVID.
+	obtained time.Time
 	// DER forms, built once for the Workload API and SDS.
 	chainDER, keyDER, bundleDER []byte
 	chainPEM, keyPEM, bundlePEM []byte
@@ -38,10 +40,10 @@ func (i *Identity) Leaf() *x509.Certificate { return i.SVID.Certificates[0] }
 // NotAfter returns when the SVID expires.
 func (i *Identity) NotAfter() time.Time { return i.Leaf().NotAfter }
 
-// RenewAt is half-way through the SVID's life.
+// RenewAt is half-way through the SVID's remaining life when the agent got it. NotBefore is not
+// used: CAs backdate it for clock skew, which would move the renewal early.
 func (i *Identity) RenewAt() time.Time {
-	l := i.Leaf()
-	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) / 2)
+	return i.obtained.Add(i.NotAfter().Sub(i.obtained) / 2)
 }
 
 // GetX509SVID implements x509svid.Source.
@@ -86,7 +88,7 @@ func newIdentity(chain [][]byte, key *ecdsa.PrivateKey, roots [][]byte, now time
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	i := &Identity{SVID: svid, Bundle: bundle, keyDER: keyDER}
+	i := &Identity{SVID: svid, Bundle: bundle, keyDER: keyDER, obtained: now}
 	for _, c := range certs {
 		i.chainDER = append(i.chainDER, c.Raw...)
 		i.chainPEM = append(i.chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
