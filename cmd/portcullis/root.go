@@ -45,6 +45,9 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 		newVersionCommand(g),
 		newControlPlaneCommand(g),
 		newDemoCommand(g),
+		newAgentCommand(g),
+		newTokenCommand(g),
+		newCACommand(g),
 	)
 	return root
 }
