@@ -16,7 +16,7 @@ import (
 
 type tokenFlags struct {
 	dataDir, service, namespace, account, out string
-	ttl                                      time.Duration
+	ttl                                       time.Duration
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
