@@ -23,7 +23,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/portcullis
-	go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
+	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
 
 .cache:
 	mkdir -p '$(CACHE_DIR)'

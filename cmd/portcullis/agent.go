@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -17,7 +20,13 @@ const defaultAgentAdminAddr = "127.0.0.1:15021"
 type agentFlags struct {
 	controlPlane, tokenFile, socketDir, adminAddr string
 	noPersist                                     bool
+	memoryLimitMiB                                int64
 }
+
+// defaultAgentMemoryLimitMiB is the agent's soft Go memory limit: it runs beside every workload,
+// holds one SVID (a few MiB live), and should return what TLS handshakes and rotations left
+// behind instead of growing to twice its live heap.
+const defaultAgentMemoryLimitMiB = 16
 
 func newAgentCommand(g *globals) *cobra.Command {
 	f := &agentFlags{}
@@ -46,12 +55,16 @@ instead of needing a new token (--no-persist turns that off). The admin address 
 	fl.StringVar(&f.socketDir, "socket-dir", "", "directory for sds.sock, workload.sock and the agent's state (required)")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAgentAdminAddr, "admin HTTP address (health, readiness, metrics)")
 	fl.BoolVar(&f.noPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
+	fl.Int64Var(&f.memoryLimitMiB, "memory-limit-mib", defaultAgentMemoryLimitMiB, "soft Go memory limit in MiB (0: none; the GOMEMLIMIT environment variable wins)")
 	_ = cmd.MarkFlagRequired("socket-dir")
 	return cmd
 }
 
 func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
 	log := g.log.With("component", "agent")
+	if f.memoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(f.memoryLimitMiB << 20)
+	}
 	metrics, err := telemetry.NewMetrics("portcullis-agent", g.version)
 	if err != nil {
 		return err
@@ -72,5 +85,26 @@ func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
 	group, gctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return a.Run(gctx) })
 	group.Go(func() error { return admin.Serve(gctx, ln) })
+	group.Go(func() error { return releaseAfterRotations(gctx, a) })
 	return waitWithGrace(ctx, log, group, metrics.Shutdown)
+}
+
+// releaseAfterRotations returns memory to the OS once a rotation's TLS handshakes and pushes
+// are done: the agent idles between rotations, and its footprint is multiplied by every
+// workload on the host.
+func releaseAfterRotations(ctx context.Context, a *agent.Agent) error {
+	for {
+		_, changed := a.Current()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+			debug.FreeOSMemory()
+		}
+	}
 }

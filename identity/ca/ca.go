@@ -323,7 +323,8 @@ type SVID struct {
 // SignX509SVID issues an X.509-SVID for id and pub, which must be an ECDSA P-256 key. The TTL is
 // the configured one, capped by the issuing intermediate's remaining life.
 func (c *CA) SignX509SVID(id spiffeid.ID, pub crypto.PublicKey) (*SVID, error) {
-	if k, ok := pub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
+	ecPub, ok := pub.(*ecdsa.PublicKey)
+	if !ok || ecPub.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("ca: SVID key must be ECDSA P-256, got %T", pub)
 	}
 	a := c.snap.Load().active
@@ -335,7 +336,12 @@ func (c *CA) SignX509SVID(id spiffeid.ID, pub crypto.PublicKey) (*SVID, error) {
 	if capped != nil {
 		c.noteCap(id, issuer, capped)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, pub, a.key)
+	var der []byte
+	if canSignFast(a.key) {
+		der, err = signSVID(tmpl, issuer, ecPub, a.key.(*ecdsa.PrivateKey))
+	} else {
+		der, err = x509.CreateCertificate(rand.Reader, tmpl, issuer, pub, a.key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", id, err)
 	}

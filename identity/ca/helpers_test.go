@@ -58,7 +58,7 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func testConfig(t *testing.T, clock *fakeClock) (Config, *syncBuf) {
+func testConfig(t testing.TB, clock *fakeClock) (Config, *syncBuf) {
 	t.Helper()
 	logs := &syncBuf{}
 	return Config{

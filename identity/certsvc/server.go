@@ -216,7 +216,9 @@ func (s *Server) sign(ctx context.Context, req *certpb.SignRequest, r *request) 
 			"serial", svid.Serial.Text(16), "expires", svid.NotAfter.UTC().Format(time.RFC3339), "peer", r.peer)
 	} else {
 		s.issued.Add(ctx, 1, s.bySVID)
-		s.log.Debug("renewed SVID", "spiffe_id", csr.ID.String(), "serial", svid.Serial.Text(16), "peer", r.peer)
+		if s.log.Enabled(ctx, slog.LevelDebug) { // renewals are the hot path: no formatting unless logged
+			s.log.Debug("renewed SVID", "spiffe_id", csr.ID.String(), "serial", svid.Serial.Text(16), "peer", r.peer)
+		}
 	}
 	return &certpb.SignResponse{
 		CertChain:   svid.Chain,
