@@ -16,7 +16,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy jaeger fuzz clean help
+.PHONY: all build test unit lint bench demo envoy jaeger fuzz clean help proto
 
 all: build
 
@@ -24,7 +24,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/portcullis
-	go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
+	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
 
 .cache:
 	mkdir -p '$(CACHE_DIR)'
@@ -75,3 +75,18 @@ demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
 clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
 	rm -rf bin
 	rm -f .cache
+
+# protoc from the Python package grpcio-tools (pinned), plugins pinned as go.mod tool dependencies.
+GRPCIO_TOOLS_VERSION := 1.85.1
+PROTOC_VENV := .cache/protoc-$(GRPCIO_TOOLS_VERSION)
+
+proto: .cache ## regenerate identity/certpb from its .proto (generated code is committed)
+	@if [ ! -x $(PROTOC_VENV)/bin/python ]; then \
+		python3 -m venv $(PROTOC_VENV); \
+		$(PROTOC_VENV)/bin/pip install --quiet --disable-pip-version-check grpcio-tools==$(GRPCIO_TOOLS_VERSION); \
+	fi
+	mkdir -p .cache/protoc-bin
+	go build -o .cache/protoc-bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	go build -o .cache/protoc-bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd identity/certpb && PATH="$(CURDIR)/.cache/protoc-bin:$$PATH" $(CURDIR)/$(PROTOC_VENV)/bin/python -m grpc_tools.protoc \
+		-I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. cert.proto

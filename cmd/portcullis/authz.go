@@ -219,17 +219,6 @@ func followReadiness(ctx context.Context, srv *server.Server, hs *health.Server)
 	}
 }
 
-// stopGRPC lets calls in flight finish, for at most shutdownGrace.
-func stopGRPC(s *grpc.Server) {
-	done := make(chan struct{})
-	go func() { s.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(shutdownGrace):
-		s.Stop()
-	}
-}
-
 // openDecisionLog opens the decision log: stdout for "-", else a file appended to (0600: the
 // log names callers and paths).
 func openDecisionLog(path string, stdout io.Writer) (io.Writer, func() error, error) {

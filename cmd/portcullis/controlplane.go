@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/xds/source"
 )
@@ -27,6 +28,8 @@ type controlPlaneFlags struct {
 	configDir string
 	dataDir   string
 	adminAddr string
+	xdsAddr   string
+	ca        caFlags
 }
 
 func newControlPlaneCommand(g *globals) *cobra.Command {
@@ -41,7 +44,12 @@ stays live) and serves the admin HTTP port:
   /healthz      the process is up
   /readyz       a valid mesh is loaded
   /metrics      Prometheus metrics
-  /debug/mesh   the live mesh and the problems of the last load`,
+  /debug/mesh   the live mesh and the problems of the last load
+
+Once the first valid mesh is loaded it starts the CA for the mesh's trust domain (created in
+--data-dir on first start, or from --ca-cert/--ca-key) and serves the certificate service on
+--xds-addr (TLS with the control plane's own SVID). A later mesh with another trust domain is
+refused and the last good mesh stays live. See docs/identity.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runControlPlane(cmd.Context(), g, f)
@@ -51,6 +59,8 @@ stays live) and serves the admin HTTP port:
 	fl.StringVar(&f.configDir, "config", "", "directory of mesh documents (required)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the control plane's state: CA keys, used tokens (required; created 0700)")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "admin HTTP address (health, readiness, metrics, debug)")
+	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "gRPC TLS address of the certificate service (and, later, ADS)")
+	f.ca.register(fl)
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -61,17 +71,43 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 	if err := ensurePrivateDir(log, f.dataDir); err != nil {
 		return err
 	}
+	if err := f.ca.validate(); err != nil {
+		return err
+	}
+	// Single use of join tokens needs one control plane per data directory: this lock says so.
+	used, err := attest.OpenUsedTokens(f.dataDir, nil, g.log.With("component", "attest"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = used.Close() }() // the lock also goes with the process
 	metrics, err := telemetry.NewMetrics("portcullis-controlplane", g.version)
 	if err != nil {
 		return err
 	}
-	docs, err := source.NewDir(f.configDir, source.DirOptions{Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source")})
+	tdCheck, err := newTrustDomainCheck(f.dataDir)
+	if err != nil {
+		return err
+	}
+	docs, err := source.NewDir(f.configDir, source.DirOptions{
+		Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"),
+		Checks: []source.Checker{tdCheck.check},
+	})
 	if err != nil {
 		return err
 	}
 	// An invalid set at start-up is not fatal: the process serves /debug/mesh saying what is wrong
 	// and becomes ready as soon as the files are fixed.
 	_ = docs.Load()
+
+	// Bound now, so a busy port fails the start; served once the CA runs.
+	grpcLn, err := net.Listen("tcp", f.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+	id := &identityService{
+		log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used,
+		docs: docs, tdCheck: tdCheck, ln: grpcLn,
+	}
 
 	admin := telemetry.NewAdmin(log, metrics)
 	admin.AddReadiness("mesh", func() error {
@@ -80,6 +116,7 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 		}
 		return nil
 	})
+	admin.AddReadiness("identity", id.ready)
 	admin.Handle("/debug/mesh", telemetry.JSONHandler(func() any {
 		m, _ := docs.Current()
 		return struct {
@@ -89,12 +126,13 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 	}))
 	adminLn, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
-		return fmt.Errorf("admin: %w", err)
+		return errors.Join(fmt.Errorf("admin: %w", err), grpcLn.Close())
 	}
 
 	group, gctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return docs.Run(gctx) })
 	group.Go(func() error { return admin.Serve(gctx, adminLn) })
+	group.Go(func() error { return id.run(gctx) })
 	return waitWithGrace(ctx, log, group, metrics.Shutdown)
 }
 

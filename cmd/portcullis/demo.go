@@ -15,6 +15,7 @@ type demoFlags struct {
 	envoyPath string
 	workDir   string
 	adminAddr string
+	xdsAddr   string
 }
 
 func newDemoCommand(g *globals) *cobra.Command {
@@ -45,21 +46,26 @@ until Ctrl-C, then stops everything and removes its temporary files.`,
   mesh documents   %s   (edit them: the control plane reloads within a second)
   admin            http://%[2]s/readyz  http://%[2]s/debug/mesh  http://%[2]s/metrics
 
-  not built yet: workload identities, xDS to Envoy, authorization, traces (issues 4-7);
-  this demo runs the control plane's document loading and admin port.
+  workload identity: the CA runs in %[3]s; try
+    portcullis token create --data-dir %[3]s --namespace demo --service frontend > token
+    portcullis agent --controlplane %[4]s --token-file token --socket-dir ./sockets --admin-addr 127.0.0.1:0
+
+  not built yet: xDS to Envoy, authorization, traces (issues 5-7).
 
 Ctrl-C stops the demo.
-`, configDir, f.adminAddr)
+`, configDir, f.adminAddr, filepath.Join(work, "data"), f.xdsAddr)
 			return runControlPlane(cmd.Context(), g, &controlPlaneFlags{
 				configDir: configDir,
 				dataDir:   filepath.Join(work, "data"),
 				adminAddr: f.adminAddr,
+				xdsAddr:   f.xdsAddr,
 			})
 		},
 	}
 	cmd.Flags().StringVar(&f.envoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
 	cmd.Flags().StringVar(&f.workDir, "work-dir", "", "keep the demo's files here instead of a temporary directory")
 	cmd.Flags().StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "control plane admin address")
+	cmd.Flags().StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "control plane gRPC TLS address (certificate service)")
 	return cmd
 }
 

@@ -47,7 +47,10 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 		newAuthzCommand(g),
 		newPolicyCommand(g),
 		newDemoCommand(g),
+		newAgentCommand(g),
 		newProxyCommand(g),
+		newTokenCommand(g),
+		newCACommand(g),
 	)
 	return root
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/portcullis/portcullis/identity/agent"
+	"github.com/portcullis/portcullis/telemetry"
+)
+
+const defaultAgentAdminAddr = "127.0.0.1:15021"
+
+type agentFlags struct {
+	controlPlane, tokenFile, socketDir, adminAddr string
+	noPersist                                     bool
+	memoryLimitMiB                                int64
+}
+
+// defaultAgentMemoryLimitMiB is the agent's soft Go memory limit: it runs beside every workload,
+// holds one SVID (a few MiB live), and should return what TLS handshakes and rotations left
+// behind instead of growing to twice its live heap.
+const defaultAgentMemoryLimitMiB = 16
+
+func newAgentCommand(g *globals) *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the identity agent beside one workload: SVID, SDS and the Workload API",
+		Long: `Run the agent for one workload. It makes its key in memory, gets an X.509-SVID from the
+control plane with the join token in --token-file (first contact; the token's pins verify the
+control plane), renews it over mTLS at half of its life, and serves, in --socket-dir (0750):
+
+  sds.sock        Envoy's SecretDiscoveryService: secrets "<SPIFFE ID>" and "default" (the SVID)
+                  and "spiffe://<trust domain>" (validation context with Envoy's SPIFFE validator)
+  workload.sock   the SPIFFE Workload API (X.509), for go-spiffe's workloadapi and others
+
+Key and SVID are kept in --socket-dir/state (0700, files 0600) so a restart renews over mTLS
+instead of needing a new token (--no-persist turns that off). The admin address serves
+/healthz, /readyz (200 once the agent has an SVID) and /metrics.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.controlPlane, "controlplane", defaultXDSAddr, "the control plane's gRPC TLS address")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the join token (from portcullis token create)")
+	fl.StringVar(&f.socketDir, "socket-dir", "", "directory for sds.sock, workload.sock and the agent's state (required)")
+	fl.StringVar(&f.adminAddr, "admin-addr", defaultAgentAdminAddr, "admin HTTP address (health, readiness, metrics)")
+	fl.BoolVar(&f.noPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
+	fl.Int64Var(&f.memoryLimitMiB, "memory-limit-mib", defaultAgentMemoryLimitMiB, "soft Go memory limit in MiB (0: none; the GOMEMLIMIT environment variable wins)")
+	_ = cmd.MarkFlagRequired("socket-dir")
+	return cmd
+}
+
+func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
+	log := g.log.With("component", "agent")
+	if f.memoryLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(f.memoryLimitMiB << 20)
+	}
+	metrics, err := telemetry.NewMetrics("portcullis-agent", g.version)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{
+		ControlPlane: f.controlPlane, TokenFile: f.tokenFile, SocketDir: f.socketDir, NoPersist: f.noPersist,
+		Logger: log, Meter: metrics.Meter("identity/agent"),
+	})
+	if err != nil {
+		return err
+	}
+	admin := telemetry.NewAdmin(log, metrics)
+	admin.AddReadiness("svid", a.Ready)
+	ln, err := net.Listen("tcp", f.adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	group, gctx := errgroup.WithContext(ctx)
+	group.Go(func() error { return a.Run(gctx) })
+	group.Go(func() error { return admin.Serve(gctx, ln) })
+	group.Go(func() error { return releaseAfterRotations(gctx, a) })
+	return waitWithGrace(ctx, log, group, metrics.Shutdown)
+}
+
+// releaseAfterRotations returns memory to the OS once a rotation's TLS handshakes and pushes
+// are done: the agent idles between rotations, and its footprint is multiplied by every
+// workload on the host.
+func releaseAfterRotations(ctx context.Context, a *agent.Agent) error {
+	for {
+		_, changed := a.Current()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+			debug.FreeOSMemory()
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/portcullis/portcullis/identity/attest"
+	"github.com/portcullis/portcullis/identity/internal/securefile"
+)
+
+// Socket names inside the socket directory, and the modes the agent gives them: Envoy and the
+// application may run as other users of the directory's group.
+const (
+	SDSSocket      = "sds.sock"
+	WorkloadSocket = "workload.sock"
+	SocketDirMode  = fs.FileMode(0o750)
+	SocketMode     = fs.FileMode(0o660)
+)
+
+// Defaults of Config.
+const (
+	DefaultBackoffMin = time.Second
+	DefaultBackoffMax = 30 * time.Second
+)
+
+// Config configures an Agent.
+type Config struct {
+	// ControlPlane is the certificate service's host:port.
+	ControlPlane string
+	// TokenFile holds the join token for first contact (re-read at every attempt, so a new
+	// token can be dropped in without a restart).
+	TokenFile string
+	// SocketDir holds the sockets (created 0750) and the private state subdirectory.
+	SocketDir string
+	// NoPersist keeps key and SVID in memory only: a restart then needs a new token.
+	NoPersist bool
+	// BackoffMin and BackoffMax bound the retry delay while the control plane is unreachable.
+	BackoffMin, BackoffMax time.Duration
+	Logger                 *slog.Logger
+	Meter                  metric.Meter
+}
+
+// Agent obtains, rotates and serves one workload identity.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	cur *current
+	sds *sdsServer
+	rot *rotator
+
+	readyOnce sync.Once
+	rotations metric.Int64Counter
+}
+
+// New checks cfg and loads a persisted identity if there is a usable one.
+func New(cfg Config) (*Agent, error) {
+	if cfg.ControlPlane == "" || cfg.SocketDir == "" {
+		return nil, errors.New("agent: control plane address and socket directory are required")
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, cur: newCurrent(), sds: newSDSServer()}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	m := cfg.Meter
+	if m == nil {
+		m = noop.NewMeterProvider().Meter("")
+	}
+	if err := a.initMetrics(m); err != nil {
+		return nil, err
+	}
+	if err := securefile.EnsureDir(cfg.SocketDir, SocketDirMode); err != nil {
+		return nil, fmt.Errorf("agent: socket dir: %w", err)
+	}
+	a.rot = &rotator{
+		addr: cfg.ControlPlane, tokenFile: cfg.TokenFile, socketDir: cfg.SocketDir, persist: !cfg.NoPersist,
+		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax, log: a.log, cur: a.cur,
+		onRotate: func(ok bool) {
+			a.rotations.Add(context.Background(), 1, metric.WithAttributes(attribute.Bool("ok", ok)))
+		},
+	}
+	if cfg.NoPersist {
+		return a, removeIdentity(cfg.SocketDir)
+	}
+	a.loadPersisted()
+	return a, nil
+}
+
+// loadPersisted starts from the identity a previous run left, unless the token file now names
+// another identity (the operator re-targeted the agent).
+func (a *Agent) loadPersisted() {
+	id, err := loadIdentity(a.cfg.SocketDir, time.Now())
+	if err != nil {
+		a.log.Warn("ignoring the persisted SVID; joining with the token", "err", err)
+		return
+	}
+	if id == nil {
+		return
+	}
+	if raw, err := readToken(a.cfg.TokenFile); err == nil {
+		if tok, err := attest.Parse(raw); err == nil && tok.SPIFFEID != id.ID() {
+			a.log.Info("token file names another SPIFFE ID than the persisted SVID; joining with the token", "persisted", id.ID().String(), "token", tok.SPIFFEID.String())
+			return
+		}
+	}
+	a.log.Info("loaded persisted SVID; it will be renewed over mTLS", "spiffe_id", id.ID().String(), "expires", id.NotAfter().UTC().Format(time.RFC3339))
+	a.cur.set(id)
+}
+
+func (a *Agent) initMetrics(m metric.Meter) error {
+	var err error
+	a.rotations, err = m.Int64Counter("portcullis_agent_svid_rotations",
+		metric.WithDescription("Attempts to obtain or renew the SVID, by outcome (ok=true|false)."))
+	if err != nil {
+		return fmt.Errorf("agent: metrics: %w", err)
+	}
+	_, err = m.Float64ObservableGauge("portcullis_agent_svid_expiry_seconds",
+		metric.WithDescription("Seconds until the agent's SVID expires (absent before the first SVID)."),
+		metric.WithUnit("s"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			if id, _ := a.cur.Get(); id != nil {
+				o.Observe(time.Until(id.NotAfter()).Seconds(), metric.WithAttributes(attribute.String("spiffe_id", id.ID().String())))
+			}
+			return nil
+		}))
+	if err != nil {
+		return fmt.Errorf("agent: metrics: %w", err)
+	}
+	return nil
+}
+
+// Ready returns nil once the agent has a valid SVID: only then can Envoy and the application
+// get their identity.
+func (a *Agent) Ready() error {
+	id, _ := a.cur.Get()
+	if id == nil {
+		return errors.New("no SVID yet")
+	}
+	if !time.Now().Before(id.NotAfter()) {
+		return errors.New("SVID expired and not renewed")
+	}
+	return nil
+}
+
+// Current returns the identity being served (nil before the first SVID) and a channel closed
+// when it changes.
+func (a *Agent) Current() (*Identity, <-chan struct{}) { return a.cur.Get() }
+
+// Run serves the sockets and keeps the identity fresh until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	sdsLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, SDSSocket))
+	if err != nil {
+		return err
+	}
+	wlLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, WorkloadSocket))
+	if err != nil {
+		return errors.Join(err, sdsLn.Close())
+	}
+	sdsSrv, wlSrv := grpc.NewServer(), grpc.NewServer()
+	a.sds.register(ctx, sdsSrv, a.log.With("server", "sds"))
+	(&workloadAPI{cur: a.cur}).register(wlSrv)
+	a.log.Info("agent serving", "sds", sdsLn.Addr().String(), "workload_api", wlLn.Addr().String(), "control_plane", a.cfg.ControlPlane)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve(gctx, sdsSrv, sdsLn, "sds") })
+	g.Go(func() error { return serve(gctx, wlSrv, wlLn, "workload API") })
+	g.Go(func() error { return a.rot.run(gctx) })
+	g.Go(func() error { return a.publish(gctx) })
+	return g.Wait()
+}
+
+// publish pushes every new identity to SDS (the Workload API watches it directly).
+func (a *Agent) publish(ctx context.Context) error {
+	for {
+		id, changed := a.cur.Get()
+		if id != nil {
+			if err := a.sds.update(id); err != nil {
+				a.log.Error("building SDS secrets failed", "err", err)
+			}
+			a.readyOnce.Do(func() {
+				a.log.Info("agent ready: SVID available over SDS and the Workload API", "spiffe_id", id.ID().String(),
+					"tls_secret", TLSSecretName(id), "validation_secret", ValidationSecretName(id))
+			})
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func serve(ctx context.Context, s *grpc.Server, ln net.Listener, name string) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("agent: %s server: %w", name, err)
+	case <-ctx.Done():
+	}
+	// Streams (SDS, Workload API watches) never finish on their own: stop them after a moment.
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		s.Stop()
+	}
+	return nil
+}
+
+// listenUnix listens on a unix socket with mode 0660, replacing a stale socket a previous run
+// left behind (but never another kind of file).
+func listenUnix(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("agent: %s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := os.Chmod(path, SocketMode); err != nil {
+		return nil, errors.Join(fmt.Errorf("agent: %w", err), ln.Close())
+	}
+	return ln, nil
+}
