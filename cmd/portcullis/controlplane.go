@@ -4,15 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/portcullis/portcullis/authz/jwt"
+	"github.com/portcullis/portcullis/authz/policy"
+	authzserver "github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/telemetry"
+	"github.com/portcullis/portcullis/xds/model"
+	xdsserver "github.com/portcullis/portcullis/xds/server"
 	"github.com/portcullis/portcullis/xds/source"
 )
 
@@ -25,11 +35,14 @@ const (
 )
 
 type controlPlaneFlags struct {
-	configDir string
-	dataDir   string
-	adminAddr string
-	xdsAddr   string
-	ca        caFlags
+	configDir    string
+	dataDir      string
+	adminAddr    string
+	xdsAddr      string
+	authzAddr    string
+	decisionLog  string
+	otlpEndpoint string
+	ca           caFlags
 }
 
 func newControlPlaneCommand(g *globals) *cobra.Command {
@@ -41,32 +54,41 @@ func newControlPlaneCommand(g *globals) *cobra.Command {
 file, re-read when they change; an invalid edit is reported and the last good configuration
 stays live) and serves the admin HTTP port:
 
-  /healthz      the process is up
-  /readyz       a valid mesh is loaded
-  /metrics      Prometheus metrics
-  /debug/mesh   the live mesh and the problems of the last load
+  /healthz               the process is up
+  /readyz                a valid mesh is loaded and every server is up
+  /metrics               Prometheus metrics
+  /debug/mesh            the live mesh and the problems of the last load
+  /debug/proxies         each proxy's ACKed and NACKed versions (portcullis proxy status)
+  /debug/proxies/config  a proxy's resources, ?node=<id> (portcullis proxy config)
+  /debug/authz           policies, JWT providers and their health
 
 Once the first valid mesh is loaded it starts the CA for the mesh's trust domain (created in
---data-dir on first start, or from --ca-cert/--ca-key) and serves the certificate service on
---xds-addr (TLS with the control plane's own SVID). A later mesh with another trust domain is
-refused and the last good mesh stays live. See docs/identity.md.`,
+--data-dir on first start, or from --ca-cert/--ca-key) and serves, with the control plane's own
+SVID:
+  --xds-addr    the certificate service and ADS (state of the world and delta) to proxies;
+  --authz-addr  the ext_authz service, mTLS from proxies only.
+A later mesh with another trust domain is refused and the last good mesh stays live. See
+docs/identity.md, docs/xds.md and docs/policies.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runControlPlane(cmd.Context(), g, f)
+			return runControlPlane(cmd.Context(), g, f, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.configDir, "config", "", "directory of mesh documents (required)")
-	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the control plane's state: CA keys, used tokens (required; created 0700)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the control plane's state: CA keys, used tokens, proxy registrations (required; created 0700)")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "admin HTTP address (health, readiness, metrics, debug)")
-	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "gRPC TLS address of the certificate service (and, later, ADS)")
+	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "gRPC TLS address of ADS and the certificate service")
+	fl.StringVar(&f.authzAddr, "authz-addr", defaultAuthzAddr, "gRPC mTLS address of the ext_authz service")
+	fl.StringVar(&f.decisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
+	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
 	f.ca.register(fl)
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }
 
-func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) error {
+func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdout io.Writer) error {
 	log := g.log.With("component", "controlplane")
 	if err := ensurePrivateDir(log, f.dataDir); err != nil {
 		return err
@@ -88,9 +110,11 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 	if err != nil {
 		return err
 	}
+	// One compiler for the source's check and the authorization server: Rego compiles once.
+	compiler := policy.NewCompiler(policy.Options{})
 	docs, err := source.NewDir(f.configDir, source.DirOptions{
 		Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"),
-		Checks: []source.Checker{tdCheck.check},
+		Checks: []source.Checker{tdCheck.check, compiler.Check, jwt.Check},
 	})
 	if err != nil {
 		return err
@@ -98,15 +122,30 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 	// An invalid set at start-up is not fatal: the process serves /debug/mesh saying what is wrong
 	// and becomes ready as soon as the files are fixed.
 	_ = docs.Load()
+	decisions, closeLog, err := openDecisionLog(f.decisionLog, stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := closeLog(); err != nil {
+			log.Error("closing the decision log", "err", err)
+		}
+	}()
 
 	// Bound now, so a busy port fails the start; served once the CA runs.
-	grpcLn, err := net.Listen("tcp", f.xdsAddr)
+	var lns listeners
+	defer lns.close()
+	xdsLn, err := lns.listen("xds", f.xdsAddr)
 	if err != nil {
-		return fmt.Errorf("xds: %w", err)
+		return err
 	}
-	id := &identityService{
-		log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used,
-		docs: docs, tdCheck: tdCheck, ln: grpcLn,
+	authzLn, err := lns.listen("authz", f.authzAddr)
+	if err != nil {
+		return err
+	}
+	adminLn, err := lns.listen("admin", f.adminAddr)
+	if err != nil {
+		return err
 	}
 
 	admin := telemetry.NewAdmin(log, metrics)
@@ -116,7 +155,6 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 		}
 		return nil
 	})
-	admin.AddReadiness("identity", id.ready)
 	admin.Handle("/debug/mesh", telemetry.JSONHandler(func() any {
 		m, _ := docs.Current()
 		return struct {
@@ -124,16 +162,156 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags) erro
 			Mesh   any           `json:"mesh"`
 		}{docs.Status(), m}
 	}))
-	adminLn, err := net.Listen("tcp", f.adminAddr)
-	if err != nil {
-		return errors.Join(fmt.Errorf("admin: %w", err), grpcLn.Close())
+	planes := &meshPlanes{
+		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
+		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck},
+		xdsLn:    xdsLn, authzLn: authzLn,
 	}
+	admin.AddReadiness("servers", planes.ready)
 
 	group, gctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return docs.Run(gctx) })
 	group.Go(func() error { return admin.Serve(gctx, adminLn) })
-	group.Go(func() error { return id.run(gctx) })
-	return waitWithGrace(ctx, log, group, metrics.Shutdown)
+	group.Go(func() error { return planes.run(gctx) })
+	return waitWithGrace(ctx, log, group, planes.shutdownTracing, metrics.Shutdown)
+}
+
+// meshPlanes are the servers that need the mesh's trust domain, so they start with the first
+// valid mesh: the CA, ADS and the certificate service on --xds-addr, ext_authz on --authz-addr.
+type meshPlanes struct {
+	g         *globals
+	f         *controlPlaneFlags
+	log       *slog.Logger
+	metrics   *telemetry.Metrics
+	docs      *source.Dir
+	compiler  *policy.Compiler
+	decisions io.Writer
+	admin     *telemetry.Admin
+	identity  identityConfig
+	xdsLn     net.Listener
+	authzLn   net.Listener
+
+	running atomic.Bool
+	tracing atomic.Pointer[telemetry.Tracing]
+}
+
+func (p *meshPlanes) ready() error {
+	if !p.running.Load() {
+		return errors.New("CA, xDS and authorization start with the first valid mesh (its trust domain)")
+	}
+	return nil
+}
+
+func (p *meshPlanes) shutdownTracing(ctx context.Context) error {
+	if t := p.tracing.Load(); t != nil {
+		return t.Shutdown(ctx)
+	}
+	return nil
+}
+
+func (p *meshPlanes) run(ctx context.Context) error {
+	mesh, err := waitForMesh(ctx, p.docs)
+	if err != nil || mesh == nil {
+		return err
+	}
+	tracing, err := p.setupTracing(ctx, mesh)
+	if err != nil {
+		return err
+	}
+	id, err := openIdentity(p.identity, mesh)
+	if err != nil {
+		return err
+	}
+	xds, err := newXDSPlane(ctx, p.g, p.metrics, xdsConfig{
+		mesh: p.docs, dataDir: p.f.dataDir, authzAddr: p.f.authzAddr,
+		controlPlaneID: id.self.ID(), tracer: tracing.Provider, revoked: id.authority.RevokedCert,
+	})
+	if err != nil {
+		return err
+	}
+	authz, err := authzserver.New(authzserver.Options{
+		Logger: p.g.log.With("component", "authz"), TracerProvider: tracing.Provider, Meter: p.metrics.Meter("authz/server"),
+		Source: p.docs, Compiler: p.compiler, DecisionLog: p.decisions,
+	})
+	if err != nil {
+		return err
+	}
+
+	// The xDS port: certificate service and ADS, one gRPC server with keepalive.
+	xdsGRPC := grpc.NewServer(append(xdsserver.GRPCOptions(), grpc.Creds(id.serverTLS()))...)
+	id.certs.Register(xdsGRPC)
+	xds.register(xdsGRPC)
+	// The authorization port: mTLS, any workload of the trust domain (proxies call it).
+	authzCreds := credentials.NewTLS(tlsconfig.MTLSServerConfig(id.self, id.self, tlsconfig.AuthorizeMemberOf(id.td)))
+	authzGRPC := grpc.NewServer(append(authzserver.GRPCServerOptions(), grpc.Creds(authzCreds))...)
+	authz.Register(authzGRPC)
+
+	xds.handle(p.admin)
+	p.admin.Handle("/debug/authz", authz.DebugHandler())
+	p.admin.AddReadiness("authz", authz.Ready)
+
+	group, gctx := errgroup.WithContext(ctx)
+	id.run(gctx, group)
+	xds.run(gctx, group)
+	group.Go(func() error { return authz.Run(gctx) })
+	group.Go(func() error { return serveGRPC(gctx, "xds", xdsGRPC, p.xdsLn) })
+	group.Go(func() error { return serveGRPC(gctx, "authz", authzGRPC, p.authzLn) })
+	p.log.Info("control plane serving", "trust_domain", id.td.Name(), "spiffe_id", id.self.ID().String(),
+		"xds_addr", p.xdsLn.Addr().String(), "authz_addr", p.authzLn.Addr().String())
+	p.running.Store(true)
+	defer p.running.Store(false)
+	return group.Wait()
+}
+
+// setupTracing exports the control plane's spans to --otlp-endpoint, or to the Mesh's collector
+// when tracing is enabled there, at the Mesh's sampling rate.
+func (p *meshPlanes) setupTracing(ctx context.Context, mesh *model.Mesh) (*telemetry.Tracing, error) {
+	tr := mesh.Config.Spec.Tracing
+	endpoint := p.f.otlpEndpoint
+	if endpoint == "" && tr.Enabled {
+		endpoint = tr.Collector
+	}
+	t, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{
+		Endpoint: endpoint, Insecure: telemetry.LoopbackEndpoint(endpoint), SamplingRatio: *tr.SamplingPercent / 100,
+		ServiceName: "portcullis-controlplane", ServiceVersion: p.g.version, InstanceID: telemetry.InstanceID(),
+	}, p.metrics.Meter("telemetry"))
+	if err != nil {
+		return nil, err
+	}
+	p.tracing.Store(t)
+	return t, nil
+}
+
+// serveGRPC serves until ctx ends, then stops gracefully.
+func serveGRPC(ctx context.Context, name string, srv *grpc.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: gRPC: %w", name, err)
+	case <-ctx.Done():
+		stopGRPC(srv)
+		return nil
+	}
+}
+
+// listeners binds the control plane's ports and closes those not handed to a server.
+type listeners []net.Listener
+
+func (l *listeners) listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	*l = append(*l, ln)
+	return ln, nil
+}
+
+// close closes every listener; closing one a server already closed is harmless.
+func (l listeners) close() {
+	for _, ln := range l {
+		_ = ln.Close()
+	}
 }
 
 // waitWithGrace waits for the run group; once ctx is cancelled (a signal) it gives the group

@@ -83,7 +83,7 @@ func TestControlPlaneServesAdminAndStopsOnSignal(t *testing.T) {
 	copyDir(t, "../../examples/demo/mesh", configDir)
 
 	cmd := exec.Command(bin, "controlplane", "--config", configDir, "--data-dir", dataDir,
-		"--admin-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--log-format", "json")
+		"--admin-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestControlPlaneServesAdminAndStopsOnSignal(t *testing.T) {
 	admin, logs := waitForLog(t, stderr, "admin server listening", "addr")
 	admin = "http://" + admin
 	// Ready needs the CA too, which starts with the first valid mesh.
-	_, logs = waitForLog(t, logs, "certificate service listening", "addr")
+	_, logs = waitForLog(t, logs, "control plane serving", "xds_addr")
 	go func() {
 		_, _ = io.Copy(io.Discard, logs)
 		exited <- cmd.Wait()

@@ -59,7 +59,8 @@ Ctrl-C stops the demo.
 				dataDir:   filepath.Join(work, "data"),
 				adminAddr: f.adminAddr,
 				xdsAddr:   f.xdsAddr,
-			})
+				authzAddr: defaultAuthzAddr,
+			}, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&f.envoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")

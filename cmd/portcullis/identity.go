@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/identity/ca"
@@ -78,82 +76,66 @@ func (c *trustDomainCheck) check(m *model.Mesh) model.Problems {
 	}}
 }
 
-// identityService starts the CA for the first valid mesh's trust domain and serves the
-// certificate service on the control plane's gRPC TLS listener.
-type identityService struct {
+// identity is the control plane's CA side, started for the first valid mesh's trust domain:
+// the CA, the control plane's own SVID (rotated in-process), and the certificate service.
+type identity struct {
+	td        spiffeid.TrustDomain
+	authority *ca.CA
+	self      *ca.SelfSource
+	certs     *certsvc.Server
+}
+
+type identityConfig struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	dataDir string
 	ca      caFlags
 	used    *attest.UsedTokens
-	docs    source.Source
 	tdCheck *trustDomainCheck
-	ln      net.Listener
-	running atomic.Bool
 }
 
-func (s *identityService) ready() error {
-	if !s.running.Load() {
-		return errors.New("CA not started: it starts with the first valid mesh (its trust domain)")
-	}
-	return nil
-}
-
-func (s *identityService) run(ctx context.Context) error {
-	mesh, err := waitForMesh(ctx, s.docs)
-	if err != nil || mesh == nil {
-		return errors.Join(err, s.ln.Close())
-	}
+// openIdentity opens (or creates) the CA for the mesh's trust domain; from then on a mesh with
+// another trust domain is refused.
+func openIdentity(c identityConfig, mesh *model.Mesh) (*identity, error) {
 	td := mesh.TrustDomain
 	authority, err := ca.Open(ca.Config{
-		DataDir: s.dataDir, TrustDomain: td,
-		RootTTL: s.ca.rootTTL, IntermediateTTL: s.ca.intermediateTTL, SVIDTTL: s.ca.svidTTL,
-		UpstreamCert: s.ca.cert, UpstreamKey: s.ca.key,
-		Logger: s.log.With("component", "ca"), Meter: s.metrics.Meter("identity/ca"),
+		DataDir: c.dataDir, TrustDomain: td,
+		RootTTL: c.ca.rootTTL, IntermediateTTL: c.ca.intermediateTTL, SVIDTTL: c.ca.svidTTL,
+		UpstreamCert: c.ca.cert, UpstreamKey: c.ca.key,
+		Logger: c.log.With("component", "ca"), Meter: c.metrics.Meter("identity/ca"),
 	})
 	if err != nil {
-		return errors.Join(err, s.ln.Close())
+		return nil, err
 	}
-	s.tdCheck.td.Store(&td)
-	self, err := ca.NewSelfSource(authority, ca.ControlPlaneID(td), s.log.With("component", "ca"))
+	c.tdCheck.td.Store(&td)
+	self, err := ca.NewSelfSource(authority, ca.ControlPlaneID(td), c.log.With("component", "ca"))
 	if err != nil {
-		return errors.Join(err, s.ln.Close())
+		return nil, err
 	}
-	key, err := attest.LoadOrCreateSigningKey(s.dataDir)
+	key, err := attest.LoadOrCreateSigningKey(c.dataDir)
 	if err != nil {
-		return errors.Join(err, s.ln.Close())
+		return nil, err
 	}
-	svc, err := certsvc.New(certsvc.Config{
-		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: s.used,
-		Logger: s.log.With("component", "certsvc"), Meter: s.metrics.Meter("identity/certsvc"),
+	certs, err := certsvc.New(certsvc.Config{
+		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: c.used,
+		Logger: c.log.With("component", "certsvc"), Meter: c.metrics.Meter("identity/certsvc"),
 	})
 	if err != nil {
-		return errors.Join(err, s.ln.Close())
+		return nil, err
 	}
-	// One gRPC server for the control plane's TLS port: the certificate service now, ADS later.
-	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(certsvc.TLSConfig(self, td))),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
-	svc.Register(srv)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return authority.Run(gctx) })
-	g.Go(func() error { return self.Run(gctx) })
-	g.Go(func() error {
-		s.log.Info("certificate service listening", "addr", s.ln.Addr().String(), "trust_domain", td.Name(), "spiffe_id", self.ID().String())
-		s.running.Store(true)
-		if err := srv.Serve(s.ln); err != nil {
-			return fmt.Errorf("xds: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		s.running.Store(false)
-		stopGRPC(srv)
-		return nil
-	})
-	return g.Wait()
+	return &identity{td: td, authority: authority, self: self, certs: certs}, nil
+}
+
+// run keeps the CA and the control plane's SVID fresh until ctx ends.
+func (id *identity) run(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return id.authority.Run(ctx) })
+	g.Go(func() error { return id.self.Run(ctx) })
+}
+
+// serverTLS is the TLS of the xDS/CA port: the control plane's SVID; a client certificate is
+// verified when given (a joining agent has none yet; ADS requires one).
+func (id *identity) serverTLS() credentials.TransportCredentials {
+	return credentials.NewTLS(certsvc.TLSConfig(id.self, id.td))
 }
 
 // waitForMesh returns the first valid mesh, or nil when ctx ends first.

@@ -135,10 +135,10 @@ func TestIdentityEndToEnd(t *testing.T) {
 	configDir, dataDir := t.TempDir(), filepath.Join(t.TempDir(), "data")
 	copyDir(t, "../../examples/demo/mesh", configDir)
 	cpArgs := []string{"controlplane", "--config", configDir, "--data-dir", dataDir,
-		"--admin-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--svid-ttl", "1m"}
+		"--admin-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--svid-ttl", "1m"}
 	cp := startProc(t, bin, cpArgs...)
 	cpAdmin := "http://" + cp.wait(t, "admin server listening", "addr")
-	addr := cp.wait(t, "certificate service listening", "addr")
+	addr := cp.wait(t, "control plane serving", "xds_addr")
 	if code, body := httpGet(t, cpAdmin+"/readyz"); code != 200 {
 		t.Fatalf("control plane /readyz = %d: %s", code, body)
 	}
@@ -231,7 +231,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 	// Restart: the same CA (both authorities) comes back.
 	cp.stop(t)
 	cp2 := startProc(t, bin, cpArgs...)
-	cp2.wait(t, "certificate service listening", "addr")
+	cp2.wait(t, "control plane serving", "xds_addr")
 	if err := json.Unmarshal([]byte(run(t, bin, "ca", "status", "--data-dir", dataDir)), &status); err != nil || len(status.Authorities) != 2 {
 		t.Fatalf("after restart: %+v, %v", status, err)
 	}

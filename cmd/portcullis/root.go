@@ -7,6 +7,7 @@ import (
 	"runtime"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
 
 	"github.com/portcullis/portcullis/telemetry"
 )
@@ -36,6 +37,12 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 				return err
 			}
 			g.log = log
+			// The OpenTelemetry SDK reports export failures through its process-wide error
+			// handler; route them into our log (at debug: dropped spans are counted in
+			// portcullis_trace_spans_dropped_total) instead of the standard logger.
+			otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+				log.Debug("opentelemetry", "err", err)
+			}))
 			return nil
 		},
 	}

@@ -169,8 +169,8 @@ func measure(t testing.TB) (float64, float64) {
 		t.Fatal(err)
 	}
 	cp := start(t, "controlplane", "--config", configDir, "--data-dir", dataDir, "--admin-addr", "127.0.0.1:0",
-		"--xds-addr", "127.0.0.1:0", "--svid-ttl", "6s")
-	addr := cp.wait(t, "certificate service listening", "addr")
+		"--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--svid-ttl", "6s")
+	addr := cp.wait(t, "control plane serving", "xds_addr")
 	tokenFile := filepath.Join(work, "token")
 	if out, err := exec.Command(binary(t), "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service", "web", "--out", tokenFile).CombinedOutput(); err != nil {
 		t.Fatalf("token create: %v\n%s", err, out)
