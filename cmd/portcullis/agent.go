@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/portcullis/portcullis/identity/agent"
 	"github.com/portcullis/portcullis/telemetry"
+	"github.com/portcullis/portcullis/xds/bootstrap"
 )
 
 const defaultAgentAdminAddr = "127.0.0.1:15021"
@@ -21,6 +26,7 @@ type agentFlags struct {
 	controlPlane, tokenFile, socketDir, adminAddr string
 	noPersist                                     bool
 	memoryLimitMiB                                int64
+	proxy                                         proxyFlags
 }
 
 // defaultAgentMemoryLimitMiB is the agent's soft Go memory limit: it runs beside every workload,
@@ -42,8 +48,19 @@ control plane), renews it over mTLS at half of its life, and serves, in --socket
   workload.sock   the SPIFFE Workload API (X.509), for go-spiffe's workloadapi and others
 
 Key and SVID are kept in --socket-dir/state (0700, files 0600) so a restart renews over mTLS
-instead of needing a new token (--no-persist turns that off). The admin address serves
-/healthz, /readyz (200 once the agent has an SVID) and /metrics.`,
+instead of needing a new token (--no-persist turns that off).
+
+With --envoy-path it also writes Envoy's bootstrap (ADS to the control plane over mTLS with the
+SVID from sds.sock, admin on loopback, the node id <workload>.<namespace>) and supervises Envoy:
+restarts it with backoff, stops it cleanly, forwards SIGUSR1 (log reopen). The workload is the
+Workload document named by the node id, or — with --service — the one these flags describe:
+
+  portcullis agent --token-file token --socket-dir ./frontend --envoy-path $(which envoy) \
+    --workload frontend-1 --service frontend --inbound-port 15101 --app-port 18080 \
+    --upstream backend=127.0.0.1:19001
+
+The admin address serves /healthz, /readyz (200 once the agent has an SVID and, with a proxy,
+once Envoy has its certificates and first configuration) and /metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd.Context(), g, f)
@@ -56,6 +73,7 @@ instead of needing a new token (--no-persist turns that off). The admin address 
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAgentAdminAddr, "admin HTTP address (health, readiness, metrics)")
 	fl.BoolVar(&f.noPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
 	fl.Int64Var(&f.memoryLimitMiB, "memory-limit-mib", defaultAgentMemoryLimitMiB, "soft Go memory limit in MiB (0: none; the GOMEMLIMIT environment variable wins)")
+	f.proxy.register(fl)
 	_ = cmd.MarkFlagRequired("socket-dir")
 	return cmd
 }
@@ -86,7 +104,44 @@ func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
 	group.Go(func() error { return a.Run(gctx) })
 	group.Go(func() error { return admin.Serve(gctx, ln) })
 	group.Go(func() error { return releaseAfterRotations(gctx, a) })
+	if f.proxy.envoyPath != "" {
+		var envoy atomic.Pointer[bootstrap.Supervisor]
+		admin.AddReadiness("envoy", func() error {
+			s := envoy.Load()
+			if s == nil {
+				return errors.New("envoy not started: waiting for the SVID")
+			}
+			return s.Ready(context.Background())
+		})
+		group.Go(func() error {
+			s, err := f.proxy.startProxy(gctx, log, a, f.controlPlane, f.socketDir)
+			if err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			envoy.Store(s)
+			go forwardSignals(gctx, s)
+			return s.Run(gctx)
+		})
+	}
 	return waitWithGrace(ctx, log, group, metrics.Shutdown)
+}
+
+// forwardSignals passes SIGUSR1 (reopen logs) on to Envoy.
+func forwardSignals(ctx context.Context, s *bootstrap.Supervisor) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	defer signal.Stop(sig)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-sig:
+			_ = s.Signal(v) // Envoy may be restarting; the next signal will reach it
+		}
+	}
 }
 
 // releaseAfterRotations returns memory to the OS once a rotation's TLS handshakes and pushes

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -40,6 +41,8 @@ type controlPlaneFlags struct {
 	adminAddr    string
 	xdsAddr      string
 	authzAddr    string
+	extAuthz     string
+	extAuthzID   string
 	decisionLog  string
 	otlpEndpoint string
 	ca           caFlags
@@ -80,6 +83,8 @@ docs/identity.md, docs/xds.md and docs/policies.md.`,
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "admin HTTP address (health, readiness, metrics, debug)")
 	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "gRPC TLS address of ADS and the certificate service")
 	fl.StringVar(&f.authzAddr, "authz-addr", defaultAuthzAddr, "gRPC mTLS address of the ext_authz service")
+	fl.StringVar(&f.extAuthz, "external-authz", "", "host:port of a separate ext_authz service (portcullis authz replicas) for proxies to call instead of this control plane's; then --authz-addr is not served")
+	fl.StringVar(&f.extAuthzID, "external-authz-id", "", "the SPIFFE ID proxies require of --external-authz (required with it)")
 	fl.StringVar(&f.decisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
 	f.ca.register(fl)
@@ -95,6 +100,9 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	}
 	if err := f.ca.validate(); err != nil {
 		return err
+	}
+	if (f.extAuthz == "") != (f.extAuthzID == "") {
+		return errors.New("--external-authz and --external-authz-id go together")
 	}
 	// Single use of join tokens needs one control plane per data directory: this lock says so.
 	used, err := attest.OpenUsedTokens(f.dataDir, nil, g.log.With("component", "attest"))
@@ -139,9 +147,11 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	if err != nil {
 		return err
 	}
-	authzLn, err := lns.listen("authz", f.authzAddr)
-	if err != nil {
-		return err
+	var authzLn net.Listener
+	if f.extAuthz == "" {
+		if authzLn, err = lns.listen("authz", f.authzAddr); err != nil {
+			return err
+		}
 	}
 	adminLn, err := lns.listen("admin", f.adminAddr)
 	if err != nil {
@@ -222,13 +232,48 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Proxies call this control plane's ext_authz service, or the external one.
+	authzAddr, authzID := "", id.self.ID()
+	if p.f.extAuthz != "" {
+		if authzID, err = spiffeid.FromString(p.f.extAuthzID); err != nil {
+			return fmt.Errorf("--external-authz-id: %w", err)
+		}
+		authzAddr = p.f.extAuthz
+	} else {
+		authzAddr = p.authzLn.Addr().String()
+	}
 	xds, err := newXDSPlane(ctx, p.g, p.metrics, xdsConfig{
-		mesh: p.docs, dataDir: p.f.dataDir, authzAddr: p.f.authzAddr,
-		controlPlaneID: id.self.ID(), tracer: tracing.Provider, revoked: id.authority.RevokedCert,
+		mesh: p.docs, dataDir: p.f.dataDir, authzAddr: authzAddr, authzID: authzID,
+		tracer: tracing.Provider, revoked: id.authority.RevokedCert,
 	})
 	if err != nil {
 		return err
 	}
+	// The xDS port: certificate service and ADS, one gRPC server with keepalive.
+	xdsGRPC := grpc.NewServer(append(xdsserver.GRPCOptions(), grpc.Creds(id.serverTLS()))...)
+	id.certs.Register(xdsGRPC)
+	xds.register(xdsGRPC)
+	xds.handle(p.admin)
+
+	group, gctx := errgroup.WithContext(ctx)
+	id.run(gctx, group)
+	xds.run(gctx, group)
+	group.Go(func() error { return serveGRPC(gctx, "xds", xdsGRPC, p.xdsLn) })
+	if p.authzLn != nil {
+		if err := p.serveAuthz(gctx, group, id, tracing); err != nil {
+			return err
+		}
+	}
+	p.log.Info("control plane serving", "trust_domain", id.td.Name(), "spiffe_id", id.self.ID().String(),
+		"xds_addr", p.xdsLn.Addr().String(), "authz_addr", authzAddr, "authz_id", authzID.String())
+	p.running.Store(true)
+	defer p.running.Store(false)
+	return group.Wait()
+}
+
+// serveAuthz serves the ext_authz service on --authz-addr: mTLS, any workload of the trust
+// domain (proxies call it).
+func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *identity, tracing *telemetry.Tracing) error {
 	authz, err := authzserver.New(authzserver.Options{
 		Logger: p.g.log.With("component", "authz"), TracerProvider: tracing.Provider, Meter: p.metrics.Meter("authz/server"),
 		Source: p.docs, Compiler: p.compiler, DecisionLog: p.decisions,
@@ -236,31 +281,14 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-
-	// The xDS port: certificate service and ADS, one gRPC server with keepalive.
-	xdsGRPC := grpc.NewServer(append(xdsserver.GRPCOptions(), grpc.Creds(id.serverTLS()))...)
-	id.certs.Register(xdsGRPC)
-	xds.register(xdsGRPC)
-	// The authorization port: mTLS, any workload of the trust domain (proxies call it).
-	authzCreds := credentials.NewTLS(tlsconfig.MTLSServerConfig(id.self, id.self, tlsconfig.AuthorizeMemberOf(id.td)))
-	authzGRPC := grpc.NewServer(append(authzserver.GRPCServerOptions(), grpc.Creds(authzCreds))...)
-	authz.Register(authzGRPC)
-
-	xds.handle(p.admin)
+	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(id.self, id.self, tlsconfig.AuthorizeMemberOf(id.td)))
+	srv := grpc.NewServer(append(authzserver.GRPCServerOptions(), grpc.Creds(creds))...)
+	authz.Register(srv)
 	p.admin.Handle("/debug/authz", authz.DebugHandler())
 	p.admin.AddReadiness("authz", authz.Ready)
-
-	group, gctx := errgroup.WithContext(ctx)
-	id.run(gctx, group)
-	xds.run(gctx, group)
-	group.Go(func() error { return authz.Run(gctx) })
-	group.Go(func() error { return serveGRPC(gctx, "xds", xdsGRPC, p.xdsLn) })
-	group.Go(func() error { return serveGRPC(gctx, "authz", authzGRPC, p.authzLn) })
-	p.log.Info("control plane serving", "trust_domain", id.td.Name(), "spiffe_id", id.self.ID().String(),
-		"xds_addr", p.xdsLn.Addr().String(), "authz_addr", p.authzLn.Addr().String())
-	p.running.Store(true)
-	defer p.running.Store(false)
-	return group.Wait()
+	group.Go(func() error { return authz.Run(ctx) })
+	group.Go(func() error { return serveGRPC(ctx, "authz", srv, p.authzLn) })
+	return nil
 }
 
 // setupTracing exports the control plane's spans to --otlp-endpoint, or to the Mesh's collector

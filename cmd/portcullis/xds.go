@@ -30,11 +30,12 @@ type xdsPlane struct {
 }
 
 type xdsConfig struct {
-	mesh           source.Source
-	dataDir        string
-	authzAddr      string
-	controlPlaneID spiffeid.ID
-	tracer         trace.TracerProvider
+	mesh    source.Source
+	dataDir string
+	// authzAddr and authzID are the ext_authz service proxies call and the identity it must prove.
+	authzAddr string
+	authzID   spiffeid.ID
+	tracer    trace.TracerProvider
 	// revoked reports revoked client certificates (nil: none are).
 	revoked func(*x509.Certificate) bool
 }
@@ -51,7 +52,7 @@ func newXDSPlane(ctx context.Context, g *globals, metrics *telemetry.Metrics, cf
 	}
 	c := snapshot.NewCache(cache.NewSnapshotCache(true, cache.IDHash{}, nil), ledger)
 	ctl, err := snapshot.NewController(cfg.mesh, registry, c, ledger, snapshot.Options{
-		Translate:      translate.Options{AuthzAddress: cfg.authzAddr, ControlPlaneID: cfg.controlPlaneID},
+		Translate:      translate.Options{AuthzAddress: cfg.authzAddr, AuthzID: cfg.authzID},
 		Logger:         log,
 		Meter:          metrics.Meter("xds/snapshot"),
 		TracerProvider: cfg.tracer,

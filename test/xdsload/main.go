@@ -113,7 +113,7 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	cpID := fmt.Sprintf("spiffe://%s/ns/portcullis-system/sa/controlplane", trustDomain)
 	ctl, err := snapshot.NewController(src, registry, c, ledger, snapshot.Options{
 		Logger:    log,
-		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", ControlPlaneID: mustID(cpID)},
+		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: mustID(cpID)},
 	})
 	if err != nil {
 		return err

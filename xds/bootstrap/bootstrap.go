@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/translate"
 )
 
@@ -41,8 +43,9 @@ type Options struct {
 	AdminAddress string
 	// Delta selects incremental xDS (DELTA_GRPC) instead of state of the world.
 	Delta bool
-	// Workload, when set, is registered through node metadata (a JSON object).
-	Workload map[string]any
+	// Workload, when set, is registered through node metadata, for proxies that no Workload
+	// document describes.
+	Workload *model.WorkloadDoc
 }
 
 // Build returns the bootstrap for opts.
@@ -64,7 +67,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	}
 	node := &corev3.Node{Id: o.NodeID, Cluster: o.Cluster}
 	if o.Workload != nil {
-		w, err := structpb.NewStruct(o.Workload)
+		w, err := workloadStruct(o.Workload)
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap: workload metadata: %w", err)
 		}
@@ -104,6 +107,18 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return b, nil
+}
+
+func workloadStruct(w *model.WorkloadDoc) (*structpb.Struct, error) {
+	raw, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	return structpb.NewStruct(m)
 }
 
 // JSON renders the bootstrap in the JSON form Envoy reads with -c.

@@ -97,7 +97,7 @@ func newFixture(t *testing.T, docs string) *fixture {
 	}
 	c := snapshot.NewCache(cache.NewSnapshotCache(true, cache.IDHash{}, nil), f.ledger)
 	ctl, err := snapshot.NewController(f.mesh, f.registry, c, f.ledger, snapshot.Options{
-		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", ControlPlaneID: controlPlaneID},
+		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: controlPlaneID},
 		Debounce:  5 * time.Millisecond,
 	})
 	if err != nil {

@@ -87,7 +87,7 @@ func newFixture(t testing.TB, spec meshgen.Spec, opts translate.Options) *fixtur
 	return f
 }
 
-var testOpts = translate.Options{AuthzAddress: "127.0.0.1:15011", ControlPlaneID: spiffeid.RequireFromString("spiffe://t.test/ns/portcullis-system/sa/controlplane")}
+var testOpts = translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: spiffeid.RequireFromString("spiffe://t.test/ns/portcullis-system/sa/controlplane")}
 
 func TestControllerPublishesOnlyChanges(t *testing.T) {
 	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 3, Workloads: 4, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)

@@ -88,7 +88,7 @@ func (t *translator) authzCluster() {
 	if c == nil {
 		return
 	}
-	c.TransportSocket = t.upstreamTLS([]spiffeid.ID{t.opts.ControlPlaneID}, "", []string{"h2"})
+	c.TransportSocket = t.upstreamTLS([]spiffeid.ID{t.opts.AuthzID}, "", []string{"h2"})
 	c.TypedExtensionProtocolOptions = t.http2Options(true)
 	t.res.Clusters = append(t.res.Clusters, c)
 }

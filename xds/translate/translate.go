@@ -35,8 +35,9 @@ const (
 type Options struct {
 	// AuthzAddress is host:port of the ext_authz service the inbound listeners call.
 	AuthzAddress string
-	// ControlPlaneID is the SPIFFE ID proxies require of the authorization service.
-	ControlPlaneID spiffeid.ID
+	// AuthzID is the SPIFFE ID proxies require of the authorization service (the control
+	// plane's own, or that of separate `portcullis authz` replicas).
+	AuthzID spiffeid.ID
 }
 
 // Input is one proxy plus what is known at runtime: which instances of each service are up.
@@ -63,8 +64,8 @@ func Translate(in Input, opts Options) (*Resources, error) {
 	if t.p == nil || t.p.Mesh == nil || t.p.Workload == nil || t.p.Service == nil {
 		return nil, errors.New("translate: incomplete proxy (needs mesh, workload and service)")
 	}
-	if opts.AuthzAddress == "" || opts.ControlPlaneID.IsZero() {
-		return nil, errors.New("translate: options need the authorization address and the control plane's SPIFFE ID")
+	if opts.AuthzAddress == "" || opts.AuthzID.IsZero() {
+		return nil, errors.New("translate: options need the authorization service's address and SPIFFE ID")
 	}
 	t.inbound()
 	for i := range t.p.Workload.Spec.Upstreams {

@@ -25,8 +25,8 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
 
 var testOptions = Options{
-	AuthzAddress:   "127.0.0.1:15011",
-	ControlPlaneID: spiffeid.RequireFromString("spiffe://placeholder/ns/portcullis-system/sa/controlplane"),
+	AuthzAddress: "127.0.0.1:15011",
+	AuthzID:      spiffeid.RequireFromString("spiffe://placeholder/ns/portcullis-system/sa/controlplane"),
 }
 
 type goldenCase struct {
@@ -218,8 +218,8 @@ func validationBootstrap(t *testing.T, p *model.Proxy) *bootstrapv3.Bootstrap {
 func TestTranslateErrors(t *testing.T) {
 	in := loadCase(t, "testdata/in/strict-tracing")
 	for name, opts := range map[string]Options{
-		"no authz address":  {ControlPlaneID: testOptions.ControlPlaneID},
-		"bad authz address": {AuthzAddress: "nowhere", ControlPlaneID: testOptions.ControlPlaneID},
+		"no authz address":  {AuthzID: testOptions.AuthzID},
+		"bad authz address": {AuthzAddress: "nowhere", AuthzID: testOptions.AuthzID},
 	} {
 		t.Run(name, func(t *testing.T) {
 			res, err := Translate(in, opts)
