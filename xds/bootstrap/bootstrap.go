@@ -13,6 +13,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -103,10 +105,28 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{sds, xds}},
 	}
+	if b.OverloadManager, err = overload(); err != nil {
+		return nil, err
+	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return b, nil
+}
+
+// maxDownstreamConnections caps the connections one proxy accepts, so a flood exhausts a
+// budget instead of the host's file descriptors and memory.
+const maxDownstreamConnections = 50000
+
+func overload() (*overloadv3.OverloadManager, error) {
+	cfg, err := translate.Any(&downstreamv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: maxDownstreamConnections})
+	if err != nil {
+		return nil, err
+	}
+	return &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{{
+		Name:       "envoy.resource_monitors.global_downstream_max_connections",
+		ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: cfg},
+	}}}, nil
 }
 
 func workloadStruct(w *model.WorkloadDoc) (*structpb.Struct, error) {

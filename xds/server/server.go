@@ -253,6 +253,7 @@ func (s *Server) request(id int64, req xdsRequest, ack func(node string)) error 
 	if err != nil {
 		return err
 	}
+	s.opts.Ledger.Requested(node, req.GetTypeUrl())
 	if detail := req.GetErrorDetail(); detail != nil {
 		nack := s.opts.Ledger.Nacked(node, id, req.GetTypeUrl(), req.GetResponseNonce(), detail.GetMessage())
 		s.log.Warn("proxy rejected configuration (NACK); it keeps its previous one", "node", node, "type", req.GetTypeUrl(),

@@ -204,6 +204,7 @@ func TestLedgerNackAndAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Connected("n", "spiffe://t/ns/a/sa/b", false)
+	l.Requested("n", resource.ListenerType)
 	l.Published("n", map[string]string{resource.ListenerType: "v2"}, nil, nil)
 	l.Sent("n", 1, resource.ListenerType, "v2", "nonce-2")
 	l.Published("n", map[string]string{resource.ListenerType: "v2"}, map[string][]string{"inbound|15001": {"Workload/shop/w1", "Service/shop/api"}}, nil)

@@ -13,6 +13,9 @@ import (
 
 // TypeStatus is what one proxy has of one resource type.
 type TypeStatus struct {
+	// Requested says the proxy asked for this type on its current stream (a proxy with no EDS
+	// clusters never asks for endpoints, and is in sync without them).
+	Requested bool `json:"requested,omitempty"`
 	// Version published for the proxy (what the control plane wants it to have).
 	Published string `json:"published,omitempty"`
 	// Sent is the version last sent on the proxy's stream.
@@ -48,7 +51,7 @@ type ProxyStatus struct {
 // Synced reports whether the proxy has ACKed everything published for it.
 func (p *ProxyStatus) Synced() bool {
 	for _, t := range p.Types {
-		if t.Published != "" && t.Acked != t.Published {
+		if t.Requested && t.Published != "" && t.Acked != t.Published {
 			return false
 		}
 	}
@@ -112,9 +115,9 @@ func (l *Ledger) Connected(node, identity string, delta bool) {
 	defer l.mu.Unlock()
 	p := l.proxy(node)
 	p.Connected, p.ConnectedAt, p.Identity, p.Delta = true, time.Now(), identity, delta
-	// A new stream starts from nothing sent.
+	// A new stream starts from nothing sent or requested.
 	for _, t := range p.Types {
-		t.Sent = ""
+		t.Sent, t.Requested = "", false
 	}
 }
 
@@ -172,6 +175,13 @@ func (l *Ledger) Sent(node string, stream int64, typeURL, version, nonce string)
 	}
 	sent[nonce] = sentResponse{typeURL, version}
 	l.proxy(node).typ(typeURL).Sent = version
+}
+
+// Requested records that the proxy asked for a type.
+func (l *Ledger) Requested(node, typeURL string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.proxy(node).typ(typeURL).Requested = true
 }
 
 // Acked records a request that accepts the version it names.

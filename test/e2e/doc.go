@@ -1,0 +1,6 @@
+// Package e2e runs the whole mesh as its users do — the portcullis binary as control plane,
+// agents and a separate authorization service, real Envoys, real certificates — and checks what
+// they see: mTLS between the proxies, identities reaching the application, allow and deny, rate
+// limits, live reconfiguration, NACKs in proxy status, and a control-plane restart that loses no
+// request on an established path.
+package e2e
