@@ -1,14 +1,42 @@
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
+	"text/template"
+	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis/portcullis/examples"
+	"github.com/portcullis/portcullis/examples/demoapp"
+)
+
+// The demo's fixed loopback addresses; examples/demo/mesh names the workload ports.
+const (
+	demoFrontendApp   = "127.0.0.1:18080"
+	demoBackendApp    = "127.0.0.1:18090"
+	demoBackendMesh   = "127.0.0.1:15102"
+	demoFrontendAdmin = "127.0.0.1:15121"
+	demoBackendAdmin  = "127.0.0.1:15122"
+	demoIssuer        = "https://idp.demo.portcullis.local"
 )
 
 type demoFlags struct {
@@ -16,6 +44,7 @@ type demoFlags struct {
 	workDir   string
 	adminAddr string
 	xdsAddr   string
+	authzAddr string
 }
 
 func newDemoCommand(g *globals) *cobra.Command {
@@ -23,51 +52,174 @@ func newDemoCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a whole local mesh on loopback until Ctrl-C",
-		Long: `Run the demo mesh: the control plane with the documents of examples/demo/mesh, and (as they
-are built) two example services with agents and real Envoys. It prints what to try, keeps running
-until Ctrl-C, then stops everything and removes its temporary files.`,
+		Long: `Run the demo mesh on loopback: the control plane with the documents of examples/demo/mesh
+(copied to a work directory you can edit), a frontend and a backend application, each with an
+agent and a real Envoy. It prints what to try — mTLS identities, allow, deny, a JWT-gated path,
+rate limiting — keeps running until Ctrl-C, then stops everything and removes its files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			work := f.workDir
-			if work == "" {
-				dir, err := os.MkdirTemp("", "portcullis-demo-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
-				work = dir
-			}
-			configDir := filepath.Join(work, "mesh")
-			if err := writeDemoMesh(configDir); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, `Portcullis demo
-  mesh documents   %s   (edit them: the control plane reloads within a second)
-  admin            http://%[2]s/readyz  http://%[2]s/debug/mesh  http://%[2]s/metrics
-
-  workload identity: the CA runs in %[3]s; try
-    portcullis token create --data-dir %[3]s --namespace demo --service frontend > token
-    portcullis agent --controlplane %[4]s --token-file token --socket-dir ./sockets --admin-addr 127.0.0.1:0
-
-  not built yet: xDS to Envoy, authorization, traces (issues 5-7).
-
-Ctrl-C stops the demo.
-`, configDir, f.adminAddr, filepath.Join(work, "data"), f.xdsAddr)
-			return runControlPlane(cmd.Context(), g, &controlPlaneFlags{
-				configDir: configDir,
-				dataDir:   filepath.Join(work, "data"),
-				adminAddr: f.adminAddr,
-				xdsAddr:   f.xdsAddr,
-				authzAddr: defaultAuthzAddr,
-			}, cmd.OutOrStdout())
+			return runDemo(cmd.Context(), g, f, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&f.envoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
-	cmd.Flags().StringVar(&f.workDir, "work-dir", "", "keep the demo's files here instead of a temporary directory")
-	cmd.Flags().StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "control plane admin address")
-	cmd.Flags().StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "control plane gRPC TLS address (certificate service)")
+	fl := cmd.Flags()
+	fl.StringVar(&f.envoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
+	fl.StringVar(&f.workDir, "work-dir", "", "keep the demo's files (mesh documents, logs, data) here instead of a temporary directory")
+	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "control plane admin address")
+	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "control plane xDS and certificate address")
+	fl.StringVar(&f.authzAddr, "authz-addr", defaultAuthzAddr, "control plane ext_authz address")
 	return cmd
+}
+
+func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error {
+	envoy, err := exec.LookPath(f.envoyPath)
+	if err != nil {
+		return fmt.Errorf("demo needs Envoy (make envoy, then --envoy-path .cache/bin/envoy): %w", err)
+	}
+	work := f.workDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "portcullis-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		work = dir
+	}
+	configDir, dataDir := filepath.Join(work, "mesh"), filepath.Join(work, "data")
+	if err := writeDemoMesh(configDir); err != nil {
+		return err
+	}
+	idpKey, err := writeDemoJWKS(filepath.Join(configDir, "jwks.json"))
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cpLog, err := os.OpenFile(filepath.Join(work, "controlplane.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer cpLog.Close()
+	decisionLog := filepath.Join(work, "decisions.log")
+
+	fmt.Fprintf(out, "Starting the Portcullis demo in %s ...\n", work)
+	group, gctx := errgroup.WithContext(ctx)
+	cpGlobals := &globals{version: g.version, log: slog.New(slog.NewTextHandler(cpLog, nil))}
+	group.Go(func() error {
+		return runControlPlane(gctx, cpGlobals, &controlPlaneFlags{
+			configDir: configDir, dataDir: dataDir, adminAddr: f.adminAddr, xdsAddr: f.xdsAddr,
+			authzAddr: f.authzAddr, decisionLog: decisionLog,
+		}, io.Discard)
+	})
+	group.Go(func() error { return serveDemoApp(gctx, demoBackendApp, demoapp.Backend("backend")) })
+	group.Go(func() error { return serveDemoApp(gctx, demoFrontendApp, demoapp.Frontend("http://127.0.0.1:19001")) })
+	group.Go(func() error {
+		if err := waitHTTP(gctx, "http://"+f.adminAddr+"/readyz", 60*time.Second); err != nil {
+			return fmt.Errorf("control plane not ready (see %s): %w", cpLog.Name(), err)
+		}
+		for _, w := range []struct{ name, service, admin string }{
+			{"backend-1", "backend", demoBackendAdmin},
+			{"frontend-1", "frontend", demoFrontendAdmin},
+		} {
+			if err := startDemoAgent(gctx, group, self, envoy, work, dataDir, f.xdsAddr, w.name, w.service, w.admin); err != nil {
+				return err
+			}
+		}
+		for _, admin := range []string{demoBackendAdmin, demoFrontendAdmin} {
+			if err := waitHTTP(gctx, "http://"+admin+"/readyz", 60*time.Second); err != nil {
+				return fmt.Errorf("agent at %s not ready (logs in %s): %w", admin, work, err)
+			}
+		}
+		token, err := demoToken(idpKey)
+		if err != nil {
+			return err
+		}
+		return printDemoHelp(out, demoHelp{Work: work, Admin: f.adminAddr, Token: token})
+	})
+	err = group.Wait()
+	if ctx.Err() != nil {
+		fmt.Fprintln(out, "\nDemo stopped.")
+		return nil
+	}
+	return err
+}
+
+// startDemoAgent creates a join token and runs an agent with its Envoy for a demo workload,
+// stopped (SIGTERM) when ctx ends.
+func startDemoAgent(ctx context.Context, group *errgroup.Group, self, envoy, work, dataDir, xdsAddr, name, service, admin string) error {
+	token := filepath.Join(work, name+".token")
+	if out, err := exec.CommandContext(ctx, self, "token", "create", "--data-dir", dataDir, "--namespace", "demo",
+		"--service", service, "--out", token).CombinedOutput(); err != nil {
+		return fmt.Errorf("token for %s: %v: %s", name, err, out)
+	}
+	logFile, err := os.OpenFile(filepath.Join(work, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, self, "agent", "--controlplane", xdsAddr, "--token-file", token,
+		"--socket-dir", filepath.Join(work, name), "--admin-addr", admin,
+		"--envoy-path", envoy, "--workload", name, "--envoy-concurrency", "1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 8 * time.Second
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("agent %s: %w", name, err)
+	}
+	group.Go(func() error {
+		defer logFile.Close()
+		err := cmd.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("agent %s exited (see %s): %v", name, logFile.Name(), err)
+	})
+	return nil
+}
+
+func serveDemoApp(ctx context.Context, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("demo app: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("demo app %s: %w", addr, err)
+	}
+	return nil
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Errorf("%s: %s", resp.Status, body)
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return last
 }
 
 // writeDemoMesh copies the embedded demo documents into dir.
@@ -86,3 +238,76 @@ func writeDemoMesh(dir string) error {
 		return os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o600)
 	})
 }
+
+// writeDemoJWKS makes the demo issuer's signing key and writes its public half as the JWKS the
+// demo's JWTProvider reads.
+func writeDemoJWKS(file string) (*ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "demo-1", Algorithm: string(jose.ES256), Use: "sig"}}}
+	data, err := json.Marshal(set)
+	if err != nil {
+		return nil, err
+	}
+	return key, os.WriteFile(file, data, 0o600)
+}
+
+// demoToken is an admin user's token from the demo issuer, valid for a day.
+func demoToken(key *ecdsa.PrivateKey) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo-1"))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	claims := map[string]any{
+		"iss": demoIssuer, "sub": "alice", "aud": "backend",
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(24 * time.Hour).Unix(),
+		"realm_access": map[string]any{"roles": []string{"admin"}},
+	}
+	return josejwt.Signed(signer).Claims(claims).Serialize()
+}
+
+type demoHelp struct{ Work, Admin, Token string }
+
+var demoHelpText = template.Must(template.New("help").Parse(`
+Portcullis demo is up on loopback: the control plane, and a frontend and a backend application,
+each with its agent (SPIFFE identity, SDS) and a real Envoy.
+
+The frontend app (127.0.0.1:18080) calls the backend through its Envoy (outbound 127.0.0.1:19001),
+mTLS to the backend's Envoy (127.0.0.1:15102), which applies the rate limit and asks the control
+plane's ext_authz service before passing the request to the backend app (127.0.0.1:18090).
+
+Try:
+  allowed     curl -s 'http://127.0.0.1:18080/call?path=/api/items'
+              200; the backend names its caller: spiffe://portcullis.local/ns/demo/sa/frontend
+  denied      curl -si 'http://127.0.0.1:18080/call?path=/debug/vars'
+              403 by policy backend-deny-debug; the x-portcullis-decision-id header leads to the
+              decision in {{.Work}}/decisions.log (policy, rule, reason)
+  no token    curl -si 'http://127.0.0.1:18080/call?path=/admin/stats'
+              401: /admin/* needs a JWT with the admin role
+  JWT         curl -s -H 'Authorization: Bearer {{.Token}}' \
+                'http://127.0.0.1:18080/call?path=/admin/stats'
+              200 (an admin token from the demo issuer, valid for 24h)
+  429         for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/items'; done; echo
+              the backend's bucket holds 20 and refills 10/s
+  mTLS only   curl -sv http://127.0.0.1:15102/api/items
+              refused: the backend's Envoy accepts only mesh certificates
+
+Look:
+  portcullis proxy status                   what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
+  portcullis proxy config frontend-1.demo   the frontend Envoy's listeners, clusters, endpoints
+  http://{{.Admin}}/debug/authz             policies and JWT providers
+  http://{{.Admin}}/metrics                 Prometheus metrics
+  {{.Work}}/mesh                            the documents: edit one (try a typo) and watch
+                                            http://{{.Admin}}/debug/mesh; valid changes apply within a second
+  {{.Work}}/*.log                           control plane, agent and Envoy logs
+
+Traces (Jaeger): not built yet (issue 7).
+
+Ctrl-C stops the demo and removes its files.
+`))
+
+func printDemoHelp(out io.Writer, h demoHelp) error { return demoHelpText.Execute(out, h) }
