@@ -3,6 +3,7 @@ package translate
 import (
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -36,8 +37,9 @@ func (t *translator) inbound() {
 	name := InboundListenerName(w.InboundPort)
 	t.source(name, t.p.Workload, t.p.Service)
 	l := &listenerv3.Listener{
-		Name:    name,
-		Address: socketAddress(w.Address, w.InboundPort),
+		Name:             name,
+		Address:          socketAddress(w.Address, w.InboundPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
 	}
 	tlsChain := &listenerv3.FilterChain{
 		Name:            "mtls",
@@ -86,6 +88,7 @@ func (t *translator) inboundHCM(mtls bool) *listenerv3.Filter {
 						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(w.AppPort)},
 						Timeout:          durationpb.New(routeTimeout),
 					}},
+					Decorator: spanName("inbound", model.RefOf(t.p.Service)),
 				}},
 				TypedPerFilterConfig: map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute())},
 			}},

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -38,6 +39,7 @@ func (t *translator) outbound(i int) {
 						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
 						Timeout:          durationpb.New(routeTimeout),
 					}},
+					Decorator: spanName("outbound", ref),
 				}},
 			}},
 			ValidateClusters: wrapperspb.Bool(false),
@@ -49,8 +51,9 @@ func (t *translator) outbound(i int) {
 		Tracing:                  t.tracing("outbound"),
 	}
 	t.res.Listeners = append(t.res.Listeners, &listenerv3.Listener{
-		Name:    name,
-		Address: socketAddress("127.0.0.1", u.LocalPort),
+		Name:             name,
+		Address:          socketAddress("127.0.0.1", u.LocalPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{{
 				Name:       "envoy.filters.network.http_connection_manager",

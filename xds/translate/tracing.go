@@ -2,11 +2,14 @@ package translate
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/portcullis/portcullis/xds/model"
 )
 
 // tracing configures OpenTelemetry tracing for a connection manager, or returns nil when the mesh
@@ -29,16 +32,46 @@ func (t *translator) tracing(direction string) *hcmv3.HttpConnectionManager_Trac
 				ServiceName: t.p.Service.Metadata.Name,
 			})},
 		},
-		CustomTags: []*tracingtypev3.CustomTag{
-			literalTag("portcullis.direction", direction),
-			literalTag("portcullis.workload", t.p.NodeID),
-			literalTag("portcullis.principal", t.p.Identity.String()),
-		},
+		CustomTags: t.spanTags(direction),
 	}
+}
+
+// spanTags name both ends of a hop by SPIFFE ID, and on inbound hops the authorization decision
+// (from the dynamic metadata the ext_authz service returns), so a trace shows who called whom and
+// which policy decided.
+func (t *translator) spanTags(direction string) []*tracingtypev3.CustomTag {
+	self := t.p.Identity.String()
+	tags := []*tracingtypev3.CustomTag{
+		literalTag("portcullis.direction", direction),
+		literalTag("portcullis.workload", t.p.NodeID),
+	}
+	if direction == "inbound" {
+		return append(tags,
+			valueTag("portcullis.source.principal", "%DOWNSTREAM_PEER_URI_SAN%"),
+			literalTag("portcullis.destination.principal", self),
+			valueTag("portcullis.decision_id", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%"),
+			valueTag("portcullis.decision.code", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:code)%"),
+			valueTag("portcullis.decision.policy", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policy)%"),
+			valueTag("portcullis.decision.rule", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:rule)%"),
+		)
+	}
+	return append(tags,
+		literalTag("portcullis.source.principal", self),
+		valueTag("portcullis.destination.principal", "%UPSTREAM_PEER_URI_SAN%"),
+	)
+}
+
+func valueTag(name, format string) *tracingtypev3.CustomTag {
+	return &tracingtypev3.CustomTag{Tag: name, Type: &tracingtypev3.CustomTag_Value{Value: format}}
 }
 
 func literalTag(name, value string) *tracingtypev3.CustomTag {
 	return &tracingtypev3.CustomTag{Tag: name, Type: &tracingtypev3.CustomTag_Literal_{
 		Literal: &tracingtypev3.CustomTag_Literal{Value: value},
 	}}
+}
+
+// spanName names the spans of a hop "inbound backend.demo" / "outbound backend.demo".
+func spanName(direction string, svc model.Ref) *routev3.Decorator {
+	return &routev3.Decorator{Operation: direction + " " + svc.Name + "." + svc.Namespace}
 }
