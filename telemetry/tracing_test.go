@@ -9,11 +9,11 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/portcullis/portcullis/test/otlptest"
+	"github.com/portcullis/portcullis/test/tracetest"
 )
 
 func TestTracingExportsWithResource(t *testing.T) {
-	recv := otlptest.Start(t)
+	recv := tracetest.StartReceiver(t)
 	tr, err := SetupTracing(context.Background(), TracingOptions{
 		Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1,
 		ServiceName: "portcullis-test", ServiceVersion: "v9", InstanceID: "i-1",
@@ -26,8 +26,8 @@ func TestTracingExportsWithResource(t *testing.T) {
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	spans := recv.Spans()
-	if len(spans) != 1 || spans[0].GetName() != "work" || spans[0].Service != "portcullis-test" {
+	spans := recv.Spans(t)
+	if len(spans) != 1 || spans[0].Name != "work" || spans[0].Service != "portcullis-test" {
 		t.Fatalf("received %+v", spans)
 	}
 }

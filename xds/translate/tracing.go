@@ -8,6 +8,7 @@ import (
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -71,7 +72,8 @@ func literalTag(name, value string) *tracingtypev3.CustomTag {
 	}}
 }
 
-// spanName names the spans of a hop "inbound backend.demo" / "outbound backend.demo".
+// spanName names the spans of a hop "inbound backend.demo" / "outbound backend.demo". Not
+// propagated: Envoy would otherwise rename the caller's span after the callee's answer.
 func spanName(direction string, svc model.Ref) *routev3.Decorator {
-	return &routev3.Decorator{Operation: direction + " " + svc.Name + "." + svc.Namespace}
+	return &routev3.Decorator{Operation: direction + " " + svc.Name + "." + svc.Namespace, Propagate: wrapperspb.Bool(false)}
 }

@@ -1,10 +1,10 @@
-// Package otlptest is an in-process OTLP gRPC trace receiver for tests: it collects the spans
-// Envoy and the control plane export, so tests can assert trace shape without a Jaeger build.
-package otlptest
+package tracetest
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -14,26 +14,18 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Span is a received span with its service name.
-type Span struct {
-	Service string
-	*tracev1.Span
-}
-
-// Attr returns a string attribute of the span ("" when absent).
-func (s Span) Attr(key string) string { return attrString(s.GetAttributes(), key) }
-
 // Receiver collects spans on a loopback address.
 type Receiver struct {
 	collectortrace.UnimplementedTraceServiceServer
 	// Addr is host:port to export to (plaintext).
 	Addr  string
 	mu    sync.Mutex
-	spans []Span
+	spans []*tracev1.Span
+	svcs  []string
 }
 
-// Start serves a receiver until the test ends.
-func Start(t testing.TB) *Receiver {
+// StartReceiver serves an in-process OTLP gRPC receiver until the test ends.
+func StartReceiver(t testing.TB) *Receiver {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,18 +47,47 @@ func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServ
 		svc := attrString(rs.GetResource().GetAttributes(), "service.name")
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
-				r.spans = append(r.spans, Span{Service: svc, Span: s})
+				r.spans = append(r.spans, s)
+				r.svcs = append(r.svcs, svc)
 			}
 		}
 	}
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
+// Endpoint is where to export.
+func (r *Receiver) Endpoint() string { return r.Addr }
+
 // Spans returns what has been received so far.
-func (r *Receiver) Spans() []Span {
+func (r *Receiver) Spans(testing.TB) []Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]Span(nil), r.spans...)
+	out := make([]Span, len(r.spans))
+	for i, s := range r.spans {
+		attrs := map[string]string{}
+		for _, kv := range s.GetAttributes() {
+			attrs[kv.GetKey()] = anyString(kv.GetValue())
+		}
+		out[i] = Span{
+			TraceID: hex.EncodeToString(s.GetTraceId()), SpanID: hex.EncodeToString(s.GetSpanId()),
+			ParentID: hex.EncodeToString(s.GetParentSpanId()), Name: s.GetName(), Service: r.svcs[i], Attrs: attrs,
+		}
+	}
+	return out
+}
+
+func anyString(v *commonv1.AnyValue) string {
+	switch x := v.GetValue().(type) {
+	case *commonv1.AnyValue_StringValue:
+		return x.StringValue
+	case *commonv1.AnyValue_IntValue:
+		return strconv.FormatInt(x.IntValue, 10)
+	case *commonv1.AnyValue_BoolValue:
+		return strconv.FormatBool(x.BoolValue)
+	case *commonv1.AnyValue_DoubleValue:
+		return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64)
+	}
+	return ""
 }
 
 func attrString(attrs []*commonv1.KeyValue, key string) string {

@@ -1,0 +1,177 @@
+package tracetest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/test/envoytest"
+	"github.com/portcullis/portcullis/test/proctest"
+)
+
+// JaegerVersion is the Jaeger release `make jaeger` builds.
+const JaegerVersion = "v1.76.0"
+
+// Jaeger is a running Jaeger v2 with in-memory storage on loopback.
+type Jaeger struct {
+	OTLP     string // OTLP gRPC host:port
+	QueryURL string // http://host:port of the query API (and UI)
+}
+
+// JaegerBinary returns the cached Jaeger binary, or "" when it has not been built.
+func JaegerBinary() string {
+	root, err := envoytest.RepoRoot()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(root, ".cache", "bin", "jaeger-"+JaegerVersion)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// JaegerConfig is a Jaeger v2 configuration: OTLP gRPC in, memory storage, the query API,
+// everything on the given loopback addresses and nothing else listening.
+func JaegerConfig(otlpAddr, queryAddr, queryGRPCAddr string) string {
+	return fmt.Sprintf(`service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics: {level: none}
+    logs: {level: warn}
+extensions:
+  jaeger_query:
+    storage: {traces: memory}
+    http: {endpoint: %q}
+    grpc: {endpoint: %q}
+  jaeger_storage:
+    backends:
+      memory: {memory: {max_traces: 100000}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: %q}
+processors:
+  batch: {timeout: 200ms}
+exporters:
+  jaeger_storage_exporter: {trace_storage: memory}
+`, queryAddr, queryGRPCAddr, otlpAddr)
+}
+
+// StartJaeger runs the cached Jaeger until the test ends, or returns nil when it is not built.
+func StartJaeger(t testing.TB) *Jaeger {
+	t.Helper()
+	bin := JaegerBinary()
+	if bin == "" {
+		t.Log("Jaeger not built (make jaeger): collecting spans in-process")
+		return nil
+	}
+	j := &Jaeger{OTLP: loopback(t), QueryURL: "http://" + loopback(t)}
+	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(JaegerConfig(j.OTLP, j.QueryURL[len("http://"):], loopback(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proctest.Start(t, "jaeger", bin, "--config", cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(j.QueryURL + "/api/services")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jaeger not answering: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Endpoint is where to export.
+func (j *Jaeger) Endpoint() string { return j.OTLP }
+
+// Spans returns every span of every service Jaeger knows, through its HTTP API.
+func (j *Jaeger) Spans(t testing.TB) []Span {
+	t.Helper()
+	var services struct{ Data []string }
+	getJSON(t, j.QueryURL+"/api/services", &services)
+	seen := map[string]bool{}
+	var out []Span
+	for _, svc := range services.Data {
+		var traces struct {
+			Data []struct {
+				TraceID string `json:"traceID"`
+				Spans   []struct {
+					SpanID        string `json:"spanID"`
+					OperationName string `json:"operationName"`
+					ProcessID     string `json:"processID"`
+					References    []struct {
+						RefType string `json:"refType"`
+						SpanID  string `json:"spanID"`
+					} `json:"references"`
+					Tags []struct {
+						Key   string `json:"key"`
+						Value any    `json:"value"`
+					} `json:"tags"`
+				} `json:"spans"`
+				Processes map[string]struct {
+					ServiceName string `json:"serviceName"`
+				} `json:"processes"`
+			} `json:"data"`
+		}
+		getJSON(t, j.QueryURL+"/api/traces?limit=1000&service="+svc, &traces)
+		for _, tr := range traces.Data {
+			for _, s := range tr.Spans {
+				if seen[s.SpanID] {
+					continue
+				}
+				seen[s.SpanID] = true
+				sp := Span{TraceID: tr.TraceID, SpanID: s.SpanID, Name: s.OperationName, Service: tr.Processes[s.ProcessID].ServiceName, Attrs: map[string]string{}}
+				for _, r := range s.References {
+					if r.RefType == "CHILD_OF" {
+						sp.ParentID = r.SpanID
+					}
+				}
+				for _, tag := range s.Tags {
+					sp.Attrs[tag.Key] = fmt.Sprint(tag.Value)
+				}
+				out = append(out, sp)
+			}
+		}
+	}
+	return out
+}
+
+func getJSON(t testing.TB, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+}
+
+func loopback(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
