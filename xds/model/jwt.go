@@ -30,10 +30,12 @@ type JWTProviderDoc struct {
 // JWTProviderSpec describes how tokens of one issuer are found and verified.
 type JWTProviderSpec struct {
 	// Issuer must equal the token's "iss" claim.
+	// +kubebuilder:validation:MinLength=1
 	Issuer string `json:"issuer"`
 	// Audiences: the token's "aud" must contain one of them. Empty accepts any audience.
 	Audiences []string `json:"audiences,omitempty"`
 	// Algorithms allowed; defaults to RS256 and ES256.
+	// +kubebuilder:validation:items:Enum=RS256;RS384;RS512;PS256;PS384;PS512;ES256;ES384;EdDSA
 	Algorithms []string `json:"algorithms,omitempty"`
 	// ClockSkew tolerated on exp/nbf/iat. 30s unless set, at most 5m.
 	ClockSkew *Duration `json:"clockSkew,omitempty"`
@@ -52,6 +54,7 @@ type JWTHeader struct {
 }
 
 // JWKSSource is exactly one of a file, inline JSON, a URL, or OIDC discovery from the issuer.
+// +kubebuilder:validation:XValidation:rule="(has(self.file) ? 1 : 0) + (has(self.inline) ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.oidcDiscovery) && self.oidcDiscovery ? 1 : 0) == 1",message="exactly one of file, inline, uri or oidcDiscovery is required"
 type JWKSSource struct {
 	// File is a path to a JWKS JSON file, re-read on refresh.
 	File string `json:"file,omitempty"`

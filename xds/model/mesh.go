@@ -233,9 +233,11 @@ func (b *builder) checkReferences(docs []Document) {
 func (b *builder) checkWorkload(d *Document, w *WorkloadDoc, ns string, service func(ns, name string) *ServiceDoc, inbound map[string]*Document) {
 	s := &w.Spec
 	svc := service(ns, s.Service)
-	if svc == nil {
+	switch {
+	case svc == nil && w.Transparent() && s.Service == "":
+	case svc == nil:
 		b.report(d, "spec.service", "Service %q not found in namespace %q", s.Service, ns)
-	} else {
+	default:
 		accounts := svc.Spec.ServiceAccounts
 		if len(accounts) == 0 {
 			accounts = []string{svc.Metadata.Name}
@@ -243,12 +245,16 @@ func (b *builder) checkWorkload(d *Document, w *WorkloadDoc, ns string, service 
 		if s.ServiceAccount != "" && !slices.Contains(accounts, s.ServiceAccount) {
 			b.report(d, "spec.serviceAccount", "%q is not a service account of Service %q (it has %s)", s.ServiceAccount, s.Service, strings.Join(accounts, ", "))
 		}
-		if !slices.ContainsFunc(svc.Spec.Ports, func(p ServicePort) bool { return p.Port == s.AppPort }) {
+		if !w.Transparent() && !slices.ContainsFunc(svc.Spec.Ports, func(p ServicePort) bool { return p.Port == s.AppPort }) {
 			b.report(d, "spec.appPort", "%d is not a port of Service %q", s.AppPort, s.Service)
 		}
 	}
 	addr := cmp.Or(s.Address, "127.0.0.1")
-	key := fmt.Sprintf("%s:%d", addr, s.InboundPort)
+	port := s.InboundPort
+	if w.Transparent() {
+		port = cmpOr(port, DefaultTransparentInboundPort)
+	}
+	key := fmt.Sprintf("%s:%d", addr, port)
 	if prev, dup := inbound[key]; dup {
 		b.report(d, "spec.inboundPort", "%s is already the inbound address of Workload %q", key, RefOf(prev.Object))
 	}

@@ -57,6 +57,9 @@ type MeshDoc struct {
 type MeshSpec struct {
 	// TrustDomain names the SPIFFE trust domain; workload IDs are
 	// spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[a-z0-9._-]+$`
 	TrustDomain string `json:"trustDomain"`
 	// MTLS sets the inbound TLS mode.
 	MTLS MTLSSettings `json:"mtls,omitempty"`
@@ -82,16 +85,20 @@ type AuthzSettings struct {
 	Timeout *Duration `json:"timeout,omitempty"`
 	// MaxRequestBytes is how much of a request body proxies buffer and send to authorization;
 	// 0 sends no body.
+	// +kubebuilder:validation:Maximum=1048576
 	MaxRequestBytes uint32 `json:"maxRequestBytes,omitempty"`
 }
 
 // TracingSettings configures OpenTelemetry tracing in proxies and the control plane.
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || has(self.collector)",message="collector is required when tracing is enabled"
 type TracingSettings struct {
 	// Enabled turns tracing on.
 	Enabled bool `json:"enabled,omitempty"`
 	// Collector is the OTLP gRPC collector address, host:port.
 	Collector string `json:"collector,omitempty"`
 	// SamplingPercent is the share of requests traced, 0 to 100. 100 unless set.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	SamplingPercent *float64 `json:"samplingPercent,omitempty"`
 }
 

@@ -45,6 +45,8 @@ type Origin struct {
 }
 
 // Duration is a time.Duration written as a Go duration string ("250ms", "1h").
+// +kubebuilder:validation:Type=string
+// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 type Duration struct{ time.Duration }
 
 // UnmarshalText parses a Go duration string.

@@ -8,7 +8,8 @@ import (
 )
 
 // Proxy is what the translator needs to configure one workload's Envoy: the workload, its
-// service and identity, and the mesh they belong to. It is built per connected proxy from the
+// service and identity, and the mesh they belong to. A Transparent workload may have no Service
+// (a client that serves nothing). It is built per connected proxy from the
 // mesh and the workload registration (a Workload document, or the agent's flags).
 type Proxy struct {
 	// NodeID is the Envoy node id: "<workload>.<namespace>".
@@ -26,6 +27,10 @@ type Endpoint struct {
 	Port        uint32 `json:"port"`        // the proxy's inbound port
 	ServicePort uint32 `json:"servicePort"` // the application port behind it
 	Workload    string `json:"workload"`    // node id of the instance
+	// NotReady marks an instance that is known but not ready (a Kubernetes endpoint whose pod
+	// is starting or failing its readiness probe): it receives no traffic from other proxies,
+	// but its own transparent proxy already serves the port, so the probes can pass.
+	NotReady bool `json:"notReady,omitempty"`
 }
 
 // NodeID returns the Envoy node id of a workload: "<name>.<namespace>".
@@ -46,6 +51,9 @@ func NewProxy(m *Mesh, w *WorkloadDoc) (*Proxy, error) {
 	}
 	w.setDefaults()
 	ns := RefOf(w).Namespace
+	if w.Transparent() && w.Spec.Service == "" {
+		return &Proxy{NodeID: NodeID(w), Workload: w, Identity: WorkloadID(m.TrustDomain, ns, w.Spec.ServiceAccount), Mesh: m}, nil
+	}
 	svc := m.Service(ns, w.Spec.Service)
 	if svc == nil {
 		return nil, fmt.Errorf("model: workload %s: spec.service: Service %q not found in namespace %q", NodeID(w), w.Spec.Service, ns)
@@ -57,7 +65,7 @@ func NewProxy(m *Mesh, w *WorkloadDoc) (*Proxy, error) {
 	if !slices.Contains(svc.Spec.ServiceAccounts, sa) {
 		return nil, fmt.Errorf("model: workload %s: spec.serviceAccount: %q is not a service account of Service %q", NodeID(w), sa, svc.Metadata.Name)
 	}
-	if _, ok := svc.Port(w.Spec.AppPort); !ok {
+	if _, ok := svc.Port(w.Spec.AppPort); !ok && !w.Transparent() {
 		return nil, fmt.Errorf("model: workload %s: spec.appPort: %d is not a port of Service %q", NodeID(w), w.Spec.AppPort, svc.Metadata.Name)
 	}
 	for i, u := range w.Spec.Upstreams {

@@ -20,6 +20,7 @@ type RateLimitPolicySpec struct {
 	Selector Selector `json:"selector"`
 	// Limits; a request is counted against every limit it matches.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
 	Limits []RateLimit `json:"limits"`
 }
 
@@ -27,8 +28,11 @@ type RateLimitPolicySpec struct {
 // bucket per distinct value of a header or per calling principal.
 type RateLimit struct {
 	// Name identifies the limit in metrics and response headers.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// PathPrefix restricts the limit to a route; the whole service unless set.
+	// +kubebuilder:validation:Pattern=`^/`
 	PathPrefix string `json:"pathPrefix,omitempty"`
 	// Bucket is the token bucket.
 	Bucket TokenBucket `json:"bucket"`
@@ -38,6 +42,7 @@ type RateLimit struct {
 }
 
 // TokenBucket holds MaxTokens and gains TokensPerFill every FillInterval.
+// +kubebuilder:validation:XValidation:rule="!has(self.tokensPerFill) || self.tokensPerFill <= self.maxTokens",message="tokensPerFill must not exceed maxTokens"
 type TokenBucket struct {
 	// +kubebuilder:validation:Minimum=1
 	MaxTokens uint32 `json:"maxTokens"`
@@ -48,12 +53,14 @@ type TokenBucket struct {
 }
 
 // RateLimitKey chooses what splits a limit into per-value buckets: exactly one field.
+// +kubebuilder:validation:XValidation:rule="has(self.header) != (has(self.sourcePrincipal) && self.sourcePrincipal)",message="needs exactly one of header or sourcePrincipal"
 type RateLimitKey struct {
 	// Header name whose value selects the bucket; requests without it share one bucket.
 	Header string `json:"header,omitempty"`
 	// SourcePrincipal gives every calling SPIFFE ID its own bucket.
 	SourcePrincipal bool `json:"sourcePrincipal,omitempty"`
 	// MaxKeys bounds how many distinct buckets are tracked. 1000 unless set.
+	// +kubebuilder:validation:Maximum=100000
 	MaxKeys uint32 `json:"maxKeys,omitempty"`
 }
 

@@ -26,16 +26,31 @@ type ServiceDoc struct {
 // ServiceSpec describes a service.
 type ServiceSpec struct {
 	// ServiceAccounts its workloads run as; each gives one SPIFFE ID
-	// spiffe://<td>/ns/<namespace>/sa/<account>. Defaults to the service's name.
+	// spiffe://<td>/ns/<namespace>/sa/<account>. Defaults to the service's name (on Kubernetes:
+	// the service accounts of the pods behind the Kubernetes Service of the same name).
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 	// Ports the service's application serves.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
 	Ports []ServicePort `json:"ports"`
+	// Addresses are virtual IPs clients use to reach the service (on Kubernetes, the Service's
+	// cluster IPs); transparent proxies route connections to them to the service.
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=set
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // ServicePort is one port the service's application serves.
 type ServicePort struct {
 	// Name is a DNS label unique within the service.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// Port is the port number.
 	// +kubebuilder:validation:Minimum=1
@@ -84,6 +99,19 @@ func (d *ServiceDoc) Validate() FieldErrors {
 			errs.Addf(pp.Field("protocol"), "must be HTTP, HTTP2 or GRPC, not %q", port.Protocol)
 		}
 	}
+	addrs := map[netip.Addr]bool{}
+	for i, a := range d.Spec.Addresses {
+		ap := p.Field("addresses").Index(i)
+		ip, err := netip.ParseAddr(a)
+		if err != nil || ip.Zone() != "" {
+			errs.Addf(ap, "must be an IP address, not %q", a)
+			continue
+		}
+		if addrs[ip] {
+			errs.Addf(ap, "duplicate address %q", a)
+		}
+		addrs[ip] = true
+	}
 	return errs
 }
 
@@ -104,6 +132,28 @@ func validatePort(errs *FieldErrors, p Path, port uint32) {
 	}
 }
 
+// WorkloadMode says how a workload's traffic reaches its proxy.
+// +kubebuilder:validation:Enum=Local;Transparent
+type WorkloadMode string
+
+const (
+	// ModeLocal: the application calls upstreams on local ports, mesh traffic arrives on the
+	// proxy's inbound port (the default).
+	ModeLocal WorkloadMode = "Local"
+	// ModeTransparent: iptables redirects the workload's TCP to its proxy (inbound to
+	// inboundPort, outbound to outboundPort), so applications need no change.
+	ModeTransparent WorkloadMode = "Transparent"
+)
+
+// Ports of a transparent proxy, the ones the injector's iptables rules redirect to.
+const (
+	DefaultTransparentInboundPort  = 15006
+	DefaultTransparentOutboundPort = 15001
+)
+
+// Transparent reports whether the workload runs in Transparent mode.
+func (w *WorkloadDoc) Transparent() bool { return w.Spec.Mode == ModeTransparent }
+
 // WorkloadDoc registers one instance of a service in local mode: where its proxy listens for mesh
 // traffic, where its application listens, and which upstream services it calls through which
 // local ports. On Kubernetes, pods play this role and no Workload documents are needed.
@@ -115,18 +165,36 @@ type WorkloadDoc struct {
 
 // WorkloadSpec describes one workload instance.
 type WorkloadSpec struct {
+	// Mode is Local (default: an inbound listener on address:inboundPort, upstreams on local
+	// ports) or Transparent (the workload's traffic is redirected to its proxy by iptables:
+	// inbound on inboundPort, 15006 unless set, for every service port it serves; outbound on
+	// outboundPort, 15001 unless set, to every mesh service by virtual IP or host name).
+	Mode WorkloadMode `json:"mode,omitempty"`
 	// Service is the name of the Service (in the workload's namespace) this instance belongs to.
-	Service string `json:"service"`
+	// Required in Local mode; in Transparent mode a workload may serve no service (a client), or
+	// the services whose endpoints name it.
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service,omitempty"`
 	// ServiceAccount the workload runs as; one of the service's. Defaults to its first.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 	// Address is the IP the workload's proxy accepts mesh traffic on. 127.0.0.1 unless set.
 	Address string `json:"address,omitempty"`
-	// InboundPort is the port of the proxy's inbound (mesh) listener.
-	InboundPort uint32 `json:"inboundPort"`
+	// InboundPort is the port of the proxy's inbound (mesh) listener (Transparent: 15006 unless
+	// set).
+	// +kubebuilder:validation:Maximum=65535
+	InboundPort uint32 `json:"inboundPort,omitempty"`
+	// OutboundPort is where a transparent proxy receives the workload's redirected outbound
+	// connections. 15001 unless set; Transparent mode only.
+	// +kubebuilder:validation:Maximum=65535
+	OutboundPort uint32 `json:"outboundPort,omitempty"`
 	// AppPort is the port the application listens on, on 127.0.0.1; it must be one of the
-	// service's ports.
-	AppPort uint32 `json:"appPort"`
-	// Upstreams the application calls, each through a local port on 127.0.0.1.
+	// service's ports. Local mode only: a transparent proxy serves every port of its services.
+	// +kubebuilder:validation:Maximum=65535
+	AppPort uint32 `json:"appPort,omitempty"`
+	// Upstreams the application calls, each through a local port on 127.0.0.1. Local mode only.
+	// +kubebuilder:validation:MaxItems=256
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 }
 
@@ -135,8 +203,11 @@ type Upstream struct {
 	// Service is "name" (same namespace) or "name.namespace".
 	Service string `json:"service"`
 	// Port selects the upstream service port by number; required when it has several.
+	// +kubebuilder:validation:Maximum=65535
 	Port uint32 `json:"port,omitempty"`
 	// LocalPort is where the application connects, on 127.0.0.1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	LocalPort uint32 `json:"localPort"`
 }
 
@@ -148,14 +219,26 @@ func (d *WorkloadDoc) Validate() FieldErrors {
 	var errs FieldErrors
 	d.Metadata.validate(&errs, true)
 	s, p := &d.Spec, Path("spec")
-	validateDNSLabel(&errs, p.Field("service"), s.Service)
-	if s.ServiceAccount != "" {
-		validateDNSLabel(&errs, p.Field("serviceAccount"), s.ServiceAccount)
+	switch s.Mode {
+	case "", ModeLocal, ModeTransparent:
+	default:
+		errs.Addf(p.Field("mode"), "must be Local or Transparent, not %q", s.Mode)
 	}
 	if s.Address != "" {
 		if _, err := netip.ParseAddr(s.Address); err != nil {
 			errs.Addf(p.Field("address"), "must be an IP address, not %q", s.Address)
 		}
+	}
+	if s.ServiceAccount != "" {
+		validateDNSLabel(&errs, p.Field("serviceAccount"), s.ServiceAccount)
+	}
+	if d.Transparent() {
+		d.validateTransparent(&errs, p)
+		return errs
+	}
+	validateDNSLabel(&errs, p.Field("service"), s.Service)
+	if s.OutboundPort != 0 {
+		errs.Addf(p.Field("outboundPort"), "applies to Transparent mode only")
 	}
 	validatePort(&errs, p.Field("inboundPort"), s.InboundPort)
 	validatePort(&errs, p.Field("appPort"), s.AppPort)
@@ -183,9 +266,51 @@ func (d *WorkloadDoc) Validate() FieldErrors {
 	return errs
 }
 
+// validateTransparent checks a Transparent workload: its service is optional (a client serves
+// none), it has no app port or upstreams (every port and every mesh service is reachable), and
+// its proxy's two ports differ.
+func (d *WorkloadDoc) validateTransparent(errs *FieldErrors, p Path) {
+	s := &d.Spec
+	if s.Service != "" {
+		validateDNSLabel(errs, p.Field("service"), s.Service)
+	} else if s.ServiceAccount == "" {
+		errs.Addf(p.Field("serviceAccount"), "required when a Transparent workload names no service")
+	}
+	if s.AppPort != 0 {
+		errs.Addf(p.Field("appPort"), "applies to Local mode only: a transparent proxy serves every port of its services")
+	}
+	if len(s.Upstreams) > 0 {
+		errs.Addf(p.Field("upstreams"), "applies to Local mode only: a transparent proxy reaches every mesh service")
+	}
+	in, out := cmpOr(s.InboundPort, DefaultTransparentInboundPort), cmpOr(s.OutboundPort, DefaultTransparentOutboundPort)
+	if s.InboundPort != 0 {
+		validatePort(errs, p.Field("inboundPort"), s.InboundPort)
+	}
+	if s.OutboundPort != 0 {
+		validatePort(errs, p.Field("outboundPort"), s.OutboundPort)
+	}
+	if in == out {
+		errs.Addf(p.Field("outboundPort"), "must differ from inboundPort %d", in)
+	}
+}
+
+func cmpOr(v, def uint32) uint32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
 func (d *WorkloadDoc) setDefaults() {
 	if d.Spec.Address == "" {
 		d.Spec.Address = "127.0.0.1"
+	}
+	if d.Spec.Mode == "" {
+		d.Spec.Mode = ModeLocal
+	}
+	if d.Transparent() {
+		d.Spec.InboundPort = cmpOr(d.Spec.InboundPort, DefaultTransparentInboundPort)
+		d.Spec.OutboundPort = cmpOr(d.Spec.OutboundPort, DefaultTransparentOutboundPort)
 	}
 }
 
