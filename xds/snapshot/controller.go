@@ -45,9 +45,17 @@ type Registry interface {
 	Current() ([]Registration, <-chan struct{})
 }
 
+// EndpointSource supplies endpoints that do not come from connected proxies (Kubernetes
+// EndpointSlices), by service, and a channel closed when they change.
+type EndpointSource interface {
+	Endpoints() (map[model.Ref][]model.Endpoint, <-chan struct{})
+}
+
 // Options configure a Controller.
 type Options struct {
-	Translate      translate.Options
+	Translate translate.Options
+	// Endpoints, when set, adds its endpoints to those of the connected proxies.
+	Endpoints      EndpointSource
 	Logger         *slog.Logger
 	Meter          metric.Meter
 	TracerProvider trace.TracerProvider
@@ -128,12 +136,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	for {
 		_, meshChanged := c.mesh.Current()
 		_, regChanged := c.reg.Current()
+		var epChanged <-chan struct{}
+		if c.opts.Endpoints != nil {
+			_, epChanged = c.opts.Endpoints.Endpoints()
+		}
 		c.Reconcile(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-meshChanged:
 		case <-regChanged:
+		case <-epChanged:
 		}
 		// Let a burst settle: one reconcile for a thousand connecting proxies.
 		select {
@@ -157,6 +170,7 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	defer span.End()
 
 	proxies, endpoints := c.resolve(mesh, regs)
+	hashes := endpointHashes(endpoints)
 	c.reconciling.Lock()
 	defer c.reconciling.Unlock()
 	c.interner.next()
@@ -166,7 +180,7 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for p := range work {
-				c.publish(ctx, p, endpoints)
+				c.publish(ctx, p, endpoints, hashes)
 			}
 		})
 	}
@@ -201,6 +215,12 @@ func (c *Controller) Reconcile(ctx context.Context) {
 func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Proxy, map[model.Ref][]model.Endpoint) {
 	var proxies []*model.Proxy
 	endpoints := map[model.Ref][]model.Endpoint{}
+	if c.opts.Endpoints != nil {
+		external, _ := c.opts.Endpoints.Endpoints()
+		for ref, eps := range external {
+			endpoints[ref] = slices.Clone(eps)
+		}
+	}
 	for _, r := range regs {
 		p, err := c.proxyFor(mesh, r)
 		if err != nil {
@@ -209,11 +229,31 @@ func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Pr
 			continue
 		}
 		proxies = append(proxies, p)
+		if p.Service == nil {
+			continue
+		}
 		w := p.Workload.Spec
 		ref := model.RefOf(p.Service)
+		if p.Workload.Transparent() {
+			// Redirected by iptables: callers connect to the application's own ports.
+			for _, sp := range p.Service.Spec.Ports {
+				endpoints[ref] = appendEndpoint(endpoints[ref], model.Endpoint{Address: w.Address, Port: sp.Port, ServicePort: sp.Port, Workload: p.NodeID})
+			}
+			continue
+		}
 		endpoints[ref] = append(endpoints[ref], model.Endpoint{Address: w.Address, Port: w.InboundPort, ServicePort: w.AppPort, Workload: p.NodeID})
 	}
 	return proxies, endpoints
+}
+
+// appendEndpoint adds e unless the Kubernetes endpoints already have it.
+func appendEndpoint(list []model.Endpoint, e model.Endpoint) []model.Endpoint {
+	for _, have := range list {
+		if have.Address == e.Address && have.Port == e.Port && have.ServicePort == e.ServicePort {
+			return list
+		}
+	}
+	return append(list, e)
 }
 
 func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, error) {
@@ -235,9 +275,12 @@ func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, e
 }
 
 // publish translates one proxy if its inputs changed and sets its snapshot if a version changed.
-func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) {
+func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint, hashes map[model.Ref]string) {
 	in := translate.Input{Proxy: p, Endpoints: upstreamEndpoints(p, endpoints)}
-	fp, err := fingerprint(p, in.Endpoints)
+	if p.Workload.Transparent() {
+		in.Inbound = translate.TransparentInbound(p, endpoints)
+	}
+	fp, err := fingerprint(p, in, hashes)
 	c.mu.Lock()
 	st := c.state[p.NodeID]
 	c.mu.Unlock()
@@ -269,6 +312,7 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	c.mu.Lock()
 	c.state[p.NodeID] = next
 	c.mu.Unlock()
+	c.ledger.Built(p.NodeID, p.Mesh.Version)
 	if st != nil && maps.Equal(st.versions, versions) {
 		return // same configuration from different inputs: nothing to push
 	}
@@ -308,7 +352,11 @@ func resourcesByHash(snap *cache.Snapshot) map[string]types.Resource {
 }
 
 // upstreamEndpoints keeps the endpoints of the services the proxy calls: only those affect it.
+// A transparent proxy calls every mesh service.
 func upstreamEndpoints(p *model.Proxy, all map[model.Ref][]model.Endpoint) map[model.Ref][]model.Endpoint {
+	if p.Workload.Transparent() {
+		return all
+	}
 	out := map[model.Ref][]model.Endpoint{}
 	ns := model.RefOf(p.Workload).Namespace
 	for _, u := range p.Workload.Spec.Upstreams {
@@ -324,20 +372,49 @@ func upstreamEndpoints(p *model.Proxy, all map[model.Ref][]model.Endpoint) map[m
 	return out
 }
 
+// endpointHashes hashes each service's endpoints once per reconcile, so a proxy's fingerprint
+// names its upstreams' endpoints by hash instead of re-encoding them (a transparent proxy has
+// every service as an upstream).
+func endpointHashes(endpoints map[model.Ref][]model.Endpoint) map[model.Ref]string {
+	out := make(map[model.Ref]string, len(endpoints))
+	for ref, list := range endpoints {
+		eps := slices.Clone(list)
+		slices.SortFunc(eps, func(a, b model.Endpoint) int {
+			return cmp.Or(cmp.Compare(a.Workload, b.Workload), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port), cmp.Compare(a.ServicePort, b.ServicePort))
+		})
+		b, err := json.Marshal(eps)
+		if err != nil {
+			continue // plain structs: cannot fail
+		}
+		sum := sha256.Sum256(b)
+		out[ref] = hex.EncodeToString(sum[:12])
+	}
+	return out
+}
+
 // fingerprint identifies a proxy's translation inputs: the mesh version, its workload and
-// identity, and the endpoints of its upstreams.
-func fingerprint(p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) (string, error) {
+// identity, the endpoints of its upstreams and, for a transparent proxy, the ports it serves.
+func fingerprint(p *model.Proxy, in translate.Input, hashes map[model.Ref]string) (string, error) {
+	type inbound struct {
+		Service       string
+		Port, AppPort uint32
+	}
 	type key struct {
 		Mesh      string
 		Identity  string
 		Workload  *model.WorkloadDoc
-		Endpoints map[string][]model.Endpoint
+		Endpoints map[string]string
+		Inbound   []inbound
 	}
-	eps := make(map[string][]model.Endpoint, len(endpoints))
-	for ref, list := range endpoints {
-		eps[ref.String()] = list
+	eps := make(map[string]string, len(in.Endpoints))
+	for ref := range in.Endpoints {
+		eps[ref.String()] = hashes[ref]
 	}
-	b, err := json.Marshal(key{p.Mesh.Version, p.Identity.String(), p.Workload, eps})
+	k := key{Mesh: p.Mesh.Version, Identity: p.Identity.String(), Workload: p.Workload, Endpoints: eps}
+	for _, ib := range in.Inbound {
+		k.Inbound = append(k.Inbound, inbound{model.RefOf(ib.Service).String(), ib.Port, ib.AppPort})
+	}
+	b, err := json.Marshal(k)
 	if err != nil {
 		return "", err
 	}

@@ -44,6 +44,8 @@ type ProxyStatus struct {
 	// Error is why the proxy has no current configuration (translation or registration failed);
 	// it keeps its last good one.
 	Error string `json:"error,omitempty"`
+	// MeshVersion is the mesh its current configuration was built from.
+	MeshVersion string `json:"meshVersion,omitempty"`
 	// Sources maps resource names to the documents they were built from, to explain NACKs.
 	Sources map[string][]string `json:"-"`
 }
@@ -136,6 +138,31 @@ func (l *Ledger) Forget(node string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.proxies, node)
+}
+
+// Built records the mesh version a proxy's current configuration was built from (whether or not
+// it changed what the proxy has).
+func (l *Ledger) Built(node, meshVersion string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.proxy(node).MeshVersion = meshVersion
+}
+
+// Programmed counts the connected proxies that run the given mesh version with everything
+// published ACKed, and the connected proxies: "programmed on N of M proxies".
+func (l *Ledger) Programmed(meshVersion string) (programmed, connected int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.proxies {
+		if !p.Connected {
+			continue
+		}
+		connected++
+		if p.MeshVersion == meshVersion && p.Error == "" && p.Synced() {
+			programmed++
+		}
+	}
+	return programmed, connected
 }
 
 // Published records the versions set for a proxy, or why none could be.

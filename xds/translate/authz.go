@@ -16,7 +16,7 @@ import (
 // certificate included so the service sees its SPIFFE ID, the mesh's timeout and failure mode.
 // When authorization is unreachable and the mesh fails closed, requests get 503 — not the 403 of
 // a policy denial — so an outage is never mistaken for a policy.
-func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
+func (t *translator) extAuthz(in target) *extauthzv3.ExtAuthz {
 	authz := t.p.Mesh.Config.Spec.Authz
 	cfg := &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
@@ -37,18 +37,18 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 	if n := authz.MaxRequestBytes; n > 0 {
 		cfg.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: n, AllowPartialMessage: true}
 	}
-	t.source(InboundListenerName(t.p.Workload.Spec.InboundPort), t.p.Mesh.Config)
+	t.source(in.listener, t.p.Mesh.Config)
 	return cfg
 }
 
 // extAuthzPerRoute names the destination for the authorization service.
-func (t *translator) extAuthzPerRoute() *extauthzv3.ExtAuthzPerRoute {
-	ref := model.RefOf(t.p.Service)
+func (t *translator) extAuthzPerRoute(in target) *extauthzv3.ExtAuthzPerRoute {
+	ref := model.RefOf(in.service)
 	return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{
 			model.ContextKeyService:   ref.Name,
 			model.ContextKeyNamespace: ref.Namespace,
-			model.ContextKeyPort:      strconv.Itoa(int(t.p.Workload.Spec.AppPort)),
+			model.ContextKeyPort:      strconv.Itoa(int(in.port)),
 		}},
 	}}
 }

@@ -32,8 +32,7 @@ const (
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // appCluster reaches the workload's own application on 127.0.0.1.
-func (t *translator) appCluster() {
-	port := t.p.Workload.Spec.AppPort
+func (t *translator) appCluster(port uint32, svc *model.ServiceDoc, svcPort uint32) {
 	name := AppClusterName(port)
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -41,11 +40,11 @@ func (t *translator) appCluster() {
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LoadAssignment:       StaticAssignment(name, "127.0.0.1", port),
 	}
-	if sp, _ := t.p.Service.Port(port); sp.Protocol == model.ProtocolHTTP2 || sp.Protocol == model.ProtocolGRPC {
+	if sp, _ := svc.Port(svcPort); sp.Protocol == model.ProtocolHTTP2 || sp.Protocol == model.ProtocolGRPC {
 		c.TypedExtensionProtocolOptions = t.http2Options(false)
 	}
 	t.res.Clusters = append(t.res.Clusters, c)
-	t.source(name, t.p.Workload, t.p.Service)
+	t.source(name, t.p.Workload, svc)
 }
 
 // outboundCluster reaches one port of an upstream service over mesh mTLS: EDS endpoints (the

@@ -9,8 +9,8 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 )
 
-// outboundEndpoints assigns an upstream cluster the connected instances that serve its port, in
-// a stable order. An upstream with no instance up gets an empty assignment, which Envoy answers
+// outboundEndpoints assigns an upstream cluster the ready instances that serve its port, in a
+// stable order. An upstream with no instance up gets an empty assignment, which Envoy answers
 // with 503 rather than waiting.
 func (t *translator) outboundEndpoints(cluster string, svc model.Ref, port uint32) {
 	eps := slices.Clone(t.in.Endpoints[svc])
@@ -20,7 +20,7 @@ func (t *translator) outboundEndpoints(cluster string, svc model.Ref, port uint3
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	var lbs []*endpointv3.LbEndpoint
 	for _, ep := range eps {
-		if ep.ServicePort == port {
+		if ep.ServicePort == port && !ep.NotReady {
 			lbs = append(lbs, lbEndpoint(ep.Address, ep.Port))
 		}
 	}

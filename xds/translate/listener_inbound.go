@@ -36,6 +36,7 @@ func (t *translator) inbound() {
 	w := t.p.Workload.Spec
 	name := InboundListenerName(w.InboundPort)
 	t.source(name, t.p.Workload, t.p.Service)
+	in := target{service: t.p.Service, port: w.AppPort, app: w.AppPort, listener: name}
 	l := &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress(w.Address, w.InboundPort),
@@ -43,7 +44,7 @@ func (t *translator) inbound() {
 	}
 	tlsChain := &listenerv3.FilterChain{
 		Name:            "mtls",
-		Filters:         []*listenerv3.Filter{t.inboundHCM(true)},
+		Filters:         []*listenerv3.Filter{t.inboundHCM(in, true)},
 		TransportSocket: t.downstreamTLS(),
 	}
 	if t.p.Mesh.Config.Spec.MTLS.Mode == model.MTLSPermissive {
@@ -55,42 +56,60 @@ func (t *translator) inbound() {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain, {
 			Name:             "plaintext",
 			FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"},
-			Filters:          []*listenerv3.Filter{t.inboundHCM(false)},
+			Filters:          []*listenerv3.Filter{t.inboundHCM(in, false)},
 		}}
 	} else {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain}
 	}
 	t.res.Listeners = append(t.res.Listeners, l)
-	t.appCluster()
+	t.appCluster(w.AppPort, t.p.Service, w.AppPort)
+}
+
+// target is one service port a proxy serves: its destination service and port (what
+// authorization and rate limits key on), the application port behind it, and the listener that
+// carries it.
+type target struct {
+	service  *model.ServiceDoc
+	port     uint32
+	app      uint32
+	listener string
+}
+
+// serviceName names the proxy in traces: its service, or its service account for a workload
+// that serves none.
+func (t *translator) serviceName() string {
+	if t.p.Service != nil {
+		return t.p.Service.Metadata.Name
+	}
+	return t.p.Workload.Spec.ServiceAccount
 }
 
 // inboundHCM is the HTTP connection manager of the inbound listener. Its filters, in order:
 // local rate limit (when a RateLimitPolicy selects the service), ext_authz, router.
-func (t *translator) inboundHCM(mtls bool) *listenerv3.Filter {
-	w := t.p.Workload.Spec
+func (t *translator) inboundHCM(in target, mtls bool) *listenerv3.Filter {
 	var filters []*hcmv3.HttpFilter
-	if limits := t.rateLimits(); len(limits) > 0 {
-		filters = append(filters, t.httpFilter(filterLocalRateLimit, t.localRateLimit(limits)))
+	if limits := t.rateLimits(in); len(limits) > 0 {
+		filters = append(filters, t.httpFilter(filterLocalRateLimit, t.localRateLimit(in, limits)))
 	}
-	filters = append(filters, t.httpFilter(filterExtAuthz, t.extAuthz()), t.router())
+	filters = append(filters, t.httpFilter(filterExtAuthz, t.extAuthz(in)), t.router())
 
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "inbound",
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: InboundListenerName(w.InboundPort),
+			Name: in.listener,
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    "inbound",
 				Domains: []string{"*"},
 				Routes: []*routev3.Route{{
 					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(w.AppPort)},
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(in.app)},
 						Timeout:          durationpb.New(routeTimeout),
 					}},
-					Decorator: spanName("inbound", model.RefOf(t.p.Service)),
+					Decorator: spanName("inbound", model.RefOf(in.service)),
 				}},
-				TypedPerFilterConfig: map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute())},
+				TypedPerFilterConfig: map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute(in))},
 			}},
 			ValidateClusters: wrapperspb.Bool(false),
 		}},

@@ -31,13 +31,13 @@ const (
 
 // rateLimits returns the RateLimitPolicy limits that apply to the proxy's service, sorted by
 // policy and then in document order.
-func (t *translator) rateLimits() []model.RateLimit {
-	ref := model.RefOf(t.p.Service)
+func (t *translator) rateLimits(in target) []model.RateLimit {
+	ref := model.RefOf(in.service)
 	var limits []model.RateLimit
 	for _, pol := range t.p.Mesh.RateLimitPolicies {
 		if model.RefOf(pol).Namespace == ref.Namespace && pol.Spec.Selector.Service == ref.Name {
 			limits = append(limits, pol.Spec.Limits...)
-			t.source(InboundListenerName(t.p.Workload.Spec.InboundPort), pol)
+			t.source(in.listener, pol)
 		}
 	}
 	return limits
@@ -48,7 +48,7 @@ func (t *translator) rateLimits() []model.RateLimit {
 // produces (the whole service; a path prefix; one bucket per header value or calling principal).
 // The filter's default bucket is unlimited and consumed only when no descriptor matches, so it
 // never limits on its own.
-func (t *translator) localRateLimit(limits []model.RateLimit) *localrlv3.LocalRateLimit {
+func (t *translator) localRateLimit(in target, limits []model.RateLimit) *localrlv3.LocalRateLimit {
 	cfg := &localrlv3.LocalRateLimit{
 		StatPrefix: "ratelimit",
 		TokenBucket: &typev3.TokenBucket{
@@ -61,7 +61,7 @@ func (t *translator) localRateLimit(limits []model.RateLimit) *localrlv3.LocalRa
 		AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(false),
 		EnableXRatelimitHeaders:         commonrlv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
 		ResponseHeadersToAdd: []*corev3.HeaderValueOption{{
-			Header: &corev3.HeaderValue{Key: "x-ratelimit-service", Value: t.p.Service.Metadata.Name},
+			Header: &corev3.HeaderValue{Key: "x-ratelimit-service", Value: in.service.Metadata.Name},
 		}},
 	}
 	var maxKeys uint32

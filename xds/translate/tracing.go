@@ -30,7 +30,7 @@ func (t *translator) tracing(direction string) *hcmv3.HttpConnectionManager_Trac
 					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: TracingCluster}},
 					Timeout:         durationpb.New(1e9),
 				},
-				ServiceName: t.p.Service.Metadata.Name,
+				ServiceName: t.serviceName(),
 			})},
 		},
 		CustomTags: t.spanTags(direction),

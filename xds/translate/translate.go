@@ -43,8 +43,20 @@ type Options struct {
 // Input is one proxy plus what is known at runtime: which instances of each service are up.
 type Input struct {
 	Proxy *model.Proxy
-	// Endpoints of each service, by namespace/name, already filtered to connected instances.
+	// Endpoints of each service, by namespace/name: connected instances, and on Kubernetes the
+	// EndpointSlice addresses (not-ready ones marked, and left out of EDS).
 	Endpoints map[model.Ref][]model.Endpoint
+	// Inbound are the service ports a transparent proxy serves (its Service's, and those whose
+	// Kubernetes endpoints name it), sorted by application port. Local proxies ignore it.
+	Inbound []Inbound
+}
+
+// Inbound is one service port a transparent proxy serves, and the port its application listens
+// on for it (the Kubernetes targetPort).
+type Inbound struct {
+	Service *model.ServiceDoc
+	Port    uint32
+	AppPort uint32
 }
 
 // Resources are the translated resources of one proxy, sorted by name.
@@ -61,15 +73,20 @@ type Resources struct {
 // resources.
 func Translate(in Input, opts Options) (*Resources, error) {
 	t := &translator{in: in, opts: opts, p: in.Proxy, res: &Resources{Sources: map[string][]string{}}}
-	if t.p == nil || t.p.Mesh == nil || t.p.Workload == nil || t.p.Service == nil {
+	if t.p == nil || t.p.Mesh == nil || t.p.Workload == nil || (t.p.Service == nil && !t.p.Workload.Transparent()) {
 		return nil, errors.New("translate: incomplete proxy (needs mesh, workload and service)")
 	}
 	if opts.AuthzAddress == "" || opts.AuthzID.IsZero() {
 		return nil, errors.New("translate: options need the authorization service's address and SPIFFE ID")
 	}
-	t.inbound()
-	for i := range t.p.Workload.Spec.Upstreams {
-		t.outbound(i)
+	if t.p.Workload.Transparent() {
+		t.transparentInbound()
+		t.transparentOutbound()
+	} else {
+		t.inbound()
+		for i := range t.p.Workload.Spec.Upstreams {
+			t.outbound(i)
+		}
 	}
 	t.authzCluster()
 	t.tracingCluster()
@@ -161,6 +178,16 @@ func AppClusterName(port uint32) string { return "inbound|" + strconv.Itoa(int(p
 func OutboundListenerName(localPort uint32, svc model.Ref) string {
 	return "outbound|" + strconv.Itoa(int(localPort)) + "|" + svc.Name + "." + svc.Namespace
 }
+
+// TransparentOutboundListenerName is the listener a transparent proxy receives the
+// workload's redirected outbound connections on.
+func TransparentOutboundListenerName(port uint32) string {
+	return "outbound|" + strconv.Itoa(int(port))
+}
+
+// PassthroughCluster forwards a connection to its original destination unchanged: traffic to
+// anything that is not a mesh service.
+const PassthroughCluster = "portcullis-passthrough"
 
 // OutboundClusterName is the cluster of one port of an upstream service; its EDS resource has
 // the same name.

@@ -66,6 +66,9 @@ func loadCase(t testing.TB, dir string) Input {
 		ns, name, _ := strings.Cut(key, "/")
 		in.Endpoints[model.Ref{Namespace: ns, Name: name}] = eps
 	}
+	if w.Transparent() {
+		in.Inbound = TransparentInbound(proxy, in.Endpoints)
+	}
 	return in
 }
 
@@ -208,8 +211,12 @@ func validationBootstrap(t *testing.T, p *model.Proxy) *bootstrapv3.Bootstrap {
 	       "explicit_http_config": {"http2_protocol_options": {}}}}}
 	  ]}
 	}`
+	cluster := p.Workload.Spec.ServiceAccount
+	if p.Service != nil {
+		cluster = p.Service.Metadata.Name
+	}
 	var b bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal([]byte(fmt.Sprintf(tmpl, p.NodeID, p.Service.Metadata.Name)), &b); err != nil {
+	if err := protojson.Unmarshal([]byte(fmt.Sprintf(tmpl, p.NodeID, cluster)), &b); err != nil {
 		t.Fatal(err)
 	}
 	return &b

@@ -141,3 +141,16 @@ func Resource(kind string) string {
 	}
 	return ""
 }
+
+// Labels and annotations of the portcullis.dev API on Kubernetes objects.
+const (
+	// LabelInject on a namespace ("enabled") asks the injector to add the sidecar to its pods.
+	LabelInject = "portcullis.dev/inject"
+	// AnnotationInject on a pod: "true" asks for the sidecar, "false" opts the pod out.
+	AnnotationInject = "portcullis.dev/inject"
+	// AnnotationInjected is set by the injector on pods it changed (value: the injector's
+	// version); pods carrying it speak mesh mTLS.
+	AnnotationInjected = "portcullis.dev/injected"
+	// InjectEnabled is the namespace label value that enables injection.
+	InjectEnabled = "enabled"
+)
