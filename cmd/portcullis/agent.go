@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis/portcullis/identity/agent"
@@ -24,6 +25,8 @@ const defaultAgentAdminAddr = "127.0.0.1:15021"
 
 type agentFlags struct {
 	controlPlane, tokenFile, socketDir, adminAddr string
+	saTokenFile, trustDomain                      string
+	pins                                          []string
 	noPersist                                     bool
 	memoryLimitMiB                                int64
 	proxy                                         proxyFlags
@@ -69,6 +72,9 @@ once Envoy has its certificates and first configuration) and /metrics.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.controlPlane, "controlplane", defaultXDSAddr, "the control plane's gRPC TLS address")
 	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the join token (from portcullis token create)")
+	fl.StringVar(&f.saTokenFile, "k8s-token-file", "", "on Kubernetes: the pod's projected service-account token (audience portcullis), instead of a join token")
+	fl.StringVar(&f.trustDomain, "trust-domain", "", "the mesh trust domain (with --k8s-token-file)")
+	fl.StringArrayVar(&f.pins, "ca-pin", nil, "sha256:<hex> pin of a trust bundle root, verifying the control plane on first contact (with --k8s-token-file; repeatable)")
 	fl.StringVar(&f.socketDir, "socket-dir", "", "directory for sds.sock, workload.sock and the agent's state (required)")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAgentAdminAddr, "admin HTTP address (health, readiness, metrics)")
 	fl.BoolVar(&f.noPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
@@ -87,10 +93,17 @@ func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{
+	cfg := agent.Config{
 		ControlPlane: f.controlPlane, TokenFile: f.tokenFile, SocketDir: f.socketDir, NoPersist: f.noPersist,
+		ServiceAccountTokenFile: f.saTokenFile, Pins: f.pins,
 		Logger: log, Meter: metrics.Meter("identity/agent"),
-	})
+	}
+	if f.trustDomain != "" {
+		if cfg.TrustDomain, err = spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
+			return fmt.Errorf("--trust-domain: %w", err)
+		}
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}

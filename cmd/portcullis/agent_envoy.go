@@ -31,7 +31,9 @@ type proxyFlags struct {
 	service          string
 	serviceAccount   string
 	address          string
+	mode             string
 	inboundPort      uint32
+	outboundPort     uint32
 	appPort          uint32
 	upstreams        []string
 }
@@ -46,7 +48,9 @@ func (f *proxyFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.service, "service", "", "register the workload with these flags instead of a Workload document: its Service")
 	fl.StringVar(&f.serviceAccount, "service-account", "", "the workload's service account (default: the SVID's)")
 	fl.StringVar(&f.address, "address", "127.0.0.1", "IP where the proxy accepts mesh traffic")
+	fl.StringVar(&f.mode, "mode", string(model.ModeLocal), "Local (upstreams on local ports) or Transparent (iptables redirects the workload's traffic: inbound to --inbound-port, default 15006, outbound to --outbound-port, default 15001; every mesh service reachable)")
 	fl.Uint32Var(&f.inboundPort, "inbound-port", 0, "the proxy's inbound (mesh) port")
+	fl.Uint32Var(&f.outboundPort, "outbound-port", 0, "Transparent mode: where redirected outbound connections arrive (default 15001)")
 	fl.Uint32Var(&f.appPort, "app-port", 0, "the application's port on 127.0.0.1")
 	fl.StringArrayVar(&f.upstreams, "upstream", nil, "an upstream as service[.namespace][:port]=[127.0.0.1:]localPort; repeatable")
 }
@@ -54,7 +58,7 @@ func (f *proxyFlags) register(fl *pflag.FlagSet) {
 // registration builds the Workload the flags describe, or nil when --service is not set (a
 // Workload document named by the node id describes the proxy then).
 func (f *proxyFlags) registration(namespace, serviceAccount string) (*model.WorkloadDoc, error) {
-	if f.service == "" {
+	if f.service == "" && model.WorkloadMode(f.mode) != model.ModeTransparent {
 		return nil, nil
 	}
 	sa := f.serviceAccount
@@ -65,8 +69,9 @@ func (f *proxyFlags) registration(namespace, serviceAccount string) (*model.Work
 		TypeMeta: model.TypeMeta{APIVersion: model.APIVersion, Kind: model.KindWorkload},
 		Metadata: model.ObjectMeta{Name: f.workload, Namespace: namespace},
 		Spec: model.WorkloadSpec{
+			Mode:    model.WorkloadMode(f.mode),
 			Service: f.service, ServiceAccount: sa, Address: f.address,
-			InboundPort: f.inboundPort, AppPort: f.appPort,
+			InboundPort: f.inboundPort, OutboundPort: f.outboundPort, AppPort: f.appPort,
 		},
 	}
 	for _, u := range f.upstreams {
@@ -148,6 +153,9 @@ func (f *proxyFlags) startProxy(ctx context.Context, log *slog.Logger, a *agent.
 		return nil, err
 	}
 	cluster := f.service
+	if cluster == "" && reg != nil && reg.Spec.Service != "" {
+		cluster = reg.Spec.Service
+	}
 	if cluster == "" {
 		cluster = sa
 	}

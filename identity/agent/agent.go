@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/identity/internal/securefile"
 )
@@ -46,6 +48,15 @@ type Config struct {
 	TokenFile string
 	// SocketDir holds the sockets (created 0750) and the private state subdirectory.
 	SocketDir string
+	// ServiceAccountTokenFile is the pod's projected Kubernetes service-account token (audience
+	// "portcullis"), re-read at every attempt (the kubelet rotates it); used instead of a join
+	// token. It needs TrustDomain and Pins.
+	ServiceAccountTokenFile string
+	// TrustDomain of the mesh, for the SPIFFE ID a service-account token asks for.
+	TrustDomain spiffeid.TrustDomain
+	// Pins ("sha256:<hex>" of the trust bundle's roots) verify the control plane on first
+	// contact with a service-account token.
+	Pins []string
 	// NoPersist keeps key and SVID in memory only: a restart then needs a new token.
 	NoPersist bool
 	// BackoffMin and BackoffMax bound the retry delay while the control plane is unreachable.
@@ -71,6 +82,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ControlPlane == "" || cfg.SocketDir == "" {
 		return nil, errors.New("agent: control plane address and socket directory are required")
 	}
+	if cfg.ServiceAccountTokenFile != "" && (cfg.TrustDomain.IsZero() || len(cfg.Pins) == 0) {
+		return nil, errors.New("agent: a service account token needs the trust domain and the pins of the trust bundle's roots")
+	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = DefaultBackoffMin
 	}
@@ -93,6 +107,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.rot = &rotator{
 		addr: cfg.ControlPlane, tokenFile: cfg.TokenFile, socketDir: cfg.SocketDir, persist: !cfg.NoPersist,
+		saTokenFile: cfg.ServiceAccountTokenFile, trustDomain: cfg.TrustDomain, pins: cfg.Pins,
 		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax, log: a.log, cur: a.cur,
 		onRotate: func(ok bool) {
 			a.rotations.Add(context.Background(), 1, metric.WithAttributes(attribute.Bool("ok", ok)))

@@ -71,6 +71,41 @@ func join(ctx context.Context, addr string, raw string, now time.Time) (*Identit
 	return checkResponse(resp, key, tok.SPIFFEID, now)
 }
 
+// joinServiceAccount obtains a first SVID with the pod's projected service-account token. The
+// SPIFFE ID asked for is the one the token's claims name (the control plane checks them with
+// the API server); the control plane is verified by the pins of the trust bundle's roots the
+// injector gave the agent, as with a join token.
+func joinServiceAccount(ctx context.Context, addr, raw string, td spiffeid.TrustDomain, pins []string, now time.Time) (*Identity, error) {
+	ns, sa, err := attest.ServiceAccountClaims(raw)
+	if err != nil {
+		return nil, fmt.Errorf("agent: service account token file: %w", err)
+	}
+	id, err := spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+	if err != nil {
+		return nil, fmt.Errorf("agent: service account %s/%s: %w", ns, sa, err)
+	}
+	cfg := &tls.Config{
+		MinVersion:            tls.VersionTLS12,
+		InsecureSkipVerify:    true, //nolint:gosec // VerifyPeerCertificate verifies against the pinned roots.
+		VerifyPeerCertificate: verifyByPins(pins, ca.ControlPlaneID(td), now),
+	}
+	key, csr, err := newCSR(id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := callSign(ctx, addr, cfg, &certpb.SignRequest{Csr: csr, ServiceAccountToken: raw})
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(resp.GetTrustBundle(), func(der []byte) bool {
+		c, err := x509.ParseCertificate(der)
+		return err == nil && slices.Contains(pins, ca.Pin(c))
+	}) {
+		return nil, errors.New("agent: the control plane's trust bundle holds none of the pinned roots")
+	}
+	return checkResponse(resp, key, id, now)
+}
+
 // renew obtains a new SVID over mTLS with the current one, verifying the control plane with the
 // current bundle.
 func renew(ctx context.Context, addr string, cur *Identity, now time.Time) (*Identity, error) {

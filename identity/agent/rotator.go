@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -47,15 +48,19 @@ func (c *current) set(id *Identity) {
 
 // rotator obtains and renews the identity.
 type rotator struct {
-	addr       string
-	tokenFile  string
-	socketDir  string
-	persist    bool
-	backoffMin time.Duration
-	backoffMax time.Duration
-	log        *slog.Logger
-	cur        *current
-	onRotate   func(ok bool)
+	addr      string
+	tokenFile string
+	// saTokenFile, trustDomain and pins: join with the pod's service-account token instead.
+	saTokenFile string
+	trustDomain spiffeid.TrustDomain
+	pins        []string
+	socketDir   string
+	persist     bool
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	log         *slog.Logger
+	cur         *current
+	onRotate    func(ok bool)
 }
 
 // run keeps an identity until ctx ends: renew at half-life; on failure retry with jittered
@@ -124,6 +129,13 @@ func (r *rotator) obtain(ctx context.Context, cur *Identity) (*Identity, error) 
 			return next, err
 		}
 		r.log.Warn("control plane refused the current SVID; trying the join token", "err", err)
+	}
+	if r.saTokenFile != "" {
+		raw, err := os.ReadFile(r.saTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent: service account token file: %w", err)
+		}
+		return joinServiceAccount(ctx, r.addr, string(raw), r.trustDomain, r.pins, time.Now())
 	}
 	raw, err := readToken(r.tokenFile)
 	if err != nil {

@@ -29,9 +29,13 @@ type SignRequest struct {
 	// DER PKCS#10 request: ECDSA P-256 key, the SPIFFE ID as its only SAN (a URI).
 	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
 	// Join token from `portcullis token create`; empty when renewing over mTLS.
-	JoinToken     string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JoinToken string `protobuf:"bytes,2,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	// Projected Kubernetes service-account token of the agent's pod (audience "portcullis"); the
+	// control plane checks it with a TokenReview and binds it to
+	// spiffe://<trust domain>/ns/<namespace>/sa/<service account>. At most one credential.
+	ServiceAccountToken string `protobuf:"bytes,3,opt,name=service_account_token,json=serviceAccountToken,proto3" json:"service_account_token,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SignRequest) Reset() {
@@ -74,6 +78,13 @@ func (x *SignRequest) GetCsr() []byte {
 func (x *SignRequest) GetJoinToken() string {
 	if x != nil {
 		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *SignRequest) GetServiceAccountToken() string {
+	if x != nil {
+		return x.ServiceAccountToken
 	}
 	return ""
 }
@@ -154,11 +165,12 @@ var File_cert_proto protoreflect.FileDescriptor
 const file_cert_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"cert.proto\x12\x16portcullis.identity.v1\">\n" +
+	"cert.proto\x12\x16portcullis.identity.v1\"r\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1d\n" +
 	"\n" +
-	"join_token\x18\x02 \x01(\tR\tjoinToken\"\x8c\x01\n" +
+	"join_token\x18\x02 \x01(\tR\tjoinToken\x122\n" +
+	"\x15service_account_token\x18\x03 \x01(\tR\x13serviceAccountToken\"\x8c\x01\n" +
 	"\fSignResponse\x12\x1d\n" +
 	"\n" +
 	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12!\n" +

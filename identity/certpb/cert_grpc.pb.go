@@ -30,7 +30,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type CertificateServiceClient interface {
 	// Sign issues an X.509-SVID for the CSR's SPIFFE ID. The caller proves it may have that ID
-	// either with a join token (first contact) or, to renew, by presenting its current,
+	// either with a join token or a Kubernetes service-account token (first contact) or, to renew, by presenting its current,
 	// still-valid SVID for the same ID as the TLS client certificate.
 	//
 	// Refusals: INVALID_ARGUMENT for a malformed CSR, a wrong key type, a bad CSR signature or
@@ -63,7 +63,7 @@ func (c *certificateServiceClient) Sign(ctx context.Context, in *SignRequest, op
 // for forward compatibility.
 type CertificateServiceServer interface {
 	// Sign issues an X.509-SVID for the CSR's SPIFFE ID. The caller proves it may have that ID
-	// either with a join token (first contact) or, to renew, by presenting its current,
+	// either with a join token or a Kubernetes service-account token (first contact) or, to renew, by presenting its current,
 	// still-valid SVID for the same ID as the TLS client certificate.
 	//
 	// Refusals: INVALID_ARGUMENT for a malformed CSR, a wrong key type, a bad CSR signature or

@@ -38,6 +38,11 @@ type TokenVerifier interface {
 	Verify(token string) (*attest.Token, error)
 }
 
+// ServiceAccountVerifier checks a Kubernetes service-account token (attest.ServiceAccountVerifier).
+type ServiceAccountVerifier interface {
+	Verify(ctx context.Context, token string) (*attest.ServiceAccount, error)
+}
+
 // UsedTokens records single use.
 type UsedTokens interface {
 	Use(id string, expires time.Time) error
@@ -48,7 +53,10 @@ type Config struct {
 	CA     Authority
 	Tokens TokenVerifier
 	Used   UsedTokens
-	Clock  func() time.Time
+	// ServiceAccounts, when set, accepts Kubernetes service-account tokens (the control plane
+	// runs on Kubernetes); nil refuses them.
+	ServiceAccounts ServiceAccountVerifier
+	Clock           func() time.Time
 	Logger *slog.Logger
 	Meter  metric.Meter
 }
@@ -67,6 +75,11 @@ const (
 	ReasonSVIDExpired    ca.Reason = "svid_expired"
 	ReasonSVIDRevoked    ca.Reason = "svid_revoked"
 	ReasonInternal       ca.Reason = "internal"
+	ReasonSATokenInvalid ca.Reason = "sa_token_invalid"
+	ReasonSANotBound     ca.Reason = "sa_token_not_bound"
+	ReasonSAPodGone      ca.Reason = "sa_token_pod_gone"
+	ReasonSADisabled     ca.Reason = "sa_token_disabled"
+	ReasonTwoCredentials ca.Reason = "two_credentials"
 )
 
 // Server implements certpb.CertificateServiceServer.
@@ -79,6 +92,7 @@ type Server struct {
 	refused metric.Int64Counter
 	byToken metric.MeasurementOption
 	bySVID  metric.MeasurementOption
+	bySA    metric.MeasurementOption
 }
 
 // New returns a certificate service.
@@ -89,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Clock,
 		byToken: metric.WithAttributeSet(attribute.NewSet(attribute.String("credential", "join_token"))),
 		bySVID:  metric.WithAttributeSet(attribute.NewSet(attribute.String("credential", "svid"))),
+		bySA:    metric.WithAttributeSet(attribute.NewSet(attribute.String("credential", "service_account_token"))),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -102,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	var err error
 	if s.issued, err = m.Int64Counter("portcullis_ca_svids_issued",
-		metric.WithDescription("X.509-SVIDs issued by the certificate service, by credential (join_token, svid).")); err != nil {
+		metric.WithDescription("X.509-SVIDs issued by the certificate service, by credential (join_token, service_account_token, svid).")); err != nil {
 		return nil, fmt.Errorf("certsvc: metrics: %w", err)
 	}
 	if s.refused, err = m.Int64Counter("portcullis_ca_svids_refused",
@@ -165,7 +180,18 @@ func idString(id spiffeid.ID) string {
 
 func (s *Server) sign(ctx context.Context, req *certpb.SignRequest, r *request) (*certpb.SignResponse, *refusal) {
 	var token *attest.Token
-	if req.GetJoinToken() != "" {
+	var sa *attest.ServiceAccount
+	if req.GetJoinToken() != "" && req.GetServiceAccountToken() != "" {
+		return nil, refuse(codes.InvalidArgument, ReasonTwoCredentials, "send a join token or a service account token, not both")
+	}
+	if req.GetServiceAccountToken() != "" {
+		r.credKind = "service_account_token"
+		a, ref := s.authenticateServiceAccount(ctx, req.GetServiceAccountToken(), r)
+		if ref != nil {
+			return nil, ref
+		}
+		sa = a
+	} else if req.GetJoinToken() != "" {
 		r.credKind = "join_token"
 		t, ref := s.authenticateToken(req.GetJoinToken(), r)
 		if ref != nil {
@@ -210,11 +236,16 @@ func (s *Server) sign(ctx context.Context, req *certpb.SignRequest, r *request) 
 	for i, c := range roots {
 		bundle[i] = c.Raw
 	}
-	if token != nil {
+	switch {
+	case sa != nil:
+		s.issued.Add(ctx, 1, s.bySA)
+		s.log.Info("issued SVID for a service account token", "spiffe_id", csr.ID.String(), "pod", sa.Namespace+"/"+sa.Pod,
+			"serial", svid.Serial.Text(16), "expires", svid.NotAfter.UTC().Format(time.RFC3339), "peer", r.peer)
+	case token != nil:
 		s.issued.Add(ctx, 1, s.byToken)
 		s.log.Info("issued SVID for a join token", "spiffe_id", csr.ID.String(), "token_id", token.ID,
 			"serial", svid.Serial.Text(16), "expires", svid.NotAfter.UTC().Format(time.RFC3339), "peer", r.peer)
-	} else {
+	default:
 		s.issued.Add(ctx, 1, s.bySVID)
 		if s.log.Enabled(ctx, slog.LevelDebug) { // renewals are the hot path: no formatting unless logged
 			s.log.Debug("renewed SVID", "spiffe_id", csr.ID.String(), "serial", svid.Serial.Text(16), "peer", r.peer)
@@ -229,10 +260,38 @@ func (s *Server) sign(ctx context.Context, req *certpb.SignRequest, r *request) 
 }
 
 func credName(kind string) string {
-	if kind == "join_token" {
+	switch kind {
+	case "join_token":
 		return "join token"
+	case "service_account_token":
+		return "service account token"
 	}
 	return "client SVID"
+}
+
+// authenticateServiceAccount checks a projected service-account token with the API server. The
+// token itself is never logged.
+func (s *Server) authenticateServiceAccount(ctx context.Context, raw string, r *request) (*attest.ServiceAccount, *refusal) {
+	if s.cfg.ServiceAccounts == nil {
+		return nil, refuse(codes.Unauthenticated, ReasonSADisabled, "this control plane does not run on Kubernetes: service account tokens are not accepted")
+	}
+	sa, err := s.cfg.ServiceAccounts.Verify(ctx, raw)
+	switch {
+	case err == nil:
+	case errors.Is(err, attest.ErrSAReview):
+		return nil, refuse(codes.Unavailable, ReasonInternal, "could not check the token with the Kubernetes API server; try again")
+	case errors.Is(err, attest.ErrSATokenNotBound):
+		return nil, refuse(codes.Unauthenticated, ReasonSANotBound, "%v", err)
+	case errors.Is(err, attest.ErrSATokenPodGone):
+		return nil, refuse(codes.PermissionDenied, ReasonSAPodGone, "%v", err)
+	default:
+		return nil, refuse(codes.Unauthenticated, ReasonSATokenInvalid, "%v", err)
+	}
+	r.credID = sa.SPIFFEID
+	if td := s.cfg.CA.TrustDomain(); sa.SPIFFEID.TrustDomain() != td {
+		return nil, refuse(codes.PermissionDenied, ReasonTrustDomain, "service account token bound to %s; this CA serves %s", sa.SPIFFEID, td)
+	}
+	return sa, nil
 }
 
 func (s *Server) authenticateToken(raw string, r *request) (*attest.Token, *refusal) {

@@ -42,6 +42,8 @@ type Options struct {
 	Quiet bool
 	// Meter receives the CA's and the service's metrics.
 	Meter metric.Meter
+	// ServiceAccounts, when set, lets the service accept Kubernetes service-account tokens.
+	ServiceAccounts certsvc.ServiceAccountVerifier
 }
 
 // ControlPlane is a running test control plane.
@@ -103,7 +105,8 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	}
 	svc, err := certsvc.New(certsvc.Config{
 		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: used,
-		Logger: log.With("component", "certsvc"), Meter: opts.Meter,
+		ServiceAccounts: opts.ServiceAccounts,
+		Logger:          log.With("component", "certsvc"), Meter: opts.Meter,
 	})
 	if err != nil {
 		t.Fatal(err)
