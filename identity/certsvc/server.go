@@ -57,8 +57,8 @@ type Config struct {
 	// runs on Kubernetes); nil refuses them.
 	ServiceAccounts ServiceAccountVerifier
 	Clock           func() time.Time
-	Logger *slog.Logger
-	Meter  metric.Meter
+	Logger          *slog.Logger
+	Meter           metric.Meter
 }
 
 // Reasons a request is refused, beyond the CSR reasons of package ca; they label the refusal
