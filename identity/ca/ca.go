@@ -323,6 +323,20 @@ type SVID struct {
 // SignX509SVID issues an X.509-SVID for id and pub, which must be an ECDSA P-256 key. The TTL is
 // the configured one, capped by the issuing intermediate's remaining life.
 func (c *CA) SignX509SVID(id spiffeid.ID, pub crypto.PublicKey) (*SVID, error) {
+	return c.sign(id, pub, nil)
+}
+
+// SignServingSVID issues an X.509-SVID that also names DNS hosts, for a server its clients
+// reach by host name rather than by SPIFFE ID (the admission webhook the Kubernetes API server
+// calls). The X.509-SVID specification allows other SAN types beside the one URI.
+func (c *CA) SignServingSVID(id spiffeid.ID, pub crypto.PublicKey, dnsNames []string) (*SVID, error) {
+	if len(dnsNames) == 0 {
+		return nil, fmt.Errorf("ca: serving SVID for %s needs DNS names", id)
+	}
+	return c.sign(id, pub, dnsNames)
+}
+
+func (c *CA) sign(id spiffeid.ID, pub crypto.PublicKey, dnsNames []string) (*SVID, error) {
 	ecPub, ok := pub.(*ecdsa.PublicKey)
 	if !ok || ecPub.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("ca: SVID key must be ECDSA P-256, got %T", pub)
@@ -336,8 +350,9 @@ func (c *CA) SignX509SVID(id spiffeid.ID, pub crypto.PublicKey) (*SVID, error) {
 	if capped != nil {
 		c.noteCap(id, issuer, capped)
 	}
+	tmpl.DNSNames = dnsNames
 	var der []byte
-	if canSignFast(a.key) {
+	if canSignFast(a.key) && len(dnsNames) == 0 {
 		der, err = signSVID(tmpl, issuer, ecPub, a.key.(*ecdsa.PrivateKey))
 	} else {
 		der, err = x509.CreateCertificate(rand.Reader, tmpl, issuer, pub, a.key)

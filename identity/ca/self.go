@@ -28,6 +28,7 @@ func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
 type SelfSource struct {
 	ca  *CA
 	id  spiffeid.ID
+	dns []string // also named in the certificate, for servers reached by host name
 	log *slog.Logger
 
 	mu   sync.RWMutex
@@ -54,12 +55,30 @@ func NewSelfSource(ca *CA, id spiffeid.ID, log *slog.Logger) (*SelfSource, error
 	return s, nil
 }
 
+// NewServingSource is NewSelfSource for a server reached by host name: its SVID also carries
+// dnsNames (the admission webhook's Service name, which the API server verifies).
+func NewServingSource(ca *CA, id spiffeid.ID, dnsNames []string, log *slog.Logger) (*SelfSource, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &SelfSource{ca: ca, id: id, dns: dnsNames, log: log}
+	if err := s.issue(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 func (s *SelfSource) issue() error {
 	key, err := NewKey()
 	if err != nil {
 		return err
 	}
-	signed, err := s.ca.SignX509SVID(s.id, key.Public())
+	var signed *SVID
+	if len(s.dns) > 0 {
+		signed, err = s.ca.SignServingSVID(s.id, key.Public(), s.dns)
+	} else {
+		signed, err = s.ca.SignX509SVID(s.id, key.Public())
+	}
 	if err != nil {
 		return err
 	}

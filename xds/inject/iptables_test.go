@@ -1,0 +1,57 @@
+package inject_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/portcullis/portcullis/xds/inject"
+)
+
+func TestRules(t *testing.T) {
+	r := inject.Redirect{InboundPort: 15006, OutboundPort: 15001, ProxyUID: 1337,
+		ExcludeInboundPorts: []uint16{9000}, ExcludeOutboundPorts: []uint16{5432},
+		ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("fd00::/8")}}
+	cases := []struct {
+		name       string
+		ipv6       bool
+		want, dont []string
+	}{
+		{"ipv4", false, []string{
+			"-A PORTCULLIS_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+			"-A PORTCULLIS_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+			"-A PORTCULLIS_INBOUND -p tcp --dport 9000 -j RETURN",
+			"-A PORTCULLIS_INBOUND -p tcp --dport 15021 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -m owner --gid-owner 1337 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -d 127.0.0.0/8 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -p tcp --dport 5432 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -d 10.0.0.1/32 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -j PORTCULLIS_REDIRECT",
+		}, []string{"fd00::/8"}},
+		{"ipv6", true, []string{"-A PORTCULLIS_OUTPUT -d ::1/128 -j RETURN", "-A PORTCULLIS_OUTPUT -d fd00::/8 -j RETURN"}, []string{"10.0.0.1/32", "127.0.0.0/8"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := r.Rules(c.ipv6)
+			for _, w := range c.want {
+				if !strings.Contains(got, w+"\n") {
+					t.Errorf("missing %q in\n%s", w, got)
+				}
+			}
+			for _, d := range c.dont {
+				if strings.Contains(got, d) {
+					t.Errorf("unexpected %q in\n%s", d, got)
+				}
+			}
+			// The owner exclusions must come before the redirect, or Envoy would loop.
+			if strings.Index(got, "--uid-owner") > strings.Index(got, "-j PORTCULLIS_REDIRECT\n") {
+				t.Error("proxy UID exclusion after the redirect")
+			}
+		})
+	}
+	back, err := inject.ParseRedirectFlags(15006, 15001, 1337, "9000", "5432", "10.0.0.1/32,fd00::/8")
+	if err != nil || back.Rules(false) != r.Rules(false) || back.Rules(true) != r.Rules(true) {
+		t.Fatalf("flags do not round-trip: %v", err)
+	}
+}
