@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 	xdsserver "github.com/portcullis/portcullis/xds/server"
 	"github.com/portcullis/portcullis/xds/source"
+	"github.com/portcullis/portcullis/xds/source/kube"
 )
 
 // Default control-plane addresses (README.md and docs/architecture.md list them too).
@@ -46,6 +47,7 @@ type controlPlaneFlags struct {
 	decisionLog  string
 	otlpEndpoint string
 	ca           caFlags
+	kube         kubeFlags
 }
 
 func newControlPlaneCommand(g *globals) *cobra.Command {
@@ -71,14 +73,20 @@ SVID:
   --xds-addr    the certificate service and ADS (state of the world and delta) to proxies;
   --authz-addr  the ext_authz service, mTLS from proxies only.
 A later mesh with another trust domain is refused and the last good mesh stays live. See
-docs/identity.md, docs/xds.md and docs/policies.md.`,
+docs/identity.md, docs/xds.md and docs/policies.md.
+
+With --kubernetes the mesh comes from the cluster instead of --config: the portcullis.dev
+custom resources, Kubernetes Services and their EndpointSlices (docs/kubernetes.md). The
+replicas share the root CA in a Secret, accept pods' service-account tokens, serve the injection
+webhook on --webhook-addr, and the elected leader writes each resource's Accepted and Programmed
+conditions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runControlPlane(cmd.Context(), g, f, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.configDir, "config", "", "directory of mesh documents (required)")
+	fl.StringVar(&f.configDir, "config", "", "directory of mesh documents (required unless --kubernetes)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the control plane's state: CA keys, used tokens, proxy registrations (required; created 0700)")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "admin HTTP address (health, readiness, metrics, debug)")
 	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "gRPC TLS address of ADS and the certificate service")
@@ -88,7 +96,7 @@ docs/identity.md, docs/xds.md and docs/policies.md.`,
 	fl.StringVar(&f.decisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
 	f.ca.register(fl)
-	_ = cmd.MarkFlagRequired("config")
+	f.kube.register(fl)
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }
@@ -100,6 +108,12 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	}
 	if err := f.ca.validate(); err != nil {
 		return err
+	}
+	if err := f.kube.validate(); err != nil {
+		return err
+	}
+	if (f.configDir == "") != f.kube.enabled {
+		return errors.New("give --config (mesh documents in files) or --kubernetes (from the cluster), one of them")
 	}
 	if (f.extAuthz == "") != (f.extAuthzID == "") {
 		return errors.New("--external-authz and --external-authz-id go together")
@@ -120,16 +134,26 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	}
 	// One compiler for the source's check and the authorization server: Rego compiles once.
 	compiler := policy.NewCompiler(policy.Options{})
-	docs, err := source.NewDir(f.configDir, source.DirOptions{
-		Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"),
-		Checks: []source.Checker{tdCheck.check, compiler.Check, jwt.Check},
-	})
-	if err != nil {
-		return err
+	checks := []source.Checker{tdCheck.check, compiler.Check, jwt.Check}
+	var docs meshSource
+	var kenv *kubeEnv
+	if f.kube.enabled {
+		if kenv, err = newKubeEnv(&f.kube, g.log, metrics, checks); err != nil {
+			return err
+		}
+		docs = kubeMeshSource{kenv.src}
+	} else {
+		dir, err := source.NewDir(f.configDir, source.DirOptions{
+			Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"), Checks: checks,
+		})
+		if err != nil {
+			return err
+		}
+		// An invalid set at start-up is not fatal: the process serves /debug/mesh saying what is
+		// wrong and becomes ready as soon as the files are fixed.
+		_ = dir.Load()
+		docs = dirMeshSource{dir}
 	}
-	// An invalid set at start-up is not fatal: the process serves /debug/mesh saying what is wrong
-	// and becomes ready as soon as the files are fixed.
-	_ = docs.Load()
 	decisions, closeLog, err := openDecisionLog(f.decisionLog, stdout)
 	if err != nil {
 		return err
@@ -157,6 +181,12 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	if err != nil {
 		return err
 	}
+	var webhookLn net.Listener
+	if kenv != nil {
+		if webhookLn, err = lns.listen("webhook", f.kube.webhookAddr); err != nil {
+			return err
+		}
+	}
 
 	admin := telemetry.NewAdmin(log, metrics)
 	admin.AddReadiness("mesh", func() error {
@@ -168,14 +198,14 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	admin.Handle("/debug/mesh", telemetry.JSONHandler(func() any {
 		m, _ := docs.Current()
 		return struct {
-			Status source.Status `json:"status"`
-			Mesh   any           `json:"mesh"`
-		}{docs.Status(), m}
+			Status any `json:"status"`
+			Mesh   any `json:"mesh"`
+		}{docs.status(), m}
 	}))
 	planes := &meshPlanes{
 		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
-		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck},
-		xdsLn:    xdsLn, authzLn: authzLn,
+		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck, kube: kenv},
+		xdsLn:    xdsLn, authzLn: authzLn, kube: kenv, webhookLn: webhookLn,
 	}
 	admin.AddReadiness("servers", planes.ready)
 
@@ -193,13 +223,15 @@ type meshPlanes struct {
 	f         *controlPlaneFlags
 	log       *slog.Logger
 	metrics   *telemetry.Metrics
-	docs      *source.Dir
+	docs      meshSource
 	compiler  *policy.Compiler
 	decisions io.Writer
 	admin     *telemetry.Admin
 	identity  identityConfig
 	xdsLn     net.Listener
 	authzLn   net.Listener
+	kube      *kubeEnv // nil in local mode
+	webhookLn net.Listener
 
 	running atomic.Bool
 	tracing atomic.Pointer[telemetry.Tracing]
@@ -228,7 +260,7 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := openIdentity(p.identity, mesh)
+	id, err := openIdentity(ctx, p.identity, mesh)
 	if err != nil {
 		return err
 	}
@@ -246,6 +278,9 @@ func (p *meshPlanes) run(ctx context.Context) error {
 		mesh: p.docs, dataDir: p.f.dataDir, authzAddr: authzAddr, authzID: authzID,
 		tracer: tracing.Provider, revoked: id.authority.RevokedCert,
 	})
+	if p.kube != nil {
+		xds.endpoints(p.kube.src)
+	}
 	if err != nil {
 		return err
 	}
@@ -261,6 +296,11 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	group.Go(func() error { return serveGRPC(gctx, "xds", xdsGRPC, p.xdsLn) })
 	if p.authzLn != nil {
 		if err := p.serveAuthz(gctx, group, id, tracing); err != nil {
+			return err
+		}
+	}
+	if p.kube != nil {
+		if err := p.kube.run(gctx, group, id, xds.ledger, p.webhookLn); err != nil {
 			return err
 		}
 	}
@@ -309,6 +349,21 @@ func (p *meshPlanes) setupTracing(ctx context.Context, mesh *model.Mesh) (*telem
 	p.tracing.Store(t)
 	return t, nil
 }
+
+// meshSource is where the control plane's mesh comes from: files or the Kubernetes API.
+type meshSource interface {
+	source.Source
+	Run(ctx context.Context) error
+	status() any
+}
+
+type dirMeshSource struct{ *source.Dir }
+
+func (d dirMeshSource) status() any { return d.Status() }
+
+type kubeMeshSource struct{ *kube.Source }
+
+func (k kubeMeshSource) status() any { return k.Status() }
 
 // serveGRPC serves until ctx ends, then stops gracefully.
 func serveGRPC(ctx context.Context, name string, srv *grpc.Server, ln net.Listener) error {

@@ -92,12 +92,23 @@ type identityConfig struct {
 	ca      caFlags
 	used    *attest.UsedTokens
 	tdCheck *trustDomainCheck
+	kube    *kubeEnv // on Kubernetes: shared root CA, service-account tokens
 }
 
 // openIdentity opens (or creates) the CA for the mesh's trust domain; from then on a mesh with
 // another trust domain is refused.
-func openIdentity(c identityConfig, mesh *model.Mesh) (*identity, error) {
+func openIdentity(ctx context.Context, c identityConfig, mesh *model.Mesh) (*identity, error) {
 	td := mesh.TrustDomain
+	var saTokens certsvc.ServiceAccountVerifier
+	if c.kube != nil {
+		// Every replica signs under the root in the CA Secret, so their SVIDs share one bundle.
+		cert, key, err := c.kube.ensureCA(ctx, c.dataDir, td, c.ca.rootTTL)
+		if err != nil {
+			return nil, err
+		}
+		c.ca.cert, c.ca.key = cert, key
+		saTokens = c.kube.serviceAccounts(td)
+	}
 	authority, err := ca.Open(ca.Config{
 		DataDir: c.dataDir, TrustDomain: td,
 		RootTTL: c.ca.rootTTL, IntermediateTTL: c.ca.intermediateTTL, SVIDTTL: c.ca.svidTTL,
@@ -117,7 +128,7 @@ func openIdentity(c identityConfig, mesh *model.Mesh) (*identity, error) {
 		return nil, err
 	}
 	certs, err := certsvc.New(certsvc.Config{
-		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: c.used,
+		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: c.used, ServiceAccounts: saTokens,
 		Logger: c.log.With("component", "certsvc"), Meter: c.metrics.Meter("identity/certsvc"),
 	})
 	if err != nil {

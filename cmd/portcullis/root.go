@@ -58,6 +58,9 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 		newProxyCommand(g),
 		newTokenCommand(g),
 		newCACommand(g),
+		newInitIPTablesCommand(g),
+		newInstallCommand(g),
+		newDemoAppCommand(g),
 	)
 	return root
 }

@@ -64,6 +64,9 @@ func newXDSPlane(ctx context.Context, g *globals, metrics *telemetry.Metrics, cf
 	return &xdsPlane{registry: registry, ledger: ledger, controller: ctl, ads: ads}, nil
 }
 
+// endpoints adds endpoints that do not come from connected proxies (Kubernetes EndpointSlices).
+func (x *xdsPlane) endpoints(src snapshot.EndpointSource) { x.controller.SetEndpoints(src) }
+
 // register adds ADS to the control plane's gRPC server.
 func (x *xdsPlane) register(g *grpc.Server) { x.ads.Register(g) }
 

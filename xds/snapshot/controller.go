@@ -131,6 +131,9 @@ func NewController(mesh source.Source, reg Registry, c *Cache, ledger *Ledger, o
 	return ctl, nil
 }
 
+// SetEndpoints adds an endpoint source; call it before Run.
+func (c *Controller) SetEndpoints(src EndpointSource) { c.opts.Endpoints = src }
+
 // Run reconciles whenever the mesh or the registry changes, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	for {
