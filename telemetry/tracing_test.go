@@ -78,3 +78,25 @@ func TestPropagatorAcceptsB3EmitsW3C(t *testing.T) {
 		t.Errorf("B3 emitted: %v", out)
 	}
 }
+
+func TestDeferredProviderSwitchesExporter(t *testing.T) {
+	recv := tracetest.StartReceiver(t)
+	var d DeferredProvider
+	tracer := d.Tracer("test") // taken before the exporter is known
+	_, span := tracer.Start(context.Background(), "before")
+	span.End()
+	tr, err := SetupTracing(context.Background(), TracingOptions{Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Set(tr.Provider)
+	_, span = tracer.Start(context.Background(), "after")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := recv.Spans(t)
+	if len(spans) != 1 || spans[0].Name != "after" {
+		t.Errorf("exported %+v, want only the span started after Set", spans)
+	}
+}

@@ -120,9 +120,13 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	}
 	// One compiler for the source's check and the authorization server: Rego compiles once.
 	compiler := policy.NewCompiler(policy.Options{})
+	// The exporter is known once the first mesh names the collector; the source traces from
+	// its first load on.
+	tracer := &telemetry.DeferredProvider{}
 	docs, err := source.NewDir(f.configDir, source.DirOptions{
 		Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"),
-		Checks: []source.Checker{tdCheck.check, compiler.Check, jwt.Check},
+		Checks:         []source.Checker{tdCheck.check, compiler.Check, jwt.Check},
+		TracerProvider: tracer,
 	})
 	if err != nil {
 		return err
@@ -175,6 +179,7 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	planes := &meshPlanes{
 		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
 		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck},
+		tracer:   tracer,
 		xdsLn:    xdsLn, authzLn: authzLn,
 	}
 	admin.AddReadiness("servers", planes.ready)
@@ -201,6 +206,7 @@ type meshPlanes struct {
 	xdsLn     net.Listener
 	authzLn   net.Listener
 
+	tracer  *telemetry.DeferredProvider
 	running atomic.Bool
 	tracing atomic.Pointer[telemetry.Tracing]
 }
@@ -307,6 +313,7 @@ func (p *meshPlanes) setupTracing(ctx context.Context, mesh *model.Mesh) (*telem
 		return nil, err
 	}
 	p.tracing.Store(t)
+	p.tracer.Set(t.Provider)
 	return t, nil
 }
 
