@@ -69,8 +69,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./authz/jwt -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/policy -run '^$$' -fuzz FuzzNormalizePath -fuzztime $${FUZZTIME:-30s}
 
-demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
-	./bin/portcullis demo --envoy-path $(ENVOY_BIN)
+demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger; Ctrl-C stops it
+	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path .cache/bin/jaeger-$(JAEGER_VERSION)
 
 clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
 	rm -rf bin

@@ -45,6 +45,7 @@ type controlPlaneFlags struct {
 	extAuthzID   string
 	decisionLog  string
 	otlpEndpoint string
+	jaegerQuery  string
 	ca           caFlags
 }
 
@@ -64,6 +65,7 @@ stays live) and serves the admin HTTP port:
   /debug/proxies         each proxy's ACKed and NACKed versions (portcullis proxy status)
   /debug/proxies/config  a proxy's resources, ?node=<id> (portcullis proxy config)
   /debug/authz           policies, JWT providers and their health
+  /traces                a trace browser over Jaeger's API (with --jaeger-query-url)
 
 Once the first valid mesh is loaded it starts the CA for the mesh's trust domain (created in
 --data-dir on first start, or from --ca-cert/--ca-key) and serves, with the control plane's own
@@ -87,6 +89,7 @@ docs/identity.md, docs/xds.md and docs/policies.md.`,
 	fl.StringVar(&f.extAuthzID, "external-authz-id", "", "the SPIFFE ID proxies require of --external-authz (required with it)")
 	fl.StringVar(&f.decisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
+	fl.StringVar(&f.jaegerQuery, "jaeger-query-url", "", "Jaeger's query API (http://host:port): the admin port then serves a trace browser on /traces")
 	f.ca.register(fl)
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("data-dir")
@@ -176,6 +179,10 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 			Mesh   any           `json:"mesh"`
 		}{docs.Status(), m}
 	}))
+	if f.jaegerQuery != "" {
+		admin.Handle("/traces", telemetry.TraceViewer(f.jaegerQuery))
+		admin.Handle("/traces/", telemetry.TraceViewer(f.jaegerQuery))
+	}
 	planes := &meshPlanes{
 		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
 		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck},
