@@ -53,16 +53,18 @@ lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
-test: lint envoy ## unit and integration tests, with real Envoy (what CI runs)
+test: lint envoy jaeger ## unit and integration tests, with real Envoy and Jaeger (what CI runs)
 	go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
 
 unit: ## fast tests only (no Envoy or other processes)
 	go test -short -count=1 ./...
 
-bench: envoy ## benchmarks and the ext_authz gRPC load test; medians (docs/policies.md#performance)
+bench: envoy ## Go benchmarks, the ext_authz load test (tracing off and on) and xDS convergence at 100/1000/2000 proxies; medians
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee .cache/bench.txt
 	go run ./test/benchmedian < .cache/bench.txt
 	go run ./test/authzload -runs $(BENCH_COUNT) | tee .cache/authzload.txt
+	go run ./test/authzload -runs $(BENCH_COUNT) -trace | tee .cache/authzload-trace.txt
+	for n in 100 1000 2000; do go run ./test/xdsload -clients $$n -services 500 -rounds 9; done | tee .cache/xdsload.txt
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
