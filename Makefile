@@ -60,6 +60,8 @@ bench: envoy ## benchmarks; report medians (see docs/benchmarks.md)
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	go test ./identity/ca -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./identity/attest -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s}
 
 demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
 	./bin/portcullis demo --envoy-path $(ENVOY_BIN)
