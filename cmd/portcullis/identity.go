@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -134,6 +135,10 @@ func (s *identityService) run(ctx context.Context) error {
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(certsvc.TLSConfig(self, td))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Reused handler goroutines (no stack growth per request) and write buffers: renewals
+		// are many small unary calls.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.SharedWriteBuffer(true),
 	)
 	svc.Register(srv)
 	g, gctx := errgroup.WithContext(ctx)
