@@ -5,7 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-		"encoding/pem"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
