@@ -76,24 +76,28 @@ lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
-test: lint envoy kube netns-tools ## unit and integration tests, with real Envoy and a real API server (what CI runs)
+test: lint envoy jaeger kube netns-tools ## unit and integration tests, with real Envoy, Jaeger and a real API server (what CI runs)
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
 
 unit: ## fast tests only (no Envoy or other processes)
 	go test -short -count=1 ./...
 
-bench: envoy ## benchmarks and the ext_authz gRPC load test; medians (docs/policies.md#performance)
+bench: envoy ## Go benchmarks, the ext_authz load test (tracing off and on) and xDS convergence at 100/1000/2000 proxies; medians
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee .cache/bench.txt
 	go run ./test/benchmedian < .cache/bench.txt
 	go run ./test/authzload -runs $(BENCH_COUNT) | tee .cache/authzload.txt
+	go run ./test/authzload -runs $(BENCH_COUNT) -trace | tee .cache/authzload-trace.txt
+	for n in 100 1000 2000; do go run ./test/xdsload -clients $$n -services 500 -rounds 9; done | tee .cache/xdsload.txt
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/jwt -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/policy -run '^$$' -fuzz FuzzNormalizePath -fuzztime $${FUZZTIME:-30s}
+	go test ./identity/ca -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./identity/attest -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s}
 
-demo: build envoy ## a whole local mesh on loopback; Ctrl-C stops it
-	./bin/portcullis demo --envoy-path $(ENVOY_BIN)
+demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger; Ctrl-C stops it
+	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path .cache/bin/jaeger-$(JAEGER_VERSION)
 
 clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
 	rm -rf bin

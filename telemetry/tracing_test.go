@@ -1,20 +1,23 @@
-package telemetry
+package telemetry_test
 
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/test/tracetest"
 )
 
 func TestTracingExportsWithResource(t *testing.T) {
 	recv := tracetest.StartReceiver(t)
-	tr, err := SetupTracing(context.Background(), TracingOptions{
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{
 		Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1,
 		ServiceName: "portcullis-test", ServiceVersion: "v9", InstanceID: "i-1",
 	}, nil)
@@ -40,11 +43,11 @@ func TestTracingCollectorDownDropsAndCounts(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	m, err := NewMetrics("test", "v0")
+	m, err := telemetry.NewMetrics("test", "v0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := SetupTracing(context.Background(), TracingOptions{Endpoint: addr, Insecure: true, SamplingRatio: 1}, m.Meter("telemetry"))
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: addr, Insecure: true, SamplingRatio: 1}, m.Meter("telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,14 +62,15 @@ func TestTracingCollectorDownDropsAndCounts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = tr.Shutdown(ctx) // the flush fails: the collector is down
-	body := scrape(t, m)
-	if !strings.Contains(body, "portcullis_trace_spans_dropped_total 10") {
-		t.Errorf("dropped spans not counted:\n%s", grep(body, "portcullis_"))
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, "portcullis_trace_spans_dropped_total 10") {
+		t.Errorf("dropped spans not counted:\n%s", body)
 	}
 }
 
 func TestPropagatorAcceptsB3EmitsW3C(t *testing.T) {
-	p := Propagator()
+	p := telemetry.Propagator()
 	in := propagation.MapCarrier{"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"}
 	ctx := p.Extract(context.Background(), in)
 	out := propagation.MapCarrier{}
@@ -76,5 +80,27 @@ func TestPropagatorAcceptsB3EmitsW3C(t *testing.T) {
 	}
 	if _, ok := out["b3"]; ok || out["x-b3-traceid"] != "" {
 		t.Errorf("B3 emitted: %v", out)
+	}
+}
+
+func TestDeferredProviderSwitchesExporter(t *testing.T) {
+	recv := tracetest.StartReceiver(t)
+	var d telemetry.DeferredProvider
+	tracer := d.Tracer("test") // taken before the exporter is known
+	_, span := tracer.Start(context.Background(), "before")
+	span.End()
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Set(tr.Provider)
+	_, span = tracer.Start(context.Background(), "after")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := recv.Spans(t)
+	if len(spans) != 1 || spans[0].Name != "after" {
+		t.Errorf("exported %+v, want only the span started after Set", spans)
 	}
 }

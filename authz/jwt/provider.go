@@ -223,12 +223,13 @@ func (p *provider) fetch(ctx context.Context) error {
 		}
 	}
 	failures := st.ConsecutiveFailures
+	// Counted before waiters wake, so whoever waited on this fetch sees it in the metrics.
+	p.metrics.fetched(ctx, p.name, result)
 	p.inFlight = false
 	close(p.fetchDone)
 	p.fetchDone = make(chan struct{})
 	p.mu.Unlock()
 
-	p.metrics.fetched(ctx, p.name, result)
 	switch {
 	case err != nil && failures == 1:
 		p.log.Warn("JWKS fetch failed; keeping the last good keys", "source", p.src.String(), "err", err, "have_keys", p.keys.Load() != nil)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/testca"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
 )
@@ -157,7 +158,7 @@ func BenchmarkOPAPlain(b *testing.B) {
 // with 2 workers keeps), from parallel callers.
 func BenchmarkCheckGRPC(b *testing.B) {
 	srv, req, _ := benchSetup(b)
-	ca := authztest.NewCA(b, "portcullis.local")
+	ca := testca.New(b, "portcullis.local")
 	serverID := "spiffe://portcullis.local/ns/portcullis/sa/authz"
 	td := spiffeid.RequireTrustDomainFromString("portcullis.local")
 	g := grpc.NewServer(append(GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/portcullis/portcullis/authz/policy"
-	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/testca"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -94,9 +94,9 @@ func TestCheckDecisions(t *testing.T) {
 
 func TestCheckMalformedRequests(t *testing.T) {
 	f := newFixture(t, "")
-	otherSVID := authztest.NewCA(t, "portcullis.local").SVID(t, "spiffe://portcullis.local/ns/demo/sa/mallory")
-	certOf := func(s *authztest.SVID) string { return url.QueryEscape(string(s.CertPEM)) }
-	frontend := authztest.NewCA(t, "portcullis.local").SVID(t, "spiffe://portcullis.local/ns/demo/sa/frontend")
+	otherSVID := testca.New(t, "portcullis.local").SVID(t, "spiffe://portcullis.local/ns/demo/sa/mallory")
+	certOf := func(s *testca.SVID) string { return url.QueryEscape(string(s.CertPEM)) }
+	frontend := testca.New(t, "portcullis.local").SVID(t, "spiffe://portcullis.local/ns/demo/sa/frontend")
 	cases := []struct {
 		name   string
 		req    *authv3.CheckRequest

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/portcullis/portcullis/test/authztest"
 	"github.com/portcullis/portcullis/test/envoytest"
+	"github.com/portcullis/portcullis/test/testca"
 )
 
 // envoyBootstrap is an inbound listener the way the translator will build one: mTLS from callers,
@@ -110,7 +110,7 @@ func TestThroughEnvoy(t *testing.T) {
 	}
 	envoytest.Require(t)
 	f := newFixture(t, "")
-	ca := authztest.NewCA(t, "portcullis.local")
+	ca := testca.New(t, "portcullis.local")
 	authzID := "spiffe://portcullis.local/ns/portcullis/sa/authz"
 	authzSVID := ca.SVID(t, authzID)
 	proxySVID := ca.SVID(t, "spiffe://portcullis.local/ns/demo/sa/backend")

@@ -14,14 +14,14 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/testca"
 )
 
 // TestGRPCWithMTLS runs the service over real gRPC on loopback with SPIFFE mTLS, the way the
 // standalone command does: only workloads of the trust domain may call it.
 func TestGRPCWithMTLS(t *testing.T) {
 	f := newFixture(t, "")
-	ca := authztest.NewCA(t, "portcullis.local")
+	ca := testca.New(t, "portcullis.local")
 	serverID := spiffeid.RequireFromString("spiffe://portcullis.local/ns/portcullis/sa/authz")
 	serverSVID := ca.SVID(t, serverID.String())
 	td := spiffeid.RequireTrustDomainFromString("portcullis.local")
@@ -65,7 +65,7 @@ func TestGRPCWithMTLS(t *testing.T) {
 		}
 	})
 	t.Run("another trust domain", func(t *testing.T) {
-		evil := authztest.NewCA(t, "evil.local")
+		evil := testca.New(t, "evil.local")
 		intruder := evil.SVID(t, "spiffe://evil.local/ns/demo/sa/backend")
 		_, err := call(t, credentials.NewTLS(tlsconfig.MTLSClientConfig(intruder.X509SVID(), ca.Bundle(), tlsconfig.AuthorizeID(serverID))))
 		if status.Code(err) != codes.Unavailable {

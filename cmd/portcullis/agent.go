@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis/portcullis/identity/agent"
@@ -136,10 +138,43 @@ func runAgent(ctx context.Context, g *globals, f *agentFlags) error {
 			}
 			envoy.Store(s)
 			go forwardSignals(gctx, s)
+			if err := registerProxyMetrics(metrics, s); err != nil {
+				return err
+			}
 			return s.Run(gctx)
 		})
 	}
 	return waitWithGrace(ctx, log, group, metrics.Shutdown)
+}
+
+// registerProxyMetrics exports what Envoy alone counts — requests its local rate limit refused and
+// the results of its ext_authz calls — read from its admin /stats at scrape time.
+func registerProxyMetrics(m *telemetry.Metrics, s *bootstrap.Supervisor) error {
+	meter := m.Meter("identity/agent/envoy")
+	limited, err := meter.Int64ObservableCounter("portcullis_proxy_rate_limited",
+		metric.WithDescription("Requests the proxy's local rate limit answered with 429 (Envoy's ratelimit.http_local_rate_limit.rate_limited)."))
+	if err != nil {
+		return err
+	}
+	authz, err := meter.Int64ObservableCounter("portcullis_proxy_authz_checks",
+		metric.WithDescription("The proxy's ext_authz calls by result: ok, denied, error, failure_mode_allowed (Envoy's http.inbound.ext_authz.portcullis.*)."))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		counters, err := s.Counters(ctx, "rate_limited|ext_authz")
+		if err != nil {
+			return nil // Envoy restarting: no sample rather than a failed scrape
+		}
+		o.ObserveInt64(limited, int64(counters["ratelimit.http_local_rate_limit.rate_limited"]))
+		for _, r := range []string{"ok", "denied", "error", "failure_mode_allowed"} {
+			o.ObserveInt64(authz, int64(counters["http.inbound.ext_authz.portcullis."+r]), metric.WithAttributes(attribute.String("result", r)))
+		}
+		return nil
+	}, limited, authz)
+	return err
 }
 
 // forwardSignals passes SIGUSR1 (reopen logs) on to Envoy.

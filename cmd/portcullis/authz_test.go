@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/testca"
 )
 
 // TestAuthzCommand runs `portcullis authz` in-process against a SPIFFE Workload API on a unix
@@ -26,7 +27,7 @@ import (
 func TestAuthzCommand(t *testing.T) {
 	dir := t.TempDir()
 	copyDir(t, "../../examples/demo/mesh", dir)
-	ca := authztest.NewCA(t, "portcullis.local")
+	ca := testca.New(t, "portcullis.local")
 	serverID := "spiffe://portcullis.local/ns/portcullis/sa/authz"
 	wl := authztest.StartWorkloadAPI(t, ca, ca.SVID(t, serverID))
 	decisions := filepath.Join(t.TempDir(), "decisions.log")

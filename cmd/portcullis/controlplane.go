@@ -46,6 +46,7 @@ type controlPlaneFlags struct {
 	extAuthzID   string
 	decisionLog  string
 	otlpEndpoint string
+	jaegerQuery  string
 	ca           caFlags
 	kube         kubeFlags
 }
@@ -66,6 +67,7 @@ stays live) and serves the admin HTTP port:
   /debug/proxies         each proxy's ACKed and NACKed versions (portcullis proxy status)
   /debug/proxies/config  a proxy's resources, ?node=<id> (portcullis proxy config)
   /debug/authz           policies, JWT providers and their health
+  /traces                a trace browser over Jaeger's API (with --jaeger-query-url)
 
 Once the first valid mesh is loaded it starts the CA for the mesh's trust domain (created in
 --data-dir on first start, or from --ca-cert/--ca-key) and serves, with the control plane's own
@@ -95,6 +97,7 @@ conditions.`,
 	fl.StringVar(&f.extAuthzID, "external-authz-id", "", "the SPIFFE ID proxies require of --external-authz (required with it)")
 	fl.StringVar(&f.decisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
+	fl.StringVar(&f.jaegerQuery, "jaeger-query-url", "", "Jaeger's query API (http://host:port): the admin port then serves a trace browser on /traces")
 	f.ca.register(fl)
 	f.kube.register(fl)
 	_ = cmd.MarkFlagRequired("data-dir")
@@ -135,6 +138,9 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	// One compiler for the source's check and the authorization server: Rego compiles once.
 	compiler := policy.NewCompiler(policy.Options{})
 	checks := []source.Checker{tdCheck.check, compiler.Check, jwt.Check}
+	// The exporter is known once the first mesh names the collector; the source traces from
+	// its first load on.
+	tracer := &telemetry.DeferredProvider{}
 	var docs meshSource
 	var kenv *kubeEnv
 	if f.kube.enabled {
@@ -145,6 +151,7 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	} else {
 		dir, err := source.NewDir(f.configDir, source.DirOptions{
 			Logger: g.log.With("component", "source"), Meter: metrics.Meter("xds/source"), Checks: checks,
+			TracerProvider: tracer,
 		})
 		if err != nil {
 			return err
@@ -202,9 +209,14 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 			Mesh   any `json:"mesh"`
 		}{docs.status(), m}
 	}))
+	if f.jaegerQuery != "" {
+		admin.Handle("/traces", telemetry.TraceViewer(f.jaegerQuery))
+		admin.Handle("/traces/", telemetry.TraceViewer(f.jaegerQuery))
+	}
 	planes := &meshPlanes{
 		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
 		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck, kube: kenv},
+		tracer:   tracer,
 		xdsLn:    xdsLn, authzLn: authzLn, kube: kenv, webhookLn: webhookLn,
 	}
 	admin.AddReadiness("servers", planes.ready)
@@ -233,6 +245,7 @@ type meshPlanes struct {
 	kube      *kubeEnv // nil in local mode
 	webhookLn net.Listener
 
+	tracer  *telemetry.DeferredProvider
 	running atomic.Bool
 	tracing atomic.Pointer[telemetry.Tracing]
 }
@@ -347,6 +360,7 @@ func (p *meshPlanes) setupTracing(ctx context.Context, mesh *model.Mesh) (*telem
 		return nil, err
 	}
 	p.tracing.Store(t)
+	p.tracer.Set(t.Provider)
 	return t, nil
 }
 

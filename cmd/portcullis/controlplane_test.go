@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/portcullis/portcullis/test/proctest"
 	"io"
 	"net/http"
 	"os"
@@ -13,17 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-// buildBinary builds the portcullis binary once per test binary run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "portcullis")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // waitForLog reads JSON log lines from r until one has the message msg, and returns that line's
 // attribute attr and a reader for the rest of the log.
@@ -78,7 +68,7 @@ func copyDir(t *testing.T, from, to string) {
 }
 
 func TestControlPlaneServesAdminAndStopsOnSignal(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.Binary(t)
 	configDir, dataDir := t.TempDir(), filepath.Join(t.TempDir(), "data")
 	copyDir(t, "../../examples/demo/mesh", configDir)
 
@@ -181,7 +171,7 @@ func TestControlPlaneServesAdminAndStopsOnSignal(t *testing.T) {
 }
 
 func TestControlPlaneNotReadyWithoutValidMesh(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.Binary(t)
 	configDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(configDir, "mesh.yaml"), []byte("kind: Mesh\n"), 0o600); err != nil {
 		t.Fatal(err)

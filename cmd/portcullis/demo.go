@@ -27,6 +27,7 @@ import (
 
 	"github.com/portcullis/portcullis/examples"
 	"github.com/portcullis/portcullis/examples/demoapp"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // The demo's fixed loopback addresses; examples/demo/mesh names the workload ports.
@@ -40,11 +41,12 @@ const (
 )
 
 type demoFlags struct {
-	envoyPath string
-	workDir   string
-	adminAddr string
-	xdsAddr   string
-	authzAddr string
+	envoyPath  string
+	jaegerPath string
+	workDir    string
+	adminAddr  string
+	xdsAddr    string
+	authzAddr  string
 }
 
 func newDemoCommand(g *globals) *cobra.Command {
@@ -63,6 +65,7 @@ rate limiting — keeps running until Ctrl-C, then stops everything and removes 
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.envoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
+	fl.StringVar(&f.jaegerPath, "jaeger-path", "", "Jaeger v2 binary (make jaeger): traces are collected on 127.0.0.1:4317 and browsed on the admin port's /traces")
 	fl.StringVar(&f.workDir, "work-dir", "", "keep the demo's files (mesh documents, logs, data) here instead of a temporary directory")
 	fl.StringVar(&f.adminAddr, "admin-addr", defaultAdminAddr, "control plane admin address")
 	fl.StringVar(&f.xdsAddr, "xds-addr", defaultXDSAddr, "control plane xDS and certificate address")
@@ -105,11 +108,17 @@ func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error
 
 	fmt.Fprintf(out, "Starting the Portcullis demo in %s ...\n", work)
 	group, gctx := errgroup.WithContext(ctx)
+	jaegerQuery := ""
+	if f.jaegerPath != "" {
+		if jaegerQuery, err = startDemoJaeger(gctx, group, f.jaegerPath, work); err != nil {
+			return err
+		}
+	}
 	cpGlobals := &globals{version: g.version, log: slog.New(slog.NewTextHandler(cpLog, nil))}
 	group.Go(func() error {
 		return runControlPlane(gctx, cpGlobals, &controlPlaneFlags{
 			configDir: configDir, dataDir: dataDir, adminAddr: f.adminAddr, xdsAddr: f.xdsAddr,
-			authzAddr: f.authzAddr, decisionLog: decisionLog,
+			authzAddr: f.authzAddr, decisionLog: decisionLog, jaegerQuery: jaegerQuery,
 		}, io.Discard)
 	})
 	group.Go(func() error { return serveDemoApp(gctx, demoBackendApp, demoapp.Backend("backend")) })
@@ -135,7 +144,7 @@ func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		return printDemoHelp(out, demoHelp{Work: work, Admin: f.adminAddr, Token: token})
+		return printDemoHelp(out, demoHelp{Work: work, Admin: f.adminAddr, Token: token, Jaeger: jaegerQuery})
 	})
 	err = group.Wait()
 	if ctx.Err() != nil {
@@ -270,7 +279,47 @@ func demoToken(key *ecdsa.PrivateKey) (string, error) {
 	return josejwt.Signed(signer).Claims(claims).Serialize()
 }
 
-type demoHelp struct{ Work, Admin, Token string }
+type demoHelp struct{ Work, Admin, Token, Jaeger string }
+
+// Jaeger's loopback addresses in the demo; examples/demo/mesh exports to demoOTLP.
+const (
+	demoOTLP        = "127.0.0.1:4317"
+	demoJaegerQuery = "127.0.0.1:16686"
+	demoJaegerGRPC  = "127.0.0.1:16685"
+)
+
+// startDemoJaeger runs Jaeger with in-memory storage on loopback and returns its query URL.
+func startDemoJaeger(ctx context.Context, group *errgroup.Group, bin, work string) (string, error) {
+	cfg := filepath.Join(work, "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(telemetry.JaegerConfig(demoOTLP, demoJaegerQuery, demoJaegerGRPC)), 0o600); err != nil {
+		return "", err
+	}
+	logFile, err := os.OpenFile(filepath.Join(work, "jaeger.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 8 * time.Second
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return "", fmt.Errorf("jaeger: %w", err)
+	}
+	group.Go(func() error {
+		defer logFile.Close()
+		err := cmd.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("jaeger exited (see %s): %v", logFile.Name(), err)
+	})
+	url := "http://" + demoJaegerQuery
+	if err := waitHTTP(ctx, url+"/api/services", 30*time.Second); err != nil {
+		return "", fmt.Errorf("jaeger not answering: %w", err)
+	}
+	return url, nil
+}
 
 var demoHelpText = template.Must(template.New("help").Parse(`
 Portcullis demo is up on loopback: the control plane, and a frontend and a backend application,
@@ -305,8 +354,15 @@ Look:
                                             http://{{.Admin}}/debug/mesh; valid changes apply within a second
   {{.Work}}/*.log                           control plane, agent and Envoy logs
 
-Traces (Jaeger): not built yet (issue 7).
-
+{{if .Jaeger}}Traces (Jaeger, in memory): every request above is one trace — the frontend's outbound span,
+the backend's inbound span, and the authorization Check with its JWT and policy spans:
+  http://{{.Admin}}/traces                                        browse (Jaeger's own web UI is not
+                                                                    part of a Go-module build)
+  http://{{.Admin}}/traces?service=portcullis-controlplane&tag=authz.decision:DENY
+                                                                    denied requests: policy, rule, reason
+  {{.Jaeger}}/api/traces?service=backend              Jaeger's query API
+{{else}}Traces: run with Jaeger (make jaeger; make demo does) to see each request as one trace.
+{{end}}
 Ctrl-C stops the demo and removes its files.
 `))
 

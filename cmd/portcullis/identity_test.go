@@ -1,109 +1,25 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/portcullis/portcullis/test/proctest"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
-// proc is a started portcullis process whose JSON log lines are collected.
-type proc struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   []string
-	done  chan struct{}
-}
-
-func startProc(t *testing.T, bin string, args ...string) *proc {
+// startProc runs the binary with JSON logs until the test ends.
+func startProc(t *testing.T, bin string, args ...string) *proctest.Process {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, append(args, "--log-format", "json")...), done: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			var rec map[string]any
-			_ = json.Unmarshal(s.Bytes(), &rec) // non-JSON lines are kept raw only
-			p.mu.Lock()
-			p.lines, p.raw = append(p.lines, rec), append(p.raw, s.Text())
-			p.mu.Unlock()
-		}
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			t.Logf("%s log:\n%s", args[0], p.log())
-		}
-	})
-	return p
-}
-
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.raw, "\n")
-}
-
-// wait returns attribute attr of the first log line with message msg.
-func (p *proc) wait(t *testing.T, msg, attr string) string {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p.mu.Lock()
-		for _, l := range p.lines {
-			if l["msg"] == msg {
-				v, _ := l[attr].(string)
-				p.mu.Unlock()
-				return v
-			}
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.done:
-			t.Fatalf("process exited before logging %q:\n%s", msg, p.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q logged within 30s:\n%s", msg, p.log())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) stop(t *testing.T) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(8 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Error("process did not stop within 8s of SIGTERM")
-	}
+	return proctest.Start(t, args[0], bin, append(args, "--log-format", "json")...)
 }
 
 func run(t *testing.T, bin string, args ...string) string {
@@ -131,14 +47,14 @@ func httpGet(t *testing.T, url string) (int, string) {
 // go-spiffe's Workload API client; the CLI rotates and revokes; a mesh with another trust
 // domain is refused while the live one stays; a restart reloads the same CA.
 func TestIdentityEndToEnd(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.Binary(t)
 	configDir, dataDir := t.TempDir(), filepath.Join(t.TempDir(), "data")
 	copyDir(t, "../../examples/demo/mesh", configDir)
 	cpArgs := []string{"controlplane", "--config", configDir, "--data-dir", dataDir,
 		"--admin-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--svid-ttl", "1m"}
 	cp := startProc(t, bin, cpArgs...)
-	cpAdmin := "http://" + cp.wait(t, "admin server listening", "addr")
-	addr := cp.wait(t, "control plane serving", "xds_addr")
+	cpAdmin := "http://" + cp.Wait(t, "admin server listening", "addr")
+	addr := cp.Wait(t, "control plane serving", "xds_addr")
 	if code, body := httpGet(t, cpAdmin+"/readyz"); code != 200 {
 		t.Fatalf("control plane /readyz = %d: %s", code, body)
 	}
@@ -150,9 +66,9 @@ func TestIdentityEndToEnd(t *testing.T) {
 	}
 	sockets := filepath.Join(t.TempDir(), "sockets")
 	ag := startProc(t, bin, "agent", "--controlplane", addr, "--token-file", tokenFile, "--socket-dir", sockets, "--admin-addr", "127.0.0.1:0")
-	agAdmin := "http://" + ag.wait(t, "admin server listening", "addr")
+	agAdmin := "http://" + ag.Wait(t, "admin server listening", "addr")
 	want := "spiffe://portcullis.local/ns/demo/sa/frontend"
-	if got := ag.wait(t, "agent ready: SVID available over SDS and the Workload API", "spiffe_id"); got != want {
+	if got := ag.Wait(t, "agent ready: SVID available over SDS and the Workload API", "spiffe_id"); got != want {
 		t.Fatalf("agent ready with %s, want %s", got, want)
 	}
 	if code, body := httpGet(t, agAdmin+"/readyz"); code != 200 {
@@ -190,7 +106,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 		t.Errorf("ca status = %+v", status)
 	}
 	run(t, bin, "ca", "revoke", "--data-dir", dataDir, "--serial", svid.Certificates[0].SerialNumber.Text(16))
-	cp.wait(t, "revocation list reloaded", "msg")
+	cp.Wait(t, "revocation list reloaded", "msg")
 
 	// A mesh with another trust domain is refused; the live mesh stays.
 	originals := map[string][]byte{}
@@ -229,9 +145,9 @@ func TestIdentityEndToEnd(t *testing.T) {
 	}
 
 	// Restart: the same CA (both authorities) comes back.
-	cp.stop(t)
+	cp.Stop()
 	cp2 := startProc(t, bin, cpArgs...)
-	cp2.wait(t, "control plane serving", "xds_addr")
+	cp2.Wait(t, "control plane serving", "xds_addr")
 	if err := json.Unmarshal([]byte(run(t, bin, "ca", "status", "--data-dir", dataDir)), &status); err != nil || len(status.Authorities) != 2 {
 		t.Fatalf("after restart: %+v, %v", status, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,11 @@ func TestSigningKeyPersists(t *testing.T) {
 	}
 }
 
+const (
+	tokA     = "0000000000000000000000000000000a"
+	tokShort = "0000000000000000000000000000000b"
+)
+
 func TestUsedTokensSingleUseAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	now := t0
@@ -37,13 +43,13 @@ func TestUsedTokensSingleUseAcrossRestart(t *testing.T) {
 	if _, err := OpenUsedTokens(dir, clock, nil); err == nil {
 		t.Fatal("a second holder of the used-token store was allowed")
 	}
-	if err := u.Use("a", now.Add(time.Hour)); err != nil {
+	if err := u.Use(tokA, now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Use("short", now.Add(time.Minute)); err != nil {
+	if err := u.Use(tokShort, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Use("a", now.Add(time.Hour)); !errors.Is(err, ErrTokenReused) {
+	if err := u.Use(tokA, now.Add(time.Hour)); !errors.Is(err, ErrTokenReused) {
 		t.Fatalf("reuse: %v", err)
 	}
 	if err := u.Close(); err != nil {
@@ -55,7 +61,7 @@ func TestUsedTokensSingleUseAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	if err := u.Use("a", now.Add(time.Hour)); !errors.Is(err, ErrTokenReused) {
+	if err := u.Use(tokA, now.Add(time.Hour)); !errors.Is(err, ErrTokenReused) {
 		t.Fatalf("reuse after restart: %v", err)
 	}
 	if u.Len() != 1 {
@@ -79,7 +85,7 @@ func TestUsedTokensConcurrent(t *testing.T) {
 	accepted := map[string]int{}
 	for i := range 400 {
 		wg.Go(func() {
-			id := fmt.Sprint(i % 200) // every token twice
+			id := fmt.Sprintf("%032x", i%200) // every token twice
 			if err := u.Use(id, exp); err == nil {
 				mu.Lock()
 				accepted[id]++
@@ -97,5 +103,66 @@ func TestUsedTokensConcurrent(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("token %s accepted %d times", id, n)
 		}
+	}
+}
+
+func TestUsedTokensLogRecovery(t *testing.T) {
+	dir := t.TempDir()
+	now := t0
+	clock := func() time.Time { return now }
+	u, err := OpenUsedTokens(dir, clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func(i int) string { return fmt.Sprintf("%032x", i) }
+	for i := range 3000 { // crosses the compaction threshold
+		exp := now.Add(time.Hour)
+		if i < 2000 {
+			exp = now.Add(time.Minute)
+		}
+		if err := u.Use(id(i), exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, DirName, UsedFile)
+	// A crash in the middle of an append leaves a torn last line: ignored.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(id(99999)[:20]); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	now = now.Add(2 * time.Minute)
+	u, err = OpenUsedTokens(dir, clock, nil)
+	if err != nil {
+		t.Fatalf("torn last line: %v", err)
+	}
+	if u.Len() != 1000 {
+		t.Errorf("%d live entries after expiry, want 1000", u.Len())
+	}
+	if err := u.Use(id(2500), now.Add(time.Hour)); !errors.Is(err, ErrTokenReused) {
+		t.Errorf("token used before the restart: %v", err)
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(data), "\n"); lines != 1000 {
+		t.Errorf("compacted log has %d lines, want 1000", lines)
+	}
+	// Damage anywhere else: refuse rather than forget.
+	if err := os.WriteFile(path, []byte("garbage\n"+string(data)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenUsedTokens(dir, clock, nil); err == nil {
+		t.Fatal("a damaged log was accepted")
 	}
 }

@@ -461,6 +461,9 @@ func (c *CA) refresh(force bool) error {
 		return fmt.Errorf("ca: active authority %s cannot sign: its root has expired (portcullis ca rotate --now), or it came from --ca-cert and the control plane was not started with that --ca-cert and --ca-key", activeRecord(phases).ID)
 	}
 	c.stateStamp = stamp
+	if old != nil && old.fingerprint == next.fingerprint && old.state == st {
+		return nil // nothing changed: keep the bundle value, so consumers' caches stay valid
+	}
 	c.snap.Store(next)
 	if old != nil && old.fingerprint != next.fingerprint {
 		c.log.Info("CA authorities changed", "active", next.active.id, "signer_serial", next.active.signer().SerialNumber.Text(16),

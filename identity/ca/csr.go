@@ -112,12 +112,51 @@ func countSANs(req *x509.CertificateRequest) (int, error) {
 		if exts > 1 {
 			return 0, errors.New("more than one subject alternative name extension")
 		}
-		var names []asn1.RawValue
-		rest, err := asn1.Unmarshal(ext.Value, &names)
-		if err != nil || len(rest) > 0 {
+		names, err := countDERElements(ext.Value)
+		if err != nil {
 			return 0, errors.New("malformed subject alternative name extension")
 		}
-		n += len(names)
+		n += names
 	}
 	return n, nil
+}
+
+// countDERElements counts the elements of a DER SEQUENCE (tags below 31, definite lengths up to
+// four bytes), without encoding/asn1's reflection: this runs on every certificate request.
+func countDERElements(der []byte) (int, error) {
+	content, rest, err := readDER(der)
+	if err != nil || len(rest) > 0 || der[0] != 0x30 {
+		return 0, errors.New("not a DER SEQUENCE")
+	}
+	n := 0
+	for len(content) > 0 {
+		if _, content, err = readDER(content); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// readDER splits one element off b, returning its content and what follows it.
+func readDER(b []byte) (content, rest []byte, err error) {
+	if len(b) < 2 || b[0]&0x1f == 0x1f {
+		return nil, nil, errors.New("truncated or high-tag-number element")
+	}
+	l, hdr := int(b[1]), 2
+	if l&0x80 != 0 {
+		k := l & 0x7f
+		if k == 0 || k > 4 || len(b) < 2+k {
+			return nil, nil, errors.New("bad length")
+		}
+		l = 0
+		for _, c := range b[2 : 2+k] {
+			l = l<<8 | int(c)
+		}
+		hdr += k
+	}
+	if l < 0 || len(b)-hdr < l {
+		return nil, nil, errors.New("element longer than its container")
+	}
+	return b[hdr : hdr+l], b[hdr+l:], nil
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
+	"math/big"
 	"testing"
 	"time"
 
@@ -73,6 +75,34 @@ func TestSignSVIDMatchesCreateCertificate(t *testing.T) {
 		}
 		if _, _, err := x509svid.Verify([]*x509.Certificate{gotCert, a.signer()}, c, x509svid.WithTime(clock.Now())); err != nil {
 			t.Fatalf("fast SVID is not a valid X.509-SVID: %v", err)
+		}
+	}
+}
+
+// TestDERHelpersMatchEncodingASN1 covers the cases the SVID test may not reach: both time
+// encodings, long lengths, integers with the high bit set.
+func TestDERHelpersMatchEncodingASN1(t *testing.T) {
+	for _, y := range []int{1950, 2030, 2049, 2050, 2100} {
+		tm := time.Date(y, 7, 8, 9, 10, 11, 0, time.UTC)
+		want, err := asn1.Marshal(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendTime(nil, tm); !bytes.Equal(got, want) {
+			t.Errorf("time %d: %x, want %x", y, got, want)
+		}
+	}
+	for _, n := range []int64{1, 127, 128, 255, 256, 1 << 40} {
+		want, _ := asn1.Marshal(big.NewInt(n))
+		if got := appendInteger(nil, big.NewInt(n)); !bytes.Equal(got, want) {
+			t.Errorf("integer %d: %x, want %x", n, got, want)
+		}
+	}
+	for _, l := range []int{0, 127, 128, 255, 256, 1000} {
+		content := bytes.Repeat([]byte{'a'}, l)
+		want, _ := asn1.Marshal(asn1.RawValue{Tag: 4, Class: asn1.ClassUniversal, Bytes: content})
+		if got := appendTLV(nil, 0x04, content); !bytes.Equal(got, want) {
+			t.Errorf("length %d: header %x, want %x", l, got[:4], want[:4])
 		}
 	}
 }

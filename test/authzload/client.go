@@ -18,14 +18,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/testca"
 )
 
 const serverID = "spiffe://portcullis.local/ns/portcullis/sa/authz"
 
 type material struct {
-	ca     *authztest.CA
-	server *authztest.SVID
-	proxy  *authztest.SVID
+	ca     *testca.CA
+	server *testca.SVID
+	proxy  *testca.SVID
 	token  string
 	mesh   string
 }
@@ -52,7 +53,7 @@ func newMaterial() (m *material, err error) {
 		}
 	}()
 	t := toolTB{}
-	ca := authztest.NewCA(t, "portcullis.local")
+	ca := testca.New(t, "portcullis.local")
 	key := authztest.NewKey(t, "ES256", "k1")
 	claims := authztest.BenchClaims()
 	claims["exp"] = time.Now().Add(24 * time.Hour).Unix()

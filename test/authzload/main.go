@@ -48,6 +48,7 @@ type config struct {
 	serverProcs int
 	serverCPU   string
 	baseline    bool
+	trace       bool
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	flag.DurationVar(&cfg.p99Target, "p99-target", time.Millisecond, "p99 target at -rate, for the verdict line")
 	flag.IntVar(&cfg.serverProcs, "server-procs", 0, "GOMAXPROCS of the server process (0: all CPUs)")
 	flag.BoolVar(&cfg.baseline, "baseline", false, "serve a Check that answers OK without deciding: the transport's own cost, for comparison")
+	flag.BoolVar(&cfg.trace, "trace", false, "export every Check's spans (100% sampled) over OTLP to a collector in this process: tracing's cost")
 	flag.StringVar(&cfg.serverCPU, "server-cpus", "", "CPU list to pin the server process to (taskset -c), e.g. 0; run the generator with taskset on the others")
 	flag.Parse()
 	for _, l := range strings.Split(levels, ",") {
@@ -193,6 +195,14 @@ func startServer(ctx context.Context, dir string, cfg config) (string, int, func
 	}
 	if cfg.baseline {
 		cmd.Env = append(cmd.Env, baselineEnv+"=1")
+	}
+	if cfg.trace {
+		addr, stopCollector, err := startDiscardCollector()
+		if err != nil {
+			return "", 0, nil, err
+		}
+		go func() { <-ctx.Done(); stopCollector() }()
+		cmd.Env = append(cmd.Env, traceEnv+"="+addr)
 	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -27,6 +28,7 @@ import (
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/authz/server"
+	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/xds/source"
 )
 
@@ -74,7 +76,16 @@ func serve(dir string) error {
 		return err
 	}
 	defer decisions.Close()
-	srv, err := server.New(server.Options{Logger: log, TracerProvider: noop.NewTracerProvider(), Source: docs, Compiler: compiler, DecisionLog: decisions})
+	var tp trace.TracerProvider = noop.NewTracerProvider()
+	if endpoint := os.Getenv(traceEnv); endpoint != "" {
+		tracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Endpoint: endpoint, Insecure: true, SamplingRatio: 1, ServiceName: "authzload"}, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tracing.Shutdown(context.Background()) }()
+		tp = tracing.Provider
+	}
+	srv, err := server.New(server.Options{Logger: log, TracerProvider: tp, Source: docs, Compiler: compiler, DecisionLog: decisions})
 	if err != nil {
 		return err
 	}
@@ -111,6 +122,9 @@ func serve(dir string) error {
 	}
 	return <-runDone
 }
+
+// traceEnv names the OTLP collector the server exports every span to.
+const traceEnv = "AUTHZLOAD_OTLP"
 
 // baselineEnv makes the server answer every Check with a fixed OK without looking at it: the
 // cost of gRPC, TLS and the Go runtime alone, to compare the real service with.

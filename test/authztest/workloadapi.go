@@ -2,6 +2,7 @@ package authztest
 
 import (
 	"crypto/x509"
+	"github.com/portcullis/portcullis/test/testca"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,8 +21,8 @@ type WorkloadAPI struct {
 	workloadpb.UnimplementedSpiffeWorkloadAPIServer
 	// Socket is the unix socket's path.
 	Socket string
-	svid   *SVID
-	ca     *CA
+	svid   *testca.SVID
+	ca     *testca.CA
 	srv    *grpc.Server
 }
 
@@ -33,7 +34,7 @@ type cleanupTB interface {
 }
 
 // StartWorkloadAPI serves svid (issued by ca) until the test ends.
-func StartWorkloadAPI(t cleanupTB, ca *CA, svid *SVID) *WorkloadAPI {
+func StartWorkloadAPI(t cleanupTB, ca *testca.CA, svid *testca.SVID) *WorkloadAPI {
 	t.Helper()
 	// Unix socket paths are short (108 bytes): t.TempDir() under a long test name may not fit.
 	dir, err := os.MkdirTemp("", "wlapi")
@@ -59,7 +60,7 @@ func (w *WorkloadAPI) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream grpc.S
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		return status.Error(codes.InvalidArgument, "security header missing from request")
 	}
-	key, err := x509.MarshalPKCS8PrivateKey(w.svid.key)
+	key, err := x509.MarshalPKCS8PrivateKey(w.svid.X509SVID().PrivateKey)
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}

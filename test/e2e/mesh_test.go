@@ -91,7 +91,11 @@ func TestMeshEndToEnd(t *testing.T) {
 	t.Cleanup(frontendApp.Close)
 	backendPort, frontendPort := backendApp.Listener.Addr().(*net.TCPAddr).Port, frontendApp.Listener.Addr().(*net.TCPAddr).Port
 
-	c.write("mesh.yaml", meshDoc)
+	// Tracing is on, but its collector is down: requests must not notice (spans are dropped and
+	// counted).
+	deadCollector := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c.write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
+		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q}\n", deadCollector), 1))
 	c.write("services.yaml", servicesDoc(frontendPort, backendPort))
 	c.write("policies.yaml", policiesDoc("/api/*"))
 	c.startControlPlane()
@@ -101,8 +105,8 @@ func TestMeshEndToEnd(t *testing.T) {
 	authzAgent.waitReady(t)
 	authz := startProc(t, c, "authz", "authz", "--log-format", "json", "--config", c.configDir,
 		"--listen", c.authzAddr, "--admin-addr", "127.0.0.1:0",
-		"--workload-api-socket", authzAgent.sockets+"/workload.sock")
-	authz.Wait(t, "authz server listening", "addr")
+		"--workload-api-socket", authzAgent.sockets+"/workload.sock", "--otlp-endpoint", deadCollector)
+	authzAdmin := authz.Wait(t, "authz server listening", "admin_addr")
 
 	backendInbound, frontendOutbound := freePort(t), freePort(t)
 	backend := c.startAgent("backend-1", "demo", "backend", "--envoy-path", c.envoy, "--workload", "backend-1",
@@ -205,6 +209,27 @@ func TestMeshEndToEnd(t *testing.T) {
 		if fmt.Sprint(codes) != "[200 200 200 429 429]" || limitHeader == "" {
 			t.Errorf("codes %v, x-ratelimit-limit %q; want 3 allowed then 429 with rate-limit headers", codes, limitHeader)
 		}
+		// The backend's agent reports what its Envoy refused.
+		if _, body, err := get("http://" + backend.admin + "/metrics"); err != nil || !strings.Contains(body, "portcullis_proxy_rate_limited_total 2") {
+			t.Errorf("agent metrics lack the 2 rate-limited requests (%v):\n%s", err, grepLines(body, "portcullis_proxy"))
+		}
+	})
+
+	t.Run("a dead trace collector costs nothing but dropped spans", func(t *testing.T) {
+		// Every request above succeeded with tracing on; the authorization service counted the
+		// spans it could not export.
+		eventually(t, 20*time.Second, func() error {
+			_, body, err := get("http://" + authzAdmin + "/metrics")
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(body, "\n") {
+				if strings.HasPrefix(l, "portcullis_trace_spans_dropped_total ") && !strings.HasSuffix(l, " 0") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no dropped spans counted:\n%s", grepLines(body, "portcullis_trace"))
+		}, "dropped spans in the authorization service's metrics")
 	})
 
 	t.Run("a document change applies within 2s; an invalid edit changes nothing", func(t *testing.T) {
@@ -306,6 +331,16 @@ func TestMeshEndToEnd(t *testing.T) {
 		}
 		t.Logf("%d requests across the restart, none failed", ok.Load())
 	})
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func lineOf(text, prefix string) string {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/proctest"
 )
@@ -37,38 +38,6 @@ func JaegerBinary() string {
 	return p
 }
 
-// JaegerConfig is a Jaeger v2 configuration: OTLP gRPC in, memory storage, the query API,
-// everything on the given loopback addresses and nothing else listening.
-func JaegerConfig(otlpAddr, queryAddr, queryGRPCAddr string) string {
-	return fmt.Sprintf(`service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics: {level: none}
-    logs: {level: warn}
-extensions:
-  jaeger_query:
-    storage: {traces: memory}
-    http: {endpoint: %q}
-    grpc: {endpoint: %q}
-  jaeger_storage:
-    backends:
-      memory: {memory: {max_traces: 100000}}
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: %q}
-processors:
-  batch: {timeout: 200ms}
-exporters:
-  jaeger_storage_exporter: {trace_storage: memory}
-`, queryAddr, queryGRPCAddr, otlpAddr)
-}
-
 // StartJaeger runs the cached Jaeger until the test ends, or returns nil when it is not built.
 func StartJaeger(t testing.TB) *Jaeger {
 	t.Helper()
@@ -79,7 +48,7 @@ func StartJaeger(t testing.TB) *Jaeger {
 	}
 	j := &Jaeger{OTLP: loopback(t), QueryURL: "http://" + loopback(t)}
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(JaegerConfig(j.OTLP, j.QueryURL[len("http://"):], loopback(t))), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(telemetry.JaegerConfig(j.OTLP, j.QueryURL[len("http://"):], loopback(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	proctest.Start(t, "jaeger", bin, "--config", cfg)

@@ -79,12 +79,12 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	ca := testca.New(tb, trustDomain)
 	for i := range nClients {
 		svid := ca.Issue(tb, fmt.Sprintf("spiffe://%s/ns/load/sa/%s", trustDomain, spec.ServiceAccount(i)), 24*time.Hour)
-		pemData := append(svid.CertPEM(), svid.KeyPEM(tb)...)
+		pemData := append(svid.CertPEM, svid.KeyPEM...)
 		if err := os.WriteFile(filepath.Join(certDir, fmt.Sprintf("w-%d.pem", i)), pemData, 0o600); err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(certDir, "ca.pem"), ca.PEM(), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(certDir, "ca.pem"), ca.CertPEM, 0o600); err != nil {
 		return err
 	}
 	if tb.err != nil {

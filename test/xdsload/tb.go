@@ -8,8 +8,8 @@ type tb struct{ err error }
 
 func (t *tb) Helper() {}
 
-func (t *tb) Fatal(args ...any) {
+func (t *tb) Fatalf(format string, args ...any) {
 	if t.err == nil {
-		t.err = fmt.Errorf("%s", fmt.Sprint(args...))
+		t.err = fmt.Errorf(format, args...)
 	}
 }

@@ -1,15 +1,18 @@
 package bootstrap
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,4 +175,33 @@ func (s *Supervisor) Restarts() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.restarts
+}
+
+// Counters returns Envoy's counters whose names contain filter, from its admin /stats.
+func (s *Supervisor) Counters(ctx context.Context, filter string) (map[string]uint64, error) {
+	u := s.AdminURL()
+	if u == "" {
+		return nil, errors.New("envoy has not started")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/stats?usedonly&type=Counters&filter="+url.QueryEscape(filter), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("envoy admin: %w", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]uint64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(value, 10, 64); err == nil {
+			out[name] = n
+		}
+	}
+	return out, sc.Err()
 }

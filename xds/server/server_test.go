@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -179,7 +181,8 @@ func (c *adsClient) send(typeURL, version, nonce string, nack error) {
 	if nack != nil {
 		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
 	}
-	if err := c.stream.Send(req); err != nil {
+	// io.EOF means the server already ended the stream; its status comes from Recv.
+	if err := c.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
 		c.t.Fatal(err)
 	}
 }

@@ -17,7 +17,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -50,6 +53,8 @@ type DirOptions struct {
 	Meter    metric.Meter
 	Debounce time.Duration
 	Checks   []Checker
+	// TracerProvider records a span per load, with each problem as an event (nil: none).
+	TracerProvider trace.TracerProvider
 }
 
 // Dir loads mesh documents from a directory tree and reloads them when files change.
@@ -62,6 +67,7 @@ type Dir struct {
 	mu     sync.Mutex
 	status Status
 
+	tracer  trace.Tracer
 	loading sync.Mutex             // one load at a time
 	parsed  map[string]cachedParse // by file path: its last parse, reused while unchanged
 }
@@ -76,7 +82,11 @@ func NewDir(dir string, opts DirOptions) (*Dir, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
 	}
-	d := &Dir{dir: dir, opts: opts, log: opts.Logger, status: Status{Dir: dir}, parsed: map[string]cachedParse{}}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	d := &Dir{dir: dir, opts: opts, log: opts.Logger, status: Status{Dir: dir}, parsed: map[string]cachedParse{},
+		tracer: opts.TracerProvider.Tracer("github.com/portcullis/portcullis/xds/source")}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -114,6 +124,27 @@ func (d *Dir) Status() Status {
 func (d *Dir) Load() error {
 	d.loading.Lock()
 	defer d.loading.Unlock()
+	_, span := d.tracer.Start(context.Background(), "config.load", trace.WithAttributes(attribute.String("config.dir", d.dir)))
+	defer span.End()
+	err := d.load()
+	if problems, ok := err.(model.Problems); ok {
+		for _, p := range problems {
+			span.AddEvent("problem", trace.WithAttributes(
+				attribute.String("file", p.File), attribute.Int("document", p.Document), attribute.String("kind", p.Kind),
+				attribute.String("name", p.Name), attribute.String("field", p.Field), attribute.String("message", p.Message)))
+		}
+		span.SetStatus(codes.Error, fmt.Sprintf("%d problems; the last good mesh stays live", len(problems)))
+	} else if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "load failed")
+	}
+	d.mu.Lock()
+	span.SetAttributes(attribute.String("mesh.version", d.status.Version), attribute.Int("config.files", d.status.Files), attribute.Int("config.documents", d.status.Documents))
+	d.mu.Unlock()
+	return err
+}
+
+func (d *Dir) load() error {
 	files, err := d.files()
 	if err != nil {
 		d.record(nil, model.Problems{{File: d.dir, Message: err.Error()}}, 0, 0)
