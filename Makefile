@@ -28,8 +28,9 @@ all: build
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build bin/portcullis
+build: ## build bin/portcullis (everything) and bin/portcullis-agent (the sidecar: the agent alone)
 	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
+	CGO_ENABLED=0 go build -tags agentonly -ldflags '$(LDFLAGS)' -o bin/portcullis-agent ./cmd/portcullis
 
 .cache:
 	mkdir -p '$(CACHE_DIR)'

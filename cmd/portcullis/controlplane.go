@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -8,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -30,10 +31,8 @@ import (
 
 // Default control-plane addresses (README.md and docs/architecture.md list them too).
 const (
-	defaultXDSAddr   = "127.0.0.1:15010"
 	defaultAuthzAddr = "127.0.0.1:15011"
 	defaultAdminAddr = "127.0.0.1:15014"
-	shutdownGrace    = 5 * time.Second
 )
 
 type controlPlaneFlags struct {
@@ -409,28 +408,4 @@ func (l listeners) close() {
 	for _, ln := range l {
 		_ = ln.Close()
 	}
-}
-
-// waitWithGrace waits for the run group; once ctx is cancelled (a signal) it gives the group
-// shutdownGrace to stop before returning anyway, then runs the cleanups.
-func waitWithGrace(ctx context.Context, log *slog.Logger, group *errgroup.Group, cleanups ...func(context.Context) error) error {
-	done := make(chan error, 1)
-	go func() { done <- group.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		log.Info("shutting down")
-		select {
-		case err = <-done:
-		case <-time.After(shutdownGrace):
-			err = fmt.Errorf("components did not stop within %s", shutdownGrace)
-		}
-	}
-	cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	for _, c := range cleanups {
-		err = errors.Join(err, c(cctx))
-	}
-	return err
 }

@@ -48,20 +48,8 @@ Start with "portcullis demo" for a whole local mesh, or see README.md.`,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(
-		newVersionCommand(g),
-		newControlPlaneCommand(g),
-		newAuthzCommand(g),
-		newPolicyCommand(g),
-		newDemoCommand(g),
-		newAgentCommand(g),
-		newProxyCommand(g),
-		newTokenCommand(g),
-		newCACommand(g),
-		newInitIPTablesCommand(g),
-		newInstallCommand(g),
-		newDemoAppCommand(g),
-	)
+	root.AddCommand(newVersionCommand(g))
+	root.AddCommand(commands(g)...)
 	return root
 }
 

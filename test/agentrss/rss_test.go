@@ -20,40 +20,44 @@ import (
 )
 
 // BudgetMiB is the issue's target for the agent's RSS with one SVID; BenchmarkAgentRSS reports
-// against it. RegressionMiB is what the test enforces: a leak across rotations or a runaway
-// dependency shows up as a doubling, while the target itself is a benchmark figure (the one
-// binary's mapped code counts in RSS; see the issue notes).
+// against it. RegressionMiB is what the test enforces, with room for the noise of RSS: a leak
+// across rotations, or the control plane's packages creeping into the sidecar build (the full
+// binary's agent sits at about 66 MiB), fails it.
 const (
 	BudgetMiB     = 30
-	RegressionMiB = 2 * BudgetMiB
+	RegressionMiB = 40
 )
 
+// The control plane runs from the full binary; the agent from the sidecar build (make build:
+// bin/portcullis-agent, -tags agentonly), which leaves the control plane's packages out.
 var (
 	buildOnce sync.Once
-	binPath   string
+	binDir    string
 	buildErr  error
 )
 
-func binary(t testing.TB) string {
+func binary(t testing.TB, agentOnly bool) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "portcullis-rss-")
-		if err != nil {
-			buildErr = err
+		if binDir, buildErr = os.MkdirTemp("", "portcullis-rss-"); buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(dir, "portcullis")
-		cmd := exec.Command("go", "build", "-o", binPath, "../../cmd/portcullis")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		for name, tags := range map[string]string{"portcullis": "", "portcullis-agent": "agentonly"} {
+			cmd := exec.Command("go", "build", "-tags", tags, "-o", filepath.Join(binDir, name), "../../cmd/portcullis")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return binPath
+	if agentOnly {
+		return filepath.Join(binDir, "portcullis-agent")
+	}
+	return filepath.Join(binDir, "portcullis")
 }
 
 // process is a started binary whose stderr lines are kept.
@@ -66,7 +70,7 @@ type process struct {
 
 func start(t testing.TB, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(binary(t), args...), done: make(chan struct{})}
+	p := &process{cmd: exec.Command(binary(t, args[0] == "agent"), args...), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +182,7 @@ func measure(t testing.TB) (float64, float64) {
 		"--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--svid-ttl", "6s")
 	addr := cp.wait(t, "control plane serving", "xds_addr")
 	tokenFile := filepath.Join(work, "token")
-	if out, err := exec.Command(binary(t), "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service", "web", "--out", tokenFile).CombinedOutput(); err != nil {
+	if out, err := exec.Command(binary(t, false), "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service", "web", "--out", tokenFile).CombinedOutput(); err != nil {
 		t.Fatalf("token create: %v\n%s", err, out)
 	}
 	agent := start(t, "agent", "--controlplane", addr, "--token-file", tokenFile, "--socket-dir", sockets, "--admin-addr", "127.0.0.1:0")
@@ -280,4 +284,12 @@ func BenchmarkAgentRSS(b *testing.B) {
 	}
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(peak, "peak-MiB")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }

@@ -190,7 +190,7 @@ func (c *Config) proxyContainer(pod *corev1.Pod) corev1.Container {
 		Name:            ProxyContainerName,
 		Image:           c.Image,
 		ImagePullPolicy: c.ImagePullPolicy,
-		Command:         []string{"portcullis"},
+		Command:         []string{"portcullis-agent"}, // the sidecar build: the agent alone
 		Args:            args,
 		RestartPolicy:   ptr.To(corev1.ContainerRestartPolicyAlways),
 		Env: []corev1.EnvVar{

@@ -172,6 +172,9 @@ func checkInjected(t *testing.T, p *corev1.Pod) {
 	if *proxy.SecurityContext.RunAsUser != inject.ProxyUID || proxy.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("proxy security context or resources: %+v %+v", proxy.SecurityContext, proxy.Resources)
 	}
+	if len(proxy.Command) != 1 || proxy.Command[0] != "portcullis-agent" || proxy.Args[0] != "agent" {
+		t.Errorf("proxy runs %v %v, want the sidecar build portcullis-agent agent", proxy.Command, proxy.Args[:1])
+	}
 	args := strings.Join(proxy.Args, " ")
 	for _, want := range []string{"--k8s-token-file /var/run/secrets/portcullis/token", "--trust-domain cluster.example", "--ca-pin sha256:", "--mode Transparent", "--workload $(POD_NAME)"} {
 		if !strings.Contains(args, want) {

@@ -1,0 +1,12 @@
+//go:build agentonly
+
+package main
+
+import "github.com/spf13/cobra"
+
+// commands of the sidecar build (make build: bin/portcullis-agent): the agent alone. Leaving out
+// the control plane's packages (OPA, client-go, the CA) keeps their package initialisation and
+// binary pages out of every pod's memory.
+func commands(g *globals) []*cobra.Command {
+	return []*cobra.Command{newAgentCommand(g)}
+}
