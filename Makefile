@@ -69,9 +69,8 @@ netns-tools: ## iptables and iproute2 for the transparent-mode network namespace
 		apt-get install -y -qq iptables iproute2 >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 >/dev/null; }; \
 	else echo "netns-tools: iptables missing and not root; the network namespace test will skip"; fi
 
-generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes) and the copy of deploy/ that portcullis install embeds
+generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)
 	go tool controller-gen crd:crdVersions=v1,allowDangerousTypes=true paths=./xds/source/kube/apis/... output:crd:artifacts:config=deploy/base/crds
-	rm -rf cmd/portcullis/deploy && cp -r deploy cmd/portcullis/deploy
 
 lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
