@@ -5,9 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,7 +124,7 @@ func (k *kubeEnv) ensureCA(ctx context.Context, dataDir string, td spiffeid.Trus
 	secrets := k.client.CoreV1().Secrets(k.f.namespace)
 	sec, err := secrets.Get(ctx, k.f.caSecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		certPEM, keyPEM, gerr := newRoot(td, rootTTL)
+		certPEM, keyPEM, gerr := ca.NewRootPEM(td, rootTTL)
 		if gerr != nil {
 			return "", "", gerr
 		}
@@ -165,30 +163,6 @@ func (k *kubeEnv) ensureCA(ctx context.Context, dataDir string, td spiffeid.Trus
 		return "", "", err
 	}
 	return certFile, keyFile, nil
-}
-
-func newRoot(td spiffeid.TrustDomain, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ca.NewKey()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl, err := (&ca.Templates{TrustDomain: td}).Root(ttl)
-	if err != nil {
-		return nil, nil, err
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: root CA: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err = ca.EncodeKeyPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return ca.EncodeCertsPEM(cert), keyPEM, nil
 }
 
 // serviceAccounts is the certificate service's service-account token verifier.

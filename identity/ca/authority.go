@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/portcullis/portcullis/identity/internal/securefile"
 )
 
@@ -48,18 +50,37 @@ func (a *authority) intermediateDue(now time.Time, ttl time.Duration) bool {
 	return s.NotAfter.Sub(now) < ttl/2
 }
 
+// NewRootPEM makes a self-signed root for td, PEM-encoded, for a root kept outside the data
+// directory (on Kubernetes, in a Secret every control plane replica reads, passed back as
+// Config's upstream files).
+func NewRootPEM(td spiffeid.TrustDomain, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
+	root, key, err := newRoot(&Templates{TrustDomain: td}, ttl)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = EncodeKeyPEM(key); err != nil {
+		return nil, nil, err
+	}
+	return EncodeCertsPEM(root), keyPEM, nil
+}
+
+func newRoot(t *Templates, ttl time.Duration) (*x509.Certificate, crypto.Signer, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl, err := t.Root(ttl)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := sign(tmpl, tmpl, key.Public(), key)
+	return root, key, err
+}
+
 // createManagedAuthority makes a self-signed root and an intermediate under it and writes both to
 // the authority's directory. The caller holds the state lock.
 func createManagedAuthority(dataDir, id string, t *Templates, rootTTL, intermediateTTL time.Duration) (*authority, error) {
-	rootKey, err := NewKey()
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := t.Root(rootTTL)
-	if err != nil {
-		return nil, err
-	}
-	root, err := sign(tmpl, tmpl, rootKey.Public(), rootKey)
+	root, rootKey, err := newRoot(t, rootTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -605,3 +605,37 @@ func TestSelfSourceRotatesWithTheCA(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNewRootPEMServesAsUpstream: the root a Kubernetes control plane keeps in a Secret is a
+// valid upstream CA, and two replicas opening it issue SVIDs under one bundle.
+func TestNewRootPEMServesAsUpstream(t *testing.T) {
+	clock := &fakeClock{now: time.Now()} // NewRootPEM dates the root from the real clock
+	certPEM, keyPEM, err := NewRootPEM(testTD, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var replicas []*CA
+	for range 2 {
+		cfg, _ := testConfig(t, clock)
+		cfg.UpstreamCert, cfg.UpstreamKey = certFile, keyFile
+		replicas = append(replicas, openCA(t, cfg))
+	}
+	for i, c := range replicas {
+		svid, err := c.SignX509SVID(workload(t, "/ns/a/sa/b"), mustKey(t).Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each replica's SVID verifies against the other's bundle.
+		if _, _, err := x509svid.Verify(parseChain(t, svid.Chain), replicas[1-i], x509svid.WithTime(clock.Now())); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+}
