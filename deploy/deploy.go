@@ -152,4 +152,3 @@ func ns(u *unstructured.Unstructured) string {
 	}
 	return "in " + u.GetNamespace()
 }
-
