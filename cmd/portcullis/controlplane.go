@@ -214,7 +214,7 @@ func runControlPlane(ctx context.Context, g *globals, f *controlPlaneFlags, stdo
 	}
 	planes := &meshPlanes{
 		g: g, f: f, log: log, metrics: metrics, docs: docs, compiler: compiler, decisions: decisions, admin: admin,
-		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck, kube: kenv},
+		identity: identityConfig{log: g.log, metrics: metrics, dataDir: f.dataDir, ca: f.ca, used: used, tdCheck: tdCheck, kube: kenv, tracer: tracer},
 		tracer:   tracer,
 		xdsLn:    xdsLn, authzLn: authzLn, kube: kenv, webhookLn: webhookLn,
 	}

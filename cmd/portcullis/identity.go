@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -95,6 +96,7 @@ type identityConfig struct {
 	used    *attest.UsedTokens
 	tdCheck *trustDomainCheck
 	kube    *kubeEnv // on Kubernetes: shared root CA, service-account tokens
+	tracer  trace.TracerProvider
 }
 
 // openIdentity opens (or creates) the CA for the mesh's trust domain; from then on a mesh with
@@ -131,7 +133,7 @@ func openIdentity(ctx context.Context, c identityConfig, mesh *model.Mesh) (*ide
 	}
 	certs, err := certsvc.New(certsvc.Config{
 		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: c.used, ServiceAccounts: saTokens,
-		Logger: c.log.With("component", "certsvc"), Meter: c.metrics.Meter("identity/certsvc"),
+		Logger: c.log.With("component", "certsvc"), Meter: c.metrics.Meter("identity/certsvc"), TracerProvider: c.tracer,
 	})
 	if err != nil {
 		return nil, err

@@ -12,8 +12,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -59,6 +62,8 @@ type Config struct {
 	Clock           func() time.Time
 	Logger          *slog.Logger
 	Meter           metric.Meter
+	// TracerProvider gets a "ca.sign" span per request; nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Reasons a request is refused, beyond the CSR reasons of package ca; they label the refusal
@@ -87,6 +92,7 @@ type Server struct {
 	certpb.UnimplementedCertificateServiceServer
 	cfg     Config
 	log     *slog.Logger
+	tracer  trace.Tracer
 	now     func() time.Time
 	issued  metric.Int64Counter
 	refused metric.Int64Counter
@@ -111,6 +117,11 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer("github.com/portcullis/portcullis/identity/certsvc")
 	m := cfg.Meter
 	if m == nil {
 		m = noop.NewMeterProvider().Meter("")
@@ -156,8 +167,14 @@ func (s *Server) Sign(ctx context.Context, req *certpb.SignRequest) (*certpb.Sig
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		r.peer = p.Addr.String()
 	}
+	ctx, span := s.tracer.Start(ctx, "ca.sign", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	resp, ref := s.sign(ctx, req, r)
+	span.SetAttributes(attribute.String("portcullis.credential", r.credKind),
+		attribute.String("portcullis.spiffe_id", idString(r.requested)))
 	if ref != nil {
+		span.SetAttributes(attribute.String("portcullis.refused_reason", string(ref.reason)))
+		span.SetStatus(otelcodes.Error, ref.msg)
 		s.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", string(ref.reason))))
 		level := slog.LevelWarn
 		if ref.code == codes.Internal || ref.code == codes.Unavailable {

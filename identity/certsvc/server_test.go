@@ -24,8 +24,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -426,5 +429,39 @@ func TestRestartKeepsTokensUsedAndCA(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, attest.DirName, attest.UsedFile)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSignSpans: every request is a "ca.sign" span naming the credential kind and the SPIFFE ID;
+// a refusal is an error span with the reason, and no token appears in it.
+func TestSignSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	cp := cptest.Start(t, cptest.Options{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	token := cp.Token(t, web, time.Hour)
+	c := client(t, cp, nil)
+	if _, err := c.Sign(context.Background(), &certpb.SignRequest{Csr: csrFor(t, newKey(t), nil, web), JoinToken: token}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Sign(context.Background(), &certpb.SignRequest{Csr: csrFor(t, newKey(t), nil, web), JoinToken: token})
+	wantStatus(t, err, codes.Unauthenticated, "already used")
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, s := range spans {
+		attrs := map[attribute.Key]string{}
+		for _, a := range s.Attributes() {
+			attrs[a.Key] = a.Value.Emit()
+			if strings.Contains(a.Value.Emit(), token) {
+				t.Errorf("span %d attribute %s holds the token", i, a.Key)
+			}
+		}
+		if s.Name() != "ca.sign" || attrs["portcullis.credential"] != "join_token" || attrs["portcullis.spiffe_id"] != web.String() {
+			t.Errorf("span %d: %s %v", i, s.Name(), attrs)
+		}
+		wantErr := i == 1
+		if (s.Status().Code == otelcodes.Error) != wantErr || (wantErr && attrs["portcullis.refused_reason"] != "token_reused") {
+			t.Errorf("span %d: status %v, attributes %v", i, s.Status(), attrs)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -45,6 +46,8 @@ type Options struct {
 	Meter metric.Meter
 	// ServiceAccounts, when set, lets the service accept Kubernetes service-account tokens.
 	ServiceAccounts certsvc.ServiceAccountVerifier
+	// TracerProvider receives the service's spans.
+	TracerProvider trace.TracerProvider
 }
 
 // ControlPlane is a running test control plane.
@@ -107,7 +110,7 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	svc, err := certsvc.New(certsvc.Config{
 		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: used,
 		ServiceAccounts: opts.ServiceAccounts,
-		Logger:          log.With("component", "certsvc"), Meter: opts.Meter,
+		Logger:          log.With("component", "certsvc"), Meter: opts.Meter, TracerProvider: opts.TracerProvider,
 	})
 	if err != nil {
 		t.Fatal(err)
