@@ -69,7 +69,9 @@ metadata: {name: backend-allow-frontend, namespace: demo}
 spec:
   selector: {service: backend}
   action: ALLOW
-  rules: [{name: frontend-reads, from: {principals: ["spiffe://netns.test/ns/demo/sa/frontend"]}, to: {methods: [GET], paths: ["/api/*"]}}]
+  rules:
+    - {name: frontend-reads, from: {principals: ["spiffe://netns.test/ns/demo/sa/frontend"]}, to: {methods: [GET], paths: ["/api/*"]}}
+    - {name: self-check, from: {principals: ["spiffe://netns.test/ns/demo/sa/backend"]}, to: {methods: [GET], paths: ["/api/self"]}}
 `
 
 func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
@@ -140,6 +142,31 @@ func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
 		r := env.get(t, frontend.ns, "http://"+backendVIP+":"+strconv.Itoa(servicePort)+"/admin/users", nil)
 		if r.Status != http.StatusForbidden || r.Header.Get("X-Portcullis-Decision-Id") == "" {
 			t.Errorf("GET /admin/users: %d %s, decision id %q; want 403 with a decision id", r.Status, r.Err, r.Header.Get("X-Portcullis-Decision-Id"))
+		}
+	})
+
+	t.Run("a pod reaches its own service through its outbound and inbound listeners", func(t *testing.T) {
+		// The service's only endpoint is the calling pod: the outbound Envoy's mTLS connection
+		// to the pod's own address must be sent to the inbound listener, not to the application.
+		before := backend.stats(t)
+		r := env.get(t, backend.ns, "http://"+backendVIP+":"+strconv.Itoa(servicePort)+"/api/self", nil)
+		after := backend.stats(t)
+		var got map[string]string
+		if r.Status != http.StatusOK || json.Unmarshal([]byte(r.Body), &got) != nil {
+			t.Fatalf("backend → its own service: %d %s %s", r.Status, r.Err, r.Body)
+		}
+		if want := "spiffe://netns.test/ns/demo/sa/backend"; got["caller"] != want {
+			t.Errorf("caller %q, want %q", got["caller"], want)
+		}
+		for _, stat := range []string{"http.outbound_backend_demo.downstream_rq_2xx", "listener.0.0.0.0_15006.http.inbound.downstream_rq_2xx"} {
+			if d := after[stat] - before[stat]; d != 1 {
+				t.Errorf("%s went up by %d, want 1", stat, d)
+			}
+		}
+		// The application calling its own pod address stays inside the pod, as loopback does.
+		r = env.get(t, backend.ns, "http://"+backendIP+":"+strconv.Itoa(servicePort)+"/api/items", nil)
+		if r.Status != http.StatusOK || json.Unmarshal([]byte(r.Body), &got) != nil || got["caller"] != "" {
+			t.Errorf("backend → its own pod address: %d %s %s; want the application directly", r.Status, r.Err, r.Body)
 		}
 	})
 
