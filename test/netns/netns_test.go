@@ -138,6 +138,21 @@ func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
 		}
 	})
 
+	t.Run("a service's host name routes any address on its port", func(t *testing.T) {
+		// As when DNS answers with something other than the virtual IP: the Host header names the
+		// service, so the outbound listener's host routes send the request to its cluster.
+		before := frontend.stats(t)
+		r := env.get(t, frontend.ns, "http://"+backendIP+":"+strconv.Itoa(servicePort)+"/api/items", map[string]string{"Host": "backend.demo.svc.cluster.local"})
+		after := frontend.stats(t)
+		var got map[string]string
+		if r.Status != http.StatusOK || json.Unmarshal([]byte(r.Body), &got) != nil || got["caller"] != "spiffe://netns.test/ns/demo/sa/frontend" {
+			t.Fatalf("Host backend.demo.svc.cluster.local: %d %s %s; want the backend through the mesh", r.Status, r.Err, r.Body)
+		}
+		if stat := "http.outbound.downstream_rq_2xx"; after[stat]-before[stat] != 1 {
+			t.Errorf("%s went up by %d, want 1", stat, after[stat]-before[stat])
+		}
+	})
+
 	t.Run("authorization denies what the policy does not allow", func(t *testing.T) {
 		r := env.get(t, frontend.ns, "http://"+backendVIP+":"+strconv.Itoa(servicePort)+"/admin/users", nil)
 		if r.Status != http.StatusForbidden || r.Header.Get("X-Portcullis-Decision-Id") == "" {
@@ -529,6 +544,7 @@ func (r *response) fetch(req request) error {
 	for k, v := range req.Header {
 		hr.Header.Set(k, v)
 	}
+	hr.Host = hr.Header.Get("Host")
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Do(hr)
 	if err != nil {
