@@ -82,8 +82,14 @@ func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
 	env := newEnvironment(t)
 	env.startControlPlane()
 
-	backend := env.startPod("backend", backendIP, "--exclude-inbound-ports", strconv.Itoa(directPort))
-	frontend := env.startPod("frontend", frontendIP, "--exclude-outbound-ports", strconv.Itoa(directPort))
+	// The redirection the injector gives a pod with the exclusion annotations (its init
+	// container's arguments).
+	redirect := inject.Redirect{InboundPort: inject.InboundPort, OutboundPort: inject.OutboundPort, ProxyUID: inject.ProxyUID}
+	backendRedirect, frontendRedirect := redirect, redirect
+	backendRedirect.ExcludeInboundPorts = []uint16{directPort}
+	frontendRedirect.ExcludeOutboundPorts = []uint16{directPort}
+	backend := env.startPod("backend", backendIP, backendRedirect)
+	frontend := env.startPod("frontend", frontendIP, frontendRedirect)
 	env.inNS("backend-app", backend.ns, env.bin, "demo-app", "backend", "--listen", "0.0.0.0:"+strconv.Itoa(servicePort))
 	env.inNS("backend-direct-app", backend.ns, env.bin, "demo-app", "backend", "--listen", "0.0.0.0:"+strconv.Itoa(directPort), "--name", "backend-direct")
 	backend.waitReady(t)
@@ -410,10 +416,10 @@ type pod struct {
 // startPod installs the redirection with the init container's command, then runs the agent
 // (Transparent mode, joined with a token) and its Envoy as the proxy's UID, as the injected
 // sidecar does.
-func (e *environment) startPod(name, ip string, initArgs ...string) *pod {
+func (e *environment) startPod(name, ip string, redirect inject.Redirect) *pod {
 	e.t.Helper()
 	p := &pod{name: name, ns: e.prefix + name, env: e}
-	e.t.Logf("%s: %s", name, e.run("ip", append([]string{"netns", "exec", p.ns, e.bin, "init-iptables", "--proxy-uid", proxyUID}, initArgs...)...))
+	e.t.Logf("%s: %s", name, e.run("ip", append([]string{"netns", "exec", p.ns, e.bin, "init-iptables"}, redirect.Args()...)...))
 	dir := filepath.Join(e.work, name)
 	token := filepath.Join(e.work, name+".token")
 	e.run(e.bin, "token", "create", "--data-dir", e.dataDir, "--namespace", "demo", "--service", name, "--out", token)
