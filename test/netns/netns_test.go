@@ -65,7 +65,7 @@ spec: {mode: Transparent, serviceAccount: frontend, address: ` + frontendIP + `}
 ---
 apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
-metadata: {name: backend-allow-frontend, namespace: demo}
+metadata: {name: backend-callers, namespace: demo}
 spec:
   selector: {service: backend}
   action: ALLOW
