@@ -243,17 +243,17 @@ func requireNetworkNamespaces(t *testing.T) {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
-		missing = append(missing, "root (network namespaces and iptables need it)")
+		missing = append(missing, "root")
 	}
 	for _, tool := range []string{"ip", "iptables-restore", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool+" (`make netns-tools` installs iproute2 and iptables; setpriv is util-linux)")
+			missing = append(missing, tool)
 		}
 	}
 	if len(missing) == 0 {
 		return
 	}
-	msg := "network namespace test needs " + strings.Join(missing, ", ")
+	msg := "the network namespace test needs " + strings.Join(missing, ", ") + " (run as root; `make netns-tools` installs the tools)"
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s (CI=true: this test must run)", msg)
 	}
