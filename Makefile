@@ -63,10 +63,10 @@ kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~14 min) and etcd (D
 	ln -sfn "$$(cd .cache && pwd -P)/bin/etcd-$(ETCD_DEB_VERSION)" $(KUBE_ASSETS)/etcd
 	@echo "KUBEBUILDER_ASSETS=$(KUBE_ASSETS)"
 
-netns-tools: ## iptables and iproute2 for the transparent-mode network namespace test (Debian; root)
-	@if command -v iptables-restore >/dev/null && command -v ip >/dev/null; then echo "iptables: $$(command -v iptables-restore)"; \
+netns-tools: ## iptables, iproute2 and setpriv for the transparent-mode network namespace test (Debian; root)
+	@if command -v iptables-restore >/dev/null && command -v ip >/dev/null && command -v setpriv >/dev/null; then echo "iptables: $$(command -v iptables-restore)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -qq iptables iproute2 >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 >/dev/null; }; \
+		apt-get install -y -qq iptables iproute2 util-linux >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux >/dev/null; }; \
 	else echo "netns-tools: iptables missing and not root; the network namespace test will skip"; fi
 
 generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)

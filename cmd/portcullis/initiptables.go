@@ -23,6 +23,8 @@ func newInitIPTablesCommand(g *globals) *cobra.Command {
 		Long: `Install the nat rules that send the pod's TCP through its proxy: inbound connections to
 --inbound-port, outbound connections to --outbound-port, except the proxy's own traffic
 (--proxy-uid, as UID and GID), loopback, the agent's admin port and the excluded ports and CIDRs.
+The proxy's own connections to the pod's address (the pod calling its own service) go to
+--inbound-port, as any caller's do.
 Needs NET_ADMIN and NET_RAW (the injector grants them to this init container only) and
 iptables-restore. --dry-run prints the rules instead.`,
 		Args: cobra.NoArgs,

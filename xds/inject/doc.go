@@ -5,7 +5,8 @@
 // labelled portcullis.dev/inject=enabled and the pod does not say "false". The webhook adds:
 //   - portcullis-init, an init container that installs the redirection (Rules): inbound TCP to
 //     the proxy's 15006, outbound TCP to 15001, except traffic of the proxy's own UID (Envoy and
-//     the agent), loopback, and configured ports and CIDRs;
+//     the agent), loopback, and configured ports and CIDRs; the proxy's connections to its own
+//     pod (a pod calling its own service) go to 15006 like any caller's;
 //   - portcullis-proxy, the agent supervising Envoy as a native sidecar (an init container with
 //     restartPolicy: Always) whose startup probe holds the application back until Envoy has its
 //     certificate and configuration;

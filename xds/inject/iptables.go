@@ -35,8 +35,8 @@ const (
 
 // Rules returns the iptables-restore input (nat table) for one address family: every inbound
 // TCP connection to InboundPort, every outbound TCP connection to OutboundPort, except the
-// proxy's own traffic, loopback destinations, and the exclusions. ipv6 selects ip6tables
-// (loopback ::1, v6 CIDRs only).
+// proxy's own traffic, loopback destinations, and the exclusions; the proxy's connections to its
+// own pod's address go to InboundPort. ipv6 selects ip6tables (loopback ::1, v6 CIDRs only).
 func (r Redirect) Rules(ipv6 bool) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -60,12 +60,19 @@ func (r Redirect) Rules(ipv6 bool) string {
 	w("-A %s -p tcp -j %s", chainInbound, chainInRedirect)
 
 	// Outbound: the proxy's own connections (UID and GID), loopback, exclusions leave as they are.
-	w("-A OUTPUT -p tcp -j %s", chainOutput)
-	w("-A %s -m owner --uid-owner %d -j RETURN", chainOutput, r.ProxyUID)
-	w("-A %s -m owner --gid-owner %d -j RETURN", chainOutput, r.ProxyUID)
+	// Except one: the proxy connecting to its own pod's address (the pod called its own
+	// service, whose endpoint is this pod) goes to the inbound listener, as a connection from
+	// another pod would; without it the outbound proxy's mTLS would reach the application.
+	// The application's own connections to the pod's address stay in the pod, as loopback does.
 	loopback := "127.0.0.0/8"
 	if ipv6 {
 		loopback = "::1/128"
+	}
+	w("-A OUTPUT -p tcp -j %s", chainOutput)
+	for _, owner := range []string{"--uid-owner", "--gid-owner"} {
+		w("-A %s -o lo ! -d %s -m owner %s %d -j %s", chainOutput, loopback, owner, r.ProxyUID, chainInRedirect)
+		w("-A %s -o lo -m owner ! %s %d -j RETURN", chainOutput, owner, r.ProxyUID)
+		w("-A %s -m owner %s %d -j RETURN", chainOutput, owner, r.ProxyUID)
 	}
 	w("-A %s -d %s -j RETURN", chainOutput, loopback)
 	out := slices.Clone(r.ExcludeOutboundPorts)

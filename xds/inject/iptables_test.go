@@ -22,14 +22,20 @@ func TestRules(t *testing.T) {
 			"-A PORTCULLIS_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
 			"-A PORTCULLIS_INBOUND -p tcp --dport 9000 -j RETURN",
 			"-A PORTCULLIS_INBOUND -p tcp --dport 15021 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -o lo ! -d 127.0.0.0/8 -m owner --uid-owner 1337 -j PORTCULLIS_IN_REDIRECT",
+			"-A PORTCULLIS_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN",
 			"-A PORTCULLIS_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+			"-A PORTCULLIS_OUTPUT -o lo ! -d 127.0.0.0/8 -m owner --gid-owner 1337 -j PORTCULLIS_IN_REDIRECT",
 			"-A PORTCULLIS_OUTPUT -m owner --gid-owner 1337 -j RETURN",
 			"-A PORTCULLIS_OUTPUT -d 127.0.0.0/8 -j RETURN",
 			"-A PORTCULLIS_OUTPUT -p tcp --dport 5432 -j RETURN",
 			"-A PORTCULLIS_OUTPUT -d 10.0.0.1/32 -j RETURN",
 			"-A PORTCULLIS_OUTPUT -j PORTCULLIS_REDIRECT",
 		}, []string{"fd00::/8"}},
-		{"ipv6", true, []string{"-A PORTCULLIS_OUTPUT -d ::1/128 -j RETURN", "-A PORTCULLIS_OUTPUT -d fd00::/8 -j RETURN"}, []string{"10.0.0.1/32", "127.0.0.0/8"}},
+		{"ipv6", true, []string{
+			"-A PORTCULLIS_OUTPUT -o lo ! -d ::1/128 -m owner --uid-owner 1337 -j PORTCULLIS_IN_REDIRECT",
+			"-A PORTCULLIS_OUTPUT -d ::1/128 -j RETURN", "-A PORTCULLIS_OUTPUT -d fd00::/8 -j RETURN",
+		}, []string{"10.0.0.1/32", "127.0.0.0/8"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -44,9 +50,14 @@ func TestRules(t *testing.T) {
 					t.Errorf("unexpected %q in\n%s", d, got)
 				}
 			}
-			// The owner exclusions must come before the redirect, or Envoy would loop.
-			if strings.Index(got, "--uid-owner") > strings.Index(got, "-j PORTCULLIS_REDIRECT\n") {
+			// The owner exclusions must come before the redirect, or Envoy would loop; the proxy's
+			// connections to its own pod must go inbound before they are excluded, or a pod
+			// calling its own service would send mTLS to the application.
+			if strings.Index(got, "--uid-owner 1337 -j RETURN") > strings.Index(got, "-j PORTCULLIS_REDIRECT\n") {
 				t.Error("proxy UID exclusion after the redirect")
+			}
+			if strings.Index(got, "-o lo ! -d") > strings.Index(got, "--uid-owner 1337 -j RETURN") {
+				t.Error("the proxy's connections to its own pod are excluded before they are sent inbound")
 			}
 		})
 	}
