@@ -6,9 +6,11 @@
 // A Kubernetes Service is a mesh service when a portcullis Service of the same name refines it,
 // when its namespace is labelled portcullis.dev/inject=enabled, or when one of its pods carries
 // the sidecar. Its ports are those named or appProtocol'd http, http2/h2c or grpc (other TCP ports
-// pass through the proxies untouched), its SPIFFE IDs those of its pods' service accounts, and its
-// addresses its cluster IPs. Endpoints are kept out of the Mesh: an EndpointSlice change moves
-// the endpoints only, so no document is rebuilt and only proxies' EDS resources change.
+// pass through the proxies untouched), its SPIFFE IDs those of the service accounts of its pods
+// that carry the sidecar (the only pods that are its endpoints), and its addresses its cluster
+// IPs. Endpoints are kept out of the Mesh: an EndpointSlice change moves the endpoints only, so
+// no document is rebuilt and only proxies' EDS resources change. Endpoints that are not ready
+// (or terminating) are never given to other proxies.
 //
 // StatusWriter writes the Accepted and Programmed conditions back on each custom resource; it
 // runs on the elected leader only (Leases), while every replica serves from its own Source. The
