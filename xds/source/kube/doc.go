@@ -14,6 +14,7 @@
 //
 // StatusWriter writes the Accepted and Programmed conditions back on each custom resource; it
 // runs on the elected leader only (Leases), while every replica serves from its own Source. The
-// source ignores updates that do not change an object's generation, so its own status writes
-// never cause a rebuild or a push.
+// source ignores updates of custom resources that do not change their generation or labels, so
+// its own status writes never cause a rebuild or a push, and updates of Kubernetes objects that
+// change nothing it reads (pod status heartbeats, resyncs, annotations).
 package kube

@@ -202,10 +202,16 @@ func resource(env *kubetest.Env, kind, namespace string) resourceClient {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitForf(t, timeout, cond, func() string { return "waiting for " + what })
+}
+
+// waitForf polls cond until it holds, or fails the test with what() after timeout.
+func waitForf(t testing.TB, timeout time.Duration, cond func() bool, what func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			t.Fatalf("timed out after %s: %s", timeout, what())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -182,15 +183,34 @@ func (s *Source) trigger() {
 }
 
 // triggerUpdate skips updates that change nothing the mesh reads: resyncs (same resource
-// version) and the endpoint controller's and kubelet's frequent pod status heartbeats are
-// filtered by resource version only; the rebuild itself is cheap when nothing changed.
+// version), the kubelet's pod status heartbeats, a Service's load-balancer status, annotations
+// of namespaces and service accounts. Without this every status heartbeat of every pod in the
+// cluster would rebuild the mesh and the endpoints.
 func (s *Source) triggerUpdate(oldObj, newObj any) {
-	o, ok1 := oldObj.(metav1.Object)
-	n, ok2 := newObj.(metav1.Object)
-	if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
+	if equality.Semantic.DeepEqual(read(oldObj), read(newObj)) {
 		return
 	}
 	s.trigger()
+}
+
+// read is what the source reads of a cached object.
+func read(obj any) any {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return [...]any{o.Labels, o.Annotations, o.Spec.ServiceAccountName}
+	case *corev1.Service:
+		return [...]any{o.Labels, o.Spec}
+	case *discoveryv1.EndpointSlice:
+		return [...]any{o.Labels, o.AddressType, o.Endpoints, o.Ports}
+	case *corev1.Namespace:
+		return o.Labels
+	case *corev1.ServiceAccount:
+		return o.UID
+	}
+	if m, ok := obj.(metav1.Object); ok {
+		return m.GetResourceVersion()
+	}
+	return obj
 }
 
 // Run starts the informers, waits for their caches, publishes the first mesh and rebuilds after
