@@ -66,12 +66,35 @@ type plane struct {
 // startPlane runs a plane until the test ends, once the Mesh exists.
 func startPlane(t testing.TB, env *kubetest.Env) *plane {
 	t.Helper()
+	return servePlane(t, env, startSource(t, env, 5*time.Millisecond), 5*time.Millisecond)
+}
+
+// startSource runs a source until the test ends and waits for its first mesh (debounce 0: the
+// default).
+func startSource(t testing.TB, env *kubetest.Env, debounce time.Duration) *kube.Source {
+	t.Helper()
 	apply(t, env, meshDoc, false)
-	log := slog.New(slog.DiscardHandler)
-	src, err := kube.New(kube.Options{Client: env.Client, Dynamic: env.Dynamic, Logger: log, Debounce: 5 * time.Millisecond})
+	src, err := kube.New(kube.Options{Client: env.Client, Dynamic: env.Dynamic, Logger: slog.New(slog.DiscardHandler), Debounce: debounce})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, 60*time.Second, "the source's first mesh", func() bool { return src.Status().Version != "" })
+	return src
+}
+
+// servePlane runs the rest of a plane on src until the test ends.
+func servePlane(t testing.TB, env *kubetest.Env, src *kube.Source, debounce time.Duration) *plane {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
 	registry, err := server.NewRegistry(server.RegistryOptions{Logger: log, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +108,7 @@ func startPlane(t testing.TB, env *kubetest.Env) *plane {
 		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: controlPlaneID},
 		Endpoints: src,
 		Logger:    log,
-		Debounce:  5 * time.Millisecond,
+		Debounce:  debounce,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,11 +124,6 @@ func startPlane(t testing.TB, env *kubetest.Env) *plane {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Serve(ln) })
-	wg.Go(func() {
-		if err := src.Run(ctx); err != nil {
-			t.Error(err)
-		}
-	})
 	wg.Go(func() { _ = ctl.Run(ctx) })
 	wg.Go(func() { _ = registry.Run(ctx) })
 	t.Cleanup(func() {
@@ -113,9 +131,7 @@ func startPlane(t testing.TB, env *kubetest.Env) *plane {
 		g.Stop()
 		wg.Wait()
 	})
-	p := &plane{env: env, src: src, ledger: ledger, ca: ca, addr: ln.Addr().String()}
-	waitFor(t, 30*time.Second, "the source's first mesh", func() bool { return src.Status().Version != "" })
-	return p
+	return &plane{env: env, src: src, ledger: ledger, ca: ca, addr: ln.Addr().String()}
 }
 
 // startEnvoy runs a real Envoy for a workload, with the bootstrap its agent would write and an
@@ -162,7 +178,7 @@ func apply(t testing.TB, env *kubetest.Env, docs string, cleanup bool) {
 		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 			t.Fatal(err)
 		}
-		r := resource(env, u.GetKind(), u.GetNamespace())
+		r := crs(env, u.GetKind(), u.GetNamespace())
 		_, err := r.Create(ctx, u, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			var cur *unstructured.Unstructured
@@ -191,8 +207,8 @@ type resourceClient interface {
 	Delete(context.Context, string, metav1.DeleteOptions, ...string) error
 }
 
-// resource is the dynamic client of a portcullis.dev kind in a namespace ("" for the cluster).
-func resource(env *kubetest.Env, kind, namespace string) resourceClient {
+// crs is the dynamic client of a portcullis.dev kind in a namespace ("" for the cluster).
+func crs(env *kubetest.Env, kind, namespace string) resourceClient {
 	r := env.Dynamic.Resource(schema.GroupVersionResource{Group: v1alpha1.Group, Version: v1alpha1.Version, Resource: v1alpha1.Resource(kind)})
 	if namespace == "" || kind == model.KindMesh {
 		return r

@@ -120,7 +120,7 @@ func waitCondition(t *testing.T, env *kubetest.Env, r objectRef, typ string, sta
 	t.Helper()
 	var last string
 	waitForf(t, 10*time.Second, func() bool {
-		u, err := resource(env, r.kind, r.namespace).Get(context.Background(), r.name, metav1.GetOptions{})
+		u, err := crs(env, r.kind, r.namespace).Get(context.Background(), r.name, metav1.GetOptions{})
 		if err != nil {
 			last = err.Error()
 			return false
