@@ -2,7 +2,6 @@ package kube_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/kubetest"
+	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
 )
 
@@ -62,7 +62,7 @@ apiVersion: portcullis.dev/v1alpha1
 kind: Workload
 metadata: {name: web-1, namespace: %[1]s}
 spec: {service: web, inboundPort: %[2]d, appPort: 8080, upstreams: [{service: cart, localPort: %[3]d}]}
-`, ns, freePort(t), freePort(t)), true)
+`, ns, proctest.FreePort(t), proctest.FreePort(t)), true)
 	e := p.startEnvoy(t, "web-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/eds/sa/web"))
 
 	const cluster = "outbound|8081|cart.eds"
@@ -109,10 +109,6 @@ spec: {service: web, inboundPort: %[2]d, appPort: 8080, upstreams: [{service: ca
 // clusterHosts returns the sorted "address:port" of the hosts Envoy has for a cluster.
 func clusterHosts(t *testing.T, e *envoytest.Envoy, name string) []string {
 	t.Helper()
-	body, err := e.Admin(context.Background(), "/clusters?format=json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cs struct {
 		ClusterStatuses []struct {
 			Name         string `json:"name"`
@@ -126,8 +122,8 @@ func clusterHosts(t *testing.T, e *envoytest.Envoy, name string) []string {
 			} `json:"host_statuses"`
 		} `json:"cluster_statuses"`
 	}
-	if err := json.Unmarshal([]byte(body), &cs); err != nil {
-		t.Fatalf("/clusters: %v", err)
+	if err := e.AdminJSON(context.Background(), "/clusters?format=json", &cs); err != nil {
+		t.Fatal(err)
 	}
 	var out []string
 	for _, c := range cs.ClusterStatuses {
@@ -145,24 +141,17 @@ func clusterHosts(t *testing.T, e *envoytest.Envoy, name string) []string {
 // clusterSANs returns the sorted exact URI SANs an active cluster requires of its peers.
 func clusterSANs(t *testing.T, e *envoytest.Envoy, name string) []string {
 	t.Helper()
-	body, err := e.Admin(context.Background(), "/config_dump?resource=dynamic_active_clusters")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var dump struct {
 		Configs []struct {
-			Cluster json.RawMessage `json:"cluster"`
+			Cluster map[string]any `json:"cluster"`
 		} `json:"configs"`
 	}
-	if err := json.Unmarshal([]byte(body), &dump); err != nil {
-		t.Fatalf("/config_dump: %v", err)
+	if err := e.AdminJSON(context.Background(), "/config_dump?resource=dynamic_active_clusters", &dump); err != nil {
+		t.Fatal(err)
 	}
 	var out []string
 	for _, c := range dump.Configs {
-		var v map[string]any
-		if err := json.Unmarshal(c.Cluster, &v); err != nil {
-			t.Fatal(err)
-		}
+		v := c.Cluster
 		if v["name"] != name {
 			continue
 		}
@@ -254,15 +243,4 @@ func ep(addr, pod string, ready bool) discoveryv1.Endpoint {
 		e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: pod}
 	}
 	return e
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

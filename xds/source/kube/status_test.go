@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/portcullis/portcullis/test/kubetest"
+	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/snapshot"
 	"github.com/portcullis/portcullis/xds/source/kube"
@@ -49,7 +50,7 @@ apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: allow-get, namespace: %[1]s}
 spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
-`, ns, freePort(t)), true)
+`, ns, proctest.FreePort(t)), true)
 	valid := []objectRef{{model.KindMesh, "", "default"}, {model.KindService, ns, "api"}, {model.KindWorkload, ns, "api-1"}, {model.KindAuthorizationPolicy, ns, "allow-get"}}
 	p.startEnvoy(t, "api-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/status/sa/api"))
 	waitFor(t, 15*time.Second, "the Envoy to ACK the live mesh", func() bool {
