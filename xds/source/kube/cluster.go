@@ -20,7 +20,6 @@ type listers struct {
 	services  corelisters.ServiceLister
 	slices    discoverylisters.EndpointSliceLister
 	pods      corelisters.PodLister
-	accounts  corelisters.ServiceAccountLister
 	namespace corelisters.NamespaceLister
 }
 

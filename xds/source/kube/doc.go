@@ -1,7 +1,8 @@
 // Package kube is the Kubernetes source of the mesh: client-go informers on Services,
-// EndpointSlices, Pods, ServiceAccounts, Namespaces and the portcullis.dev custom resources
-// become a model.Mesh through the same model.Build and checks as the file source, and the ready
-// EndpointSlice addresses become the endpoints proxies reach services at.
+// EndpointSlices, Pods, Namespaces and the portcullis.dev custom resources become a model.Mesh
+// through the same model.Build and checks as the file source, and the ready EndpointSlice
+// addresses become the endpoints proxies reach services at. Service accounts are read from pods
+// (spec.serviceAccountName); ServiceAccount objects are not watched.
 //
 // A Kubernetes Service is a mesh service when a portcullis Service of the same name refines it,
 // when its namespace is labelled portcullis.dev/inject=enabled, or when one of its pods carries

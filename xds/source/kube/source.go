@@ -130,14 +130,12 @@ func New(opts Options) (*Source, error) {
 		services:  s.core.Core().V1().Services().Lister(),
 		slices:    s.core.Discovery().V1().EndpointSlices().Lister(),
 		pods:      s.core.Core().V1().Pods().Lister(),
-		accounts:  s.core.Core().V1().ServiceAccounts().Lister(),
 		namespace: s.core.Core().V1().Namespaces().Lister(),
 	}
 	handlers := []cache.SharedIndexInformer{
 		s.core.Core().V1().Services().Informer(),
 		s.core.Discovery().V1().EndpointSlices().Informer(),
 		s.core.Core().V1().Pods().Informer(),
-		s.core.Core().V1().ServiceAccounts().Informer(),
 		s.core.Core().V1().Namespaces().Informer(),
 	}
 	if err := s.core.Discovery().V1().EndpointSlices().Informer().AddIndexers(cache.Indexers{byService: sliceService}); err != nil {
@@ -183,9 +181,9 @@ func (s *Source) trigger() {
 }
 
 // triggerUpdate skips updates that change nothing the mesh reads: resyncs (same resource
-// version), the kubelet's pod status heartbeats, a Service's load-balancer status, annotations
-// of namespaces and service accounts. Without this every status heartbeat of every pod in the
-// cluster would rebuild the mesh and the endpoints.
+// version), the kubelet's pod status heartbeats, a Service's load-balancer status, namespace
+// annotations. Without this every status heartbeat of every pod in the cluster would rebuild the
+// mesh and the endpoints.
 func (s *Source) triggerUpdate(oldObj, newObj any) {
 	if equality.Semantic.DeepEqual(read(oldObj), read(newObj)) {
 		return
@@ -204,8 +202,6 @@ func read(obj any) any {
 		return [...]any{o.Labels, o.AddressType, o.Endpoints, o.Ports}
 	case *corev1.Namespace:
 		return o.Labels
-	case *corev1.ServiceAccount:
-		return o.UID
 	}
 	if m, ok := obj.(metav1.Object); ok {
 		return m.GetResourceVersion()
@@ -285,7 +281,7 @@ func slim(obj any) (any, error) {
 			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName},
 			Status: corev1.PodStatus{PodIP: o.Status.PodIP, Phase: o.Status.Phase},
 		}, nil
-	case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Namespace, *corev1.ServiceAccount:
+	case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Namespace:
 		if m, ok := obj.(metav1.Object); ok {
 			m.SetManagedFields(nil)
 			if a := m.GetAnnotations(); len(a) > 0 {

@@ -25,8 +25,9 @@ import (
 // TestStatusConditions: the status writer marks valid resources Accepted and, once the real
 // Envoy has ACKed the mesh they are in, Programmed "on 1 of 1 proxies"; a resource that is
 // valid on its own but refers to a missing service is Accepted=False with the validation
-// message and not programmed, while the rest stays live. Neither the status writes nor status
-// and annotation changes of pods and namespaces rebuild the mesh or push anything to the proxy.
+// message and not programmed, while the rest stays live. Neither the status writes nor changes
+// the mesh does not read (pod status, annotations, service accounts) rebuild the mesh or push
+// anything to the proxy.
 func TestStatusConditions(t *testing.T) {
 	env := kubetest.Require(t, &api)
 	const ns = "status"
@@ -71,7 +72,8 @@ spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
 		waitCondition(t, env, r, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed, "programmed on 1 of 1 proxies")
 	}
 
-	// Changes the mesh does not read: a pod's status (the kubelet's heartbeats), annotations.
+	// Changes the mesh does not read: a pod's status (the kubelet's heartbeats), annotations, a
+	// service account no pod runs as.
 	pod, err := env.Client.CoreV1().Pods(ns).Get(ctx, "api-0", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +87,7 @@ spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
 	}
 	nsObj.Annotations = map[string]string{"example.org/owner": "tests"}
 	update(t, env.Client.CoreV1().Namespaces().Update, nsObj)
+	create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "unused", Namespace: ns}})
 
 	time.Sleep(500 * time.Millisecond) // ten status passes, many debounce periods
 	if got := p.src.Status().LastAttempt; !got.Equal(rebuilt) {
