@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -214,6 +215,22 @@ func crs(env *kubetest.Env, kind, namespace string) resourceClient {
 		return r
 	}
 	return r.Namespace(namespace)
+}
+
+var namespaces = map[string]int{}
+
+// newNamespace creates a namespace of its own for a test: base, or base-N when an earlier run in
+// this process (-count) used it. The tests' API server runs no controllers (no namespace
+// deletion, no EndpointSlice controller): objects stay, and a test's are its own.
+func newNamespace(t testing.TB, env *kubetest.Env, base string) string {
+	t.Helper()
+	namespaces[base]++
+	name := base
+	if n := namespaces[base]; n > 1 {
+		name = fmt.Sprintf("%s-%d", base, n)
+	}
+	createNamespace(t, env, name, nil)
+	return name
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {

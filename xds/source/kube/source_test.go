@@ -32,8 +32,8 @@ import (
 func TestEnvoyFollowsEndpointSlices(t *testing.T) {
 	env := kubetest.Require(t, &api)
 	envoytest.Require(t)
-	const ns = "eds"
-	createNamespace(t, env, ns, nil)
+	ns := newNamespace(t, env, "eds")
+	id := func(sa string) string { return "spiffe://example.org/ns/" + ns + "/sa/" + sa }
 	for _, sa := range []string{"web", "cart", "cart-canary", "legacy"} {
 		create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: ns}})
 	}
@@ -63,9 +63,9 @@ kind: Workload
 metadata: {name: web-1, namespace: %[1]s}
 spec: {service: web, inboundPort: %[2]d, appPort: 8080, upstreams: [{service: cart, localPort: %[3]d}]}
 `, ns, proctest.FreePort(t), proctest.FreePort(t)), true)
-	e := p.startEnvoy(t, "web-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/eds/sa/web"))
+	e := p.startEnvoy(t, "web-1."+ns, spiffeid.RequireFromString(id("web")))
 
-	const cluster = "outbound|8081|cart.eds"
+	cluster := "outbound|8081|cart." + ns
 	expect := func(what string, hosts []string, sans []string) {
 		t.Helper()
 		var gotHosts, gotSANs []string
@@ -81,25 +81,25 @@ spec: {service: web, inboundPort: %[2]d, appPort: 8080, upstreams: [{service: ca
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	expect("initial slice", []string{"10.1.0.1:8080", "10.1.0.2:8080"}, []string{"spiffe://example.org/ns/eds/sa/cart"})
+	expect("initial slice", []string{"10.1.0.1:8080", "10.1.0.2:8080"}, []string{id("cart")})
 
 	// One address goes, one comes (from a pod running as another service account).
 	slice.Endpoints = []discoveryv1.Endpoint{ep("10.1.0.2", "cart-b", true), ep("10.1.0.3", "cart-c", false), ep("10.1.0.4", "cart-d", true)}
 	slice = update(t, env.Client.DiscoveryV1().EndpointSlices(ns).Update, slice)
 	expect("after an address was removed and one added", []string{"10.1.0.2:8080", "10.1.0.4:8080"},
-		[]string{"spiffe://example.org/ns/eds/sa/cart", "spiffe://example.org/ns/eds/sa/cart-canary"})
+		[]string{id("cart"), id("cart-canary")})
 
 	// The not-ready pod becomes ready.
 	slice.Endpoints[1].Conditions.Ready = ptr.To(true)
 	slice = update(t, env.Client.DiscoveryV1().EndpointSlices(ns).Update, slice)
 	expect("after cart-c became ready", []string{"10.1.0.2:8080", "10.1.0.3:8080", "10.1.0.4:8080"},
-		[]string{"spiffe://example.org/ns/eds/sa/cart", "spiffe://example.org/ns/eds/sa/cart-canary"})
+		[]string{id("cart"), id("cart-canary")})
 
 	// Terminating counts as not ready.
 	slice.Endpoints[0].Conditions.Terminating = ptr.To(true)
 	update(t, env.Client.DiscoveryV1().EndpointSlices(ns).Update, slice)
 	expect("after cart-b started terminating", []string{"10.1.0.3:8080", "10.1.0.4:8080"},
-		[]string{"spiffe://example.org/ns/eds/sa/cart", "spiffe://example.org/ns/eds/sa/cart-canary"})
+		[]string{id("cart"), id("cart-canary")})
 
 	if st := p.ledger.Status(); len(st) != 1 || !st[0].Synced() || st[0].Error != "" {
 		t.Errorf("ledger: %+v", st)
@@ -193,8 +193,7 @@ func createNamespace(t testing.TB, env *kubetest.Env, name string, labels map[st
 	}
 }
 
-// create creates a Kubernetes object. The tests' API server runs no controllers (no namespace
-// deletion, no EndpointSlice controller): objects stay, so each test has its own namespace.
+// create creates a Kubernetes object (in a namespace of the test's own: see newNamespace).
 func create[T interface{ GetName() string }](t testing.TB, fn func(context.Context, T, metav1.CreateOptions) (T, error), obj T) T {
 	t.Helper()
 	out, err := fn(context.Background(), obj, metav1.CreateOptions{})

@@ -30,9 +30,8 @@ import (
 // anything to the proxy.
 func TestStatusConditions(t *testing.T) {
 	env := kubetest.Require(t, &api)
-	const ns = "status"
+	ns := newNamespace(t, env, "status")
 	ctx := context.Background()
-	createNamespace(t, env, ns, nil)
 	create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: ns}})
 	createPod(t, env, ns, "api-0", "api", true)
 	p := startPlane(t, env)
@@ -53,7 +52,7 @@ metadata: {name: allow-get, namespace: %[1]s}
 spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
 `, ns, proctest.FreePort(t)), true)
 	valid := []objectRef{{model.KindMesh, "", "default"}, {model.KindService, ns, "api"}, {model.KindWorkload, ns, "api-1"}, {model.KindAuthorizationPolicy, ns, "allow-get"}}
-	p.startEnvoy(t, "api-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/status/sa/api"))
+	p.startEnvoy(t, "api-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/"+ns+"/sa/api"))
 	waitFor(t, 15*time.Second, "the Envoy to ACK the live mesh", func() bool {
 		n, m := p.ledger.Programmed(p.src.Status().Version)
 		return n == 1 && m == 1
@@ -104,7 +103,7 @@ spec: {selector: {service: missing}, action: ALLOW, rules: [{to: {methods: [GET]
 `, ns), true)
 	bad := objectRef{model.KindAuthorizationPolicy, ns, "allow-missing"}
 	waitCondition(t, env, bad, v1alpha1.ConditionAccepted, metav1.ConditionFalse, kube.ReasonInvalid,
-		`spec.selector.service: Service "missing" not found in namespace "status"`)
+		`spec.selector.service: Service "missing" not found in namespace "`+ns+`"`)
 	waitCondition(t, env, bad, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, kube.ReasonNotLive,
 		"not in the live mesh: this resource is invalid; the last good mesh stays live")
 	for _, r := range valid {
