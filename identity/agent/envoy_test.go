@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,10 +87,6 @@ static_resources:
 // listeners' chains.
 func envoySerials(t *testing.T, e *envoytest.Envoy) []string {
 	t.Helper()
-	body, err := e.Admin(context.Background(), "/certs")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var certs struct {
 		Certificates []struct {
 			CertChain []struct {
@@ -99,8 +94,8 @@ func envoySerials(t *testing.T, e *envoytest.Envoy) []string {
 			} `json:"cert_chain"`
 		} `json:"certificates"`
 	}
-	if err := json.Unmarshal([]byte(body), &certs); err != nil {
-		t.Fatalf("/certs: %v\n%s", err, body)
+	if err := e.AdminJSON(context.Background(), "/certs", &certs); err != nil {
+		t.Fatal(err)
 	}
 	var out []string
 	for _, c := range certs.Certificates {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,8 +46,8 @@ func newCluster(t *testing.T) *cluster {
 	}
 	// Fixed for the cluster's life: proxies' bootstraps name the control plane's address, and
 	// the control plane names the authorization service's.
-	c.xdsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	c.authzAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c.xdsAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	c.authzAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 	return c
 }
 
@@ -129,16 +128,6 @@ func (c *cluster) portcullis(args ...string) string {
 		c.t.Fatalf("portcullis %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}

@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/portcullis/portcullis/examples/demoapp"
+	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/test/testca"
 )
 
@@ -93,7 +94,7 @@ func TestMeshEndToEnd(t *testing.T) {
 
 	// Tracing is on, but its collector is down: requests must not notice (spans are dropped and
 	// counted).
-	deadCollector := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	deadCollector := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 	c.write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
 		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q}\n", deadCollector), 1))
 	c.write("services.yaml", servicesDoc(frontendPort, backendPort))
@@ -108,11 +109,11 @@ func TestMeshEndToEnd(t *testing.T) {
 		"--workload-api-socket", authzAgent.sockets+"/workload.sock", "--otlp-endpoint", deadCollector)
 	authzAdmin := authz.Wait(t, "authz server listening", "admin_addr")
 
-	backendInbound, frontendOutbound := freePort(t), freePort(t)
+	backendInbound, frontendOutbound := proctest.FreePort(t), proctest.FreePort(t)
 	backend := c.startAgent("backend-1", "demo", "backend", "--envoy-path", c.envoy, "--workload", "backend-1",
 		"--service", "backend", "--inbound-port", strconv.Itoa(backendInbound), "--app-port", strconv.Itoa(backendPort))
 	frontend := c.startAgent("frontend-1", "demo", "frontend", "--envoy-path", c.envoy, "--workload", "frontend-1",
-		"--service", "frontend", "--inbound-port", strconv.Itoa(freePort(t)), "--app-port", strconv.Itoa(frontendPort),
+		"--service", "frontend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(frontendPort),
 		"--upstream", "backend="+strconv.Itoa(frontendOutbound), "--xds-delta")
 	backend.waitReady(t)
 	frontend.waitReady(t)

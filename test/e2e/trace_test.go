@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/examples/demoapp"
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/test/tracetest"
 )
 
@@ -69,11 +70,11 @@ spec:
 		"--listen", c.authzAddr, "--admin-addr", "127.0.0.1:0", "--decision-log", decisions,
 		"--workload-api-socket", authzAgent.sockets+"/workload.sock", "--otlp-endpoint", collector.Endpoint())
 	authz.Wait(t, "authz server listening", "addr")
-	frontendOutbound := freePort(t)
+	frontendOutbound := proctest.FreePort(t)
 	backend := c.startAgent("backend-1", "demo", "backend", "--envoy-path", c.envoy, "--workload", "backend-1",
-		"--service", "backend", "--inbound-port", strconv.Itoa(freePort(t)), "--app-port", strconv.Itoa(backendPort))
+		"--service", "backend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(backendPort))
 	frontend := c.startAgent("frontend-1", "demo", "frontend", "--envoy-path", c.envoy, "--workload", "frontend-1",
-		"--service", "frontend", "--inbound-port", strconv.Itoa(freePort(t)), "--app-port", strconv.Itoa(frontendPort),
+		"--service", "frontend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(frontendPort),
 		"--upstream", "backend="+strconv.Itoa(frontendOutbound))
 	backend.waitReady(t)
 	frontend.waitReady(t)

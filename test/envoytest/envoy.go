@@ -211,12 +211,20 @@ func (e *Envoy) Admin(ctx context.Context, path string) (string, error) {
 	return string(body), nil
 }
 
+// AdminJSON GETs path from Envoy's admin interface and decodes the JSON body into v.
+func (e *Envoy) AdminJSON(ctx context.Context, path string, v any) error {
+	body, err := e.Admin(ctx, path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		return fmt.Errorf("envoytest: admin %s: %w", path, err)
+	}
+	return nil
+}
+
 // ListenerPort returns the port a named listener is bound to (useful when it asked for port 0).
 func (e *Envoy) ListenerPort(ctx context.Context, name string) (int, error) {
-	body, err := e.Admin(ctx, "/listeners?format=json")
-	if err != nil {
-		return 0, err
-	}
 	var ls struct {
 		ListenerStatuses []struct {
 			Name         string `json:"name"`
@@ -227,15 +235,17 @@ func (e *Envoy) ListenerPort(ctx context.Context, name string) (int, error) {
 			} `json:"local_address"`
 		} `json:"listener_statuses"`
 	}
-	if err := json.Unmarshal([]byte(body), &ls); err != nil {
-		return 0, fmt.Errorf("envoytest: /listeners: %w", err)
+	if err := e.AdminJSON(ctx, "/listeners?format=json", &ls); err != nil {
+		return 0, err
 	}
+	var have []string
 	for _, l := range ls.ListenerStatuses {
 		if l.Name == name {
 			return l.LocalAddress.SocketAddress.PortValue, nil
 		}
+		have = append(have, l.Name)
 	}
-	return 0, fmt.Errorf("envoytest: no listener %q (have %s)", name, body)
+	return 0, fmt.Errorf("envoytest: no listener %q (have %q)", name, have)
 }
 
 // syncBuffer is a bytes.Buffer safe for Envoy's stdout and stderr writers and concurrent reads.

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +185,16 @@ func attrOf(line, msg, attr string) (string, bool) {
 		}
 	}
 	return "", true
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago, for a process that takes its
+// port from a flag or a document and cannot report the one the OS chose.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -3,7 +3,6 @@ package tracetest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -137,10 +136,5 @@ func getJSON(t testing.TB, url string, v any) {
 
 func loopback(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	return "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 }

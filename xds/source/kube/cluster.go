@@ -20,7 +20,6 @@ type listers struct {
 	services  corelisters.ServiceLister
 	slices    discoverylisters.EndpointSliceLister
 	pods      corelisters.PodLister
-	accounts  corelisters.ServiceAccountLister
 	namespace corelisters.NamespaceLister
 }
 
@@ -43,7 +42,7 @@ func sliceService(obj any) ([]string, error) {
 type kubeService struct {
 	svc    *corev1.Service
 	slices []*discoveryv1.EndpointSlice
-	// accounts are the service accounts of the pods behind it, sorted.
+	// accounts are the service accounts of the injected pods behind it, sorted.
 	accounts []string
 	// injected says whether any of its pods carries the sidecar.
 	injected bool
@@ -94,12 +93,12 @@ func (s *Source) view() *clusterView {
 					continue
 				}
 				pod := v.pods[model.Ref{Namespace: es.Namespace, Name: ep.TargetRef.Name}]
-				if pod == nil {
+				// Only pods with the sidecar are endpoints, so only their service accounts are
+				// identities the service's callers accept.
+				if pod == nil || !injected(pod) {
 					continue
 				}
-				if injected(pod) {
-					ks.injected = true
-				}
+				ks.injected = true
 				accounts[cmp.Or(pod.Spec.ServiceAccountName, "default")] = true
 			}
 		}

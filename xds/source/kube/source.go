@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -129,14 +130,12 @@ func New(opts Options) (*Source, error) {
 		services:  s.core.Core().V1().Services().Lister(),
 		slices:    s.core.Discovery().V1().EndpointSlices().Lister(),
 		pods:      s.core.Core().V1().Pods().Lister(),
-		accounts:  s.core.Core().V1().ServiceAccounts().Lister(),
 		namespace: s.core.Core().V1().Namespaces().Lister(),
 	}
 	handlers := []cache.SharedIndexInformer{
 		s.core.Core().V1().Services().Informer(),
 		s.core.Discovery().V1().EndpointSlices().Informer(),
 		s.core.Core().V1().Pods().Informer(),
-		s.core.Core().V1().ServiceAccounts().Informer(),
 		s.core.Core().V1().Namespaces().Informer(),
 	}
 	if err := s.core.Discovery().V1().EndpointSlices().Informer().AddIndexers(cache.Indexers{byService: sliceService}); err != nil {
@@ -182,15 +181,32 @@ func (s *Source) trigger() {
 }
 
 // triggerUpdate skips updates that change nothing the mesh reads: resyncs (same resource
-// version) and the endpoint controller's and kubelet's frequent pod status heartbeats are
-// filtered by resource version only; the rebuild itself is cheap when nothing changed.
+// version), the kubelet's pod status heartbeats, a Service's load-balancer status, namespace
+// annotations. Without this every status heartbeat of every pod in the cluster would rebuild the
+// mesh and the endpoints.
 func (s *Source) triggerUpdate(oldObj, newObj any) {
-	o, ok1 := oldObj.(metav1.Object)
-	n, ok2 := newObj.(metav1.Object)
-	if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
+	if equality.Semantic.DeepEqual(read(oldObj), read(newObj)) {
 		return
 	}
 	s.trigger()
+}
+
+// read is what the source reads of a cached object.
+func read(obj any) any {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return [...]any{o.Labels, o.Annotations, o.Spec.ServiceAccountName}
+	case *corev1.Service:
+		return [...]any{o.Labels, o.Spec}
+	case *discoveryv1.EndpointSlice:
+		return [...]any{o.Labels, o.AddressType, o.Endpoints, o.Ports}
+	case *corev1.Namespace:
+		return o.Labels
+	}
+	if m, ok := obj.(metav1.Object); ok {
+		return m.GetResourceVersion()
+	}
+	return obj
 }
 
 // Run starts the informers, waits for their caches, publishes the first mesh and rebuilds after
@@ -265,7 +281,7 @@ func slim(obj any) (any, error) {
 			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName},
 			Status: corev1.PodStatus{PodIP: o.Status.PodIP, Phase: o.Status.Phase},
 		}, nil
-	case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Namespace, *corev1.ServiceAccount:
+	case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Namespace:
 		if m, ok := obj.(metav1.Object); ok {
 			m.SetManagedFields(nil)
 			if a := m.GetAnnotations(); len(a) > 0 {

@@ -1,0 +1,168 @@
+package kube_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/portcullis/portcullis/test/kubetest"
+	"github.com/portcullis/portcullis/test/proctest"
+	"github.com/portcullis/portcullis/xds/model"
+	"github.com/portcullis/portcullis/xds/snapshot"
+	"github.com/portcullis/portcullis/xds/source/kube"
+	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
+)
+
+// TestStatusConditions: the status writer marks valid resources Accepted and, once the real
+// Envoy has ACKed the mesh they are in, Programmed "on 1 of 1 proxies"; a resource that is
+// valid on its own but refers to a missing service is Accepted=False with the validation
+// message and not programmed, while the rest stays live. Neither the status writes nor changes
+// the mesh does not read (pod status, annotations, service accounts) rebuild the mesh or push
+// anything to the proxy.
+func TestStatusConditions(t *testing.T) {
+	env := kubetest.Require(t, &api)
+	ns := newNamespace(t, env, "status")
+	ctx := context.Background()
+	create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: ns}})
+	createPod(t, env, ns, "api-0", "api", true)
+	p := startPlane(t, env)
+	apply(t, env, fmt.Sprintf(`
+apiVersion: portcullis.dev/v1alpha1
+kind: Service
+metadata: {name: api, namespace: %[1]s}
+spec: {serviceAccounts: [api], ports: [{name: http, port: 8080}]}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: Workload
+metadata: {name: api-1, namespace: %[1]s}
+spec: {service: api, inboundPort: %[2]d, appPort: 8080}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: allow-get, namespace: %[1]s}
+spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
+`, ns, proctest.FreePort(t)), true)
+	valid := []objectRef{{model.KindMesh, "", "default"}, {model.KindService, ns, "api"}, {model.KindWorkload, ns, "api-1"}, {model.KindAuthorizationPolicy, ns, "allow-get"}}
+	p.startEnvoy(t, "api-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/"+ns+"/sa/api"))
+	waitFor(t, 15*time.Second, "the Envoy to ACK the live mesh", func() bool {
+		n, m := p.ledger.Programmed(p.src.Status().Version)
+		return n == 1 && m == 1
+	})
+	// What the proxy has, and the source's last rebuild, before any status is written.
+	rebuilt := p.src.Status().LastAttempt
+	pushed := p.ledger.Status()
+
+	w := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: env.Dynamic, Source: p.src, Progress: p.ledger.Programmed, Interval: 50 * time.Millisecond})
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(wctx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	for _, r := range valid {
+		waitCondition(t, env, r, v1alpha1.ConditionAccepted, metav1.ConditionTrue, kube.ReasonAccepted, "valid")
+		waitCondition(t, env, r, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed, "programmed on 1 of 1 proxies")
+	}
+
+	// Changes the mesh does not read: a pod's status (the kubelet's heartbeats), annotations, a
+	// service account no pod runs as.
+	pod, err := env.Client.CoreV1().Pods(ns).Get(ctx, "api-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.PodIP, pod.Status.Phase = "10.2.0.1", corev1.PodRunning
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	update(t, env.Client.CoreV1().Pods(ns).UpdateStatus, pod)
+	nsObj, err := env.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Annotations = map[string]string{"example.org/owner": "tests"}
+	update(t, env.Client.CoreV1().Namespaces().Update, nsObj)
+	create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "unused", Namespace: ns}})
+
+	time.Sleep(500 * time.Millisecond) // ten status passes, many debounce periods
+	if got := p.src.Status().LastAttempt; !got.Equal(rebuilt) {
+		t.Errorf("the source rebuilt at %s after status writes and status-only changes (last build %s)", got, rebuilt)
+	}
+	assertNoPush(t, pushed, p.ledger.Status())
+
+	// Valid on its own (the API server accepts it), invalid with the rest of the mesh.
+	apply(t, env, fmt.Sprintf(`
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: allow-missing, namespace: %s}
+spec: {selector: {service: missing}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
+`, ns), true)
+	bad := objectRef{model.KindAuthorizationPolicy, ns, "allow-missing"}
+	waitCondition(t, env, bad, v1alpha1.ConditionAccepted, metav1.ConditionFalse, kube.ReasonInvalid,
+		`spec.selector.service: Service "missing" not found in namespace "`+ns+`"`)
+	waitCondition(t, env, bad, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, kube.ReasonNotLive,
+		"not in the live mesh: this resource is invalid; the last good mesh stays live")
+	for _, r := range valid {
+		waitCondition(t, env, r, v1alpha1.ConditionAccepted, metav1.ConditionTrue, kube.ReasonAccepted, "valid")
+		waitCondition(t, env, r, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed, "programmed on 1 of 1 proxies")
+	}
+	if st := p.src.Status(); len(st.Problems) != 1 {
+		t.Errorf("problems: %v", st.Problems)
+	}
+	assertNoPush(t, pushed, p.ledger.Status())
+}
+
+type objectRef struct{ kind, namespace, name string }
+
+// waitCondition waits until a resource's status has the condition, for its current generation.
+func waitCondition(t *testing.T, env *kubetest.Env, r objectRef, typ string, status metav1.ConditionStatus, reason, message string) {
+	t.Helper()
+	var last string
+	waitForf(t, 10*time.Second, func() bool {
+		u, err := crs(env, r.kind, r.namespace).Get(context.Background(), r.name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		var cur struct {
+			Status v1alpha1.Status `json:"status"`
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cur); err != nil {
+			t.Fatal(err)
+		}
+		c := meta.FindStatusCondition(cur.Status.Conditions, typ)
+		if c == nil {
+			last = "no condition"
+			return false
+		}
+		last = fmt.Sprintf("%s %s %q (generation %d, observed %d/%d)", c.Status, c.Reason, c.Message, u.GetGeneration(), c.ObservedGeneration, cur.Status.ObservedGeneration)
+		return c.Status == status && c.Reason == reason && strings.Contains(c.Message, message) &&
+			c.ObservedGeneration == u.GetGeneration() && cur.Status.ObservedGeneration == u.GetGeneration()
+	}, func() string {
+		return fmt.Sprintf("%s %s/%s: want %s %s %s %q, have %s", r.kind, r.namespace, r.name, typ, status, reason, message, last)
+	})
+}
+
+// assertNoPush fails if anything was published or sent to a proxy since before.
+func assertNoPush(t *testing.T, before, after []snapshot.ProxyStatus) {
+	t.Helper()
+	if len(before) != len(after) {
+		t.Fatalf("proxies: %d before, %d after", len(before), len(after))
+	}
+	for i, b := range before {
+		a := after[i]
+		if a.MeshVersion != b.MeshVersion || len(a.Types) != len(b.Types) {
+			t.Errorf("%s: mesh %s → %s, %d → %d types", b.Node, b.MeshVersion, a.MeshVersion, len(b.Types), len(a.Types))
+		}
+		for url, bt := range b.Types {
+			at := a.Types[url]
+			if at == nil || at.Published != bt.Published || !at.PublishedAt.Equal(bt.PublishedAt) || at.Sent != bt.Sent || at.Acked != bt.Acked {
+				t.Errorf("%s %s: pushed again: before %+v, after %+v", b.Node, url, *bt, at)
+			}
+		}
+	}
+}
