@@ -95,6 +95,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./authz/policy -run '^$$' -fuzz FuzzNormalizePath -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/ca -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/attest -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./xds/inject -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./xds/inject -run '^$$' -fuzz '^FuzzParseRedirectFlags$$' -fuzztime $${FUZZTIME:-30s}
 
 demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger; Ctrl-C stops it
 	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path .cache/bin/jaeger-$(JAEGER_VERSION)

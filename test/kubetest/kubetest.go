@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +33,9 @@ type Env struct {
 
 // Holder keeps a package's Env, or why there is none.
 type Holder struct {
-	env *Env
-	err error
+	once sync.Once
+	env  *Env
+	err  error
 	// broken: the binaries are there but the API server did not start: always a failure.
 	broken bool
 }
@@ -57,15 +59,11 @@ func Assets() (string, error) {
 	return dir, nil
 }
 
-// Main starts the API server (unless -short, or the binaries are missing), runs the tests and
-// stops it. Use it from TestMain: os.Exit(kubetest.Main(m, &holder)).
+// Main runs the tests and stops the API server if one of them started it (Require starts it
+// on first use, so a run of only the package's other tests or fuzz targets starts none). Use it
+// from TestMain: os.Exit(kubetest.Main(m, &holder)).
 func Main(m *testing.M, h *Holder) int {
 	flag.Parse()
-	if testing.Short() {
-		h.err = errors.New("kubetest: -short: no API server")
-		return m.Run()
-	}
-	h.env, h.broken, h.err = start()
 	code := m.Run()
 	if h.env != nil {
 		if err := h.env.env.Stop(); err != nil {
@@ -79,11 +77,12 @@ func Main(m *testing.M, h *Holder) int {
 // skipping it elsewhere when there is none.
 func Require(t testing.TB, h *Holder) *Env {
 	t.Helper()
-	if h.env != nil {
-		return h.env
-	}
 	if testing.Short() {
 		t.Skip("needs a Kubernetes API server (-short)")
+	}
+	h.once.Do(func() { h.env, h.broken, h.err = start() })
+	if h.env != nil {
+		return h.env
 	}
 	if h.broken {
 		t.Fatal(h.err)
