@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -229,7 +228,10 @@ func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, 
 			func(ctx context.Context) {
 				lead, lctx := errgroup.WithContext(ctx)
 				lead.Go(func() error { return status.Run(lctx) })
-				lead.Go(func() error { return k.syncCABundle(lctx, id.authority) })
+				lead.Go(func() error {
+					inject.SyncCABundle(lctx, k.client, k.f.webhookConfig, id.authority, k.log.With("component", "cabundle"))
+					return nil
+				})
 				if err := lead.Wait(); err != nil {
 					k.log.Error("leader task failed", "err", err)
 				}
@@ -237,43 +239,6 @@ func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, 
 	})
 	k.log.Info("kubernetes: serving the injection webhook", "addr", ln.Addr().String(), "service", svc+"."+ns+".svc")
 	return nil
-}
-
-// syncCABundle keeps the caBundle of the webhook configuration equal to the mesh roots, so the
-// API server trusts the webhook's certificate across root rotations.
-func (k *kubeEnv) syncCABundle(ctx context.Context, authority *ca.CA) error {
-	hooks := k.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	for {
-		want := ca.EncodeCertsPEM(authority.Roots()...)
-		cfg, err := hooks.Get(ctx, k.f.webhookConfig, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			k.log.Debug("no webhook configuration to keep in sync", "name", k.f.webhookConfig)
-		case err != nil:
-			k.log.Warn("reading the webhook configuration", "err", err)
-		default:
-			changed := false
-			for i := range cfg.Webhooks {
-				if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, want) {
-					cfg.Webhooks[i].ClientConfig.CABundle = want
-					changed = true
-				}
-			}
-			if changed {
-				if _, err := hooks.Update(ctx, cfg, metav1.UpdateOptions{FieldManager: "portcullis"}); err != nil {
-					k.log.Warn("updating the webhook caBundle", "err", err)
-				} else {
-					k.log.Info("webhook caBundle updated to the mesh roots", "name", k.f.webhookConfig, "roots", len(authority.Roots()))
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-authority.Changed():
-		case <-time.After(30 * time.Second):
-		}
-	}
 }
 
 // validate checks the Kubernetes flags.
