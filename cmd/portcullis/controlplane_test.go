@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/portcullis/portcullis/test/proctest"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/test/proctest"
 )
 
 // waitForLog reads JSON log lines from r until one has the message msg, and returns that line's

@@ -136,7 +136,7 @@ func (k *kubeEnv) ensureCA(ctx context.Context, dataDir string, td spiffeid.Trus
 		created, cerr := secrets.Create(ctx, sec, metav1.CreateOptions{})
 		switch {
 		case cerr == nil:
-			sec = created
+			sec, err = created, nil
 			k.log.Info("created the mesh root CA", "secret", k.f.namespace+"/"+k.f.caSecret, "trust_domain", td.Name())
 		case apierrors.IsAlreadyExists(cerr):
 			sec, err = secrets.Get(ctx, k.f.caSecret, metav1.GetOptions{})

@@ -128,3 +128,7 @@ func start() (*Env, bool, error) {
 	}
 	return &Env{Config: cfg, Client: client, Dynamic: dyn, Root: root, env: env}, false, nil
 }
+
+// KubeConfig returns a kubeconfig for the API server (an administrator's), for processes the
+// test starts.
+func (e *Env) KubeConfig() []byte { return e.env.KubeConfig }

@@ -1,0 +1,146 @@
+//go:build !agentonly
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+
+	"github.com/portcullis/portcullis/identity/ca"
+	"github.com/portcullis/portcullis/test/kubetest"
+	"github.com/portcullis/portcullis/test/proctest"
+)
+
+var kubeAPI kubetest.Holder
+
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m, &kubeAPI)) }
+
+// TestControlPlaneOnKubernetes runs `portcullis controlplane --kubernetes` against a real API
+// server: from a Mesh resource it creates the shared root CA Secret, becomes ready, takes the
+// Lease, marks the Mesh Accepted and writes the mesh roots into the webhook configuration.
+func TestControlPlaneOnKubernetes(t *testing.T) {
+	env := kubetest.Require(t, &kubeAPI)
+	ctx := context.Background()
+	const ns, hookName, pod = "portcullis-system", "portcullis-injector-cp-test", "controlplane-test-0"
+	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	hooks := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	url := "https://127.0.0.1:9/inject"
+	if _, err := hooks.Create(ctx, &admissionregv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: hookName},
+		Webhooks: []admissionregv1.MutatingWebhook{{
+			Name: "pod.inject.portcullis.dev", ClientConfig: admissionregv1.WebhookClientConfig{URL: &url},
+			Rules:             []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create}, Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"controlplane-test": "never"}},
+			FailurePolicy:     ptr.To(admissionregv1.Ignore), SideEffects: ptr.To(admissionregv1.SideEffectClassNone), AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hooks.Delete(context.Background(), hookName, metav1.DeleteOptions{}) })
+	meshes := env.Dynamic.Resource(schema.GroupVersionResource{Group: "portcullis.dev", Version: "v1alpha1", Resource: "meshes"})
+	mesh := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "portcullis.dev/v1alpha1", "kind": "Mesh", "metadata": map[string]any{"name": "default"},
+		"spec": map[string]any{"trustDomain": "cluster.example", "mtls": map[string]any{"mode": "STRICT"}, "defaultDecision": "DENY"},
+	}}
+	if _, err := meshes.Create(ctx, mesh, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = meshes.Delete(context.Background(), "default", metav1.DeleteOptions{}) })
+
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
+	proctest.Start(t, "controlplane", proctest.Binary(t), "controlplane", "--kubernetes", "--kubeconfig", kubeconfig,
+		"--namespace", ns, "--pod-name", pod, "--webhook-config", hookName, "--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--admin-addr", admin, "--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0",
+		"--log-format", "json")
+
+	eventually(t, "ready", func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	secret, err := env.Client.CoreV1().Secrets(ns).Get(ctx, "portcullis-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, key, err := ca.DecodePEM(append(append([]byte{}, secret.Data[corev1.TLSCertKey]...), secret.Data[corev1.TLSPrivateKeyKey]...))
+	if err != nil || len(roots) != 1 || key == nil || !roots[0].IsCA || roots[0].URIs[0].String() != "spiffe://cluster.example" {
+		t.Fatalf("CA secret: %v %d roots", err, len(roots))
+	}
+	eventually(t, "the lease held by the replica", func() error {
+		leases, err := env.Client.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, l := range leases.Items {
+			if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == pod {
+				return nil
+			}
+		}
+		return fmt.Errorf("no lease held by %s among %d", pod, len(leases.Items))
+	})
+	eventually(t, "Mesh Accepted", func() error {
+		m, err := meshes.Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(m.Object, "status", "conditions")
+		for _, c := range conds {
+			if c, ok := c.(map[string]any); ok && c["type"] == "Accepted" && c["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+	eventually(t, "caBundle = the mesh root", func() error {
+		cfg, err := hooks.Get(ctx, hookName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		certs, _, err := ca.DecodePEM(cfg.Webhooks[0].ClientConfig.CABundle)
+		if err != nil || len(certs) != 1 || !certs[0].Equal(roots[0]) {
+			return fmt.Errorf("caBundle holds %d certificates (%v)", len(certs), err)
+		}
+		return nil
+	})
+}
+
+// eventually retries check for up to 30 s.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
