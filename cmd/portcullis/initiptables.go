@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,12 @@ iptables-restore. --dry-run prints the rules instead.`,
 			if err != nil {
 				return err
 			}
+			if !cmd.Flags().Changed("ipv6") {
+				// A dual-stack pod gets the IPv6 rules too: its IPv6 TCP is then refused
+				// (Envoy listens on IPv4) instead of bypassing the proxy.
+				data, err := os.ReadFile("/proc/net/if_inet6")
+				ipv6 = err == nil && inject.HasGlobalIPv6(string(data))
+			}
 			if dryRun {
 				out := r.Rules(false)
 				if ipv6 {
@@ -55,7 +62,7 @@ iptables-restore. --dry-run prints the rules instead.`,
 	fl.StringVar(&exIn, "exclude-inbound-ports", "", "comma-separated inbound ports delivered to the application directly")
 	fl.StringVar(&exOut, "exclude-outbound-ports", "", "comma-separated destination ports left alone")
 	fl.StringVar(&exCIDRs, "exclude-outbound-cidrs", "", "comma-separated destination CIDRs left alone")
-	fl.BoolVar(&ipv6, "ipv6", false, "also install the IPv6 rules (ip6tables-restore)")
+	fl.BoolVar(&ipv6, "ipv6", false, "also install the IPv6 rules (ip6tables-restore); default: when the pod has a global IPv6 address")
 	fl.BoolVar(&dryRun, "dry-run", false, "print the rules, change nothing")
 	return cmd
 }

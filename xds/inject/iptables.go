@@ -161,3 +161,17 @@ func ParseRedirectFlags(inbound, outbound uint16, uid int, excludeIn, excludeOut
 	}
 	return r, nil
 }
+
+// HasGlobalIPv6 reports whether ifInet6 (the content of /proc/net/if_inet6) lists a global
+// IPv6 address on an interface other than loopback. Such a pod is dual-stack: its IPv6 TCP
+// must be redirected too, or it would bypass the proxy.
+func HasGlobalIPv6(ifInet6 string) bool {
+	for _, line := range strings.Split(ifInet6, "\n") {
+		// address, interface index, prefix length, scope, flags, interface name
+		f := strings.Fields(line)
+		if len(f) == 6 && f[3] == "00" && f[5] != "lo" {
+			return true
+		}
+	}
+	return false
+}

@@ -66,3 +66,19 @@ func TestRules(t *testing.T) {
 		t.Fatalf("flags do not round-trip: %v", err)
 	}
 }
+
+func TestHasGlobalIPv6(t *testing.T) {
+	const loopback = "00000000000000000000000000000001 01 80 10 80       lo\n"
+	const linkLocal = "fe800000000000000c2dfffffe0b1c2a 02 40 20 80     eth0\n"
+	const global = "fd000000000000000000000000000005 02 40 00 80     eth0\n"
+	for in, want := range map[string]bool{
+		"": false, loopback: false, loopback + linkLocal: false,
+		loopback + linkLocal + global: true,
+		// a global address on lo does not make the pod dual-stack
+		"fd000000000000000000000000000005 01 80 00 80       lo\n": false,
+	} {
+		if got := inject.HasGlobalIPv6(in); got != want {
+			t.Errorf("HasGlobalIPv6(%q) = %v", in, got)
+		}
+	}
+}
