@@ -168,7 +168,12 @@ func startDemoAgent(ctx context.Context, group *errgroup.Group, self, envoy, wor
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, self, "agent", "--controlplane", xdsAddr, "--token-file", token,
+	// Agents run from the sidecar build beside this binary (make build), as in a real mesh.
+	agentBin := self
+	if sidecar := filepath.Join(filepath.Dir(self), "portcullis-agent"); fileExists(sidecar) {
+		agentBin = sidecar
+	}
+	cmd := exec.CommandContext(ctx, agentBin, "agent", "--controlplane", xdsAddr, "--token-file", token,
 		"--socket-dir", filepath.Join(work, name), "--admin-addr", admin,
 		"--envoy-path", envoy, "--workload", name, "--envoy-concurrency", "1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -369,3 +374,8 @@ Ctrl-C stops the demo and removes its files.
 `))
 
 func printDemoHelp(out io.Writer, h demoHelp) error { return demoHelpText.Execute(out, h) }
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
