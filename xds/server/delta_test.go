@@ -93,3 +93,46 @@ func TestDeltaClientSeesOnlyChangedResources(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// SotW and delta streams are numbered apart by go-control-plane, so the first of each is
+// stream 1 in both: a proxy on one must never be mistaken for a proxy on the other.
+func TestSotWAndDeltaStreamsWithTheSameID(t *testing.T) {
+	f := newFixture(t, meshDocs+`---
+apiVersion: portcullis.dev/v1alpha1
+kind: Workload
+metadata: {name: web-2, namespace: shop}
+spec: {service: web, inboundPort: 15002, appPort: 8080}
+`)
+	sotw := f.ads(t, "spiffe://example.org/ns/shop/sa/web", "web-1.shop", nil)
+	sotw.send(resource.ClusterType, "", "", nil)
+	r := sotw.mustRecv()
+
+	svid := f.ca.Issue(t, "spiffe://example.org/ns/shop/sa/web", time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	delta, err := discoveryv3.NewAggregatedDiscoveryServiceClient(f.dial(t, f.ca.ClientTLS(svid, controlPlaneID))).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: "web-2.shop"}
+	if err := delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := delta.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: d.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	sotw.send(resource.ClusterType, r.GetVersionInfo(), r.GetNonce(), nil)
+	waitFor(t, func() bool {
+		acked := map[string]string{}
+		for _, p := range f.ledger.Status() {
+			if p.Connected {
+				acked[p.Node] = p.Types[resource.ClusterType].Acked
+			}
+		}
+		return len(acked) == 2 && acked["web-1.shop"] == r.GetVersionInfo() && acked["web-2.shop"] == d.GetSystemVersionInfo()
+	}, "both proxies connected with their own ACKs")
+}

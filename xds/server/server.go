@@ -276,16 +276,23 @@ func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 	}
 }
 
+// deltaStream is a delta stream's key in the state shared with SotW streams. go-control-plane
+// numbers SotW and delta streams each from 1, so a SotW and a delta stream can carry the same
+// id; delta ids are kept negative to stay apart (a collision attributed one proxy's requests
+// and ACKs to another).
+func deltaStream(id int64) int64 { return -id }
+
 // OnDeltaStreamOpen implements serverv3.Callbacks.
 func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	return s.open(ctx, id, true)
+	return s.open(ctx, deltaStream(id), true)
 }
 
 // OnDeltaStreamClosed implements serverv3.Callbacks.
-func (s *Server) OnDeltaStreamClosed(id int64, node *corev3.Node) { s.closed(id, node) }
+func (s *Server) OnDeltaStreamClosed(id int64, node *corev3.Node) { s.closed(deltaStream(id), node) }
 
 // OnStreamDeltaRequest registers the node on its first request and records ACKs and NACKs.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	id = deltaStream(id)
 	return s.request(id, req, func(node string) {
 		if req.GetResponseNonce() != "" {
 			s.opts.Ledger.AckedNonce(node, id, req.GetTypeUrl(), req.GetResponseNonce())
@@ -295,6 +302,7 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 
 // OnStreamDeltaResponse records what was sent.
 func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	id = deltaStream(id)
 	if node := s.nodeOf(id); node != "" {
 		s.opts.Ledger.Sent(node, id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 	}
