@@ -1,7 +1,6 @@
 package agentrss
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -9,14 +8,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/portcullis/portcullis/test/envoytest"
+	"github.com/portcullis/portcullis/test/proctest"
 )
 
 // BudgetMiB is the issue's target for the agent's RSS with one SVID; BenchmarkAgentRSS reports
@@ -27,121 +25,6 @@ const (
 	BudgetMiB     = 30
 	RegressionMiB = 40
 )
-
-// The control plane runs from the full binary; the agent from the sidecar build (make build:
-// bin/portcullis-agent, -tags agentonly), which leaves the control plane's packages out.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func binary(t testing.TB, agentOnly bool) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "portcullis-rss-"); buildErr != nil {
-			return
-		}
-		for name, tags := range map[string]string{"portcullis": "", "portcullis-agent": "agentonly"} {
-			cmd := exec.Command("go", "build", "-tags", tags, "-o", filepath.Join(binDir, name), "../../cmd/portcullis")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	if agentOnly {
-		return filepath.Join(binDir, "portcullis-agent")
-	}
-	return filepath.Join(binDir, "portcullis")
-}
-
-// process is a started binary whose stderr lines are kept.
-type process struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  []string
-	done chan struct{}
-}
-
-func start(t testing.TB, args ...string) *process {
-	t.Helper()
-	p := &process{cmd: exec.Command(binary(t, args[0] == "agent"), args...), done: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			p.mu.Lock()
-			p.log = append(p.log, s.Text())
-			p.mu.Unlock()
-		}
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("%s log:\n%s", args[0], strings.Join(p.log, "\n"))
-			p.mu.Unlock()
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(8 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// wait returns the value of key=value in the first log line containing msg.
-func (p *process) wait(t testing.TB, msg, key string) string {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		p.mu.Lock()
-		for _, l := range p.log {
-			if strings.Contains(l, msg) {
-				p.mu.Unlock()
-				for _, f := range strings.Fields(l) {
-					if v, ok := strings.CutPrefix(f, key+"="); ok {
-						return strings.Trim(v, `"`)
-					}
-				}
-				return ""
-			}
-		}
-		p.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t.Fatalf("no %q within 30s:\n%s", msg, strings.Join(p.log, "\n"))
-	return ""
-}
-
-func (p *process) count(msg string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.log {
-		if strings.Contains(l, msg) {
-			n++
-		}
-	}
-	return n
-}
 
 // memory returns VmRSS and VmHWM (peak RSS) of pid in KiB.
 func memory(t testing.TB, pid int) (rss, peak int) {
@@ -178,15 +61,16 @@ func measure(t testing.TB) (float64, float64) {
 	if err := os.WriteFile(filepath.Join(configDir, "mesh.yaml"), []byte(mesh), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cp := start(t, "controlplane", "--config", configDir, "--data-dir", dataDir, "--admin-addr", "127.0.0.1:0",
+	cp := proctest.Start(t, "controlplane", proctest.Binary(t), "controlplane", "--config", configDir, "--data-dir", dataDir, "--admin-addr", "127.0.0.1:0",
 		"--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--svid-ttl", "6s")
-	addr := cp.wait(t, "control plane serving", "xds_addr")
+	addr := cp.Wait(t, "control plane serving", "xds_addr")
 	tokenFile := filepath.Join(work, "token")
-	if out, err := exec.Command(binary(t, false), "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service", "web", "--out", tokenFile).CombinedOutput(); err != nil {
+	if out, err := exec.Command(proctest.Binary(t), "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service", "web", "--out", tokenFile).CombinedOutput(); err != nil {
 		t.Fatalf("token create: %v\n%s", err, out)
 	}
-	agent := start(t, "agent", "--controlplane", addr, "--token-file", tokenFile, "--socket-dir", sockets, "--admin-addr", "127.0.0.1:0")
-	agent.wait(t, "agent ready", "spiffe_id")
+	// The agent runs from the sidecar build, as injected pods run it.
+	agent := proctest.Start(t, "agent", proctest.AgentBinary(t), "agent", "--controlplane", addr, "--token-file", tokenFile, "--socket-dir", sockets, "--admin-addr", "127.0.0.1:0")
+	agent.Wait(t, "agent ready: SVID available over SDS and the Workload API", "spiffe_id")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -200,18 +84,18 @@ func measure(t testing.TB) (float64, float64) {
 	// Three rotations with both consumers attached (one every 3s), then measured between
 	// rotations, once the agent has released what the last one used (2s after it).
 	deadline := time.Now().Add(30 * time.Second)
-	for agent.count("SVID obtained") < 4 {
+	for agent.Count("SVID obtained") < 4 {
 		if time.Now().After(deadline) {
 			t.Fatalf("agent did not rotate 3 times within 30s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(2500 * time.Millisecond)
-	rss, peak := memory(t, agent.cmd.Process.Pid)
+	rss, peak := memory(t, agent.Pid())
 	// Anonymous memory is the agent's own; file pages are the binary's, shared with the control
 	// plane and every other agent on the host (PSS splits them).
 	for _, f := range []string{"status", "smaps_rollup"} {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", agent.cmd.Process.Pid, f))
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", agent.Pid(), f))
 		if err != nil {
 			continue
 		}
@@ -284,12 +168,4 @@ func BenchmarkAgentRSS(b *testing.B) {
 	}
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(peak, "peak-MiB")
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
 }

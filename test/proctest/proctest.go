@@ -20,37 +20,51 @@ import (
 	"github.com/portcullis/portcullis/test/envoytest"
 )
 
+// build is one variant of cmd/portcullis, built once per test binary.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	fullBuild, agentBuild build
 )
 
-// Binary builds cmd/portcullis once per test binary and returns its path.
-func Binary(t testing.TB) string {
+// Binary builds cmd/portcullis (as make build: static) once per test binary and returns its path.
+func Binary(t testing.TB) string { return buildBinary(t, &fullBuild, "portcullis") }
+
+// AgentBinary builds the sidecar build (make build's bin/portcullis-agent: -tags agentonly)
+// once per test binary and returns its path.
+func AgentBinary(t testing.TB) string {
+	return buildBinary(t, &agentBuild, "portcullis-agent", "-tags", "agentonly")
+}
+
+func buildBinary(t testing.TB, b *build, name string, flags ...string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		root, err := envoytest.RepoRoot()
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
 		dir, err := os.MkdirTemp("", "portcullis-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "portcullis")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/portcullis")
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", b.path, "./cmd/portcullis")...)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", name, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // Process is a running portcullis (or other) process.
