@@ -29,13 +29,16 @@ type traceViewer struct {
 	client *http.Client
 }
 
-type jaegerTrace struct {
+// JaegerTrace is a trace as Jaeger's query API (/api/traces) returns it: what the trace
+// browser renders, and what tests read back.
+type JaegerTrace struct {
 	TraceID   string                   `json:"traceID"`
-	Spans     []jaegerSpan             `json:"spans"`
-	Processes map[string]jaegerProcess `json:"processes"`
+	Spans     []JaegerSpan             `json:"spans"`
+	Processes map[string]JaegerProcess `json:"processes"`
 }
 
-type jaegerSpan struct {
+// JaegerSpan is one span of a JaegerTrace.
+type JaegerSpan struct {
 	SpanID        string `json:"spanID"`
 	OperationName string `json:"operationName"`
 	StartTime     int64  `json:"startTime"` // µs since the epoch
@@ -51,7 +54,8 @@ type jaegerSpan struct {
 	} `json:"tags"`
 }
 
-type jaegerProcess struct {
+// JaegerProcess names the service that reported spans.
+type JaegerProcess struct {
 	ServiceName string `json:"serviceName"`
 }
 
@@ -87,7 +91,7 @@ func (v *traceViewer) search(w http.ResponseWriter, r *http.Request) {
 		q.Set("tags", string(b))
 	}
 	var services struct{ Data []string }
-	var found struct{ Data []jaegerTrace }
+	var found struct{ Data []JaegerTrace }
 	if err := v.get("/api/services", &services); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -104,7 +108,7 @@ func (v *traceViewer) search(w http.ResponseWriter, r *http.Request) {
 	render(w, searchPage, map[string]any{"Service": service, "Tag": tag, "Services": services.Data, "Rows": rows})
 }
 
-func summarize(t jaegerTrace) row {
+func summarize(t JaegerTrace) row {
 	r := row{ID: t.TraceID, Spans: len(t.Spans)}
 	var first, last int64
 	svcs := map[string]bool{}
@@ -141,7 +145,7 @@ type node struct {
 }
 
 func (v *traceViewer) trace(w http.ResponseWriter, r *http.Request) {
-	var found struct{ Data []jaegerTrace }
+	var found struct{ Data []JaegerTrace }
 	if err := v.get("/api/traces/"+url.PathEscape(r.PathValue("id")), &found); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -151,7 +155,7 @@ func (v *traceViewer) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := found.Data[0]
-	children := map[string][]jaegerSpan{}
+	children := map[string][]JaegerSpan{}
 	ids := map[string]bool{}
 	var start int64
 	for i, s := range t.Spans {
@@ -173,7 +177,7 @@ func (v *traceViewer) trace(w http.ResponseWriter, r *http.Request) {
 	var walk func(parent string, depth int)
 	walk = func(parent string, depth int) {
 		list := children[parent]
-		slices.SortFunc(list, func(a, b jaegerSpan) int { return cmp.Compare(a.StartTime, b.StartTime) })
+		slices.SortFunc(list, func(a, b JaegerSpan) int { return cmp.Compare(a.StartTime, b.StartTime) })
 		for _, s := range list {
 			n := node{Depth: depth, Service: t.Processes[s.ProcessID].ServiceName, Name: s.OperationName,
 				Offset: time.Duration(s.StartTime-start) * time.Microsecond, Duration: time.Duration(s.Duration) * time.Microsecond}

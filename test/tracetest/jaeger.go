@@ -79,25 +79,7 @@ func (j *Jaeger) Spans(t testing.TB) []Span {
 	var out []Span
 	for _, svc := range services.Data {
 		var traces struct {
-			Data []struct {
-				TraceID string `json:"traceID"`
-				Spans   []struct {
-					SpanID        string `json:"spanID"`
-					OperationName string `json:"operationName"`
-					ProcessID     string `json:"processID"`
-					References    []struct {
-						RefType string `json:"refType"`
-						SpanID  string `json:"spanID"`
-					} `json:"references"`
-					Tags []struct {
-						Key   string `json:"key"`
-						Value any    `json:"value"`
-					} `json:"tags"`
-				} `json:"spans"`
-				Processes map[string]struct {
-					ServiceName string `json:"serviceName"`
-				} `json:"processes"`
-			} `json:"data"`
+			Data []telemetry.JaegerTrace `json:"data"`
 		}
 		getJSON(t, j.QueryURL+"/api/traces?limit=1000&service="+svc, &traces)
 		for _, tr := range traces.Data {
