@@ -72,7 +72,7 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 		"--admin-addr", admin, "--xds-addr", "127.0.0.1:0", "--authz-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0",
 		"--log-format", "json")
 
-	eventually(t, "ready", func() error {
+	proctest.Eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
 			return err
@@ -82,7 +82,7 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 			return fmt.Errorf("/readyz %d", resp.StatusCode)
 		}
 		return nil
-	})
+	}, "ready")
 	secret, err := env.Client.CoreV1().Secrets(ns).Get(ctx, "portcullis-ca", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 	if err != nil || len(roots) != 1 || key == nil || !roots[0].IsCA || roots[0].URIs[0].String() != "spiffe://cluster.example" {
 		t.Fatalf("CA secret: %v %d roots", err, len(roots))
 	}
-	eventually(t, "the lease held by the replica", func() error {
+	proctest.Eventually(t, 30*time.Second, func() error {
 		leases, err := env.Client.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
@@ -102,8 +102,8 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("no lease held by %s among %d", pod, len(leases.Items))
-	})
-	eventually(t, "Mesh Accepted", func() error {
+	}, "the lease held by the replica")
+	proctest.Eventually(t, 30*time.Second, func() error {
 		m, err := meshes.Get(ctx, "default", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -115,8 +115,8 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("conditions %v", conds)
-	})
-	eventually(t, "caBundle = the mesh root", func() error {
+	}, "Mesh Accepted")
+	proctest.Eventually(t, 30*time.Second, func() error {
 		cfg, err := hooks.Get(ctx, hookName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -126,21 +126,5 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 			return fmt.Errorf("caBundle holds %d certificates (%v)", len(certs), err)
 		}
 		return nil
-	})
-}
-
-// eventually retries check for up to 30 s.
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}, "caBundle = the mesh root")
 }

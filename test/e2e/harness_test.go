@@ -108,7 +108,7 @@ func (c *cluster) startAgent(name, namespace, service string, extra ...string) *
 // waitReady waits until the agent's /readyz answers 200 (SVID and, with a proxy, Envoy LIVE).
 func (a *agent) waitReady(t *testing.T) {
 	t.Helper()
-	eventually(t, 60*time.Second, func() error {
+	proctest.Eventually(t, 60*time.Second, func() error {
 		code, body, err := get("http://" + a.admin + "/readyz")
 		if err != nil {
 			return err
@@ -151,21 +151,6 @@ func do(method, url string, header http.Header) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-// eventually retries f until it succeeds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, f func() error, what string) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var err error
-	for time.Since(start) < timeout {
-		if err = f(); err == nil {
-			return time.Since(start)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s: %v", what, timeout, err)
-	return 0
 }
 
 func startProc(t *testing.T, c *cluster, name string, args ...string) *proctest.Process {

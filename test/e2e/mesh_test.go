@@ -122,7 +122,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	t.Run("mTLS and the caller's identity", func(t *testing.T) {
 		// EDS may still be converging just after readiness.
 		var body string
-		eventually(t, 10*time.Second, func() error {
+		proctest.Eventually(t, 10*time.Second, func() error {
 			code, b, err := get(via("/api/items"))
 			if err != nil || code != 200 {
 				return fmt.Errorf("%d %v %s", code, err, b)
@@ -219,7 +219,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	t.Run("a dead trace collector costs nothing but dropped spans", func(t *testing.T) {
 		// Every request above succeeded with tracing on; the authorization service counted the
 		// spans it could not export.
-		eventually(t, 20*time.Second, func() error {
+		proctest.Eventually(t, 20*time.Second, func() error {
 			_, body, err := get("http://" + authzAdmin + "/metrics")
 			if err != nil {
 				return err
@@ -235,7 +235,7 @@ func TestMeshEndToEnd(t *testing.T) {
 
 	t.Run("a document change applies within 2s; an invalid edit changes nothing", func(t *testing.T) {
 		c.write("policies.yaml", policiesDoc("/api/v2/*"))
-		took := eventually(t, 2*time.Second, func() error {
+		took := proctest.Eventually(t, 2*time.Second, func() error {
 			if code, _, err := get(via("/api/items")); err != nil || code != 403 {
 				return fmt.Errorf("%d %v", code, err)
 			}
@@ -244,7 +244,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		t.Logf("policy change effective after %s", took.Round(time.Millisecond))
 
 		c.write("policies.yaml", strings.Replace(policiesDoc("/api/*"), "to: {methods", "too: {methods", 1))
-		eventually(t, 10*time.Second, func() error {
+		proctest.Eventually(t, 10*time.Second, func() error {
 			_, body, err := get("http://" + c.cpAdmin + "/debug/mesh")
 			if err != nil || !strings.Contains(body, "unknown field") {
 				return fmt.Errorf("problem not reported: %v", err)
@@ -256,7 +256,7 @@ func TestMeshEndToEnd(t *testing.T) {
 			t.Errorf("after an invalid edit /api/items is %d; the last good policy (deny) must stay", code)
 		}
 		c.write("policies.yaml", policiesDoc("/api/*"))
-		eventually(t, 10*time.Second, func() error {
+		proctest.Eventually(t, 10*time.Second, func() error {
 			if code, _, err := get(via("/api/items")); err != nil || code != 200 {
 				return fmt.Errorf("%d %v", code, err)
 			}
@@ -275,7 +275,7 @@ func TestMeshEndToEnd(t *testing.T) {
 			"--service", "frontend", "--inbound-port", strconv.Itoa(taken.Addr().(*net.TCPAddr).Port),
 			"--app-port", strconv.Itoa(frontendPort))
 		var status string
-		eventually(t, 30*time.Second, func() error {
+		proctest.Eventually(t, 30*time.Second, func() error {
 			status = c.portcullis("proxy", "status", "--admin-addr", c.cpAdmin)
 			if !strings.Contains(status, "frontend-2.demo LDS: refused version") {
 				return fmt.Errorf("no NACK yet:\n%s", status)
@@ -315,7 +315,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		c.cp.Kill()
 		time.Sleep(2 * time.Second) // proxies run on their last configuration
 		c.startControlPlane()
-		eventually(t, 30*time.Second, func() error {
+		proctest.Eventually(t, 30*time.Second, func() error {
 			status := c.portcullis("proxy", "status", "--admin-addr", c.cpAdmin)
 			for _, node := range []string{"backend-1.demo", "frontend-1.demo"} {
 				line := lineOf(status, node)

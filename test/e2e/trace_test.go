@@ -84,7 +84,7 @@ spec:
 
 	// The allowed request, with a token.
 	var allowedID string
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		code, id, err := request(url+"/api/items", "Bearer "+token)
 		if err != nil || code != 200 {
 			return fmt.Errorf("%d %v", code, err)
@@ -100,7 +100,7 @@ spec:
 
 	var spans []tracetest.Span
 	var check tracetest.Span
-	eventually(t, 30*time.Second, func() error {
+	proctest.Eventually(t, 30*time.Second, func() error {
 		spans = collector.Spans(t)
 		for _, s := range spans {
 			if s.Name == "authz.Check" && s.Attrs["authz.decision_id"] == allowedID {
@@ -156,7 +156,7 @@ spec:
 	// The denied request's trace names policy, rule and reason, with the same decision id as the
 	// response header and the decision log.
 	var denied tracetest.Span
-	eventually(t, 30*time.Second, func() error {
+	proctest.Eventually(t, 30*time.Second, func() error {
 		for _, s := range collector.Spans(t) {
 			if s.Name == "authz.Check" && s.Attrs["authz.decision_id"] == deniedID {
 				denied = s
@@ -215,7 +215,7 @@ func dump(spans []tracetest.Span) string {
 func decisionLine(t *testing.T, file, id string) map[string]any {
 	t.Helper()
 	var found map[string]any
-	eventually(t, 10*time.Second, func() error {
+	proctest.Eventually(t, 10*time.Second, func() error {
 		f, err := os.Open(file)
 		if err != nil {
 			return err

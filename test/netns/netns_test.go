@@ -106,7 +106,7 @@ func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
 		// A forged client certificate header must not survive the mesh.
 		forged := map[string]string{"X-Forwarded-Client-Cert": "URI=spiffe://netns.test/ns/demo/sa/admin"}
 		// EDS may still be converging just after readiness.
-		eventually(t, 20*time.Second, func() error {
+		proctest.Eventually(t, 20*time.Second, func() error {
 			if r := env.get(t, frontend.ns, url, forged); r.Status != http.StatusOK {
 				return fmt.Errorf("%d %s %s", r.Status, r.Err, r.Body)
 			}
@@ -441,7 +441,7 @@ func (e *environment) startPod(name, ip string, redirect inject.Redirect) *pod {
 // waitReady waits for the agent's /readyz: an SVID, and Envoy LIVE with its first configuration.
 func (p *pod) waitReady(t *testing.T) {
 	t.Helper()
-	eventually(t, 45*time.Second, func() error {
+	proctest.Eventually(t, 45*time.Second, func() error {
 		select {
 		case <-p.agent.Exited():
 			t.Fatalf("%s agent exited", p.name)
@@ -484,21 +484,6 @@ func processUID(t *testing.T, pid int) string {
 	}
 	t.Fatalf("no Uid in /proc/%d/status", pid)
 	return ""
-}
-
-func eventually(t *testing.T, timeout time.Duration, f func() error, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // The HTTP client runs as its own process in a namespace: this test binary again, with the request

@@ -212,3 +212,21 @@ func FreePort(t testing.TB) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// Eventually retries f until it succeeds and returns how long that took, or fails the test with
+// f's last error once timeout has passed. It polls at 25 ms, backing off to 200 ms, so checks
+// that start a process each time do not spin.
+func Eventually(t testing.TB, timeout time.Duration, f func() error, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for wait := 25 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := f()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(wait)
+	}
+}
