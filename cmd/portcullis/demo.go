@@ -101,6 +101,11 @@ func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Agents run from the sidecar build beside this binary (make build), as in a real mesh.
+	agentBin := self
+	if sidecar := filepath.Join(filepath.Dir(self), "portcullis-agent"); fileExists(sidecar) {
+		agentBin = sidecar
+	}
 	cpLog, err := os.OpenFile(filepath.Join(work, "controlplane.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -133,7 +138,7 @@ func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error
 			{"backend-1", "backend", demoBackendAdmin},
 			{"frontend-1", "frontend", demoFrontendAdmin},
 		} {
-			if err := startDemoAgent(gctx, group, self, envoy, work, dataDir, f.xdsAddr, w.name, w.service, w.admin); err != nil {
+			if err := startDemoAgent(gctx, group, self, agentBin, envoy, work, dataDir, f.xdsAddr, w.name, w.service, w.admin); err != nil {
 				return err
 			}
 		}
@@ -158,7 +163,7 @@ func runDemo(ctx context.Context, g *globals, f *demoFlags, out io.Writer) error
 
 // startDemoAgent creates a join token and runs an agent with its Envoy for a demo workload,
 // stopped (SIGTERM) when ctx ends.
-func startDemoAgent(ctx context.Context, group *errgroup.Group, self, envoy, work, dataDir, xdsAddr, name, service, admin string) error {
+func startDemoAgent(ctx context.Context, group *errgroup.Group, self, agentBin, envoy, work, dataDir, xdsAddr, name, service, admin string) error {
 	token := filepath.Join(work, name+".token")
 	if out, err := exec.CommandContext(ctx, self, "token", "create", "--data-dir", dataDir, "--namespace", "demo",
 		"--service", service, "--out", token).CombinedOutput(); err != nil {
@@ -167,11 +172,6 @@ func startDemoAgent(ctx context.Context, group *errgroup.Group, self, envoy, wor
 	logFile, err := os.OpenFile(filepath.Join(work, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
-	}
-	// Agents run from the sidecar build beside this binary (make build), as in a real mesh.
-	agentBin := self
-	if sidecar := filepath.Join(filepath.Dir(self), "portcullis-agent"); fileExists(sidecar) {
-		agentBin = sidecar
 	}
 	cmd := exec.CommandContext(ctx, agentBin, "agent", "--controlplane", xdsAddr, "--token-file", token,
 		"--socket-dir", filepath.Join(work, name), "--admin-addr", admin,
