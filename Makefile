@@ -52,10 +52,10 @@ envoy: .cache ## install Envoy $(ENVOY_VERSION) into .cache (skipped when presen
 		$(ENVOY_BIN) --version; \
 	fi
 
-jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~16 min; skipped when built)
+jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~9 min on 2 cores; skipped when built)
 	./test/jaeger/build.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)"
 
-kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~14 min) and etcd (Debian) into .cache (skipped when present)
+kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~9 min on 2 cores) and etcd (Debian) into .cache (skipped when present)
 	./test/kube/build-apiserver.sh $(KUBE_VERSION) "$$(cd .cache && pwd -P)"
 	./test/kube/fetch-etcd.sh '$(ETCD_DEB_VERSION)' "$$(cd .cache && pwd -P)"
 	mkdir -p $(KUBE_ASSETS)
