@@ -20,9 +20,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/portcullis/portcullis/examples/demoapp"
+	"github.com/portcullis/portcullis/test/meshtest"
 	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/test/testca"
 )
+
+const trustDomain = "e2e.test"
 
 const meshDoc = `apiVersion: portcullis.dev/v1alpha1
 kind: Mesh
@@ -82,7 +85,7 @@ spec:
 }
 
 func TestMeshEndToEnd(t *testing.T) {
-	c := newCluster(t)
+	c := meshtest.New(t, trustDomain)
 
 	// The applications: the backend says who called it; the frontend is not called in this test
 	// (the test plays the frontend application, calling its proxy's outbound port).
@@ -95,35 +98,35 @@ func TestMeshEndToEnd(t *testing.T) {
 	// Tracing is on, but its collector is down: requests must not notice (spans are dropped and
 	// counted).
 	deadCollector := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
-	c.write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
+	c.Write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
 		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q}\n", deadCollector), 1))
-	c.write("services.yaml", servicesDoc(frontendPort, backendPort))
-	c.write("policies.yaml", policiesDoc("/api/*"))
-	c.startControlPlane()
+	c.Write("services.yaml", servicesDoc(frontendPort, backendPort))
+	c.Write("policies.yaml", policiesDoc("/api/*"))
+	c.StartControlPlane()
 
 	// Authorization runs apart from the control plane, with its identity from its own agent.
-	authzAgent := c.startAgent("authz-agent", "portcullis-system", "authz")
-	authzAgent.waitReady(t)
-	authz := startProc(t, c, "authz", "authz", "--log-format", "json", "--config", c.configDir,
-		"--listen", c.authzAddr, "--admin-addr", "127.0.0.1:0",
-		"--workload-api-socket", authzAgent.sockets+"/workload.sock", "--otlp-endpoint", deadCollector)
+	authzAgent := c.StartAgent("authz-agent", "portcullis-system", "authz")
+	authzAgent.WaitReady(t)
+	authz := proctest.Start(t, "authz", c.Bin, "authz", "--log-format", "json", "--config", c.ConfigDir,
+		"--listen", c.AuthzAddr, "--admin-addr", "127.0.0.1:0",
+		"--workload-api-socket", authzAgent.Sockets+"/workload.sock", "--otlp-endpoint", deadCollector)
 	authzAdmin := authz.Wait(t, "authz server listening", "admin_addr")
 
 	backendInbound, frontendOutbound := proctest.FreePort(t), proctest.FreePort(t)
-	backend := c.startAgent("backend-1", "demo", "backend", "--envoy-path", c.envoy, "--workload", "backend-1",
+	backend := c.StartAgent("backend-1", "demo", "backend", "--envoy-path", c.Envoy, "--workload", "backend-1",
 		"--service", "backend", "--inbound-port", strconv.Itoa(backendInbound), "--app-port", strconv.Itoa(backendPort))
-	frontend := c.startAgent("frontend-1", "demo", "frontend", "--envoy-path", c.envoy, "--workload", "frontend-1",
+	frontend := c.StartAgent("frontend-1", "demo", "frontend", "--envoy-path", c.Envoy, "--workload", "frontend-1",
 		"--service", "frontend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(frontendPort),
 		"--upstream", "backend="+strconv.Itoa(frontendOutbound), "--xds-delta")
-	backend.waitReady(t)
-	frontend.waitReady(t)
+	backend.WaitReady(t)
+	frontend.WaitReady(t)
 	via := func(path string) string { return "http://127.0.0.1:" + strconv.Itoa(frontendOutbound) + path }
 
 	t.Run("mTLS and the caller's identity", func(t *testing.T) {
 		// EDS may still be converging just after readiness.
 		var body string
 		proctest.Eventually(t, 10*time.Second, func() error {
-			code, b, err := get(via("/api/items"))
+			code, b, err := meshtest.Get(via("/api/items"))
 			if err != nil || code != 200 {
 				return fmt.Errorf("%d %v %s", code, err, b)
 			}
@@ -154,7 +157,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	})
 
 	t.Run("plaintext and foreign certificates are refused", func(t *testing.T) {
-		if code, _, err := get("http://127.0.0.1:" + strconv.Itoa(backendInbound) + "/api/items"); err == nil {
+		if code, _, err := meshtest.Get("http://127.0.0.1:" + strconv.Itoa(backendInbound) + "/api/items"); err == nil {
 			t.Errorf("plaintext request to the STRICT inbound answered %d", code)
 		}
 		foreign := testca.New(t, trustDomain)
@@ -173,7 +176,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		// it call the backend.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+authzAgent.sockets+"/workload.sock")))
+		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+authzAgent.Sockets+"/workload.sock")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,8 +214,8 @@ func TestMeshEndToEnd(t *testing.T) {
 			t.Errorf("codes %v, x-ratelimit-limit %q; want 3 allowed then 429 with rate-limit headers", codes, limitHeader)
 		}
 		// The backend's agent reports what its Envoy refused.
-		if _, body, err := get("http://" + backend.admin + "/metrics"); err != nil || !strings.Contains(body, "portcullis_proxy_rate_limited_total 2") {
-			t.Errorf("agent metrics lack the 2 rate-limited requests (%v):\n%s", err, grepLines(body, "portcullis_proxy"))
+		if _, body, err := meshtest.Get("http://" + backend.Admin + "/metrics"); err != nil || !strings.Contains(body, "portcullis_proxy_rate_limited_total 2") {
+			t.Errorf("agent metrics lack the 2 rate-limited requests (%v):\n%s", err, meshtest.GrepLines(body, "portcullis_proxy"))
 		}
 	})
 
@@ -220,7 +223,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		// Every request above succeeded with tracing on; the authorization service counted the
 		// spans it could not export.
 		proctest.Eventually(t, 20*time.Second, func() error {
-			_, body, err := get("http://" + authzAdmin + "/metrics")
+			_, body, err := meshtest.Get("http://" + authzAdmin + "/metrics")
 			if err != nil {
 				return err
 			}
@@ -229,35 +232,35 @@ func TestMeshEndToEnd(t *testing.T) {
 					return nil
 				}
 			}
-			return fmt.Errorf("no dropped spans counted:\n%s", grepLines(body, "portcullis_trace"))
+			return fmt.Errorf("no dropped spans counted:\n%s", meshtest.GrepLines(body, "portcullis_trace"))
 		}, "dropped spans in the authorization service's metrics")
 	})
 
 	t.Run("a document change applies within 2s; an invalid edit changes nothing", func(t *testing.T) {
-		c.write("policies.yaml", policiesDoc("/api/v2/*"))
+		c.Write("policies.yaml", policiesDoc("/api/v2/*"))
 		took := proctest.Eventually(t, 2*time.Second, func() error {
-			if code, _, err := get(via("/api/items")); err != nil || code != 403 {
+			if code, _, err := meshtest.Get(via("/api/items")); err != nil || code != 403 {
 				return fmt.Errorf("%d %v", code, err)
 			}
 			return nil
 		}, "the new policy to deny /api/items")
 		t.Logf("policy change effective after %s", took.Round(time.Millisecond))
 
-		c.write("policies.yaml", strings.Replace(policiesDoc("/api/*"), "to: {methods", "too: {methods", 1))
+		c.Write("policies.yaml", strings.Replace(policiesDoc("/api/*"), "to: {methods", "too: {methods", 1))
 		proctest.Eventually(t, 10*time.Second, func() error {
-			_, body, err := get("http://" + c.cpAdmin + "/debug/mesh")
+			_, body, err := meshtest.Get("http://" + c.CPAdmin + "/debug/mesh")
 			if err != nil || !strings.Contains(body, "unknown field") {
 				return fmt.Errorf("problem not reported: %v", err)
 			}
 			return nil
 		}, "the invalid edit on /debug/mesh")
 		time.Sleep(500 * time.Millisecond) // would-be reload time
-		if code, _, _ := get(via("/api/items")); code != 403 {
+		if code, _, _ := meshtest.Get(via("/api/items")); code != 403 {
 			t.Errorf("after an invalid edit /api/items is %d; the last good policy (deny) must stay", code)
 		}
-		c.write("policies.yaml", policiesDoc("/api/*"))
+		c.Write("policies.yaml", policiesDoc("/api/*"))
 		proctest.Eventually(t, 10*time.Second, func() error {
-			if code, _, err := get(via("/api/items")); err != nil || code != 200 {
+			if code, _, err := meshtest.Get(via("/api/items")); err != nil || code != 200 {
 				return fmt.Errorf("%d %v", code, err)
 			}
 			return nil
@@ -271,12 +274,12 @@ func TestMeshEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer taken.Close()
-		c.startAgent("frontend-2", "demo", "frontend", "--envoy-path", c.envoy, "--workload", "frontend-2",
+		c.StartAgent("frontend-2", "demo", "frontend", "--envoy-path", c.Envoy, "--workload", "frontend-2",
 			"--service", "frontend", "--inbound-port", strconv.Itoa(taken.Addr().(*net.TCPAddr).Port),
 			"--app-port", strconv.Itoa(frontendPort))
 		var status string
 		proctest.Eventually(t, 30*time.Second, func() error {
-			status = c.portcullis("proxy", "status", "--admin-addr", c.cpAdmin)
+			status = c.Portcullis("proxy", "status", "--admin-addr", c.CPAdmin)
 			if !strings.Contains(status, "frontend-2.demo LDS: refused version") {
 				return fmt.Errorf("no NACK yet:\n%s", status)
 			}
@@ -286,7 +289,7 @@ func TestMeshEndToEnd(t *testing.T) {
 			t.Errorf("NACK without Envoy's reason:\n%s", status)
 		}
 		t.Logf("proxy status:\n%s", status)
-		if cfg := c.portcullis("proxy", "config", "frontend-1.demo", "--admin-addr", c.cpAdmin); !strings.Contains(cfg, "outbound|"+strconv.Itoa(frontendOutbound)+"|backend.demo") {
+		if cfg := c.Portcullis("proxy", "config", "frontend-1.demo", "--admin-addr", c.CPAdmin); !strings.Contains(cfg, "outbound|"+strconv.Itoa(frontendOutbound)+"|backend.demo") {
 			t.Errorf("proxy config lacks the outbound listener:\n%.2000s", cfg)
 		}
 	})
@@ -303,7 +306,7 @@ func TestMeshEndToEnd(t *testing.T) {
 					return
 				default:
 				}
-				if code, _, err := get(via("/api/items")); err != nil || code != 200 {
+				if code, _, err := meshtest.Get(via("/api/items")); err != nil || code != 200 {
 					failed.Add(1)
 					lastErr.Store(fmt.Sprintf("%d %v", code, err))
 				} else {
@@ -312,18 +315,11 @@ func TestMeshEndToEnd(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
-		c.cp.Kill()
+		c.CP.Kill()
 		time.Sleep(2 * time.Second) // proxies run on their last configuration
-		c.startControlPlane()
+		c.StartControlPlane()
 		proctest.Eventually(t, 30*time.Second, func() error {
-			status := c.portcullis("proxy", "status", "--admin-addr", c.cpAdmin)
-			for _, node := range []string{"backend-1.demo", "frontend-1.demo"} {
-				line := lineOf(status, node)
-				if !strings.Contains(line, " yes ") || strings.Count(line, "yes") < 2 {
-					return fmt.Errorf("%s not connected and synced:\n%s", node, status)
-				}
-			}
-			return nil
+			return c.Synced("backend-1.demo", "frontend-1.demo")
 		}, "proxies to resync with the new control plane")
 		close(stop)
 		wg.Wait()
@@ -334,21 +330,4 @@ func TestMeshEndToEnd(t *testing.T) {
 	})
 }
 
-func grepLines(text, substr string) string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-func lineOf(text, prefix string) string {
-	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return l
-		}
-	}
-	return ""
-}
+var httpClient = &http.Client{Timeout: 5 * time.Second}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/examples/demoapp"
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/meshtest"
 	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/test/tracetest"
 )
@@ -25,11 +26,11 @@ import (
 // the inbound span, all carrying the identities and the decision.
 func TestTraceAcrossProxiesAndAuthorization(t *testing.T) {
 	start := time.Now()
-	c := newCluster(t)
+	c := meshtest.New(t, trustDomain)
 	collector := tracetest.Start(t)
 	t.Logf("collector up after %s", time.Since(start))
 	idp := authztest.NewKey(t, "ES256", "k1")
-	if err := os.WriteFile(filepath.Join(c.configDir, "jwks.json"), []byte(authztest.JWKS(idp)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(c.ConfigDir, "jwks.json"), []byte(authztest.JWKS(idp)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	backendApp := httptest.NewServer(demoapp.Backend("backend"))
@@ -38,10 +39,10 @@ func TestTraceAcrossProxiesAndAuthorization(t *testing.T) {
 	t.Cleanup(frontendApp.Close)
 	backendPort, frontendPort := backendApp.Listener.Addr().(*net.TCPAddr).Port, frontendApp.Listener.Addr().(*net.TCPAddr).Port
 
-	c.write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
+	c.Write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
 		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q, samplingPercent: 100}\n", collector.Endpoint()), 1))
-	c.write("services.yaml", servicesDoc(frontendPort, backendPort))
-	c.write("jwt.yaml", `apiVersion: portcullis.dev/v1alpha1
+	c.Write("services.yaml", servicesDoc(frontendPort, backendPort))
+	c.Write("jwt.yaml", `apiVersion: portcullis.dev/v1alpha1
 kind: JWTProvider
 metadata: {name: idp, namespace: demo}
 spec:
@@ -49,7 +50,7 @@ spec:
   algorithms: [ES256]
   jwks: {file: jwks.json}
 `)
-	c.write("policies.yaml", `apiVersion: portcullis.dev/v1alpha1
+	c.Write("policies.yaml", `apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: backend-allow-users, namespace: demo}
 spec:
@@ -62,22 +63,22 @@ spec:
         jwt: {providers: [idp]}
       to: {paths: ["/api/*"]}
 `)
-	c.startControlPlane()
-	authzAgent := c.startAgent("authz-agent", "portcullis-system", "authz")
-	authzAgent.waitReady(t)
-	decisions := filepath.Join(c.work, "decisions.log")
-	authz := startProc(t, c, "authz", "authz", "--log-format", "json", "--config", c.configDir,
-		"--listen", c.authzAddr, "--admin-addr", "127.0.0.1:0", "--decision-log", decisions,
-		"--workload-api-socket", authzAgent.sockets+"/workload.sock", "--otlp-endpoint", collector.Endpoint())
+	c.StartControlPlane()
+	authzAgent := c.StartAgent("authz-agent", "portcullis-system", "authz")
+	authzAgent.WaitReady(t)
+	decisions := filepath.Join(c.Work, "decisions.log")
+	authz := proctest.Start(t, "authz", c.Bin, "authz", "--log-format", "json", "--config", c.ConfigDir,
+		"--listen", c.AuthzAddr, "--admin-addr", "127.0.0.1:0", "--decision-log", decisions,
+		"--workload-api-socket", authzAgent.Sockets+"/workload.sock", "--otlp-endpoint", collector.Endpoint())
 	authz.Wait(t, "authz server listening", "addr")
 	frontendOutbound := proctest.FreePort(t)
-	backend := c.startAgent("backend-1", "demo", "backend", "--envoy-path", c.envoy, "--workload", "backend-1",
+	backend := c.StartAgent("backend-1", "demo", "backend", "--envoy-path", c.Envoy, "--workload", "backend-1",
 		"--service", "backend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(backendPort))
-	frontend := c.startAgent("frontend-1", "demo", "frontend", "--envoy-path", c.envoy, "--workload", "frontend-1",
+	frontend := c.StartAgent("frontend-1", "demo", "frontend", "--envoy-path", c.Envoy, "--workload", "frontend-1",
 		"--service", "frontend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(frontendPort),
 		"--upstream", "backend="+strconv.Itoa(frontendOutbound))
-	backend.waitReady(t)
-	frontend.waitReady(t)
+	backend.WaitReady(t)
+	frontend.WaitReady(t)
 	t.Logf("mesh up after %s", time.Since(start))
 	url := "http://127.0.0.1:" + strconv.Itoa(frontendOutbound)
 	token := idp.Sign(t, authztest.Claims("https://idp.e2e.test", "alice"), nil)

@@ -5,15 +5,17 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portcullis/portcullis/xds/model"
 )
 
 // outbound builds the local listener (127.0.0.1:<localPort>) through which the application
-// calls one upstream, the upstream's cluster and its endpoints. Retries are off: a retry policy
-// is the application's decision, not the mesh's.
+// calls one upstream, the upstream's cluster and its endpoints. The route retries only what is
+// safe for every method — the request never reached an application — on another instance, so
+// an instance that dies or restarts costs no request that was not already in flight to it.
+// Retrying requests an application may have seen stays the application's decision.
 func (t *translator) outbound(i int) {
 	u := t.p.Workload.Spec.Upstreams[i]
 	svc, port, err := t.p.Mesh.ResolveUpstream(model.RefOf(t.p.Workload).Namespace, u)
@@ -33,14 +35,7 @@ func (t *translator) outbound(i int) {
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    ref.Name + "." + ref.Namespace,
 				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-						Timeout:          durationpb.New(routeTimeout),
-					}},
-					Decorator: spanName("outbound", ref),
-				}},
+				Routes:  []*routev3.Route{t.clusterRoute(cluster, ref)},
 			}},
 			ValidateClusters: wrapperspb.Bool(false),
 		}},
@@ -62,4 +57,26 @@ func (t *translator) outbound(i int) {
 		}},
 	})
 	t.source(name, t.p.Workload, svc)
+}
+
+// Retries of requests no application has seen, documented in docs/xds.md.
+const (
+	safeRetryOn          = "connect-failure,refused-stream,reset-before-request"
+	safeRetries          = 2
+	retryHostSelectTries = 3
+)
+
+// safeRetries retries a request that failed before it reached the upstream's application
+// (connection refused or reset before the request was sent, HTTP/2 REFUSED_STREAM), each time
+// on an instance not tried before.
+func (t *translator) safeRetries() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:    safeRetryOn,
+		NumRetries: wrapperspb.UInt32(safeRetries),
+		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: t.any(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+		HostSelectionRetryMaxAttempts: retryHostSelectTries,
+	}
 }

@@ -181,13 +181,14 @@ func (t *translator) clusterRoute(cluster string, ref model.Ref) *routev3.Route 
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
 			Timeout:          durationpb.New(routeTimeout),
+			RetryPolicy:      t.safeRetries(),
 		}},
 		Decorator: spanName("outbound", ref),
 	}
 }
 
 // outboundHCM is the connection manager of a transparent outbound chain: the same settings as a
-// local proxy's outbound listener (no retries, client-cert header dropped, tracing).
+// local proxy's outbound listener (safe retries only, client-cert header dropped, tracing).
 func (t *translator) outboundHCM(routeName string, ref model.Ref, vhosts []*routev3.VirtualHost) *listenerv3.Filter {
 	prefix := "outbound"
 	if ref.Name != "" {
