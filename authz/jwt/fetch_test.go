@@ -281,3 +281,33 @@ func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// An issuer that hangs must not hold a check past its caller's deadline: the proxy would time
+// out and apply its failure mode, which in a mesh that fails open lets the token through.
+func TestRefetchForUnknownKidAnswersBeforeTheDeadline(t *testing.T) {
+	k1 := authztest.NewKey(t, "ES256", "k1")
+	hang := make(chan struct{})
+	var hanging atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hanging.Load() {
+			<-hang
+			return
+		}
+		_, _ = w.Write([]byte(authztest.JWKS(k1)))
+	}))
+	defer srv.Close()
+	defer close(hang) // before Close, which waits for the hung handler
+	v := newVerifier(t, Options{RefetchWait: 5 * time.Second, MinRefetchInterval: time.Nanosecond}, providerDoc("idp", model.JWTProviderSpec{Issuer: issuer, JWKS: model.JWKSSource{URI: srv.URL}}))
+	c := authztest.Claims(issuer, "alice")
+	if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
+		t.Fatalf("known key: %v", r.Err)
+	}
+	hanging.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := v.Verify(ctx, bearer(authztest.NewKey(t, "ES256", "k2").Sign(t, c, nil)))
+	if took := time.Since(start); codeOf(r) != CodeUnknownKey || took >= 200*time.Millisecond {
+		t.Fatalf("unknown kid while the issuer hangs: %q after %s; want %q before the 200ms deadline", codeOf(r), took, CodeUnknownKey)
+	}
+}

@@ -265,7 +265,7 @@ func (p *provider) awaitFetch(ctx context.Context) bool {
 		}
 	}
 	p.mu.Unlock()
-	wait := time.NewTimer(p.opts.RefetchWait)
+	wait := time.NewTimer(refetchWait(ctx, p.opts.RefetchWait))
 	defer wait.Stop()
 	select {
 	case <-done:
@@ -275,6 +275,17 @@ func (p *provider) awaitFetch(ctx context.Context) bool {
 	case <-p.stopped:
 	}
 	return false
+}
+
+// refetchWait bounds a request's wait for a fetch by its deadline, keeping a quarter of the time
+// left for the answer: a proxy whose ext_authz call times out applies its failure mode, and a
+// mesh that fails open would then let through a token signed with a key nobody verified while
+// the issuer hangs.
+func refetchWait(ctx context.Context, wait time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)*3/4)
+	}
+	return max(wait, 0)
 }
 
 func (p *provider) statusSnapshot() ProviderStatus {
