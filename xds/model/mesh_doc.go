@@ -39,6 +39,19 @@ const (
 	FailOpen FailureMode = "OPEN"
 )
 
+// AuthzMode says whether proxies ask the authorization service about every inbound request.
+// +kubebuilder:validation:Enum=ENFORCE;OFF
+type AuthzMode string
+
+const (
+	// AuthzEnforce authorizes every inbound request with ext_authz (the default).
+	AuthzEnforce AuthzMode = "ENFORCE"
+	// AuthzOff leaves ext_authz out of every inbound listener: mTLS, SPIFFE ID checks and rate
+	// limits stay, but any mesh workload may call any service. An explicit opt-out for
+	// benchmarking, or for meshes whose applications authorize requests themselves.
+	AuthzOff AuthzMode = "OFF"
+)
+
 // Defaults of the Mesh document, documented in docs/documents.md.
 const (
 	DefaultAuthzTimeout         = 250 * time.Millisecond
@@ -79,6 +92,9 @@ type MTLSSettings struct {
 
 // AuthzSettings configures the proxies' ext_authz filter.
 type AuthzSettings struct {
+	// Mode is ENFORCE (default: every inbound request is authorized) or OFF (no ext_authz
+	// filter at all; AuthorizationPolicies are not applied).
+	Mode AuthzMode `json:"mode,omitempty"`
 	// FailureMode is CLOSED (default: deny when authorization is unreachable) or OPEN.
 	FailureMode FailureMode `json:"failureMode,omitempty"`
 	// Timeout bounds each authorization call. 250ms unless set.
@@ -128,6 +144,11 @@ func (d *MeshDoc) Validate() FieldErrors {
 		errs.Addf(p.Field("defaultDecision"), "must be ALLOW or DENY, not %q", s.DefaultDecision)
 	}
 	ap := p.Field("authz")
+	switch s.Authz.Mode {
+	case "", AuthzEnforce, AuthzOff:
+	default:
+		errs.Addf(ap.Field("mode"), "must be ENFORCE or OFF, not %q", s.Authz.Mode)
+	}
 	switch s.Authz.FailureMode {
 	case "", FailClosed, FailOpen:
 	default:
@@ -159,6 +180,9 @@ func (d *MeshDoc) setDefaults() {
 	}
 	if s.DefaultDecision == "" {
 		s.DefaultDecision = DecisionDeny
+	}
+	if s.Authz.Mode == "" {
+		s.Authz.Mode = AuthzEnforce
 	}
 	if s.Authz.FailureMode == "" {
 		s.Authz.FailureMode = FailClosed

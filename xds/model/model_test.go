@@ -74,3 +74,35 @@ func TestWorkloadID(t *testing.T) {
 		t.Error("non-workload ID accepted")
 	}
 }
+
+func TestMeshAuthzMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode    AuthzMode
+		want    AuthzMode // after defaulting
+		wantErr string
+	}{
+		{mode: "", want: AuthzEnforce},
+		{mode: AuthzEnforce, want: AuthzEnforce},
+		{mode: AuthzOff, want: AuthzOff},
+		{mode: "off", wantErr: `spec.authz.mode: must be ENFORCE or OFF, not "off"`},
+		{mode: "DISABLED", wantErr: `spec.authz.mode: must be ENFORCE or OFF, not "DISABLED"`},
+	} {
+		d := &MeshDoc{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: KindMesh}, Metadata: ObjectMeta{Name: "m"},
+			Spec: MeshSpec{TrustDomain: "td.local", Authz: AuthzSettings{Mode: tc.mode}}}
+		errs := d.Validate()
+		if tc.wantErr != "" {
+			if len(errs) != 1 || string(errs[0].Field)+": "+errs[0].Message != tc.wantErr {
+				t.Errorf("mode %q: errors %v, want %q", tc.mode, errs, tc.wantErr)
+			}
+			continue
+		}
+		if len(errs) > 0 {
+			t.Errorf("mode %q: unexpected errors %v", tc.mode, errs)
+			continue
+		}
+		d.setDefaults()
+		if d.Spec.Authz.Mode != tc.want {
+			t.Errorf("mode %q defaults to %q, want %q", tc.mode, d.Spec.Authz.Mode, tc.want)
+		}
+	}
+}

@@ -41,6 +41,12 @@ func (t *translator) extAuthz(in target) *extauthzv3.ExtAuthz {
 	return cfg
 }
 
+// authzEnforced reports whether inbound listeners call the authorization service; with the
+// mesh's authorization mode OFF they do not, and the proxy gets no authorization cluster.
+func (t *translator) authzEnforced() bool {
+	return t.p.Mesh.Config.Spec.Authz.Mode != model.AuthzOff
+}
+
 // extAuthzPerRoute names the destination for the authorization service.
 func (t *translator) extAuthzPerRoute(in target) *extauthzv3.ExtAuthzPerRoute {
 	ref := model.RefOf(in.service)

@@ -85,13 +85,22 @@ func (t *translator) serviceName() string {
 }
 
 // inboundHCM is the HTTP connection manager of the inbound listener. Its filters, in order:
-// local rate limit (when a RateLimitPolicy selects the service), ext_authz, router.
+// local rate limit (when a RateLimitPolicy selects the service), ext_authz (unless the mesh's
+// authorization mode is OFF), router.
 func (t *translator) inboundHCM(in target, mtls bool) *listenerv3.Filter {
 	var filters []*hcmv3.HttpFilter
 	if limits := t.rateLimits(in); len(limits) > 0 {
 		filters = append(filters, t.httpFilter(filterLocalRateLimit, t.localRateLimit(in, limits)))
 	}
-	filters = append(filters, t.httpFilter(filterExtAuthz, t.extAuthz(in)), t.router())
+	var perFilter map[string]*anypb.Any
+	if t.authzEnforced() {
+		filters = append(filters, t.httpFilter(filterExtAuthz, t.extAuthz(in)))
+		perFilter = map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute(in))}
+	} else {
+		// The listener's shape still depends on the Mesh document.
+		t.source(in.listener, t.p.Mesh.Config)
+	}
+	filters = append(filters, t.router())
 
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "inbound",
@@ -109,7 +118,7 @@ func (t *translator) inboundHCM(in target, mtls bool) *listenerv3.Filter {
 					}},
 					Decorator: spanName("inbound", model.RefOf(in.service)),
 				}},
-				TypedPerFilterConfig: map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute(in))},
+				TypedPerFilterConfig: perFilter,
 			}},
 			ValidateClusters: wrapperspb.Bool(false),
 		}},
