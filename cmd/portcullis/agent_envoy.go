@@ -187,6 +187,16 @@ func (f *proxyFlags) startProxy(ctx context.Context, log *slog.Logger, a *agent.
 	log.Info("starting envoy", "node", f.workload+"."+ns, "identity", id.ID().String(), "delta", f.delta, "registered_by_flags", reg != nil)
 	return &bootstrap.Supervisor{
 		EnvoyPath: f.envoyPath, Bootstrap: raw, Dir: dir, Output: out, Logger: log.With("component", "envoy"),
-		Args: []string{"--concurrency", strconv.Itoa(f.envoyConcurrency), "--log-level", "warn"},
+		Args: append([]string{"--concurrency", strconv.Itoa(f.envoyConcurrency), "--log-level", "warn"}, envoyDrainArgs...),
 	}, nil
 }
+
+// envoyDrainArgs make a changed listener apply from each peer's next request. Envoy serves the
+// connections an old listener accepted with the old filters until they close, and its default
+// gradual drain closes them at random over 10 minutes: a rate limit or an authorization failure
+// mode changed mid-traffic reached some connections in milliseconds and others minutes later
+// (the fault suite caught a fail-open change not applied on one instance's connections).
+// Draining immediately closes each old connection after its next response (HTTP/1.1
+// Connection: close, HTTP/2 GOAWAY) — the peer reconnects, one TLS handshake — and closes idle
+// ones after 15 s.
+var envoyDrainArgs = []string{"--drain-strategy", "immediate", "--drain-time-s", "15"}

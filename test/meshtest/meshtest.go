@@ -95,6 +95,7 @@ type Agent struct {
 	P       *proctest.Process
 	Sockets string // the agent's socket directory (SDS, Workload API)
 	Admin   string // the agent's admin address
+	Inbound int    // the proxy's inbound port (StartProxy)
 }
 
 // StartAgent runs an agent for namespace/service with extra flags and waits for its admin port.
@@ -112,12 +113,15 @@ func (c *Cluster) StartAgent(name, namespace, service string, extra ...string) *
 // a free port to the application on appPort, and "service=port" outbound upstreams.
 func (c *Cluster) StartProxy(name, namespace, service string, appPort int, upstreams []string, extra ...string) *Agent {
 	c.t.Helper()
+	inbound := proctest.FreePort(c.t)
 	args := []string{"--envoy-path", c.Envoy, "--workload", name, "--service", service,
-		"--inbound-port", strconv.Itoa(proctest.FreePort(c.t)), "--app-port", strconv.Itoa(appPort)}
+		"--inbound-port", strconv.Itoa(inbound), "--app-port", strconv.Itoa(appPort)}
 	for _, u := range upstreams {
 		args = append(args, "--upstream", u)
 	}
-	return c.StartAgent(name, namespace, service, append(args, extra...)...)
+	a := c.StartAgent(name, namespace, service, append(args, extra...)...)
+	a.Inbound = inbound
+	return a
 }
 
 // WaitReady waits until the agent's /readyz answers 200 (SVID and, with a proxy, Envoy LIVE).
