@@ -109,8 +109,7 @@ func (s *suite) load(t *testing.T, d time.Duration, path func(i int) (string, st
 // report records a fault's line: requests sent; succeeded (200); denied by a policy (401 or
 // 403 with a decision id: the answer the policy gives, as the expectation says); failed
 // (anything else: 5xx, no response); and the expectation.
-func (s *suite) report(t *testing.T, name string, r *run, expect string) {
-	t.Helper()
+func (s *suite) report(name string, r *run, expect string) {
 	var ok, denied int
 	for j := range r.Samples {
 		switch _, out, _ := r.sample(j); {
@@ -122,10 +121,7 @@ func (s *suite) report(t *testing.T, name string, r *run, expect string) {
 	}
 	sent := len(r.Samples)
 	line := fmt.Sprintf("%-25s sent %6d  succeeded %6d  denied %5d  failed %5d  expect: %s", name, sent, ok, denied, sent-ok-denied, expect)
-	s.mu.Lock()
 	s.lines = append(s.lines, line)
-	s.mu.Unlock()
-	t.Log(line)
 }
 
 func api(int) (string, string) { return "/api/items", "" }
@@ -166,7 +162,7 @@ func (s *suite) rotation(t *testing.T) {
 			t.Errorf("%s rotated its SVID %d times during the run; want at least 2", a.P.Name, n)
 		}
 	}
-	s.report(t, "SVID rotation", r, "0 failed; rotations: "+strings.Join(rotated, ", "))
+	s.report("SVID rotation", r, "0 failed; rotations: "+strings.Join(rotated, ", "))
 	if r.Errors() > 0 {
 		s.logFailures(t, r, r.Samples[0].Due)
 		t.Errorf("%d requests failed across SVID rotations (first: %v)", r.Errors(), firstError(r))
@@ -198,7 +194,7 @@ func (s *suite) controlPlaneKilled(t *testing.T) {
 			return errors.New("no 429 on /api/limited yet")
 		}, "the rate limit written after the restart")
 	})
-	s.report(t, "control plane killed", r, fmt.Sprintf("0 failed; proxies resynced %s after the restart; a rate limit written after it applied in %s",
+	s.report("control plane killed", r, fmt.Sprintf("0 failed; proxies resynced %s after the restart; a rate limit written after it applied in %s",
 		resync.Round(time.Millisecond), applied.Round(time.Millisecond)))
 	if r.Errors() > 0 {
 		s.logFailures(t, r, r.Samples[0].Due)
@@ -280,7 +276,7 @@ func (s *suite) policyChange(t *testing.T) {
 	if took > 2*time.Second {
 		t.Errorf("the change took %s to apply; want within 2s", took)
 	}
-	s.report(t, "policy change", r, fmt.Sprintf("0 failed; each 200 or 403 as its deciding version says, never both paths denied; applied in %s (≤ 2s)",
+	s.report("policy change", r, fmt.Sprintf("0 failed; each 200 or 403 as its deciding version says, never both paths denied; applied in %s (≤ 2s)",
 		took.Round(time.Millisecond)))
 }
 
@@ -366,7 +362,7 @@ func (s *suite) authzDown(t *testing.T, open bool) {
 	if open {
 		expect = fmt.Sprintf("0 failed: the %d failed checks let through (%d sent while down); no Envoy restart", letThrough, during)
 	}
-	s.report(t, "authz down, fail "+strings.ToLower(mode), r, expect)
+	s.report("authz down, fail "+strings.ToLower(mode), r, expect)
 }
 
 // setFailureMode changes the mesh's authorization failure mode and waits until every proxy
@@ -452,7 +448,7 @@ func (s *suite) jwksDown(t *testing.T) {
 		}
 		return nil
 	}, "a token of the new key once the issuer is back")
-	s.report(t, "JWKS endpoint down", r, fmt.Sprintf("0 failed with known keys, fresh tokens included; new kid refused %v within %s; accepted %s after the issuer came back",
+	s.report("JWKS endpoint down", r, fmt.Sprintf("0 failed with known keys, fresh tokens included; new kid refused %v within %s; accepted %s after the issuer came back",
 		unknown, slowest.Round(time.Millisecond), back.Round(time.Millisecond)))
 	if r.Errors() > 0 {
 		t.Errorf("%d requests with tokens of a known key failed while the issuer hung (first: %v)", r.Errors(), firstError(r))
@@ -491,7 +487,7 @@ func (s *suite) invalidDocuments(t *testing.T) {
 			}
 		}
 	}
-	s.report(t, "invalid documents", r, fmt.Sprintf("0 failed, every request as before (/api 200, /admin 403; %d otherwise); both processes reported both files", wrong))
+	s.report("invalid documents", r, fmt.Sprintf("0 failed, every request as before (/api 200, /admin 403; %d otherwise); both processes reported both files", wrong))
 	if wrong > 0 {
 		t.Errorf("%d requests changed outcome while invalid documents were on disk (first: %s)", wrong, first)
 	}
@@ -518,7 +514,7 @@ func (s *suite) backendKilled(t *testing.T) {
 			inFlight++
 		}
 	}
-	s.report(t, "backend instance killed", r, fmt.Sprintf("failed ≤ the %d in flight while it died; endpoint left EDS after %s", inFlight, gone.Round(time.Millisecond)))
+	s.report("backend instance killed", r, fmt.Sprintf("failed ≤ the %d in flight while it died; endpoint left EDS after %s", inFlight, gone.Round(time.Millisecond)))
 	if r.Errors() > inFlight {
 		s.logFailures(t, r, killed)
 		t.Errorf("%d requests failed when an instance was killed; the bound is the %d in flight to it (first: %v)", r.Errors(), inFlight, firstError(r))

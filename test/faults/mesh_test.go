@@ -47,8 +47,7 @@ type suite struct {
 	k1, k2        *authztest.Key
 
 	frontendPort, backendPort int
-	mu                        sync.Mutex
-	lines                     []string
+	lines                     []string // one per fault, for the summary
 }
 
 func meshDoc(failureMode string) string {
