@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,11 +100,12 @@ var app = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 // mesh is one running benchmark mesh.
 type mesh struct {
 	c        *meshtest.Cluster
-	appURL   string // the backend application, directly
-	meshURL  string // the frontend's outbound listener for the backend
-	token    string // a token the policy admits
-	silver   string // a valid token the ABAC condition refuses
-	procs    []proc // what CPU and memory are reported of
+	appURL   string   // the backend application, directly
+	meshURL  string   // the frontend's outbound listener for the backend
+	token    string   // a token the policy admits
+	silver   string   // a valid token the ABAC condition refuses
+	procs    []proc   // what CPU and memory are reported of
+	envoys   []string // the Envoys' admin addresses
 	stoppers []func()
 }
 
@@ -142,9 +144,11 @@ func startMesh(b *testing.B) *mesh {
 	outbound := proctest.FreePort(b)
 	// Envoy runs with the agent's default of 2 worker threads, as Istio's sidecars do in the
 	// benchmark this one is compared with.
-	backend := m.c.StartProxy("backend-1", namespace, "backend", backendPort, nil)
+	m.envoys = []string{"127.0.0.1:" + strconv.Itoa(proctest.FreePort(b)), "127.0.0.1:" + strconv.Itoa(proctest.FreePort(b))}
+	backend := m.c.StartProxy("backend-1", namespace, "backend", backendPort, nil, "--envoy-admin-addr", m.envoys[0])
 	m.stop(backend.P)
-	frontend := m.c.StartProxy("frontend-1", namespace, "frontend", frontendPort, []string{"backend=" + strconv.Itoa(outbound)})
+	frontend := m.c.StartProxy("frontend-1", namespace, "frontend", frontendPort, []string{"backend=" + strconv.Itoa(outbound)},
+		"--envoy-admin-addr", m.envoys[1])
 	m.stop(frontend.P)
 	backend.WaitReady(b)
 	frontend.WaitReady(b)
@@ -212,16 +216,38 @@ func (m *mesh) expect(token string, want int) error {
 }
 
 // authzOff flips the Mesh to authorization OFF and waits until both proxies have ACKed it and a
-// request without a token passes (several in a row: connections to the old listener drain).
+// request without a token passes. Connections accepted before keep the old filters until Envoy
+// drains them: see drained.
 func (m *mesh) authzOff(b *testing.B) {
 	b.Helper()
 	m.c.Write("mesh.yaml", meshDoc("OFF"))
 	proctest.Eventually(b, 30*time.Second, func() error {
-		for range 20 {
-			if err := m.expect("", http.StatusOK); err != nil {
-				return err
-			}
+		if err := m.expect("", http.StatusOK); err != nil {
+			return err
 		}
 		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
 	}, "authorization OFF in both proxies")
+}
+
+// drained waits until no connection is left on an old listener configuration, so every request
+// measured has the new one and none fails when Envoy closes an old connection under load.
+func (m *mesh) drained(b *testing.B) {
+	b.Helper()
+	proctest.Eventually(b, 45*time.Second, func() error {
+		if err := m.expect("", http.StatusOK); err != nil { // traffic drains active connections
+			return err
+		}
+		for _, admin := range m.envoys {
+			_, body, err := meshtest.Get("http://" + admin + "/stats?filter=^listener_manager.total_(filter_chains|listeners)_draining$")
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+				if !strings.HasSuffix(l, ": 0") {
+					return fmt.Errorf("envoy %s: %s", admin, l)
+				}
+			}
+		}
+		return nil
+	}, "the old inbound configuration drained")
 }
