@@ -107,10 +107,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	// Authorization runs apart from the control plane, with its identity from its own agent.
 	authzAgent := c.StartAgent("authz-agent", "portcullis-system", "authz")
 	authzAgent.WaitReady(t)
-	authz := proctest.Start(t, "authz", c.Bin, "authz", "--log-format", "json", "--config", c.ConfigDir,
-		"--listen", c.AuthzAddr, "--admin-addr", "127.0.0.1:0",
-		"--workload-api-socket", authzAgent.Sockets+"/workload.sock", "--otlp-endpoint", deadCollector)
-	authzAdmin := authz.Wait(t, "authz server listening", "admin_addr")
+	_, authzAdmin := c.StartAuthz(authzAgent, "--otlp-endpoint", deadCollector)
 
 	backendInbound, frontendOutbound := proctest.FreePort(t), proctest.FreePort(t)
 	backend := c.StartAgent("backend-1", "demo", "backend", "--envoy-path", c.Envoy, "--workload", "backend-1",

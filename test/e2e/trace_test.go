@@ -67,10 +67,7 @@ spec:
 	authzAgent := c.StartAgent("authz-agent", "portcullis-system", "authz")
 	authzAgent.WaitReady(t)
 	decisions := filepath.Join(c.Work, "decisions.log")
-	authz := proctest.Start(t, "authz", c.Bin, "authz", "--log-format", "json", "--config", c.ConfigDir,
-		"--listen", c.AuthzAddr, "--admin-addr", "127.0.0.1:0", "--decision-log", decisions,
-		"--workload-api-socket", authzAgent.Sockets+"/workload.sock", "--otlp-endpoint", collector.Endpoint())
-	authz.Wait(t, "authz server listening", "addr")
+	c.StartAuthz(authzAgent, "--decision-log", decisions, "--otlp-endpoint", collector.Endpoint())
 	frontendOutbound := proctest.FreePort(t)
 	backend := c.StartAgent("backend-1", "demo", "backend", "--envoy-path", c.Envoy, "--workload", "backend-1",
 		"--service", "backend", "--inbound-port", strconv.Itoa(proctest.FreePort(t)), "--app-port", strconv.Itoa(backendPort))

@@ -23,6 +23,7 @@ type Cluster struct {
 	t           testing.TB
 	TrustDomain string
 	Bin         string // the portcullis binary
+	AgentBin    string // the sidecar build (agent only), which agents run as they do when deployed
 	Envoy       string // the Envoy binary
 	Work        string // a directory removed when the test ends
 	ConfigDir   string // the mesh documents
@@ -39,7 +40,7 @@ func New(t testing.TB, td string) *Cluster {
 	if testing.Short() {
 		t.Skip("runs the whole mesh")
 	}
-	c := &Cluster{t: t, TrustDomain: td, Bin: proctest.Binary(t), Envoy: envoytest.Require(t), Work: t.TempDir()}
+	c := &Cluster{t: t, TrustDomain: td, Bin: proctest.Binary(t), AgentBin: proctest.AgentBinary(t), Envoy: envoytest.Require(t), Work: t.TempDir()}
 	c.ConfigDir = filepath.Join(c.Work, "mesh")
 	c.DataDir = filepath.Join(c.Work, "data")
 	if err := os.MkdirAll(c.ConfigDir, 0o700); err != nil {
@@ -104,7 +105,7 @@ func (c *Cluster) StartAgent(name, namespace, service string, extra ...string) *
 	sockets := filepath.Join(c.Work, name)
 	args := append([]string{"agent", "--log-format", "json", "--controlplane", c.XDSAddr,
 		"--token-file", c.Token(namespace, service), "--socket-dir", sockets, "--admin-addr", "127.0.0.1:0"}, extra...)
-	a := &Agent{P: proctest.Start(c.t, name, c.Bin, args...), Sockets: sockets}
+	a := &Agent{P: proctest.Start(c.t, name, c.AgentBin, args...), Sockets: sockets}
 	a.Admin = a.P.Wait(c.t, "admin server listening", "addr")
 	return a
 }
