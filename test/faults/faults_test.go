@@ -292,7 +292,10 @@ func (s *suite) authzDown(t *testing.T, open bool) {
 	envoys := s.envoyStarts()
 	// Envoy's own count of failed checks, and of those it let through.
 	const errorsStat, allowedStat = "http.inbound.ext_authz.portcullis.error", "http.inbound.ext_authz.portcullis.failure_mode_allowed"
-	errorsBefore, allowedBefore := s.envoyCounter(t, errorsStat), s.envoyCounter(t, allowedStat)
+	errorsBefore, allowedBefore := envoyCounter(t, s.backendEnvoys, errorsStat), envoyCounter(t, s.backendEnvoys, allowedStat)
+	// The backends' 503s are authorization's outage, not theirs: the caller must not eject them.
+	const ejectedStat = "outlier_detection.ejections_enforced_total"
+	ejectedBefore := envoyCounter(t, []string{s.frontendEnvoy}, ejectedStat)
 	var killed, restarted, ready time.Time
 	d := loadTime(6 * time.Second)
 	r := s.load(t, d, api, func() {
@@ -350,17 +353,20 @@ func (s *suite) authzDown(t *testing.T, open bool) {
 	if recovered.IsZero() {
 		t.Fatalf("no request succeeded after the authorization service came back")
 	}
-	checkErrors, letThrough := s.envoyCounter(t, errorsStat)-errorsBefore, s.envoyCounter(t, allowedStat)-allowedBefore
+	checkErrors, letThrough := envoyCounter(t, s.backendEnvoys, errorsStat)-errorsBefore, envoyCounter(t, s.backendEnvoys, allowedStat)-allowedBefore
+	if n := envoyCounter(t, []string{s.frontendEnvoy}, ejectedStat) - ejectedBefore; n > 0 {
+		t.Errorf("the frontend ejected %d backend instances for answering 503 while authorization was down", n)
+	}
 	if !open && (checkErrors != refused || letThrough != 0) {
 		t.Errorf("Envoy counted %d failed checks and let %d through; want exactly the %d refused and none", checkErrors, letThrough, refused)
 	}
 	if open && (letThrough != checkErrors || letThrough < during) {
 		t.Errorf("Envoy let %d of %d failed checks through; want all, at least the %d sent while authorization was down", letThrough, checkErrors, during)
 	}
-	expect := fmt.Sprintf("failed = the %d sent while down + %d of %d around the kill/restart, each a failed check (503); recovered %s after restart, no Envoy restart",
+	expect := fmt.Sprintf("failed = the %d sent while down + %d of %d around the kill/restart, each a failed check (503); recovered %s after restart, no Envoy restart, no instance ejected",
 		during, refused-during, straddling, recovered.Sub(ready).Round(time.Millisecond))
 	if open {
-		expect = fmt.Sprintf("0 failed: the %d failed checks let through (%d sent while down); no Envoy restart", letThrough, during)
+		expect = fmt.Sprintf("0 failed: the %d failed checks let through (%d sent while down); no Envoy restart, no instance ejected", letThrough, during)
 	}
 	s.report("authz down, fail "+strings.ToLower(mode), r, expect)
 }

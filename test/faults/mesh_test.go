@@ -278,11 +278,11 @@ func (j *jwksServer) up(jwks string) {
 	}
 }
 
-// envoyCounter sums a counter (by its name's suffix) over the backend Envoys.
-func (s *suite) envoyCounter(t *testing.T, suffix string) int {
+// envoyCounter sums a counter (by its name's suffix) over the Envoys at admins.
+func envoyCounter(t *testing.T, admins []string, suffix string) int {
 	t.Helper()
 	total := 0
-	for _, admin := range s.backendEnvoys {
+	for _, admin := range admins {
 		_, body, err := meshtest.Get("http://" + admin + "/stats?filter=" + suffix + "$")
 		if err != nil {
 			t.Fatalf("envoy stats: %v", err)

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -20,13 +21,18 @@ import (
 
 // Timeouts and limits of generated clusters, documented in docs/xds.md.
 const (
-	connectTimeout       = 2 * time.Second
-	outlierConsecutive5x = 5
-	outlierInterval      = 10 * time.Second
-	outlierBaseEjection  = 30 * time.Second
-	outlierMaxEjectPct   = 50
-	keepaliveInterval    = 30 * time.Second
-	keepaliveTimeout     = 10 * time.Second
+	connectTimeout          = 2 * time.Second
+	outlierConsecutiveLocal = 5
+	outlierInterval         = 10 * time.Second
+	outlierBaseEjection     = 30 * time.Second
+	outlierMaxEjectPct      = 50
+	// Retries may add at most this share of the active requests (at least retryMinConcurrency
+	// at once): Envoy's default of 3 retries at once turned an instance's death under 300 rps
+	// into refused retries.
+	retryBudgetPercent  = 25
+	retryMinConcurrency = 10
+	keepaliveInterval   = 30 * time.Second
+	keepaliveTimeout    = 10 * time.Second
 )
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -48,8 +54,14 @@ func (t *translator) appCluster(port uint32, svc *model.ServiceDoc, svcPort uint
 }
 
 // outboundCluster reaches one port of an upstream service over mesh mTLS: EDS endpoints (the
-// upstream's connected proxies), its SPIFFE IDs required, HTTP/2 or HTTP/1.1 by ALPN, no
-// retries, outlier detection on.
+// upstream's connected proxies), its SPIFFE IDs required, HTTP/2 or HTTP/1.1 by ALPN, a retry
+// budget for the route's safe retries, and outlier detection on connection-level failures only.
+//
+// An instance is ejected for failing to connect, resetting or timing out — what a dead or
+// wedged instance does — and never for the 5xx it answers: a mesh instance answers 503 when the
+// authorization service is down (fail closed), and ejecting healthy instances for that (the fault
+// suite saw it) leaves the caller with fewer instances for 30 s after authorization is back, or
+// none when the only one left is the one that then dies.
 func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string {
 	ref := model.RefOf(svc)
 	name := OutboundClusterName(ref, port)
@@ -62,11 +74,22 @@ func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string 
 		}},
 		ConnectTimeout: durationpb.New(connectTimeout),
 		OutlierDetection: &clusterv3.OutlierDetection{
-			Consecutive_5Xx:    wrapperspb.UInt32(outlierConsecutive5x),
-			Interval:           durationpb.New(outlierInterval),
-			BaseEjectionTime:   durationpb.New(outlierBaseEjection),
-			MaxEjectionPercent: wrapperspb.UInt32(outlierMaxEjectPct),
+			SplitExternalLocalOriginErrors:         true,
+			ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(outlierConsecutiveLocal),
+			EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+			EnforcingConsecutive_5Xx:               wrapperspb.UInt32(0),
+			EnforcingConsecutiveGatewayFailure:     wrapperspb.UInt32(0),
+			EnforcingSuccessRate:                   wrapperspb.UInt32(0),
+			Interval:                               durationpb.New(outlierInterval),
+			BaseEjectionTime:                       durationpb.New(outlierBaseEjection),
+			MaxEjectionPercent:                     wrapperspb.UInt32(outlierMaxEjectPct),
 		},
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent:       &typev3.Percent{Value: retryBudgetPercent},
+				MinRetryConcurrency: wrapperspb.UInt32(retryMinConcurrency),
+			},
+		}}},
 		TransportSocket: t.upstreamTLS(t.p.Mesh.ServiceIDs(svc), ref.Name+"."+ref.Namespace, []string{"h2", "http/1.1"}),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: t.any(&httpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
