@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portcullis/portcullis/test/authztest"
+	"github.com/portcullis/portcullis/test/loadgen"
 	"github.com/portcullis/portcullis/test/testca"
 )
 
@@ -163,58 +162,22 @@ type fixedResult struct {
 	wireP50, wireP99 time.Duration
 }
 
-// fixedRate sends rate checks per second for d (after warmup) and measures each from the moment
-// it was due. Pacers share the schedule (pacer k sends checks k, k+P, k+2P, ...), each sleeping
-// until its next check is due and sending it itself, so no hand-off adds to a check's latency;
-// a pacer still busy with its previous check sends late, and the latency says so.
+// fixedRate sends rate checks per second for d (after warmup), each measured from the moment it
+// was due (test/loadgen).
 func (c *client) fixedRate(ctx context.Context, rate int, warmup, d time.Duration) (fixedResult, error) {
-	const pacers = 128
-	total := int(float64(rate) * (warmup + d).Seconds())
-	skip := int(float64(rate) * warmup.Seconds())
-	interval := time.Second / time.Duration(rate)
-	lat := make([]time.Duration, total)  // from when the check was due
-	wire := make([]time.Duration, total) // from when it was sent
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now().Add(10 * time.Millisecond)
-	for k := range pacers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := k; i < total; i += pacers {
-				due := start.Add(time.Duration(i) * interval)
-				if wait := time.Until(due); wait > 0 {
-					time.Sleep(wait)
-				}
-				if ctx.Err() != nil {
-					return
-				}
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				sent := time.Now()
-				err := c.check(rctx)
-				cancel()
-				if err != nil {
-					errs.Add(1)
-				}
-				done := time.Now()
-				lat[i] = done.Sub(due)
-				wire[i] = done.Sub(sent)
-			}
-		}()
+	res, err := loadgen.Fixed{Rate: float64(rate), Warmup: warmup, Duration: d}.Run(ctx, c.do)
+	if err != nil {
+		return fixedResult{}, err
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return fixedResult{}, errStopped
+	if len(res.Samples) == 0 {
+		return fixedResult{}, fmt.Errorf("no checks measured")
 	}
-	elapsed := time.Since(start.Add(warmup))
-	measured, sentToDone := lat[skip:], wire[skip:]
-	slices.Sort(measured)
-	slices.Sort(sentToDone)
+	lat, wire := res.Latencies(), res.WireLatencies()
 	return fixedResult{
-		achieved: float64(len(measured)) / elapsed.Seconds(),
-		p50:      pct(measured, 50), p90: pct(measured, 90), p99: pct(measured, 99), p999: pct(measured, 99.9),
-		max: measured[len(measured)-1], errors: errs.Load(),
-		wireP50: pct(sentToDone, 50), wireP99: pct(sentToDone, 99),
+		achieved: res.Achieved(),
+		p50:      lat.Percentile(50), p90: lat.Percentile(90), p99: lat.Percentile(99), p999: lat.Percentile(99.9),
+		max: lat[len(lat)-1], errors: int64(res.Errors()),
+		wireP50: wire.Percentile(50), wireP99: wire.Percentile(99),
 	}, nil
 }
 
@@ -227,49 +190,15 @@ type peakResult struct {
 // maxThroughput runs callers that each send the next check as soon as the last one is
 // answered, for d after warmup.
 func (c *client) maxThroughput(ctx context.Context, callers int, warmup, d time.Duration) (peakResult, error) {
-	var errs atomic.Int64
-	var mu sync.Mutex
-	var all []time.Duration
-	measureFrom := time.Now().Add(warmup)
-	end := measureFrom.Add(d)
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			for {
-				t0 := time.Now()
-				if t0.After(end) || ctx.Err() != nil {
-					break
-				}
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				err := c.check(rctx)
-				cancel()
-				if err != nil {
-					errs.Add(1)
-				}
-				if t0.After(measureFrom) {
-					mine = append(mine, time.Since(t0))
-				}
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		}()
+	res, err := loadgen.Peak{Callers: callers, Warmup: warmup, Duration: d}.Run(ctx, c.do)
+	if err != nil {
+		return peakResult{}, err
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return peakResult{}, errStopped
-	}
-	slices.Sort(all)
-	if len(all) == 0 {
+	if len(res.Latencies) == 0 {
 		return peakResult{}, fmt.Errorf("no checks completed")
 	}
-	return peakResult{rate: float64(len(all)) / d.Seconds(), p50: pct(all, 50), p99: pct(all, 99), errors: errs.Load()}, nil
+	return peakResult{rate: res.Rate, p50: res.Latencies.Percentile(50), p99: res.Latencies.Percentile(99), errors: res.Errors}, nil
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	i := int(float64(len(sorted))*p/100+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
+// do is one check, as a load generator's request.
+func (c *client) do(ctx context.Context, _ int) error { return c.check(ctx) }

@@ -18,7 +18,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -268,8 +267,6 @@ func gomaxprocs() string {
 	}
 	return "all CPUs"
 }
-
-var errStopped = errors.New("stopped")
 
 // cpuMeter measures CPU time of the server process (from /proc) and of this process.
 type cpuMeter struct {

@@ -76,19 +76,6 @@ spec:
 `
 }
 
-func services(frontendPort, backendPort int) string {
-	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: frontend, namespace: bench}
-spec: {ports: [{name: http, port: %d}]}
----
-apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: %d}]}
-`, frontendPort, backendPort)
-}
-
 // app is the backend application: a fixed small answer, so the application itself costs little
 // and the figures are the mesh's. It runs in the benchmark process, as does the load generator;
 // both the direct and the mesh runs pay for that alike.
@@ -131,7 +118,7 @@ func startMesh(b *testing.B) *mesh {
 	backendPort, frontendPort := backendApp.Listener.Addr().(*net.TCPAddr).Port, frontendApp.Listener.Addr().(*net.TCPAddr).Port
 
 	m.c.Write("mesh.yaml", meshDoc("ENFORCE"))
-	m.c.Write("services.yaml", services(frontendPort, backendPort))
+	m.c.Write("services.yaml", meshtest.ServicesDoc(namespace, frontendPort, backendPort))
 	m.c.Write("policies.yaml", policies())
 	m.c.StartControlPlane()
 	m.stop(m.c.CP)

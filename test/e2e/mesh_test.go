@@ -35,19 +35,6 @@ spec:
   mtls: {mode: STRICT}
 `
 
-func servicesDoc(frontendPort, backendPort int) string {
-	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: frontend, namespace: demo}
-spec: {ports: [{name: http, port: %d}]}
----
-apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: backend, namespace: demo}
-spec: {ports: [{name: http, port: %d}]}
-`, frontendPort, backendPort)
-}
-
 // policiesDoc allows the frontend to read allowedPaths of the backend, denies /admin/*, and
 // limits /api/limited to 3 requests (the bucket refills only after an hour).
 func policiesDoc(allowedPath string) string {
@@ -100,7 +87,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	deadCollector := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 	c.Write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
 		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q}\n", deadCollector), 1))
-	c.Write("services.yaml", servicesDoc(frontendPort, backendPort))
+	c.Write("services.yaml", meshtest.ServicesDoc("demo", frontendPort, backendPort))
 	c.Write("policies.yaml", policiesDoc("/api/*"))
 	c.StartControlPlane()
 

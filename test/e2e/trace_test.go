@@ -41,7 +41,7 @@ func TestTraceAcrossProxiesAndAuthorization(t *testing.T) {
 
 	c.Write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
 		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q, samplingPercent: 100}\n", collector.Endpoint()), 1))
-	c.Write("services.yaml", servicesDoc(frontendPort, backendPort))
+	c.Write("services.yaml", meshtest.ServicesDoc("demo", frontendPort, backendPort))
 	c.Write("jwt.yaml", `apiVersion: portcullis.dev/v1alpha1
 kind: JWTProvider
 metadata: {name: idp, namespace: demo}

@@ -470,7 +470,7 @@ func (s *suite) invalidDocuments(t *testing.T) {
 	}, func() {
 		sleepUntil(time.Now(), d/4)
 		s.c.Write("policies.yaml", strings.Replace(policiesDoc(true), "to: {methods", "too: {methods", 1))
-		s.c.Write("services.yaml", strings.Replace(s.servicesDoc(), "port: "+strconv.Itoa(s.backendPort), "port: 70000", 1))
+		s.c.Write("services.yaml", strings.Replace(meshtest.ServicesDoc("demo", s.frontendPort, s.backendPort), "port: "+strconv.Itoa(s.backendPort), "port: 70000", 1))
 		for _, admin := range []string{s.c.CPAdmin, s.authzAdmin} {
 			proctest.Eventually(t, 10*time.Second, func() error {
 				_, body, err := meshtest.Get("http://" + admin + "/debug/mesh")
@@ -482,7 +482,7 @@ func (s *suite) invalidDocuments(t *testing.T) {
 		}
 		time.Sleep(time.Second) // what a reload would have taken
 		s.c.Write("policies.yaml", policiesDoc(true))
-		s.c.Write("services.yaml", s.servicesDoc())
+		s.c.Write("services.yaml", meshtest.ServicesDoc("demo", s.frontendPort, s.backendPort))
 	})
 	wrong, first := 0, ""
 	for j := range r.Samples {

@@ -61,19 +61,6 @@ spec:
 `, failureMode)
 }
 
-func (s *suite) servicesDoc() string {
-	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: frontend, namespace: demo}
-spec: {ports: [{name: http, port: %d}]}
----
-apiVersion: portcullis.dev/v1alpha1
-kind: Service
-metadata: {name: backend, namespace: demo}
-spec: {ports: [{name: http, port: %d}]}
-`, s.frontendPort, s.backendPort)
-}
-
 func (s *suite) jwtDoc() string {
 	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
 kind: JWTProvider
@@ -174,7 +161,7 @@ func newSuite(t *testing.T) *suite {
 	s.frontendPort = frontendApp.Listener.Addr().(*net.TCPAddr).Port
 
 	c.Write("mesh.yaml", meshDoc("CLOSED"))
-	c.Write("services.yaml", s.servicesDoc())
+	c.Write("services.yaml", meshtest.ServicesDoc("demo", s.frontendPort, s.backendPort))
 	c.Write("jwt.yaml", s.jwtDoc())
 	c.Write("policies.yaml", policiesDoc(false))
 	c.Write("ratelimits.yaml", rateLimitsDoc(false))

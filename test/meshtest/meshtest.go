@@ -219,3 +219,18 @@ func GrepLines(text, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// ServicesDoc is the Services of the tests' two-tier mesh: frontend and backend in namespace,
+// one HTTP port each (their applications' ports in local mode).
+func ServicesDoc(namespace string, frontendPort, backendPort int) string {
+	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
+kind: Service
+metadata: {name: frontend, namespace: %[1]s}
+spec: {ports: [{name: http, port: %[2]d}]}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: Service
+metadata: {name: backend, namespace: %[1]s}
+spec: {ports: [{name: http, port: %[3]d}]}
+`, namespace, frontendPort, backendPort)
+}
