@@ -53,6 +53,16 @@ func (m *Mesh) FieldLine(o Object, p Path) int {
 	return lineOf(m.lines[kindRef{o.GetKind(), RefOf(o)}], p)
 }
 
+// UnenforcedPolicies counts the AuthorizationPolicies no proxy enforces because the Mesh turns
+// authorization OFF. Sources warn about them: a policy that does nothing looks like one that
+// works.
+func (m *Mesh) UnenforcedPolicies() int {
+	if m.Config.Spec.Authz.Mode != AuthzOff {
+		return 0
+	}
+	return len(m.AuthorizationPolicies)
+}
+
 // Service returns the named service, or nil.
 func (m *Mesh) Service(namespace, name string) *ServiceDoc {
 	i, ok := slices.BinarySearchFunc(m.Services, Ref{namespace, name}, func(s *ServiceDoc, r Ref) int { return compareRef(RefOf(s), r) })

@@ -106,3 +106,13 @@ func TestMeshAuthzMode(t *testing.T) {
 		}
 	}
 }
+
+func TestUnenforcedPolicies(t *testing.T) {
+	policies := []*AuthorizationPolicyDoc{{}, {}}
+	for mode, want := range map[AuthzMode]int{AuthzEnforce: 0, AuthzOff: 2} {
+		m := &Mesh{Config: &MeshDoc{Spec: MeshSpec{Authz: AuthzSettings{Mode: mode}}}, AuthorizationPolicies: policies}
+		if got := m.UnenforcedPolicies(); got != want {
+			t.Errorf("mode %s: %d unenforced policies, want %d", mode, got, want)
+		}
+	}
+}

@@ -230,6 +230,7 @@ func (d *Dir) record(mesh *model.Mesh, problems model.Problems, files, docs int)
 	switch result {
 	case "ok":
 		d.log.Info("mesh documents loaded", "dir", d.dir, "version", mesh.Version, "files", files, "documents", docs)
+		WarnUnenforced(d.log, mesh)
 	case "invalid":
 		msgs := make([]string, len(problems))
 		for i, p := range problems {
@@ -346,4 +347,12 @@ func (d *Dir) watchTree(w *fsnotify.Watcher) error {
 		}
 		return nil
 	})
+}
+
+// WarnUnenforced warns, for a source that loaded mesh, when the mesh has AuthorizationPolicies
+// that authorization OFF leaves unenforced.
+func WarnUnenforced(log *slog.Logger, mesh *model.Mesh) {
+	if n := mesh.UnenforcedPolicies(); n > 0 {
+		log.Warn("Mesh spec.authz.mode is OFF: proxies do not call the authorization service, so no AuthorizationPolicy is enforced", "policies", n)
+	}
 }

@@ -105,6 +105,7 @@ func (s *Source) record(ctx context.Context, now time.Time, fp string, docs []mo
 	case published:
 		s.count(ctx, "ok")
 		s.log.Info("mesh loaded from kubernetes", "version", mesh.Version, "documents", len(docs), "services", len(mesh.Services))
+		source.WarnUnenforced(s.log, mesh)
 	default:
 		s.count(ctx, "unchanged")
 	}
