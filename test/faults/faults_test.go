@@ -52,7 +52,8 @@ func (r *run) sample(j int) (loadgen.Sample, outcome, string) {
 
 // load sends rate requests per second for d through the frontend's outbound listener — request
 // i to path(i), with a bearer token when token(i) is set — while fault runs, and returns every
-// response. fault runs on the test goroutine; a failure in it stops the load.
+// response. fault starts with the load (faults sleep into it) and runs on the test goroutine; a
+// failure in it stops the load.
 func (s *suite) load(t *testing.T, d time.Duration, path func(i int) (string, string), fault func()) *run {
 	t.Helper()
 	n := int(rate * d.Seconds())
@@ -126,7 +127,6 @@ func (s *suite) report(name string, r *run, expect string) {
 
 func api(int) (string, string) { return "/api/items", "" }
 
-func sleepUntil(start time.Time, after time.Duration) { time.Sleep(time.Until(start.Add(after))) }
 
 // TestFaults injects each fault under steady load and counts every response.
 func TestFaults(t *testing.T) {
@@ -175,8 +175,7 @@ func (s *suite) controlPlaneKilled(t *testing.T) {
 	var resync, applied time.Duration
 	d := loadTime(10 * time.Second)
 	r := s.load(t, d, api, func() {
-		start := time.Now()
-		sleepUntil(start, d/5)
+		time.Sleep(d / 5)
 		s.c.CP.Kill()
 		time.Sleep(2 * time.Second) // proxies run on their last configuration
 		restarted := time.Now()
@@ -212,7 +211,7 @@ func (s *suite) policyChange(t *testing.T) {
 	r := s.load(t, d, func(i int) (string, string) {
 		return []string{"/flip/a", "/flip/b"}[i%2], ""
 	}, func() {
-		sleepUntil(time.Now(), d/3)
+		time.Sleep(d / 3)
 		written = time.Now()
 		s.c.Write("policies.yaml", policiesDoc(true))
 	})
@@ -299,7 +298,7 @@ func (s *suite) authzDown(t *testing.T, open bool) {
 	var killed, restarted, ready time.Time
 	d := loadTime(6 * time.Second)
 	r := s.load(t, d, api, func() {
-		sleepUntil(time.Now(), d/4)
+		time.Sleep(d / 4)
 		killed = time.Now()
 		s.authz.Kill()
 		time.Sleep(2 * time.Second)
@@ -420,7 +419,7 @@ func (s *suite) jwksDown(t *testing.T) {
 		}
 		return "/jwt/items", signed[k]
 	}, func() {
-		sleepUntil(time.Now(), d/4)
+		time.Sleep(d / 4)
 		s.jwks.hang()
 		down.Store(true)
 		c := authztest.Claims(issuer, "mallory")
@@ -468,7 +467,7 @@ func (s *suite) invalidDocuments(t *testing.T) {
 	r := s.load(t, d, func(i int) (string, string) {
 		return []string{"/api/items", "/admin/x"}[i%2], ""
 	}, func() {
-		sleepUntil(time.Now(), d/4)
+		time.Sleep(d / 4)
 		s.c.Write("policies.yaml", strings.Replace(policiesDoc(true), "to: {methods", "too: {methods", 1))
 		s.c.Write("services.yaml", strings.Replace(meshtest.ServicesDoc("demo", s.frontendPort, s.backendPort), "port: "+strconv.Itoa(s.backendPort), "port: 70000", 1))
 		for _, admin := range []string{s.c.CPAdmin, s.authzAdmin} {
@@ -507,7 +506,7 @@ func (s *suite) backendKilled(t *testing.T) {
 	var gone time.Duration
 	d := loadTime(10 * time.Second)
 	r := s.load(t, d, api, func() {
-		sleepUntil(time.Now(), d/5)
+		time.Sleep(d / 5)
 		killed = time.Now()
 		s.backends[1].P.Kill()
 		dead = time.Now()
