@@ -127,7 +127,6 @@ func (s *suite) report(name string, r *run, expect string) {
 
 func api(int) (string, string) { return "/api/items", "" }
 
-
 // TestFaults injects each fault under steady load and counts every response.
 func TestFaults(t *testing.T) {
 	s := newSuite(t)
