@@ -35,6 +35,7 @@ type proxyFlags struct {
 	inboundPort      uint32
 	outboundPort     uint32
 	appPort          uint32
+	servicePort      uint32
 	upstreams        []string
 }
 
@@ -52,6 +53,7 @@ func (f *proxyFlags) register(fl *pflag.FlagSet) {
 	fl.Uint32Var(&f.inboundPort, "inbound-port", 0, "the proxy's inbound (mesh) port")
 	fl.Uint32Var(&f.outboundPort, "outbound-port", 0, "Transparent mode: where redirected outbound connections arrive (default 15001)")
 	fl.Uint32Var(&f.appPort, "app-port", 0, "the application's port on 127.0.0.1")
+	fl.Uint32Var(&f.servicePort, "service-port", 0, "the service port this workload serves, when the application listens on another (several instances on one machine); default --app-port")
 	fl.StringArrayVar(&f.upstreams, "upstream", nil, "an upstream as service[.namespace][:port]=[127.0.0.1:]localPort; repeatable")
 }
 
@@ -71,7 +73,7 @@ func (f *proxyFlags) registration(namespace, serviceAccount string) (*model.Work
 		Spec: model.WorkloadSpec{
 			Mode:    model.WorkloadMode(f.mode),
 			Service: f.service, ServiceAccount: sa, Address: f.address,
-			InboundPort: f.inboundPort, OutboundPort: f.outboundPort, AppPort: f.appPort,
+			InboundPort: f.inboundPort, OutboundPort: f.outboundPort, AppPort: f.appPort, ServicePort: f.servicePort,
 		},
 	}
 	for _, u := range f.upstreams {

@@ -497,7 +497,8 @@ func (s *suite) invalidDocuments(t *testing.T) {
 	}
 }
 
-// SIGKILL one backend instance (its agent and Envoy). The requests already in flight to it may
+// Kill one backend instance: SIGKILL its agent and Envoy, stop its application. The requests
+// already in flight to it may
 // fail; everything else is retried on the other instance (the outbound route retries what no
 // application saw), and its endpoint leaves the frontend's EDS once the disconnect grace ends.
 func (s *suite) backendKilled(t *testing.T) {
@@ -508,6 +509,7 @@ func (s *suite) backendKilled(t *testing.T) {
 		time.Sleep(d / 5)
 		killed = time.Now()
 		s.backends[1].P.Kill()
+		s.backendApps[1].Close()
 		dead = time.Now()
 		gone = proctest.Eventually(t, 20*time.Second, func() error { return s.endpoints(1) }, "the killed instance out of EDS")
 	})

@@ -34,6 +34,8 @@ type suite struct {
 	c        *meshtest.Cluster
 	frontend *meshtest.Agent
 	backends []*meshtest.Agent
+	// backendApps are the backend instances' applications, in the order of backends.
+	backendApps []*httptest.Server
 	// backendEnvoys are the backend Envoys' admin addresses, for their counters.
 	backendEnvoys []string
 	frontendEnvoy string
@@ -150,15 +152,18 @@ func newSuite(t *testing.T) *suite {
 	s.k2 = authztest.NewKey(t, "ES256", "k2")
 	s.jwks = startJWKS(t, authztest.JWKS(s.k1))
 
-	// Both backend instances serve the one application: in local mode an instance's
-	// application listens on the service's port, which two processes on one address cannot
-	// share. Killing an instance kills its agent and Envoy, which is what leaves EDS.
-	backendApp := httptest.NewServer(demoapp.Backend("backend"))
-	t.Cleanup(backendApp.Close)
+	// Each backend instance has its own application. The first listens on the service's port;
+	// the second on a port of its own, serving the service's port (--service-port), as two
+	// instances on one machine must.
+	for range 2 {
+		app := httptest.NewServer(demoapp.Backend("backend"))
+		t.Cleanup(app.Close)
+		s.backendApps = append(s.backendApps, app)
+	}
 	frontendApp := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(frontendApp.Close)
-	s.backendPort = backendApp.Listener.Addr().(*net.TCPAddr).Port
-	s.frontendPort = frontendApp.Listener.Addr().(*net.TCPAddr).Port
+	s.backendPort = appPort(s.backendApps[0])
+	s.frontendPort = appPort(frontendApp)
 
 	c.Write("mesh.yaml", meshDoc("CLOSED"))
 	c.Write("services.yaml", meshtest.ServicesDoc("demo", s.frontendPort, s.backendPort))
@@ -174,7 +179,8 @@ func newSuite(t *testing.T) *suite {
 	s.outbound = "http://127.0.0.1:" + strconv.Itoa(outbound)
 	for i := range 2 {
 		admin := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
-		s.backends = append(s.backends, c.StartProxy("backend-"+strconv.Itoa(i+1), "demo", "backend", s.backendPort, nil, "--envoy-admin-addr", admin))
+		s.backends = append(s.backends, c.StartProxy("backend-"+strconv.Itoa(i+1), "demo", "backend", appPort(s.backendApps[i]), nil,
+			"--service-port", strconv.Itoa(s.backendPort), "--envoy-admin-addr", admin))
 		s.backendEnvoys = append(s.backendEnvoys, admin)
 	}
 	s.frontendEnvoy = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
@@ -286,3 +292,5 @@ func envoyCounter(t *testing.T, admins []string, suffix string) int {
 	}
 	return total
 }
+
+func appPort(s *httptest.Server) int { return s.Listener.Addr().(*net.TCPAddr).Port }

@@ -255,8 +255,12 @@ func (b *builder) checkWorkload(d *Document, w *WorkloadDoc, ns string, service 
 		if s.ServiceAccount != "" && !slices.Contains(accounts, s.ServiceAccount) {
 			b.report(d, "spec.serviceAccount", "%q is not a service account of Service %q (it has %s)", s.ServiceAccount, s.Service, strings.Join(accounts, ", "))
 		}
-		if !w.Transparent() && !slices.ContainsFunc(svc.Spec.Ports, func(p ServicePort) bool { return p.Port == s.AppPort }) {
-			b.report(d, "spec.appPort", "%d is not a port of Service %q", s.AppPort, s.Service)
+		if !w.Transparent() && !slices.ContainsFunc(svc.Spec.Ports, func(p ServicePort) bool { return p.Port == w.ServedPort() }) {
+			field := "spec.appPort"
+			if s.ServicePort != 0 {
+				field = "spec.servicePort"
+			}
+			b.report(d, Path(field), "%d is not a port of Service %q", w.ServedPort(), s.Service)
 		}
 	}
 	addr := cmp.Or(s.Address, "127.0.0.1")

@@ -65,8 +65,8 @@ func NewProxy(m *Mesh, w *WorkloadDoc) (*Proxy, error) {
 	if !slices.Contains(svc.Spec.ServiceAccounts, sa) {
 		return nil, fmt.Errorf("model: workload %s: spec.serviceAccount: %q is not a service account of Service %q", NodeID(w), sa, svc.Metadata.Name)
 	}
-	if _, ok := svc.Port(w.Spec.AppPort); !ok && !w.Transparent() {
-		return nil, fmt.Errorf("model: workload %s: spec.appPort: %d is not a port of Service %q", NodeID(w), w.Spec.AppPort, svc.Metadata.Name)
+	if _, ok := svc.Port(w.ServedPort()); !ok && !w.Transparent() {
+		return nil, fmt.Errorf("model: workload %s: spec.servicePort (or appPort): %d is not a port of Service %q", NodeID(w), w.ServedPort(), svc.Metadata.Name)
 	}
 	for i, u := range w.Spec.Upstreams {
 		if _, _, err := m.ResolveUpstream(ns, u); err != nil {

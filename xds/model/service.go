@@ -154,6 +154,9 @@ const (
 // Transparent reports whether the workload runs in Transparent mode.
 func (w *WorkloadDoc) Transparent() bool { return w.Spec.Mode == ModeTransparent }
 
+// ServedPort is the service port a local workload serves: servicePort, or appPort when unset.
+func (w *WorkloadDoc) ServedPort() uint32 { return cmpOr(w.Spec.ServicePort, w.Spec.AppPort) }
+
 // WorkloadDoc registers one instance of a service in local mode: where its proxy listens for mesh
 // traffic, where its application listens, and which upstream services it calls through which
 // local ports. On Kubernetes, pods play this role and no Workload documents are needed.
@@ -189,10 +192,15 @@ type WorkloadSpec struct {
 	// connections. 15001 unless set; Transparent mode only.
 	// +kubebuilder:validation:Maximum=65535
 	OutboundPort uint32 `json:"outboundPort,omitempty"`
-	// AppPort is the port the application listens on, on 127.0.0.1; it must be one of the
-	// service's ports. Local mode only: a transparent proxy serves every port of its services.
+	// AppPort is the port the application listens on, on 127.0.0.1. Local mode only: a
+	// transparent proxy serves every port of its services.
 	// +kubebuilder:validation:Maximum=65535
 	AppPort uint32 `json:"appPort,omitempty"`
+	// ServicePort is the port of the service the workload serves, when it is not the
+	// application's: instances of one service on one machine each need their own application
+	// port. appPort unless set; Local mode only.
+	// +kubebuilder:validation:Maximum=65535
+	ServicePort uint32 `json:"servicePort,omitempty"`
 	// Upstreams the application calls, each through a local port on 127.0.0.1. Local mode only.
 	// +kubebuilder:validation:MaxItems=256
 	Upstreams []Upstream `json:"upstreams,omitempty"`
@@ -242,6 +250,9 @@ func (d *WorkloadDoc) Validate() FieldErrors {
 	}
 	validatePort(&errs, p.Field("inboundPort"), s.InboundPort)
 	validatePort(&errs, p.Field("appPort"), s.AppPort)
+	if s.ServicePort != 0 {
+		validatePort(&errs, p.Field("servicePort"), s.ServicePort)
+	}
 	if s.InboundPort == s.AppPort && s.AppPort != 0 && (s.Address == "" || s.Address == "127.0.0.1") {
 		errs.Addf(p.Field("appPort"), "must differ from inboundPort %d", s.InboundPort)
 	}
@@ -278,6 +289,9 @@ func (d *WorkloadDoc) validateTransparent(errs *FieldErrors, p Path) {
 	}
 	if s.AppPort != 0 {
 		errs.Addf(p.Field("appPort"), "applies to Local mode only: a transparent proxy serves every port of its services")
+	}
+	if s.ServicePort != 0 {
+		errs.Addf(p.Field("servicePort"), "applies to Local mode only: a transparent proxy serves every port of its services")
 	}
 	if len(s.Upstreams) > 0 {
 		errs.Addf(p.Field("upstreams"), "applies to Local mode only: a transparent proxy reaches every mesh service")

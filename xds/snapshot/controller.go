@@ -244,7 +244,7 @@ func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Pr
 			}
 			continue
 		}
-		endpoints[ref] = append(endpoints[ref], model.Endpoint{Address: w.Address, Port: w.InboundPort, ServicePort: w.AppPort, Workload: p.NodeID})
+		endpoints[ref] = append(endpoints[ref], model.Endpoint{Address: w.Address, Port: w.InboundPort, ServicePort: p.Workload.ServedPort(), Workload: p.NodeID})
 	}
 	return proxies, endpoints
 }

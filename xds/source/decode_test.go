@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,6 +137,17 @@ spec:
 			`document 4 (AuthorizationPolicy/shop/p): spec.selector.service: Service "cart" not found in namespace "shop" (line 28)`,
 			`document 4 (AuthorizationPolicy/shop/p): spec.rules[0].from.jwt.providers[0]: JWTProvider "corp" not found in namespace "shop" (line 32)`,
 		},
+	}, {
+		name: "a service port the service does not have",
+		doc: validServices + "---\n" + header + `kind: Workload
+metadata: {name: w2, namespace: shop}
+spec:
+  service: backend
+  inboundPort: 15002
+  appPort: 18080
+  servicePort: 9090
+`,
+		want: []string{`document 3 (Workload/shop/w2): spec.servicePort: 9090 is not a port of Service "backend" (line 20)`},
 	}, {
 		name: "wrong types and enum values",
 		doc: header + `kind: RateLimitPolicy
@@ -277,5 +289,23 @@ func TestVersionIgnoresFileLayout(t *testing.T) {
 	mb, _ := b.Current()
 	if ma.Version != mb.Version {
 		t.Errorf("same documents in other files: versions %s and %s differ", ma.Version, mb.Version)
+	}
+}
+
+// Two instances of one service on one machine: each application has its own port, and both
+// serve the service's port.
+func TestInstancesWithTheirOwnApplicationPorts(t *testing.T) {
+	instance := func(name string, inbound, app int) string {
+		return fmt.Sprintf("---\n%skind: Workload\nmetadata: {name: %s, namespace: shop}\nspec: {service: backend, inboundPort: %d, appPort: %d, servicePort: 8080}\n", header, name, inbound, app)
+	}
+	d, err := loadFiles(t, map[string]string{"mesh.yaml": validMesh, "services.yaml": validServices + instance("b1", 15001, 18081) + instance("b2", 15002, 18082)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := d.Current()
+	for _, w := range m.Workloads {
+		if w.ServedPort() != 8080 || w.Spec.AppPort == 8080 {
+			t.Errorf("%s serves %d from app port %d; want service port 8080 from its own app port", w.Metadata.Name, w.ServedPort(), w.Spec.AppPort)
+		}
 	}
 }

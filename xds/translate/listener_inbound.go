@@ -36,7 +36,7 @@ func (t *translator) inbound() {
 	w := t.p.Workload.Spec
 	name := InboundListenerName(w.InboundPort)
 	t.source(name, t.p.Workload, t.p.Service)
-	in := target{service: t.p.Service, port: w.AppPort, app: w.AppPort, listener: name}
+	in := target{service: t.p.Service, port: t.p.Workload.ServedPort(), app: w.AppPort, listener: name}
 	l := &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress(w.Address, w.InboundPort),
@@ -62,7 +62,7 @@ func (t *translator) inbound() {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain}
 	}
 	t.res.Listeners = append(t.res.Listeners, l)
-	t.appCluster(w.AppPort, t.p.Service, w.AppPort)
+	t.appCluster(w.AppPort, t.p.Service, in.port)
 }
 
 // target is one service port a proxy serves: its destination service and port (what
