@@ -28,7 +28,7 @@ modsum=$(printf '%s' "$info" | sed -n 's/.*"GoModSum": "\(.*\)",*/\1/p')
 cp "$src/go.sum" go.sum
 chmod u+w go.sum
 printf 'github.com/jaegertracing/jaeger %s %s\ngithub.com/jaegertracing/jaeger %s/go.mod %s\n' "$version" "$sum" "$version" "$modsum" >> go.sum
-echo "building jaeger $version (cold: about 16 minutes on 2 cores)"
+echo "building jaeger $version (cold: about 9 minutes on 2 cores, measured 2026-11-23)"
 go build -trimpath -o "$out.tmp" github.com/jaegertracing/jaeger/cmd/jaeger
 mv "$out.tmp" "$out"
 echo "jaeger $version: $out"

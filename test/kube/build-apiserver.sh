@@ -25,7 +25,7 @@ src=$(cd / && go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"
     grep -v -e sample-cli-plugin -e sample-controller |
     while read -r m; do echo "replace $m => $m $staging"; done
 } > go.mod
-echo "building kube-apiserver $version (cold: about 14 minutes on 2 cores)"
+echo "building kube-apiserver $version (cold: about 9 minutes on 2 cores, measured 2026-11-23)"
 minor=${version#v1.}; minor=${minor%%.*}
 ldflags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 ldflags="$ldflags -X k8s.io/component-base/version/base.gitVersion=$version -X k8s.io/component-base/version/base.gitMajor=1 -X k8s.io/component-base/version/base.gitMinor=$minor"
