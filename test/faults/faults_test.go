@@ -384,6 +384,14 @@ func (s *suite) setFailureMode(t *testing.T, mode string) {
 		}
 		return s.c.Synced(nodes...)
 	}, "failure mode "+mode+" on every proxy")
+	// ACKed is not yet applied everywhere: connections accepted under the old listener keep its
+	// filters until they close (after their next response, or the 15 s drain time when idle).
+	proctest.Eventually(t, 30*time.Second, func() error {
+		if n := envoyCounter(t, s.backendEnvoys, "listener_manager.total_filter_chains_draining"); n > 0 {
+			return fmt.Errorf("%d filter chains still draining", n)
+		}
+		return nil
+	}, "the old listeners drained")
 }
 
 // envoyStarts counts each agent's Envoy starts.
