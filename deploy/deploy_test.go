@@ -6,10 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/portcullis/portcullis/deploy"
 	"github.com/portcullis/portcullis/test/kubetest"
 )
@@ -26,10 +22,7 @@ func TestManifestsServerDryRun(t *testing.T) {
 	ctx := context.Background()
 	// Dry-run objects are not stored: the namespaces the others live in must exist.
 	for _, ns := range []string{"portcullis-system", "demo"} {
-		_, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+		env.Namespace(t, ns, nil)
 	}
 	for _, dir := range []string{"base", "overlays/demo"} {
 		t.Run(dir, func(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -35,9 +34,7 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 	env := kubetest.Require(t, &kubeAPI)
 	ctx := context.Background()
 	const ns, hookName, pod = "portcullis-system", "portcullis-injector-cp-test", "controlplane-test-0"
-	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	env.Namespace(t, ns, nil)
 	hooks := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	url := "https://127.0.0.1:9/inject"
 	if _, err := hooks.Create(ctx, &admissionregv1.MutatingWebhookConfiguration{

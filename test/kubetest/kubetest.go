@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -127,6 +131,15 @@ func start() (*Env, bool, error) {
 		return nil, true, errors.Join(err, env.Stop())
 	}
 	return &Env{Config: cfg, Client: client, Dynamic: dyn, Root: root, env: env}, false, nil
+}
+
+// Namespace creates a namespace with labels, or keeps the one a previous test created.
+func (e *Env) Namespace(t testing.TB, name string, labels map[string]string) {
+	t.Helper()
+	_, err := e.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
 }
 
 // KubeConfig returns a kubeconfig for the API server (an administrator's), for processes the

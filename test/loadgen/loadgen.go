@@ -102,20 +102,15 @@ func (r Result) Errors() int {
 func (r Result) Achieved() float64 { return float64(len(r.Samples)) / r.Elapsed.Seconds() }
 
 // Latencies returns the sorted latencies (from when each request was due).
-func (r Result) Latencies() Latencies {
-	l := make([]time.Duration, len(r.Samples))
-	for i, s := range r.Samples {
-		l[i] = s.Latency()
-	}
-	slices.Sort(l)
-	return l
-}
+func (r Result) Latencies() Latencies { return r.sorted(Sample.Latency) }
 
 // WireLatencies returns the sorted latencies from when each request was sent.
-func (r Result) WireLatencies() Latencies {
+func (r Result) WireLatencies() Latencies { return r.sorted(Sample.Wire) }
+
+func (r Result) sorted(of func(Sample) time.Duration) Latencies {
 	l := make([]time.Duration, len(r.Samples))
 	for i, s := range r.Samples {
-		l[i] = s.Wire()
+		l[i] = of(s)
 	}
 	slices.Sort(l)
 	return l

@@ -219,7 +219,7 @@ func startClients(b *testing.B, p *plane, acked func(int, *discoveryv3.Discovery
 func seedScale(b *testing.B, env *kubetest.Env) {
 	b.Helper()
 	start := time.Now()
-	createNamespace(b, env, scaleNS, map[string]string{v1alpha1.LabelInject: v1alpha1.InjectEnabled})
+	env.Namespace(b, scaleNS, map[string]string{v1alpha1.LabelInject: v1alpha1.InjectEnabled})
 	ctx := context.Background()
 	if have, err := env.Client.DiscoveryV1().EndpointSlices(scaleNS).List(ctx, metav1.ListOptions{}); err == nil && len(have.Items) >= scaleServices {
 		return // seeded by an earlier run of this process (-count)

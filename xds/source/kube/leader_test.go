@@ -18,7 +18,7 @@ func TestLeaderElection(t *testing.T) {
 	env := kubetest.Require(t, &api)
 	const ns, lease = "leader", "portcullis-test"
 	const leaseDuration = 2 * time.Second
-	createNamespace(t, env, ns, nil)
+	env.Namespace(t, ns, nil)
 
 	type change struct {
 		id      string

@@ -229,7 +229,7 @@ func newNamespace(t testing.TB, env *kubetest.Env, base string) string {
 	if n := namespaces[base]; n > 1 {
 		name = fmt.Sprintf("%s-%d", base, n)
 	}
-	createNamespace(t, env, name, nil)
+	env.Namespace(t, name, nil)
 	return name
 }
 
