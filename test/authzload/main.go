@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portcullis/portcullis/test/procstat"
 )
 
 // childEnv makes this binary serve instead of generating load.
@@ -285,19 +287,8 @@ func (m *cpuMeter) perCheck(n int) (server, client time.Duration) {
 }
 
 func (m *cpuMeter) read() (server, client time.Duration) {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.pid)); err == nil {
-		// Fields after the command name (which may hold spaces): utime and stime are the 12th
-		// and 13th, in clock ticks of 10ms.
-		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
-			f := strings.Fields(string(b)[i+1:])
-			if len(f) > 13 {
-				ut, err1 := strconv.ParseInt(f[11], 10, 64)
-				st, err2 := strconv.ParseInt(f[12], 10, 64)
-				if err1 == nil && err2 == nil {
-					server = time.Duration(ut+st) * 10 * time.Millisecond
-				}
-			}
-		}
+	if c, err := procstat.CPUTime(m.pid); err == nil {
+		server = c
 	}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {

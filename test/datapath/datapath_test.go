@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/test/loadgen"
+	"github.com/portcullis/portcullis/test/procstat"
 )
 
 // Run lengths: one iteration measures three maxima and seven fixed-rate runs in about 90 s.
@@ -197,7 +198,7 @@ func fixedMeasured(ctx context.Context, b *testing.B, c *config, procs []proc) (
 	}
 	rss := make([]float64, len(procs))
 	for i, pr := range procs {
-		if rss[i], err = rssMiB(pr.pid); err != nil {
+		if rss[i], err = procstat.RSSMiB(pr.pid); err != nil {
 			b.Fatalf("%s: %v", pr.name, err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/test/authztest"
 	"github.com/portcullis/portcullis/test/meshtest"
+	"github.com/portcullis/portcullis/test/procstat"
 	"github.com/portcullis/portcullis/test/proctest"
 )
 
@@ -142,7 +143,7 @@ func startMesh(b *testing.B) *mesh {
 	m.meshURL = "http://127.0.0.1:" + strconv.Itoa(outbound) + path
 
 	envoyOf := func(a *meshtest.Agent) int {
-		pid, err := childOf(a.P.Pid(), "envoy")
+		pid, err := procstat.ChildOf(a.P.Pid(), "envoy")
 		if err != nil {
 			b.Fatalf("the Envoy of %s: %v", a.P.Name, err)
 		}
