@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -112,9 +113,14 @@ func TestControlPlaneServesAdminAndStopsOnSignal(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
 	}
-	if code, body := get("/readyz"); code != 200 {
-		t.Errorf("/readyz = %d: %s", code, body)
-	}
+	// The authorization engine compiles the mesh on its own goroutine, after "serving" is
+	// logged: ready follows within moments, not at once.
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if code, body := get("/readyz"); code != 200 {
+			return fmt.Errorf("/readyz = %d: %s", code, body)
+		}
+		return nil
+	}, "the control plane ready")
 	code, body := get("/metrics")
 	if code != 200 || !strings.Contains(body, `portcullis_config_loads_total{result="ok"} 1`) {
 		t.Errorf("/metrics = %d, missing the load counter:\n%s", code, body)
