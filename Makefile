@@ -56,7 +56,7 @@ jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~9 min o
 	./test/jaeger/build.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)"
 
 kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~9 min on 2 cores) and etcd (Debian) into .cache (skipped when present)
-	./test/kube/build-apiserver.sh $(KUBE_VERSION) "$$(cd .cache && pwd -P)"
+	./test/kube/build-kube.sh $(KUBE_VERSION) "$$(cd .cache && pwd -P)"
 	./test/kube/fetch-etcd.sh '$(ETCD_DEB_VERSION)' "$$(cd .cache && pwd -P)"
 	mkdir -p $(KUBE_ASSETS)
 	ln -sfn "$$(cd .cache && pwd -P)/bin/kube-apiserver-$(KUBE_VERSION)" $(KUBE_ASSETS)/kube-apiserver

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portcullis/portcullis/telemetry/serve"
 )
 
 // ReadinessCheck returns nil when its component is ready, or why it is not.
@@ -96,21 +98,8 @@ func (a *Admin) Handler() http.Handler { return a.mux }
 
 // Serve serves on ln until ctx ends, then shuts down, giving requests in flight up to 2s.
 func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("admin server listening", "addr", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("telemetry: admin server: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("telemetry: admin server shutdown: %w", err)
-	}
-	return nil
+	return serve.HTTP(ctx, "telemetry: admin server", &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}, ln, serve.DefaultGrace)
 }
 
 // JSONHandler serves what get returns as indented JSON.

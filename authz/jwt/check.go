@@ -11,13 +11,7 @@ import (
 func Check(m *model.Mesh) model.Problems {
 	var ps model.Problems
 	for _, doc := range m.JWTProviders {
-		report := func(field model.Path, msg string) {
-			o := m.Origin(doc)
-			ps = append(ps, model.Problem{
-				File: o.File, Document: o.Document, Kind: doc.GetKind(), Name: model.RefOf(doc).String(),
-				Field: string(field), Line: m.FieldLine(doc, field), Message: msg,
-			})
-		}
+		report := func(field model.Path, msg string) { ps = append(ps, m.Problem(doc, field, msg)) }
 		s := &doc.Spec
 		algs := s.Algorithms
 		if len(algs) == 0 {

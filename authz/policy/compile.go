@@ -328,27 +328,18 @@ func compileCondition(c *model.Condition, path string) (cond, error) {
 
 // meshProblems places findings of a policy of a built mesh in its file.
 func meshProblems(m *model.Mesh, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
-	o := m.Origin(doc)
-	return placeFindings(o, func(p model.Path) int { return m.FieldLine(doc, p) }, doc, fs)
+	return placeFindings(m.Origin(doc), m.FieldLines(doc), doc, fs)
 }
 
 // placeFindings turns findings into problems with file, document, field and line. A Rego line
 // is placed relative to the line of spec.rego.module: a multi-line module is a YAML block scalar
 // ("module: |"), whose text starts on the next line.
-func placeFindings(o model.Origin, lineOf func(model.Path) int, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
+func placeFindings(o model.Origin, lines map[model.Path]int, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
 	out := make(model.Problems, 0, len(fs))
 	for _, f := range fs {
-		p := model.Problem{
-			File: o.File, Document: o.Document, Kind: doc.GetKind(), Name: model.RefOf(doc).String(),
-			Field: string(f.field), Line: lineOf(f.field), Message: f.message,
-		}
-		if f.regoLine > 0 && p.Line > 0 && doc.Spec.Rego != nil {
-			if containsNewline(doc.Spec.Rego.Module) {
-				p.Line += f.regoLine
-			}
-		}
-		if p.Line == 0 {
-			p.Line = o.Line
+		p := model.ProblemAt(o, lines, doc, f.field, f.message)
+		if f.regoLine > 0 && model.LineOf(lines, f.field) > 0 && doc.Spec.Rego != nil && containsNewline(doc.Spec.Rego.Module) {
+			p.Line += f.regoLine
 		}
 		out = append(out, p)
 	}

@@ -28,8 +28,7 @@ func LintDocuments(docs []model.Document, services ServiceLookup) model.Problems
 		}
 		_, fs := c.compilePolicy(doc)
 		fs = append(fs, lintPolicy(doc, services)...)
-		lines := d.FieldLines
-		out = append(out, placeFindings(d.Origin, func(p model.Path) int { return lineOf(lines, p) }, doc, fs)...)
+		out = append(out, placeFindings(d.Origin, d.FieldLines, doc, fs)...)
 	}
 	out.Sort()
 	return out
@@ -46,21 +45,6 @@ func Lint(m *model.Mesh) model.Problems {
 	}
 	out.Sort()
 	return out
-}
-
-// lineOf returns the line of a field or of its nearest ancestor that has one.
-func lineOf(lines map[model.Path]int, p model.Path) int {
-	for p != "" {
-		if l, ok := lines[p]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(string(p), ".[")
-		if i < 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
 }
 
 const never = "the rule can never match: "

@@ -71,12 +71,8 @@ func (c *trustDomainCheck) check(m *model.Mesh) model.Problems {
 	if want == nil || m.TrustDomain == *want {
 		return nil
 	}
-	o := m.Origin(m.Config)
-	return model.Problems{{
-		File: o.File, Document: o.Document, Line: o.Line, Kind: m.Config.GetKind(), Name: model.RefOf(m.Config).String(),
-		Field:   "spec.trustDomain",
-		Message: fmt.Sprintf("%q is not the CA's trust domain %q; the trust domain cannot change without a new --data-dir", m.TrustDomain.Name(), want.Name()),
-	}}
+	return model.Problems{m.Problem(m.Config, "spec.trustDomain",
+		fmt.Sprintf("%q is not the CA's trust domain %q; the trust domain cannot change without a new --data-dir", m.TrustDomain.Name(), want.Name()))}
 }
 
 // identity is the control plane's CA side, started for the first valid mesh's trust domain:

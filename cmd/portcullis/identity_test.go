@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/portcullis/portcullis/test/proctest"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/test/proctest"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )

@@ -21,7 +21,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/portcullis/portcullis/identity/attest"
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
+	"github.com/portcullis/portcullis/telemetry/serve"
 )
 
 // Socket names inside the socket directory, and the modes the agent gives them: Envoy and the
@@ -38,6 +39,10 @@ const (
 	DefaultBackoffMin = time.Second
 	DefaultBackoffMax = 30 * time.Second
 )
+
+// streamGrace is how long SDS and Workload API watches, which never finish on their own, may
+// stay open after the agent is asked to stop.
+const streamGrace = time.Second
 
 // Config configures an Agent.
 type Config struct {
@@ -91,7 +96,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, cur: newCurrent(), sds: newSDSServer()}
+	a := &Agent{cfg: cfg, log: cfg.Logger, cur: &current{}, sds: newSDSServer()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -152,7 +157,7 @@ func (a *Agent) initMetrics(m metric.Meter) error {
 		metric.WithDescription("Seconds until the agent's SVID expires (absent before the first SVID)."),
 		metric.WithUnit("s"),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-			if id, _ := a.cur.Get(); id != nil {
+			if id, _ := a.cur.Current(); id != nil {
 				o.Observe(time.Until(id.NotAfter()).Seconds(), metric.WithAttributes(attribute.String("spiffe_id", id.ID().String())))
 			}
 			return nil
@@ -166,7 +171,7 @@ func (a *Agent) initMetrics(m metric.Meter) error {
 // Ready returns nil once the agent has a valid SVID: only then can Envoy and the application
 // get their identity.
 func (a *Agent) Ready() error {
-	id, _ := a.cur.Get()
+	id, _ := a.cur.Current()
 	if id == nil {
 		return errors.New("no SVID yet")
 	}
@@ -178,7 +183,7 @@ func (a *Agent) Ready() error {
 
 // Current returns the identity being served (nil before the first SVID) and a channel closed
 // when it changes.
-func (a *Agent) Current() (*Identity, <-chan struct{}) { return a.cur.Get() }
+func (a *Agent) Current() (*Identity, <-chan struct{}) { return a.cur.Current() }
 
 // Run serves the sockets and keeps the identity fresh until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
@@ -196,8 +201,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent serving", "sds", sdsLn.Addr().String(), "workload_api", wlLn.Addr().String(), "control_plane", a.cfg.ControlPlane)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve(gctx, sdsSrv, sdsLn, "sds") })
-	g.Go(func() error { return serve(gctx, wlSrv, wlLn, "workload API") })
+	g.Go(func() error { return serve.GRPC(gctx, "agent: sds server", sdsSrv, sdsLn, streamGrace) })
+	g.Go(func() error { return serve.GRPC(gctx, "agent: workload API server", wlSrv, wlLn, streamGrace) })
 	g.Go(func() error { return a.rot.run(gctx) })
 	g.Go(func() error { return a.publish(gctx) })
 	return g.Wait()
@@ -206,7 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // publish pushes every new identity to SDS (the Workload API watches it directly).
 func (a *Agent) publish(ctx context.Context) error {
 	for {
-		id, changed := a.cur.Get()
+		id, changed := a.cur.Current()
 		if id != nil {
 			if err := a.sds.update(id); err != nil {
 				a.log.Error("building SDS secrets failed", "err", err)
@@ -222,28 +227,6 @@ func (a *Agent) publish(ctx context.Context) error {
 		case <-changed:
 		}
 	}
-}
-
-func serve(ctx context.Context, s *grpc.Server, ln net.Listener, name string) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("agent: %s server: %w", name, err)
-	case <-ctx.Done():
-	}
-	// Streams (SDS, Workload API watches) never finish on their own: stop them after a moment.
-	done := make(chan struct{})
-	go func() {
-		s.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		s.Stop()
-	}
-	return nil
 }
 
 // listenUnix listens on a unix socket with mode 0660, replacing a stale socket a previous run

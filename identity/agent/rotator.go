@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,34 +15,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/portcullis/portcullis/identity/attest"
+	"github.com/portcullis/portcullis/telemetry/watch"
 )
 
-// current holds the identity being served and wakes watchers when it changes.
-type current struct {
-	mu      sync.Mutex
-	id      *Identity
-	changed chan struct{}
-}
-
-func newCurrent() *current { return &current{changed: make(chan struct{})} }
-
-// Get returns the identity (nil when there is none, or it expired) and a channel closed when it
-// changes.
-func (c *current) Get() (*Identity, <-chan struct{}) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.id, c.changed
-}
+// current holds the identity being served (nil when there is none, or it expired). Setting
+// the identity already served wakes nobody.
+type current struct{ watch.Value[*Identity] }
 
 func (c *current) set(id *Identity) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.id == id {
-		return
-	}
-	c.id = id
-	close(c.changed)
-	c.changed = make(chan struct{})
+	c.Update(func(old *Identity) (*Identity, bool) { return id, old != id })
 }
 
 // rotator obtains and renews the identity.
@@ -68,7 +48,7 @@ type rotator struct {
 func (r *rotator) run(ctx context.Context) error {
 	backoff := r.backoffMin
 	for {
-		id, _ := r.cur.Get()
+		id, _ := r.cur.Current()
 		now := time.Now()
 		if id != nil && now.Before(id.RenewAt()) {
 			if !sleep(ctx, id.RenewAt().Sub(now)) {

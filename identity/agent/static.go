@@ -11,6 +11,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+
+	"github.com/portcullis/portcullis/telemetry/serve"
 )
 
 // ServeSDS serves one fixed identity over SDS on ln until ctx ends: the same secrets an agent
@@ -42,5 +44,5 @@ func ServeSDS(ctx context.Context, ln net.Listener, svid *x509svid.SVID, roots [
 	}
 	g := grpc.NewServer()
 	s.register(ctx, g, log)
-	return serve(ctx, g, ln, "sds")
+	return serve.GRPC(ctx, "agent: sds server", g, ln, streamGrace)
 }

@@ -63,7 +63,7 @@ func (w *workloadAPI) stream(ctx context.Context, send func(*Identity) error) er
 	}
 	var sent *Identity
 	for {
-		id, changed := w.cur.Get()
+		id, changed := w.cur.Current()
 		if id != nil && id != sent {
 			if err := send(id); err != nil {
 				return err

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
 )
 
 // Files of the token store inside the data directory (docs/identity.md lists them).

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
 )
 
 // authority is one root generation in memory. It is immutable: renewing the intermediate makes

@@ -23,6 +23,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/portcullis/portcullis/telemetry/watch"
 )
 
 // Defaults of Config (README.md and docs/identity.md list them too).
@@ -78,8 +80,7 @@ type CA struct {
 	revokedStamp fileStamp
 	warnedAt     map[string]time.Time
 
-	changeMu sync.Mutex
-	changed  chan struct{}
+	changed watch.Signal
 }
 
 // snapshot is what the CA signs with and trusts at one moment.
@@ -127,7 +128,6 @@ func Open(cfg Config) (*CA, error) {
 		now:      cfg.Clock,
 		cappedBy: map[string]bool{},
 		warnedAt: map[string]time.Time{},
-		changed:  make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -298,18 +298,9 @@ func (c *CA) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.B
 }
 
 // Changed returns a channel closed the next time the signing authority or the bundle changes.
-func (c *CA) Changed() <-chan struct{} {
-	c.changeMu.Lock()
-	defer c.changeMu.Unlock()
-	return c.changed
-}
+func (c *CA) Changed() <-chan struct{} { return c.changed.Changed() }
 
-func (c *CA) notify() {
-	c.changeMu.Lock()
-	defer c.changeMu.Unlock()
-	close(c.changed)
-	c.changed = make(chan struct{})
-}
+func (c *CA) notify() { c.changed.Notify() }
 
 // SVID is a signed X.509-SVID.
 type SVID struct {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
 )
 
 // Revocation is one entry of the revocation list: one SVID by serial number, or every SVID of a

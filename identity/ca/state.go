@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
 )
 
 // Files of the CA inside the data directory (docs/identity.md lists them with their modes).

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/portcullis/portcullis/identity/internal/securefile"
+	"github.com/portcullis/portcullis/identity/securefile"
 )
 
 // upstream is a CA given with --ca-cert and --ca-key.

@@ -77,6 +77,37 @@ func (p Problem) String() string {
 	return b.String()
 }
 
+// ProblemAt places msg at field of a document: its file, position in the file, kind and
+// namespace/name, and the line of the field, of its nearest ancestor with a recorded line, or of
+// the document. Every check reports through it (or Mesh.Problem), so every problem reads the
+// same. o is nil for a document that did not decode.
+func ProblemAt(origin Origin, lines map[Path]int, o Object, field Path, msg string) Problem {
+	p := Problem{File: origin.File, Document: origin.Document, Line: origin.Line, Field: string(field), Message: msg}
+	if o != nil {
+		p.Kind = o.GetKind()
+		p.Name = RefOf(o).String()
+	}
+	if l := LineOf(lines, field); l > 0 {
+		p.Line = l
+	}
+	return p
+}
+
+// LineOf returns the line of a field, or of its nearest ancestor that has one; 0 when none has.
+func LineOf(lines map[Path]int, p Path) int {
+	for p != "" {
+		if l, ok := lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(string(p), ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
 // Problems is every validation error of a set of documents. It is an error so that callers can
 // return it whole; the last good mesh stays live whenever a non-empty Problems is returned.
 type Problems []Problem

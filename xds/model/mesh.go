@@ -49,8 +49,15 @@ func (m *Mesh) Origin(o Object) Origin { return m.origins[kindRef{o.GetKind(), R
 // FieldLine returns the line a field of a document of the mesh starts on (or its nearest
 // ancestor's), or 0 when the source recorded none. Checks that run after Build (such as compiling
 // Rego) use it to point at the line of the problem.
-func (m *Mesh) FieldLine(o Object, p Path) int {
-	return lineOf(m.lines[kindRef{o.GetKind(), RefOf(o)}], p)
+func (m *Mesh) FieldLine(o Object, p Path) int { return LineOf(m.FieldLines(o), p) }
+
+// FieldLines returns the lines of the fields of a document of the mesh, by path.
+func (m *Mesh) FieldLines(o Object) map[Path]int { return m.lines[kindRef{o.GetKind(), RefOf(o)}] }
+
+// Problem places msg at field of a document of the mesh, for checks that run after Build
+// (compiling Rego, reading key files).
+func (m *Mesh) Problem(o Object, field Path, msg string) Problem {
+	return ProblemAt(m.Origin(o), m.FieldLines(o), o, field, msg)
 }
 
 // UnenforcedPolicies counts the AuthorizationPolicies no proxy enforces because the Mesh turns
@@ -138,33 +145,7 @@ func CheckDocuments(docs []Document) Problems {
 }
 
 func (b *builder) report(d *Document, field Path, format string, args ...any) {
-	p := Problem{File: d.Origin.File, Document: d.Origin.Document, Line: d.Origin.Line, Message: fmt.Sprintf(format, args...)}
-	if d.Object != nil {
-		p.Kind = d.Object.GetKind()
-		p.Name = RefOf(d.Object).String()
-	}
-	if field != "" {
-		p.Field = string(field)
-		if l := lineOf(d.FieldLines, field); l > 0 {
-			p.Line = l
-		}
-	}
-	b.problems = append(b.problems, p)
-}
-
-// lineOf returns the line of a field, or of its nearest ancestor that has one.
-func lineOf(lines map[Path]int, p Path) int {
-	for p != "" {
-		if l, ok := lines[p]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(string(p), ".[")
-		if i < 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
+	b.problems = append(b.problems, ProblemAt(d.Origin, d.FieldLines, d.Object, field, fmt.Sprintf(format, args...)))
 }
 
 func (b *builder) validateEach(docs []Document) {

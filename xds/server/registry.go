@@ -14,6 +14,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/portcullis/portcullis/identity/securefile"
+	"github.com/portcullis/portcullis/telemetry/watch"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/snapshot"
 )
@@ -35,7 +37,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	nodes   map[string]*registration
-	changed chan struct{}
+	changed watch.Signal
 	dirty   bool
 }
 
@@ -67,7 +69,7 @@ func NewRegistry(opts RegistryOptions) (*Registry, error) {
 	if opts.RestartGrace <= 0 {
 		opts.RestartGrace = DefaultRestartGrace
 	}
-	r := &Registry{log: opts.Logger, disconnectGrace: opts.DisconnectGrace, nodes: map[string]*registration{}, changed: make(chan struct{})}
+	r := &Registry{log: opts.Logger, disconnectGrace: opts.DisconnectGrace, nodes: map[string]*registration{}}
 	if opts.DataDir != "" {
 		r.file = filepath.Join(opts.DataDir, "registrations.json")
 		saved, err := loadRegistrations(r.file)
@@ -95,13 +97,12 @@ func (r *Registry) Current() ([]snapshot.Registration, <-chan struct{}) {
 		out = append(out, n.Registration)
 	}
 	slices.SortFunc(out, func(a, b snapshot.Registration) int { return strings.Compare(a.NodeID, b.NodeID) })
-	return out, r.changed
+	return out, r.changed.Changed()
 }
 
 // notify wakes waiters; callers hold r.mu.
 func (r *Registry) notify() {
-	close(r.changed)
-	r.changed = make(chan struct{})
+	r.changed.Notify()
 	r.dirty = true
 }
 
@@ -195,7 +196,7 @@ func (r *Registry) save() error {
 	if err != nil {
 		return fmt.Errorf("server: saving registrations: %w", err)
 	}
-	return writeFileAtomic(r.file, data)
+	return securefile.WriteAtomic(r.file, data)
 }
 
 func loadRegistrations(file string) ([]snapshot.Registration, error) {
@@ -223,29 +224,4 @@ func loadRegistrations(file string) ([]snapshot.Registration, error) {
 		out = append(out, reg)
 	}
 	return out, nil
-}
-
-// writeFileAtomic writes data to file (0600) through a temporary file and a rename, so a crash
-// never leaves half a file.
-func writeFileAtomic(file string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".registrations-*")
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("server: %w", err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("server: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	return nil
 }

@@ -183,9 +183,10 @@ func (d *Dir) load() error {
 		// everything that can be known.
 		problems = append(problems, model.CheckDocuments(docs)...)
 	}
+	// Sorted before record publishes the slice to Status readers, never after.
+	problems.Sort()
 	d.record(mesh, problems, len(files), len(docs))
 	if len(problems) > 0 {
-		problems.Sort()
 		return problems
 	}
 	return nil

@@ -131,3 +131,42 @@ func TestHiddenAndOtherFilesIgnored(t *testing.T) {
 		t.Errorf("files=%d documents=%d, want 4 and 3", st.Files, st.Documents)
 	}
 }
+
+// TestDirStatusWhileLoading reads the status while loads of an invalid set run: with -race it
+// fails if Load touches the problems it published (it used to sort them after publishing).
+func TestDirStatusWhileLoading(t *testing.T) {
+	dir := t.TempDir()
+	// The first document decodes but fails validation, the second does not decode: their
+	// problems are found in reverse order, so sorting them moves elements.
+	bad := "apiVersion: portcullis.dev/v1alpha1\nkind: Service\nmetadata: {name: zz, namespace: demo}\nspec: {ports: [{port: 0}]}\n" +
+		"---\napiVersion: portcullis.dev/v1alpha1\nkind: Service\nmetadata: {name: yy, namespace: demo}\nspec: {bogus: 1}\n"
+	for name, content := range map[string]string{"mesh.yaml": validMesh, "services.yaml": bad} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := NewDir(dir, DirOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 20 {
+			_ = d.Load()
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if n := len(d.Status().Problems); n < 2 {
+				t.Fatalf("%d problems recorded, want every one of the invalid set", n)
+			}
+			return
+		default:
+			for _, p := range d.Status().Problems {
+				_ = p.String()
+			}
+		}
+	}
+}

@@ -315,8 +315,7 @@ func (s *Source) publishEndpoints(eps map[model.Ref][]model.Endpoint) {
 		return
 	}
 	s.endpoints = eps
-	close(s.epChanged)
-	s.epChanged = make(chan struct{})
+	s.epChanged.Notify()
 }
 
 func equalEndpoints(a, b map[model.Ref][]model.Endpoint) bool {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/portcullis/portcullis/telemetry/watch"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
 	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
@@ -63,7 +64,7 @@ type Source struct {
 	status    Status
 	objects   map[objectKey]*objectState
 	endpoints map[model.Ref][]model.Endpoint
-	epChanged chan struct{}
+	epChanged watch.Signal
 	lastDocs  string // fingerprint of the last document set built
 }
 
@@ -107,7 +108,7 @@ func New(opts Options) (*Source, error) {
 	s := &Source{
 		opts: opts, log: opts.Logger, kick: make(chan struct{}, 1),
 		crs: map[string]cache.GenericLister{}, objects: map[objectKey]*objectState{},
-		endpoints: map[model.Ref][]model.Endpoint{}, epChanged: make(chan struct{}),
+		endpoints: map[model.Ref][]model.Endpoint{},
 	}
 	if opts.Meter != nil {
 		var err error
@@ -259,7 +260,7 @@ func (s *Source) Status() Status {
 func (s *Source) Endpoints() (map[model.Ref][]model.Endpoint, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.endpoints, s.epChanged
+	return s.endpoints, s.epChanged.Changed()
 }
 
 func (s *Source) count(ctx context.Context, result string) {

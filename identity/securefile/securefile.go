@@ -1,6 +1,7 @@
-// Package securefile writes the identity packages' state files: private directories, owner-only
-// files replaced atomically, and an advisory lock for read-modify-write cycles shared by the
-// control plane and the CLI commands that edit the same data directory.
+// Package securefile writes the control plane's and the agent's state files (keys, used tokens,
+// revocations, proxy registrations): private directories, owner-only files replaced atomically
+// with fsync, and an advisory lock for read-modify-write cycles shared by the control plane and
+// the CLI commands that edit the same data directory. Every state file is written through it.
 package securefile
 
 import (
