@@ -3,9 +3,11 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -203,4 +205,21 @@ func (l *DecisionLog) Close(context.Context) error {
 		return fmt.Errorf("server: decision log: %w", err)
 	}
 	return nil
+}
+
+// OpenDecisionLog opens where decisions are written: stdout for "-" or "", else the file,
+// appended to and owner-only (the log names callers and paths) — an existing file is
+// tightened to 0600 too. close releases the file.
+func OpenDecisionLog(path string, stdout io.Writer) (w io.Writer, close func() error, err error) {
+	if path == "-" || path == "" {
+		return stdout, func() error { return nil }, nil
+	}
+	file, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: decision log: %w", err)
+	}
+	if err := file.Chmod(0o600); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("server: decision log: %w", err), file.Close())
+	}
+	return file, file.Close, nil
 }

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -72,4 +75,31 @@ func TestGRPCWithMTLS(t *testing.T) {
 			t.Fatalf("err = %v, want Unavailable (handshake refused)", err)
 		}
 	})
+}
+
+func TestOpenDecisionLogTightensAnExistingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.log")
+	if err := os.WriteFile(path, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, closeLog, err := OpenDecisionLog(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, "{}\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := closeLog(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("decision log mode %v, want 0600: it names callers and paths", st.Mode().Perm())
+	}
+	if data, _ := os.ReadFile(path); string(data) != "{}\n{}\n" {
+		t.Fatalf("decision log %q: the existing records must be kept and new ones appended", data)
+	}
 }

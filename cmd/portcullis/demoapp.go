@@ -22,10 +22,10 @@ func newDemoAppCommand(g *globals) *cobra.Command {
 			switch args[0] {
 			case "backend":
 				g.log.Info("demo backend listening", "addr", listen)
-				return serveDemoApp(cmd.Context(), listen, demoapp.Backend(name))
+				return demoapp.Serve(cmd.Context(), listen, demoapp.Backend(name))
 			case "frontend":
 				g.log.Info("demo frontend listening", "addr", listen, "upstream", upstream)
-				return serveDemoApp(cmd.Context(), listen, demoapp.Frontend(upstream))
+				return demoapp.Serve(cmd.Context(), listen, demoapp.Frontend(upstream))
 			}
 			return fmt.Errorf("demo-app: %q is neither backend nor frontend", args[0])
 		},

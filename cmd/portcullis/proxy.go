@@ -15,6 +15,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis/portcullis/cmd/internal/controlplane"
 	"github.com/portcullis/portcullis/xds/snapshot"
 )
 
@@ -24,7 +25,7 @@ func newProxyCommand(g *globals) *cobra.Command {
 		Use:   "proxy",
 		Short: "Inspect the proxies connected to the control plane",
 	}
-	cmd.PersistentFlags().StringVar(&adminAddr, "admin-addr", defaultAdminAddr, "control plane admin address")
+	cmd.PersistentFlags().StringVar(&adminAddr, "admin-addr", controlplane.DefaultAdminAddr, "control plane admin address")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "status",
 		Short: "What each proxy has ACKed or NACKed",

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -65,23 +64,5 @@ func newVersionCommand(g *globals) *cobra.Command {
 	}
 }
 
-// ensurePrivateDir creates dir with mode 0700, or tightens an existing one: it holds keys.
-func ensurePrivateDir(log *slog.Logger, dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("data dir %s is not a directory", dir)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		log.Warn("data dir was readable by others; restricting it to its owner", "dir", dir, "mode", st.Mode().Perm().String())
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-	}
-	return nil
-}
+// flagError names the flag whose value is wrong.
+func flagError(name string, err error) error { return fmt.Errorf("--%s: %w", name, err) }

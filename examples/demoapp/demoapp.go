@@ -1,13 +1,17 @@
 package demoapp
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/telemetry/serve"
 )
 
 // Backend answers every request with a JSON description of it, including the caller's SPIFFE
@@ -91,4 +95,13 @@ func Frontend(backendURL string) http.Handler {
 		fmt.Fprintln(w, "frontend: GET /call?path=/api/items calls the backend through the mesh")
 	})
 	return mux
+}
+
+// Serve serves h on addr until ctx ends.
+func Serve(ctx context.Context, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("demoapp: %w", err)
+	}
+	return serve.HTTP(ctx, "demoapp "+addr, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, ln, time.Second)
 }

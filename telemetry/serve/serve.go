@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
 
@@ -77,4 +79,29 @@ func HTTP(ctx context.Context, name string, srv *http.Server, ln net.Listener, g
 		}
 		return nil
 	})
+}
+
+// Wait waits for a process's components (group). Once ctx ends (a signal) it gives them grace
+// to stop before returning anyway, then runs the cleanups (flushing traces and metrics, closing
+// files) with a second each, whatever happened.
+func Wait(ctx context.Context, log *slog.Logger, group *errgroup.Group, grace time.Duration, cleanups ...func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- group.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		select {
+		case err = <-done:
+		case <-time.After(grace):
+			err = fmt.Errorf("components did not stop within %s", grace)
+		}
+	}
+	for _, c := range cleanups {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = errors.Join(err, c(cctx))
+		cancel()
+	}
+	return err
 }

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -29,7 +28,6 @@ import (
 	"github.com/portcullis/portcullis/test/meshgen"
 	"github.com/portcullis/portcullis/test/testca"
 	"github.com/portcullis/portcullis/xds/server"
-	"github.com/portcullis/portcullis/xds/snapshot"
 	"github.com/portcullis/portcullis/xds/source"
 	"github.com/portcullis/portcullis/xds/translate"
 )
@@ -101,26 +99,16 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	if err := src.Load(); err != nil {
 		return err
 	}
-	registry, err := server.NewRegistry(server.RegistryOptions{Logger: log})
-	if err != nil {
-		return err
-	}
-	ledger, err := snapshot.NewLedger(nil)
-	if err != nil {
-		return err
-	}
-	c := snapshot.NewCache(cache.NewSnapshotCache(true, cache.IDHash{}, nil), ledger)
 	cpID := fmt.Sprintf("spiffe://%s/ns/portcullis-system/sa/controlplane", trustDomain)
-	ctl, err := snapshot.NewController(src, registry, c, ledger, snapshot.Options{
-		Logger:    log,
+	plane, err := server.NewPlane(ctx, server.PlaneConfig{
+		Mesh: src, Logger: log,
 		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: mustID(cpID)},
 	})
 	if err != nil {
 		return err
 	}
-	ads := server.New(ctx, server.Options{Mesh: src, Registry: registry, Ledger: ledger, Cache: c, Logger: log})
 	g := grpc.NewServer(append(server.GRPCOptions(), grpc.Creds(credentials.NewTLS(ca.ServerTLS(ca.Issue(tb, cpID, 24*time.Hour)))))...)
-	ads.Register(g)
+	plane.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -128,9 +116,7 @@ func runControlPlane(nClients, nServices, nUpstreams, rounds int, cpuProfile str
 	go func() { _ = g.Serve(ln) }()
 	defer g.Stop()
 	go func() { _ = src.Run(ctx) }()
-	go func() { _ = ctl.Run(ctx) }()
-	go func() { _ = registry.Run(ctx) }()
-
+	go func() { _ = plane.Run(ctx) }()
 	self, err := os.Executable()
 	if err != nil {
 		return err

@@ -25,6 +25,10 @@ import (
 	"github.com/portcullis/portcullis/xds/translate"
 )
 
+// DefaultControlPlaneAddr is where the control plane serves ADS and the certificate service, and
+// where agents dial, unless told otherwise.
+const DefaultControlPlaneAddr = "127.0.0.1:15010"
+
 // MetadataWorkloadKey is the node metadata key under which an agent registers its workload
 // (service, ports, upstreams) when no Workload document describes it.
 const MetadataWorkloadKey = "portcullis.workload"

@@ -15,7 +15,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -88,40 +87,29 @@ func newFixture(t *testing.T, docs string) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{ca: testca.New(t, td), mesh: &source.Publisher{}}
 	f.mesh.Publish(buildMesh(t, docs))
-	var err error
-	f.registry, err = NewRegistry(RegistryOptions{DisconnectGrace: 200 * time.Millisecond, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.ledger, err = snapshot.NewLedger(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := snapshot.NewCache(cache.NewSnapshotCache(true, cache.IDHash{}, nil), f.ledger)
-	ctl, err := snapshot.NewController(f.mesh, f.registry, c, f.ledger, snapshot.Options{
+	plane, err := NewPlane(ctx, PlaneConfig{
+		Mesh: f.mesh, DataDir: t.TempDir(), DisconnectGrace: 200 * time.Millisecond, Debounce: 5 * time.Millisecond,
 		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: controlPlaneID},
-		Debounce:  5 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(ctx, Options{Mesh: f.mesh, Registry: f.registry, Ledger: f.ledger, Cache: c})
+	f.registry, f.ledger = plane.Registry, plane.Ledger
 	cpSVID := f.ca.Issue(t, controlPlaneID.String(), time.Hour)
 	g := grpc.NewServer(append(GRPCOptions(), grpc.Creds(credentials.NewTLS(f.ca.ServerTLS(cpSVID))))...)
-	srv.Register(g)
+	plane.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.addr = ln.Addr().String()
-	done := make(chan struct{}, 3)
+	done := make(chan struct{}, 2)
 	go func() { _ = g.Serve(ln); done <- struct{}{} }()
-	go func() { _ = ctl.Run(ctx); done <- struct{}{} }()
-	go func() { _ = f.registry.Run(ctx); done <- struct{}{} }()
+	go func() { _ = plane.Run(ctx); done <- struct{}{} }()
 	t.Cleanup(func() {
 		cancel()
 		g.Stop()
-		for range 3 {
+		for range 2 {
 			<-done
 		}
 	})

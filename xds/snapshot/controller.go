@@ -131,9 +131,6 @@ func NewController(mesh source.Source, reg Registry, c *Cache, ledger *Ledger, o
 	return ctl, nil
 }
 
-// SetEndpoints adds an endpoint source; call it before Run.
-func (c *Controller) SetEndpoints(src EndpointSource) { c.opts.Endpoints = src }
-
 // Run reconciles whenever the mesh or the registry changes, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	for {
@@ -325,7 +322,7 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 		return
 	}
 	c.ledger.Published(p.NodeID, versions, sources, nil)
-	span.SetAttributes(attribute.String("listeners.version", versions[typeURLs[2]]))
+	span.SetAttributes(attribute.String("listeners.version", versions[TypeURLs[2]]))
 	if c.pushes != nil {
 		c.pushes.Add(ctx, 1)
 	}
@@ -433,7 +430,7 @@ func (c *Controller) Resources(node string) (map[string][]types.Resource, error)
 		return nil, fmt.Errorf("snapshot: no configuration for node %q", node)
 	}
 	out := map[string][]types.Resource{}
-	for _, url := range typeURLs {
+	for _, url := range TypeURLs {
 		items := snap.GetResources(url)
 		names := slices.Sorted(maps.Keys(items))
 		for _, n := range names {

@@ -15,8 +15,8 @@ import (
 	"github.com/portcullis/portcullis/xds/translate"
 )
 
-// typeURLs are the resource types a proxy's snapshot carries, in the order Envoy needs them.
-var typeURLs = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType}
+// TypeURLs are the resource types a proxy's snapshot carries, in the order Envoy needs them.
+var TypeURLs = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType}
 
 // interner hands out one shared object per distinct resource content. A generation holds the
 // resources of one reconcile; lookups fall back to the previous generation, so a resource that
@@ -74,7 +74,7 @@ func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string
 	}
 	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := map[string]string{}
-	for _, url := range typeURLs {
+	for _, url := range TypeURLs {
 		items := byType[url]
 		hashes := make(map[string]string, len(items))
 		shared := make([]types.Resource, len(items))

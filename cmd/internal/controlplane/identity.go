@@ -1,6 +1,4 @@
-//go:build !agentonly
-
-package main
+package controlplane
 
 import (
 	"context"
@@ -9,13 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
-	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/portcullis/portcullis/identity/attest"
@@ -23,29 +18,7 @@ import (
 	"github.com/portcullis/portcullis/identity/certsvc"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/xds/model"
-	"github.com/portcullis/portcullis/xds/source"
 )
-
-// caFlags are the control plane's CA settings.
-type caFlags struct {
-	cert, key                         string
-	rootTTL, intermediateTTL, svidTTL time.Duration
-}
-
-func (f *caFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&f.cert, "ca-cert", "", "PEM file: your signing CA certificate first, then its chain up to and including the root (instead of a generated root)")
-	fl.StringVar(&f.key, "ca-key", "", "PEM file with the private key of the first --ca-cert certificate (mode 0600)")
-	fl.DurationVar(&f.rootTTL, "root-ttl", ca.DefaultRootTTL, "lifetime of a generated root CA")
-	fl.DurationVar(&f.intermediateTTL, "intermediate-ttl", ca.DefaultIntermediateTTL, "lifetime of each intermediate CA (renewed at half of it)")
-	fl.DurationVar(&f.svidTTL, "svid-ttl", ca.DefaultSVIDTTL, "lifetime of each workload SVID (capped by the intermediate's remaining life)")
-}
-
-func (f *caFlags) validate() error {
-	if (f.cert == "") != (f.key == "") {
-		return errors.New("--ca-cert and --ca-key go together")
-	}
-	return nil
-}
 
 // trustDomainCheck refuses a mesh whose trust domain is not the CA's, so the last good mesh
 // stays live: a CA cannot change its trust domain.
@@ -88,7 +61,7 @@ type identityConfig struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	dataDir string
-	ca      caFlags
+	ca      CAConfig
 	used    *attest.UsedTokens
 	tdCheck *trustDomainCheck
 	kube    *kubeEnv // on Kubernetes: shared root CA, service-account tokens
@@ -102,17 +75,17 @@ func openIdentity(ctx context.Context, c identityConfig, mesh *model.Mesh) (*ide
 	var saTokens certsvc.ServiceAccountVerifier
 	if c.kube != nil {
 		// Every replica signs under the root in the CA Secret, so their SVIDs share one bundle.
-		cert, key, err := c.kube.ensureCA(ctx, c.dataDir, td, c.ca.rootTTL)
+		cert, key, err := c.kube.ensureCA(ctx, c.dataDir, td, c.ca.RootTTL)
 		if err != nil {
 			return nil, err
 		}
-		c.ca.cert, c.ca.key = cert, key
+		c.ca.CertFile, c.ca.KeyFile = cert, key
 		saTokens = c.kube.serviceAccounts(td)
 	}
 	authority, err := ca.Open(ca.Config{
 		DataDir: c.dataDir, TrustDomain: td,
-		RootTTL: c.ca.rootTTL, IntermediateTTL: c.ca.intermediateTTL, SVIDTTL: c.ca.svidTTL,
-		UpstreamCert: c.ca.cert, UpstreamKey: c.ca.key,
+		RootTTL: c.ca.RootTTL, IntermediateTTL: c.ca.IntermediateTTL, SVIDTTL: c.ca.SVIDTTL,
+		UpstreamCert: c.ca.CertFile, UpstreamKey: c.ca.KeyFile,
 		Logger: c.log.With("component", "ca"), Meter: c.metrics.Meter("identity/ca"),
 	})
 	if err != nil {
@@ -147,33 +120,4 @@ func (id *identity) run(ctx context.Context, g *errgroup.Group) {
 // verified when given (a joining agent has none yet; ADS requires one).
 func (id *identity) serverTLS() credentials.TransportCredentials {
 	return credentials.NewTLS(certsvc.TLSConfig(id.self, id.td))
-}
-
-// waitForMesh returns the first valid mesh, or nil when ctx ends first.
-func waitForMesh(ctx context.Context, docs source.Source) (*model.Mesh, error) {
-	for {
-		m, changed := docs.Current()
-		if m != nil {
-			return m, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-changed:
-		}
-	}
-}
-
-// stopGRPC stops gracefully, cutting long streams after a moment.
-func stopGRPC(srv *grpc.Server) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		srv.Stop()
-	}
 }

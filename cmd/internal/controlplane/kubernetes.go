@@ -1,0 +1,198 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/portcullis/portcullis/identity/attest"
+	"github.com/portcullis/portcullis/identity/attest/kubereview"
+	"github.com/portcullis/portcullis/identity/ca"
+	"github.com/portcullis/portcullis/identity/certsvc"
+	"github.com/portcullis/portcullis/identity/securefile"
+	"github.com/portcullis/portcullis/telemetry/serve"
+	"github.com/portcullis/portcullis/xds/inject"
+	"github.com/portcullis/portcullis/xds/snapshot"
+	"github.com/portcullis/portcullis/xds/source"
+	"github.com/portcullis/portcullis/xds/source/kube"
+)
+
+// kubeEnv is the control plane's Kubernetes side: clients, the source, and what runs with the CA.
+type kubeEnv struct {
+	cfg     *KubernetesConfig
+	version string
+	log     *slog.Logger
+	client  kubernetes.Interface
+	dyn     dynamic.Interface
+	src     *kube.Source
+}
+
+func newKubeEnv(cfg *KubernetesConfig, version string, log *slog.Logger, meter metric.Meter, checks []source.Checker) (*kubeEnv, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
+	}
+	rc.UserAgent = "portcullis-controlplane"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
+	}
+	if cfg.PodName == "" {
+		if cfg.PodName, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
+		}
+	}
+	src, err := kube.New(kube.Options{Client: client, Dynamic: dyn, Logger: log.With("component", "source"), Meter: meter, Checks: checks})
+	if err != nil {
+		return nil, err
+	}
+	return &kubeEnv{cfg: cfg, version: version, log: log, client: client, dyn: dyn, src: src}, nil
+}
+
+// endpoints are the EndpointSlices' endpoints; none in local mode (k is nil).
+func (k *kubeEnv) endpoints() snapshot.EndpointSource {
+	if k == nil {
+		return nil
+	}
+	return k.src
+}
+
+// ensureCA returns the files of the mesh root CA every replica signs under, from the CA Secret;
+// the first replica to start creates it (the API server's create is the tie-breaker between
+// replicas starting together).
+func (k *kubeEnv) ensureCA(ctx context.Context, dataDir string, td spiffeid.TrustDomain, rootTTL time.Duration) (certFile, keyFile string, err error) {
+	ns, name := k.cfg.Namespace, k.cfg.CASecret
+	secrets := k.client.CoreV1().Secrets(ns)
+	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		certPEM, keyPEM, gerr := ca.NewRootPEM(td, rootTTL)
+		if gerr != nil {
+			return "", "", gerr
+		}
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/part-of": "portcullis"},
+				Annotations: map[string]string{"portcullis.dev/trust-domain": td.Name()}},
+			Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		}
+		created, cerr := secrets.Create(ctx, sec, metav1.CreateOptions{})
+		switch {
+		case cerr == nil:
+			sec, err = created, nil
+			k.log.Info("created the mesh root CA", "secret", ns+"/"+name, "trust_domain", td.Name())
+		case apierrors.IsAlreadyExists(cerr):
+			sec, err = secrets.Get(ctx, name, metav1.GetOptions{})
+		default:
+			err = cerr
+		}
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("controlplane: kubernetes: CA secret %s/%s: %w", ns, name, err)
+	}
+	if got := sec.Annotations["portcullis.dev/trust-domain"]; got != "" && got != td.Name() {
+		return "", "", fmt.Errorf("controlplane: kubernetes: CA secret %s/%s is for trust domain %q, the Mesh says %q", ns, name, got, td.Name())
+	}
+	dir := filepath.Join(dataDir, "kubernetes-ca")
+	if err := securefile.EnsureDir(dir, securefile.DirMode); err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := securefile.WriteAtomic(certFile, sec.Data[corev1.TLSCertKey]); err != nil {
+		return "", "", err
+	}
+	if err := securefile.WriteAtomic(keyFile, sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// serviceAccounts is the certificate service's service-account token verifier.
+func (k *kubeEnv) serviceAccounts(td spiffeid.TrustDomain) certsvc.ServiceAccountVerifier {
+	rev := kubereview.Client{Kube: k.client}
+	return attest.NewServiceAccountVerifier(td, rev, rev)
+}
+
+// run serves the injection webhook on every replica and, on the leader, writes statuses and
+// keeps the webhook's caBundle equal to the mesh roots.
+func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, ledger *snapshot.Ledger, ln net.Listener) error {
+	td, ns, svc := id.td, k.cfg.Namespace, k.cfg.WebhookService
+	serving, err := ca.NewServingSource(id.authority, ca.ControlPlaneID(td), []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc + "." + ns, "localhost"}, k.log.With("component", "webhook"))
+	if err != nil {
+		return err
+	}
+	agents := k.cfg.AgentsAddr
+	if agents == "" {
+		agents = "portcullis-controlplane." + ns + ".svc:15010"
+	}
+	hook := &inject.Webhook{
+		Config: &inject.Config{
+			Image: k.cfg.ProxyImage, ControlPlane: agents, TrustDomain: td.Name(), ExcludeOutboundCIDRs: k.cfg.ExcludeOutboundCIDRs,
+			Pins: func() []string {
+				var pins []string
+				for _, r := range id.authority.Roots() {
+					pins = append(pins, ca.Pin(r))
+				}
+				return pins
+			},
+			Version: k.version,
+		},
+		Namespaces: func(ctx context.Context, name string) (map[string]string, error) {
+			n, err := k.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return n.Labels, nil
+		},
+		Logger: k.log.With("component", "webhook"),
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/inject", hook)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate}}
+	group.Go(func() error { return serving.Run(ctx) })
+	group.Go(func() error { return serve.HTTP(ctx, "controlplane: webhook", srv, ln, serve.DefaultGrace) })
+	status := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: k.dyn, Source: k.src, Progress: ledger.Programmed, Logger: k.log.With("component", "status")})
+	group.Go(func() error {
+		return kube.RunAsLeader(ctx, kube.LeaderOptions{Client: k.client, Namespace: ns, Identity: k.cfg.PodName, Logger: k.log.With("component", "leader")},
+			func(ctx context.Context) {
+				lead, lctx := errgroup.WithContext(ctx)
+				lead.Go(func() error { return status.Run(lctx) })
+				lead.Go(func() error {
+					inject.SyncCABundle(lctx, k.client, k.cfg.WebhookConfig, id.authority, k.log.With("component", "cabundle"))
+					return nil
+				})
+				if err := lead.Wait(); err != nil {
+					k.log.Error("leader task failed", "err", err)
+				}
+			})
+	})
+	k.log.Info("kubernetes: serving the injection webhook", "addr", ln.Addr().String(), "service", svc+"."+ns+".svc")
+	return nil
+}

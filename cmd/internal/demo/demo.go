@@ -1,0 +1,342 @@
+package demo
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/portcullis/portcullis/cmd/internal/controlplane"
+	"github.com/portcullis/portcullis/examples"
+	"github.com/portcullis/portcullis/examples/demoapp"
+	"github.com/portcullis/portcullis/telemetry"
+)
+
+// The demo's fixed loopback addresses; examples/demo/mesh names the workload ports.
+const (
+	demoFrontendApp   = "127.0.0.1:18080"
+	demoBackendApp    = "127.0.0.1:18090"
+	demoBackendMesh   = "127.0.0.1:15102"
+	demoFrontendAdmin = "127.0.0.1:15121"
+	demoBackendAdmin  = "127.0.0.1:15122"
+	demoIssuer        = "https://idp.demo.portcullis.local"
+)
+
+// Config is what the demo runs with; cmd/portcullis fills it from flags.
+type Config struct {
+	Version                       string
+	Out                           io.Writer // what to try, where to look
+	EnvoyPath                     string
+	JaegerPath                    string // "" runs without traces
+	WorkDir                       string // "" is a temporary directory, removed at the end
+	AdminAddr, XDSAddr, AuthzAddr string
+}
+
+// Run runs the demo until ctx ends.
+func Run(ctx context.Context, f Config) error {
+	out := f.Out
+	envoy, err := exec.LookPath(f.EnvoyPath)
+	if err != nil {
+		return fmt.Errorf("demo needs Envoy (make envoy, then --envoy-path .cache/bin/envoy): %w", err)
+	}
+	work := f.WorkDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "portcullis-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		work = dir
+	}
+	configDir, dataDir := filepath.Join(work, "mesh"), filepath.Join(work, "data")
+	if err := writeDemoMesh(configDir); err != nil {
+		return err
+	}
+	idpKey, err := writeDemoJWKS(filepath.Join(configDir, "jwks.json"))
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Agents run from the sidecar build beside this binary (make build), as in a real mesh.
+	agentBin := self
+	if sidecar := filepath.Join(filepath.Dir(self), "portcullis-agent"); fileExists(sidecar) {
+		agentBin = sidecar
+	}
+	cpLog, err := os.OpenFile(filepath.Join(work, "controlplane.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer cpLog.Close()
+	decisionLog := filepath.Join(work, "decisions.log")
+
+	fmt.Fprintf(out, "Starting the Portcullis demo in %s ...\n", work)
+	group, gctx := errgroup.WithContext(ctx)
+	jaegerQuery := ""
+	if f.JaegerPath != "" {
+		if jaegerQuery, err = startDemoJaeger(gctx, group, f.JaegerPath, work); err != nil {
+			return err
+		}
+	}
+	cp, err := controlplane.New(controlplane.Config{
+		Version: f.Version, Logger: slog.New(slog.NewTextHandler(cpLog, nil)), Stdout: io.Discard,
+		ConfigDir: configDir, DataDir: dataDir, AdminAddr: f.AdminAddr, XDSAddr: f.XDSAddr, AuthzAddr: f.AuthzAddr,
+		DecisionLog: decisionLog, JaegerQueryURL: jaegerQuery,
+	})
+	if err != nil {
+		return err
+	}
+	group.Go(func() error { return cp.Run(gctx) })
+	group.Go(func() error { return demoapp.Serve(gctx, demoBackendApp, demoapp.Backend("backend")) })
+	group.Go(func() error { return demoapp.Serve(gctx, demoFrontendApp, demoapp.Frontend("http://127.0.0.1:19001")) })
+	group.Go(func() error {
+		if err := waitHTTP(gctx, "http://"+f.AdminAddr+"/readyz", 60*time.Second); err != nil {
+			return fmt.Errorf("control plane not ready (see %s): %w", cpLog.Name(), err)
+		}
+		for _, w := range []struct{ name, service, admin string }{
+			{"backend-1", "backend", demoBackendAdmin},
+			{"frontend-1", "frontend", demoFrontendAdmin},
+		} {
+			if err := startDemoAgent(gctx, group, self, agentBin, envoy, work, dataDir, f.XDSAddr, w.name, w.service, w.admin); err != nil {
+				return err
+			}
+		}
+		for _, admin := range []string{demoBackendAdmin, demoFrontendAdmin} {
+			if err := waitHTTP(gctx, "http://"+admin+"/readyz", 60*time.Second); err != nil {
+				return fmt.Errorf("agent at %s not ready (logs in %s): %w", admin, work, err)
+			}
+		}
+		token, err := demoToken(idpKey)
+		if err != nil {
+			return err
+		}
+		return printDemoHelp(out, demoHelp{Work: work, Admin: f.AdminAddr, Token: token, Jaeger: jaegerQuery})
+	})
+	err = group.Wait()
+	if ctx.Err() != nil {
+		fmt.Fprintln(out, "\nDemo stopped.")
+		return nil
+	}
+	return err
+}
+
+// startDemoAgent creates a join token and runs an agent with its Envoy for a demo workload,
+// stopped (SIGTERM) when ctx ends.
+func startDemoAgent(ctx context.Context, group *errgroup.Group, self, agentBin, envoy, work, dataDir, xdsAddr, name, service, admin string) error {
+	token := filepath.Join(work, name+".token")
+	if out, err := exec.CommandContext(ctx, self, "token", "create", "--data-dir", dataDir, "--namespace", "demo",
+		"--service", service, "--out", token).CombinedOutput(); err != nil {
+		return fmt.Errorf("token for %s: %v: %s", name, err, out)
+	}
+	logFile, err := os.OpenFile(filepath.Join(work, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, agentBin, "agent", "--controlplane", xdsAddr, "--token-file", token,
+		"--socket-dir", filepath.Join(work, name), "--admin-addr", admin,
+		"--envoy-path", envoy, "--workload", name, "--envoy-concurrency", "1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 8 * time.Second
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("agent %s: %w", name, err)
+	}
+	group.Go(func() error {
+		defer logFile.Close()
+		err := cmd.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("agent %s exited (see %s): %v", name, logFile.Name(), err)
+	})
+	return nil
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Errorf("%s: %s", resp.Status, body)
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// writeDemoMesh copies the embedded demo documents into dir.
+func writeDemoMesh(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return fs.WalkDir(examples.DemoMesh, "demo/mesh", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := examples.DemoMesh.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o600)
+	})
+}
+
+// writeDemoJWKS makes the demo issuer's signing key and writes its public half as the JWKS the
+// demo's JWTProvider reads.
+func writeDemoJWKS(file string) (*ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "demo-1", Algorithm: string(jose.ES256), Use: "sig"}}}
+	data, err := json.Marshal(set)
+	if err != nil {
+		return nil, err
+	}
+	return key, os.WriteFile(file, data, 0o600)
+}
+
+// demoToken is an admin user's token from the demo issuer, valid for a day.
+func demoToken(key *ecdsa.PrivateKey) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo-1"))
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	claims := map[string]any{
+		"iss": demoIssuer, "sub": "alice", "aud": "backend",
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(24 * time.Hour).Unix(),
+		"realm_access": map[string]any{"roles": []string{"admin"}},
+	}
+	return josejwt.Signed(signer).Claims(claims).Serialize()
+}
+
+type demoHelp struct{ Work, Admin, Token, Jaeger string }
+
+// Jaeger's loopback addresses in the demo; examples/demo/mesh exports to demoOTLP.
+const (
+	demoOTLP        = "127.0.0.1:4317"
+	demoJaegerQuery = "127.0.0.1:16686"
+	demoJaegerGRPC  = "127.0.0.1:16685"
+)
+
+// startDemoJaeger runs Jaeger with in-memory storage on loopback and returns its query URL.
+func startDemoJaeger(ctx context.Context, group *errgroup.Group, bin, work string) (string, error) {
+	cfg := filepath.Join(work, "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(telemetry.JaegerConfig(demoOTLP, demoJaegerQuery, demoJaegerGRPC)), 0o600); err != nil {
+		return "", err
+	}
+	logFile, err := os.OpenFile(filepath.Join(work, "jaeger.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 8 * time.Second
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return "", fmt.Errorf("jaeger: %w", err)
+	}
+	group.Go(func() error {
+		defer logFile.Close()
+		err := cmd.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("jaeger exited (see %s): %v", logFile.Name(), err)
+	})
+	url := "http://" + demoJaegerQuery
+	if err := waitHTTP(ctx, url+"/api/services", 30*time.Second); err != nil {
+		return "", fmt.Errorf("jaeger not answering: %w", err)
+	}
+	return url, nil
+}
+
+var demoHelpText = template.Must(template.New("help").Parse(`
+Portcullis demo is up on loopback: the control plane, and a frontend and a backend application,
+each with its agent (SPIFFE identity, SDS) and a real Envoy.
+
+The frontend app (127.0.0.1:18080) calls the backend through its Envoy (outbound 127.0.0.1:19001),
+mTLS to the backend's Envoy (127.0.0.1:15102), which applies the rate limit and asks the control
+plane's ext_authz service before passing the request to the backend app (127.0.0.1:18090).
+
+Try:
+  allowed     curl -s 'http://127.0.0.1:18080/call?path=/api/items'
+              200; the backend names its caller: spiffe://portcullis.local/ns/demo/sa/frontend
+  denied      curl -si 'http://127.0.0.1:18080/call?path=/debug/vars'
+              403 by policy backend-deny-debug; the x-portcullis-decision-id header leads to the
+              decision in {{.Work}}/decisions.log (policy, rule, reason)
+  no token    curl -si 'http://127.0.0.1:18080/call?path=/admin/stats'
+              401: /admin/* needs a JWT with the admin role
+  JWT         curl -s -H 'Authorization: Bearer {{.Token}}' \
+                'http://127.0.0.1:18080/call?path=/admin/stats'
+              200 (an admin token from the demo issuer, valid for 24h)
+  429         for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/items'; done; echo
+              the backend's bucket holds 20 and refills 10/s
+  mTLS only   curl -sv http://127.0.0.1:15102/api/items
+              refused: the backend's Envoy accepts only mesh certificates
+
+Look:
+  portcullis proxy status                   what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
+  portcullis proxy config frontend-1.demo   the frontend Envoy's listeners, clusters, endpoints
+  http://{{.Admin}}/debug/authz             policies and JWT providers
+  http://{{.Admin}}/metrics                 Prometheus metrics
+  {{.Work}}/mesh                            the documents: edit one (try a typo) and watch
+                                            http://{{.Admin}}/debug/mesh; valid changes apply within a second
+  {{.Work}}/*.log                           control plane, agent and Envoy logs
+
+{{if .Jaeger}}Traces (Jaeger, in memory): every request above is one trace — the frontend's outbound span,
+the backend's inbound span, and the authorization Check with its JWT and policy spans:
+  http://{{.Admin}}/traces                                        browse (Jaeger's own web UI is not
+                                                                    part of a Go-module build)
+  http://{{.Admin}}/traces?service=portcullis-controlplane&tag=authz.decision:DENY
+                                                                    denied requests: policy, rule, reason
+  {{.Jaeger}}/api/traces?service=backend              Jaeger's query API
+{{else}}Traces: run with Jaeger (make jaeger; make demo does) to see each request as one trace.
+{{end}}
+Ctrl-C stops the demo and removes its files.
+`))
+
+func printDemoHelp(out io.Writer, h demoHelp) error { return demoHelpText.Execute(out, h) }
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
