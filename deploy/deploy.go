@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 )
 
@@ -151,4 +152,40 @@ func ns(u *unstructured.Unstructured) string {
 		return ""
 	}
 	return "in " + u.GetNamespace()
+}
+
+// InstallOptions say what `portcullis install` installs and how.
+type InstallOptions struct {
+	Overlay      string // a directory of overlays/ instead of the base ("" is the base)
+	Kubeconfig   string // "" is $KUBECONFIG or ~/.kube/config
+	DryRun       bool   // print the manifests instead of applying them
+	ServerDryRun bool   // apply with dryRun=All: admitted and validated, nothing stored
+}
+
+// Install renders the embedded manifests and prints them (DryRun) or applies them server-side
+// with the user's kubeconfig, reporting each object to out.
+func Install(ctx context.Context, opts InstallOptions, out io.Writer) error {
+	dir := "base"
+	if opts.Overlay != "" {
+		dir = "overlays/" + opts.Overlay
+	}
+	rendered, err := Render(Manifests, dir)
+	if err != nil {
+		return err
+	}
+	if opts.DryRun {
+		_, err := out.Write(rendered)
+		return err
+	}
+	objs, err := Objects(rendered)
+	if err != nil {
+		return err
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = opts.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	return Apply(ctx, cfg, objs, opts.ServerDryRun, out)
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -35,10 +34,7 @@ iptables-restore. --dry-run prints the rules instead.`,
 				return err
 			}
 			if !cmd.Flags().Changed("ipv6") {
-				// A dual-stack pod gets the IPv6 rules too: its IPv6 TCP is then refused
-				// (Envoy listens on IPv4) instead of bypassing the proxy.
-				data, err := os.ReadFile("/proc/net/if_inet6")
-				ipv6 = err == nil && inject.HasGlobalIPv6(string(data))
+				ipv6 = inject.PodHasGlobalIPv6()
 			}
 			if dryRun {
 				out := r.Rules(false)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -160,6 +161,14 @@ func ParseRedirectFlags(inbound, outbound uint16, uid int, excludeIn, excludeOut
 		return r, fmt.Errorf("inject: inbound and outbound ports must be set and differ")
 	}
 	return r, nil
+}
+
+// PodHasGlobalIPv6 reports whether the network namespace this process runs in has a global IPv6
+// address: a dual-stack pod then gets the IPv6 rules too, so its IPv6 TCP is refused (Envoy
+// listens on IPv4) instead of bypassing the proxy.
+func PodHasGlobalIPv6() bool {
+	data, err := os.ReadFile("/proc/net/if_inet6")
+	return err == nil && HasGlobalIPv6(string(data))
 }
 
 // HasGlobalIPv6 reports whether ifInet6 (the content of /proc/net/if_inet6) lists a global
