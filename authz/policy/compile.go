@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/authz/policy/internal/pattern"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -172,14 +173,6 @@ func newPolicySet(ps []*policy) *policySet {
 	return s
 }
 
-// finding is a problem in one policy document, before it is placed in a file.
-type finding struct {
-	field model.Path
-	// regoLine is the line inside the Rego module, 0 when not a Rego problem.
-	regoLine int
-	message  string
-}
-
 func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc) (*policy, []finding) {
 	ref := model.RefOf(doc)
 	p := &policy{name: ref.String(), doc: doc}
@@ -209,16 +202,16 @@ func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule
 	}
 	if f := r.From; f != nil {
 		if len(f.Principals) > 0 {
-			out.conds = append(out.conds, principals("principals", f.Principals, false))
+			out.conds = append(out.conds, &principalsCond{name: "principals", patterns: pattern.ParsePrincipals(f.Principals)})
 		}
 		if len(f.NotPrincipals) > 0 {
-			out.conds = append(out.conds, principals("notPrincipals", f.NotPrincipals, true))
+			out.conds = append(out.conds, &principalsCond{name: "notPrincipals", patterns: pattern.ParsePrincipals(f.NotPrincipals), not: true})
 		}
 		if len(f.Namespaces) > 0 {
-			out.conds = append(out.conds, &setCond{fieldName: "from.namespaces", attr: "source.namespace", get: sourceNamespace, set: newStringSet(f.Namespaces)})
+			out.conds = append(out.conds, &setCond{fieldName: "from.namespaces", attr: "source.namespace", get: sourceNamespace, set: pattern.NewSet(f.Namespaces)})
 		}
 		if len(f.NotNamespaces) > 0 {
-			out.conds = append(out.conds, &setCond{fieldName: "from.notNamespaces", attr: "source.namespace", get: sourceNamespace, set: newStringSet(f.NotNamespaces), not: true})
+			out.conds = append(out.conds, &setCond{fieldName: "from.notNamespaces", attr: "source.namespace", get: sourceNamespace, set: pattern.NewSet(f.NotNamespaces), not: true})
 		}
 		if j := f.JWT; j != nil {
 			jc := &jwtCond{}
@@ -227,7 +220,7 @@ func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule
 			}
 			for k := range j.Claims {
 				c := &j.Claims[k]
-				op, err := compileOperator(&c.ValueMatch)
+				op, err := pattern.ParseOperator(&c.ValueMatch)
 				if err != nil {
 					fail(path.Field("from.jwt.claims").Index(k), err)
 					continue
@@ -239,26 +232,22 @@ func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule
 	}
 	if t := r.To; t != nil {
 		if len(t.Methods) > 0 {
-			out.conds = append(out.conds, &setCond{fieldName: "to.methods", attr: "request.method", get: requestMethod, set: newStringSet(t.Methods)})
+			out.conds = append(out.conds, &setCond{fieldName: "to.methods", attr: "request.method", get: requestMethod, set: pattern.NewSet(t.Methods)})
 		}
 		if len(t.NotMethods) > 0 {
-			out.conds = append(out.conds, &setCond{fieldName: "to.notMethods", attr: "request.method", get: requestMethod, set: newStringSet(t.NotMethods), not: true})
+			out.conds = append(out.conds, &setCond{fieldName: "to.notMethods", attr: "request.method", get: requestMethod, set: pattern.NewSet(t.NotMethods), not: true})
 		}
 		if len(t.Paths) > 0 {
-			out.conds = append(out.conds, paths(t.Paths, false))
+			out.conds = append(out.conds, &pathsCond{patterns: pattern.ParsePaths(t.Paths)})
 		}
 		if len(t.NotPaths) > 0 {
-			out.conds = append(out.conds, paths(t.NotPaths, true))
+			out.conds = append(out.conds, &pathsCond{patterns: pattern.ParsePaths(t.NotPaths), not: true})
 		}
 		if len(t.Ports) > 0 {
 			out.conds = append(out.conds, &portsCond{ports: t.Ports})
 		}
 		if len(t.Hosts) > 0 {
-			hc := &hostsCond{}
-			for _, h := range t.Hosts {
-				hc.patterns = append(hc.patterns, compileHost(h))
-			}
-			out.conds = append(out.conds, hc)
+			out.conds = append(out.conds, &hostsCond{patterns: pattern.ParseHosts(t.Hosts)})
 		}
 	}
 	for k := range r.When {
@@ -271,22 +260,6 @@ func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule
 	}
 	slices.SortStableFunc(out.conds, func(a, b cond) int { return cmp.Compare(a.cost(), b.cost()) })
 	return out, findings
-}
-
-func principals(name string, list []string, not bool) *principalsCond {
-	c := &principalsCond{name: name, not: not}
-	for _, p := range list {
-		c.patterns = append(c.patterns, compilePrincipal(p))
-	}
-	return c
-}
-
-func paths(list []string, not bool) *pathsCond {
-	c := &pathsCond{not: not}
-	for _, p := range list {
-		c.patterns = append(c.patterns, compilePath(p))
-	}
-	return c
 }
 
 func sourceNamespace(a *Attributes) string { return a.Source.Namespace }
@@ -303,74 +276,32 @@ func compileCondition(c *model.Condition, path string) (cond, error) {
 		if err != nil {
 			return nil, err
 		}
-		op, err := compileOperator(&c.ValueMatch)
+		op, err := pattern.ParseOperator(&c.ValueMatch)
 		if err != nil {
 			return nil, err
 		}
 		return &valueCond{path: path, attr: attr, get: get, op: op}, nil
 	case len(c.SourceIPs) > 0:
-		ps, err := compileCIDRs(c.SourceIPs)
+		ps, err := pattern.ParseAddresses(c.SourceIPs)
 		if err != nil {
 			return nil, err
 		}
 		return &ipCond{path: path + ".sourceIPs", prefixes: ps}, nil
 	case len(c.NotSourceIPs) > 0:
-		ps, err := compileCIDRs(c.NotSourceIPs)
+		ps, err := pattern.ParseAddresses(c.NotSourceIPs)
 		if err != nil {
 			return nil, err
 		}
 		return &ipCond{path: path + ".notSourceIPs", prefixes: ps, not: true}, nil
 	case c.Time != nil:
-		return compileTime(c.Time, path+".time")
+		w, err := pattern.ParseTimeWindow(c.Time)
+		if err != nil {
+			return nil, err
+		}
+		return &timeCond{path: path + ".time", window: w}, nil
 	}
 	return nil, fmt.Errorf("empty condition")
 }
-
-// meshProblems places findings of a policy of a built mesh in its file.
-func meshProblems(m *model.Mesh, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
-	return placeFindings(m.Origin(doc), m.FieldLines(doc), doc, fs)
-}
-
-// placeFindings turns findings into problems with file, document, field and line. A Rego line
-// is placed relative to the line of spec.rego.module: a multi-line module is a YAML block scalar
-// ("module: |"), whose text starts on the next line.
-func placeFindings(o model.Origin, lines map[model.Path]int, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
-	out := make(model.Problems, 0, len(fs))
-	for _, f := range fs {
-		p := model.ProblemAt(o, lines, doc, f.field, f.message)
-		if f.regoLine > 0 && model.LineOf(lines, f.field) > 0 && doc.Spec.Rego != nil && containsNewline(doc.Spec.Rego.Module) {
-			p.Line += f.regoLine
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-func containsNewline(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return true
-		}
-	}
-	return false
-}
-
-// Check compiles the policies of a mesh and returns the problems. It is a source.Checker, so an
-// uncompilable policy (a Rego error) never replaces the last good mesh; the Rego modules it
-// compiles are kept for the Compile of the same mesh.
-func (c *Compiler) Check(m *model.Mesh) model.Problems {
-	var problems model.Problems
-	for _, doc := range m.AuthorizationPolicies {
-		if _, findings := c.compilePolicy(doc); len(findings) > 0 {
-			problems = append(problems, meshProblems(m, doc, findings)...)
-		}
-	}
-	problems.Sort()
-	return problems
-}
-
-// Check compiles the policies of a mesh with a compiler of its own and returns the problems.
-func Check(m *model.Mesh) model.Problems { return NewCompiler(Options{}).Check(m) }
 
 // Version returns the mesh version the engine was compiled from.
 func (e *Engine) Version() string { return e.version }

@@ -24,8 +24,11 @@
 //   - when a request without a token is denied by default and an ALLOW rule would have matched
 //     it given a verified JWT, the decision's code is CodeJWTRequired (the server answers 401).
 //
-// The package also holds the authoring tools' logic: Check (a source.Checker that compiles Rego
-// and reports errors at file, document, field and Rego line), Lint (rules that can never match),
-// Explain (every policy and rule considered and why it did or did not match) and the YAML test
-// runner behind `portcullis policy test`.
+// Beside Decide the engine offers what the authoring tools need and nothing more: Check and
+// CheckDocuments (compile errors at file, document, field and Rego line; Compiler.Check is a
+// source.Checker) and Trace (every rule of every policy evaluated, with the part that failed
+// and why). The tools themselves live apart: authz/policy/lint (rules that can never match),
+// authz/policy/explain (a decision explained policy by policy) and authz/policy/policytest (the
+// YAML test runner behind `portcullis policy test`). The matchers rules compile to are in
+// authz/policy/internal/pattern, shared with the linter.
 package policy

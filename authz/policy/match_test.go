@@ -2,11 +2,13 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/authz/policy/internal/testmesh"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -137,7 +139,7 @@ func TestOperators(t *testing.T) {
 			if !strings.HasPrefix(rule, "{") {
 				rule = "{" + rule + "}"
 			}
-			e := compile(t, buildMesh(t, `apiVersion: portcullis.dev/v1alpha1
+			e := compile(t, testmesh.Build(t, `apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: p, namespace: demo}
 spec:
@@ -151,7 +153,7 @@ spec:
 			}
 			d := e.Decide(context.Background(), a)
 			if d.Allow != tc.want {
-				t.Fatalf("allow = %v (%s: %s), want %v\n%s", d.Allow, d.Code, d.Reason, tc.want, explainText(t, e, a))
+				t.Fatalf("allow = %v (%s: %s), want %v\n%s", d.Allow, d.Code, d.Reason, tc.want, traceText(e, a))
 			}
 		})
 	}
@@ -169,10 +171,18 @@ func TestEveryAttributePathHasAGetter(t *testing.T) {
 	}
 }
 
-func explainText(t *testing.T, e *Engine, a *Attributes) string {
+// traceText is every policy's trace for a request, for failure messages (authz/policy/explain
+// renders it for people).
+func traceText(e *Engine, a *Attributes) string {
 	var b strings.Builder
-	if err := e.Explain(context.Background(), a).WriteText(&b); err != nil {
-		t.Fatal(err)
+	for _, p := range e.Trace(context.Background(), a) {
+		fmt.Fprintf(&b, "%s %s applies=%v matched=%v\n", p.Action, p.Policy, p.Applies, p.Matched)
+		for _, r := range p.Rules {
+			fmt.Fprintf(&b, "  rule %s matched=%v %v\n", r.Rule, r.Matched, r.Mismatches)
+		}
+		if p.Rego != nil {
+			fmt.Fprintf(&b, "  rego %+v\n", *p.Rego)
+		}
 	}
 	return b.String()
 }
@@ -234,7 +244,7 @@ func TestDecisionIDs(t *testing.T) {
 	seen := map[string]bool{}
 	prev := ""
 	for i := range 1000 {
-		id := NewDecisionID(monday10.Add(time.Duration(i) * time.Millisecond))
+		id := NewDecisionID(testmesh.Monday10.Add(time.Duration(i) * time.Millisecond))
 		if len(id) != 26 || strings.Trim(id, crockford) != "" {
 			t.Fatalf("id %q is not a ULID", id)
 		}

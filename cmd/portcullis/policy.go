@@ -20,6 +20,9 @@ import (
 
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/policy/explain"
+	"github.com/portcullis/portcullis/authz/policy/lint"
+	"github.com/portcullis/portcullis/authz/policy/policytest"
 	"github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
@@ -70,7 +73,7 @@ func runPolicyLint(stdout, stderr io.Writer, args []string) error {
 		ds, ps := source.Decode(f, data)
 		docs, problems = append(docs, ds...), append(problems, ps...)
 	}
-	var services policy.ServiceLookup
+	var services lint.ServiceLookup
 	hasMesh := slices.ContainsFunc(docs, func(d model.Document) bool { return d.Object.GetKind() == model.KindMesh })
 	switch {
 	case hasMesh && len(problems) == 0:
@@ -86,7 +89,7 @@ func runPolicyLint(stdout, stderr io.Writer, args []string) error {
 			fmt.Fprintln(stderr, "note: no Mesh document among the files: references between documents were not checked")
 		}
 	}
-	problems = append(problems, policy.LintDocuments(docs, services)...)
+	problems = append(problems, lint.Documents(docs, services)...)
 	problems.Sort()
 	for _, p := range problems {
 		fmt.Fprintln(stdout, p.String())
@@ -176,11 +179,11 @@ A token is given by its claims (jwt: {providers: [demo-idp], claims: {...}}). Fa
 explained rule by rule; the exit status is 1 when any test fails, as with "opa test".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			results, err := policy.RunTests(cmd.Context(), args[0], policy.TestOptions{LoadMesh: loadMesh, Mesh: meshDir})
+			results, err := policytest.Run(cmd.Context(), args[0], policytest.Options{LoadMesh: loadMesh, Mesh: meshDir})
 			if err != nil {
 				return err
 			}
-			failed, err := policy.WriteTestReport(cmd.OutOrStdout(), results, verbose)
+			failed, err := policytest.WriteReport(cmd.OutOrStdout(), results, verbose)
 			if err != nil {
 				return err
 			}
@@ -222,7 +225,7 @@ JSON (e.g. captured from a proxy), recognised by its "attributes" field.`,
 			if err != nil {
 				return fmt.Errorf("explain: %s: %w", requestFile, err)
 			}
-			x := e.Explain(cmd.Context(), a)
+			x := explain.Decide(cmd.Context(), e, a)
 			switch output {
 			case "json":
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -260,7 +263,7 @@ func readRequest(data []byte, now time.Time) (*policy.Attributes, error) {
 		}
 		return server.Attributes(&req, now)
 	}
-	spec, err := policy.ParseRequest(data)
+	spec, err := policytest.ParseRequest(data)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package policy
+package lint
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/policy/internal/pattern"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -13,37 +15,45 @@ import (
 // is one.
 type ServiceLookup func(namespace, name string) *model.ServiceDoc
 
-// LintDocuments checks the AuthorizationPolicy documents among docs beyond their validation:
-// Rego modules compile, and no rule is one that can never match. It skips documents that fail
-// their own validation (validation reports those). services resolves selectors for the port
-// check; nil skips it.
-func LintDocuments(docs []model.Document, services ServiceLookup) model.Problems {
-	c := NewCompiler(Options{})
-	var out model.Problems
+// Documents checks the AuthorizationPolicy documents among docs beyond their validation: Rego
+// modules compile (policy.CheckDocuments), and no rule is one that can never match. It skips
+// documents that fail their own validation (validation reports those). services resolves
+// selectors for the port check; nil skips it.
+func Documents(docs []model.Document, services ServiceLookup) model.Problems {
+	out := policy.CheckDocuments(docs)
 	for i := range docs {
 		d := &docs[i]
 		doc, ok := d.Object.(*model.AuthorizationPolicyDoc)
 		if !ok || len(doc.Validate()) > 0 {
 			continue
 		}
-		_, fs := c.compilePolicy(doc)
-		fs = append(fs, lintPolicy(doc, services)...)
-		out = append(out, placeFindings(d.Origin, d.FieldLines, doc, fs)...)
+		out = append(out, place(d.Origin, d.FieldLines, doc, lintPolicy(doc, services))...)
 	}
 	out.Sort()
 	return out
 }
 
-// Lint is LintDocuments for the policies of a built mesh.
-func Lint(m *model.Mesh) model.Problems {
-	c := NewCompiler(Options{})
-	var out model.Problems
+// Mesh is Documents for the policies of a built mesh.
+func Mesh(m *model.Mesh) model.Problems {
+	out := policy.Check(m)
 	for _, doc := range m.AuthorizationPolicies {
-		_, fs := c.compilePolicy(doc)
-		fs = append(fs, lintPolicy(doc, m.Service)...)
-		out = append(out, meshProblems(m, doc, fs)...)
+		out = append(out, place(m.Origin(doc), m.FieldLines(doc), doc, lintPolicy(doc, m.Service))...)
 	}
 	out.Sort()
+	return out
+}
+
+// finding is a rule that can never match, before it is placed in a file.
+type finding struct {
+	field   model.Path
+	message string
+}
+
+func place(o model.Origin, lines map[model.Path]int, doc *model.AuthorizationPolicyDoc, fs []finding) model.Problems {
+	out := make(model.Problems, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, model.ProblemAt(o, lines, doc, f.field, f.message))
+	}
 	return out
 }
 
@@ -79,10 +89,10 @@ func lintPolicy(doc *model.AuthorizationPolicyDoc, services ServiceLookup) []fin
 
 func lintFrom(f *model.Source, add func(field, format string, args ...any)) {
 	if len(f.Principals) > 0 && len(f.NotPrincipals) > 0 {
-		not := principals("notPrincipals", f.NotPrincipals, false)
+		not := pattern.ParsePrincipals(f.NotPrincipals)
 		if slices.Contains(f.NotPrincipals, "*") {
 			add("from.notPrincipals", "notPrincipals \"*\" excludes every authenticated caller, and principals match only authenticated ones")
-		} else if !slices.ContainsFunc(f.Principals, func(p string) bool { return !excludedPrincipal(p, f.NotPrincipals, not) }) {
+		} else if !slices.ContainsFunc(f.Principals, func(p string) bool { return !not.Covers(p) }) {
 			add("from.principals", "every principal listed is excluded by notPrincipals")
 		}
 	}
@@ -105,33 +115,6 @@ func lintFrom(f *model.Source, add func(field, format string, args ...any)) {
 	}
 }
 
-// excludedPrincipal reports whether every caller matching pattern p is excluded by the
-// notPrincipals patterns.
-func excludedPrincipal(p string, notRaw []string, not *principalsCond) bool {
-	if slices.Contains(notRaw, p) {
-		return true
-	}
-	pp := compilePrincipal(p)
-	switch {
-	case pp.exact != "":
-		return not.matchAny(pp.exact)
-	case pp.prefix != "":
-		// A prefix is excluded by a shorter (or equal) prefix.
-		for _, q := range not.patterns {
-			if q.prefix != "" && strings.HasPrefix(pp.prefix, q.prefix) {
-				return true
-			}
-		}
-	case pp.suffix != "":
-		for _, q := range not.patterns {
-			if q.suffix != "" && strings.HasSuffix(pp.suffix, q.suffix) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // principalNamespace returns the namespace an exact workload ID or a prefix naming a namespace
 // ("spiffe://td/ns/x/*") fixes.
 func principalNamespace(p string) (string, bool) {
@@ -150,8 +133,8 @@ func lintTo(t *model.Operation, svc *model.ServiceDoc, add func(field, format st
 		add("to.methods", "every method listed is excluded by notMethods")
 	}
 	if len(t.Paths) > 0 && len(t.NotPaths) > 0 {
-		not := paths(t.NotPaths, false)
-		if !slices.ContainsFunc(t.Paths, func(p string) bool { return !excludedPath(p, t.NotPaths, not) }) {
+		not := pattern.ParsePaths(t.NotPaths)
+		if !slices.ContainsFunc(t.Paths, func(p string) bool { return !not.Covers(p) }) {
 			add("to.paths", "every path listed is excluded by notPaths")
 		}
 	}
@@ -169,36 +152,13 @@ func lintTo(t *model.Operation, svc *model.ServiceDoc, add func(field, format st
 	}
 }
 
-// excludedPath reports whether every path matching pattern p is excluded by the notPaths.
-func excludedPath(p string, notRaw []string, not *pathsCond) bool {
-	if slices.Contains(notRaw, p) {
-		return true
-	}
-	pp := compilePath(p)
-	switch pp.kind {
-	case pathExact:
-		for i := range not.patterns {
-			if not.patterns[i].match(p) {
-				return true
-			}
-		}
-	case pathPrefix:
-		for _, q := range not.patterns {
-			if q.kind == pathPrefix && strings.HasPrefix(pp.prefix, q.prefix) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // lintWhen finds contradictions between a rule's when conditions (which must all hold): tests of
 // one single-valued attribute that no value passes together, and source-IP ranges that exclude
 // each other.
 func lintWhen(when []model.Condition, add func(k int, format string, args ...any)) {
 	type test struct {
 		k  int
-		op operator
+		op pattern.Operator
 	}
 	byAttr := map[string][]test{}
 	var ipSets []struct {
@@ -217,20 +177,20 @@ func lintWhen(when []model.Condition, add func(k int, format string, args ...any
 			if !singleValued(attr) {
 				continue
 			}
-			op, err := compileOperator(&c.ValueMatch)
+			op, err := pattern.ParseOperator(&c.ValueMatch)
 			if err != nil {
 				continue
 			}
 			byAttr[attr] = append(byAttr[attr], test{k, op})
 		case len(c.SourceIPs) > 0:
-			if set, err := compileCIDRs(c.SourceIPs); err == nil {
+			if set, err := pattern.ParseAddresses(c.SourceIPs); err == nil {
 				ipSets = append(ipSets, struct {
 					k   int
 					set []netip.Prefix
 				}{k, set})
 			}
 		case len(c.NotSourceIPs) > 0:
-			if set, err := compileCIDRs(c.NotSourceIPs); err == nil {
+			if set, err := pattern.ParseAddresses(c.NotSourceIPs); err == nil {
 				notIPs = append(notIPs, set...)
 			}
 		}
@@ -243,11 +203,8 @@ func lintWhen(when []model.Condition, add func(k int, format string, args ...any
 		var candidates []string
 		fixed := false
 		for _, t := range tests {
-			switch t.op.kind {
-			case "equals":
-				candidates, fixed = intersect(candidates, []string{t.op.arg}, fixed), true
-			case "in":
-				candidates, fixed = intersect(candidates, t.op.set.list, fixed), true
+			if vals, ok := t.op.Values(); ok {
+				candidates, fixed = intersect(candidates, vals, fixed), true
 			}
 		}
 		if !fixed {
@@ -255,7 +212,7 @@ func lintWhen(when []model.Condition, add func(k int, format string, args ...any
 		}
 		candidates = slices.DeleteFunc(candidates, func(v string) bool {
 			for _, t := range tests {
-				if !t.op.test(value{one: v, ok: true}) {
+				if !t.op.Test(pattern.Value{One: v, OK: true}) {
 					return true
 				}
 			}

@@ -1,4 +1,4 @@
-package policy
+package policytest
 
 import (
 	"context"
@@ -7,12 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/policy/internal/testmesh"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
 )
 
 func loadDir(dir string) (*model.Mesh, error) {
-	d, err := source.NewDir(dir, source.DirOptions{Checks: []source.Checker{Check}})
+	d, err := source.NewDir(dir, source.DirOptions{Checks: []source.Checker{policy.Check}})
 	if err != nil {
 		return nil, err
 	}
@@ -33,10 +35,10 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-func TestRunTests(t *testing.T) {
+func TestRun(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "mesh", "mesh.yaml"), strings.Replace(meshBase, "%DEFAULT%", "DENY", 1)+"---\n"+
-		policyYAML("allow", "backend", "ALLOW", false, ruleGET+"\n"+ruleAdminJWT))
+	writeFile(t, filepath.Join(dir, "mesh", "mesh.yaml"), testmesh.YAML("DENY")+
+		testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET+"\n"+testmesh.RuleAdminJWT))
 	writeFile(t, filepath.Join(dir, "tests", "backend_test.yaml"), `mesh: ../mesh
 tests:
   - name: frontend reads
@@ -66,7 +68,7 @@ tests:
       path: /other
     expect: {decision: ALLOW, policy: demo/allow}
 `)
-	results, err := RunTests(context.Background(), filepath.Join(dir, "tests"), TestOptions{LoadMesh: loadDir})
+	results, err := Run(context.Background(), filepath.Join(dir, "tests"), Options{LoadMesh: loadDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ tests:
 		}
 	}
 	var out strings.Builder
-	failed, err := WriteTestReport(&out, results, true)
+	failed, err := WriteReport(&out, results, true)
 	if err != nil || failed != 1 {
 		t.Fatalf("failed = %d, %v", failed, err)
 	}
@@ -90,13 +92,13 @@ tests:
 	}
 }
 
-func TestRunTestsErrors(t *testing.T) {
+func TestRunErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := RunTests(context.Background(), dir, TestOptions{LoadMesh: loadDir}); err == nil || !strings.Contains(err.Error(), "no test files") {
+	if _, err := Run(context.Background(), dir, Options{LoadMesh: loadDir}); err == nil || !strings.Contains(err.Error(), "no test files") {
 		t.Errorf("empty dir: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "x_test.yaml"), "tests:\n  - name: a\n    typo: 1\n")
-	if _, err := RunTests(context.Background(), dir, TestOptions{LoadMesh: loadDir}); err == nil || !strings.Contains(err.Error(), "typo") {
+	if _, err := Run(context.Background(), dir, Options{LoadMesh: loadDir}); err == nil || !strings.Contains(err.Error(), "typo") {
 		t.Errorf("unknown field: %v", err)
 	}
 }
@@ -106,17 +108,17 @@ func TestParseRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Attributes(monday10)
+	a, err := r.Attributes(testmesh.Monday10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Request.Method != "POST" || a.Request.Path != "/a/b" || a.Request.Query != "x=1" || a.Request.Headers["x-a"] != "b" || !a.Request.Time.Equal(monday10) || a.Destination.Namespace != "default" {
+	if a.Request.Method != "POST" || a.Request.Path != "/a/b" || a.Request.Query != "x=1" || a.Request.Headers["x-a"] != "b" || !a.Request.Time.Equal(testmesh.Monday10) || a.Destination.Namespace != "default" {
 		t.Errorf("attributes = %+v", a)
 	}
 	for _, bad := range []string{"methd: GET\n", "source: {principal: not-spiffe}\n", "path: relative\n", "time: yesterday\n", "source: {address: x}\n"} {
 		r, err := ParseRequest([]byte(bad))
 		if err == nil {
-			_, err = r.Attributes(monday10)
+			_, err = r.Attributes(testmesh.Monday10)
 		}
 		if err == nil {
 			t.Errorf("%q accepted", bad)

@@ -1,4 +1,4 @@
-package policy
+package explain
 
 import (
 	"context"
@@ -6,19 +6,20 @@ import (
 	"io"
 	"strings"
 
+	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
 // Explanation is a decision with every policy of the mesh: whether it applied, what each rule
 // did, and the part of each rule that did not match.
 type Explanation struct {
-	Decision    Decision            `json:"decision"`
-	Destination string              `json:"destination"`
-	Policies    []PolicyExplanation `json:"policies"`
+	Decision    policy.Decision `json:"decision"`
+	Destination string          `json:"destination"`
+	Policies    []Policy        `json:"policies"`
 }
 
-// PolicyExplanation is one policy's part in a decision.
-type PolicyExplanation struct {
+// Policy is one policy's part in a decision.
+type Policy struct {
 	Policy  string       `json:"policy"`
 	Action  model.Action `json:"action"`
 	DryRun  bool         `json:"dryRun,omitempty"`
@@ -27,84 +28,31 @@ type PolicyExplanation struct {
 	Matched bool         `json:"matched"`
 	// Outcome says what the policy did: decided, overridden, audited, dry run, no match, or why
 	// it did not apply.
-	Outcome string            `json:"outcome"`
-	Rules   []RuleExplanation `json:"rules,omitempty"`
-	Rego    *RegoExplanation  `json:"rego,omitempty"`
+	Outcome string             `json:"outcome"`
+	Rules   []policy.RuleTrace `json:"rules,omitempty"`
+	Rego    *policy.RegoTrace  `json:"rego,omitempty"`
 }
 
-// RuleExplanation is one rule's result.
-type RuleExplanation struct {
-	Rule       string     `json:"rule"`
-	Matched    bool       `json:"matched"`
-	Mismatches []Mismatch `json:"mismatches,omitempty"`
-}
-
-// Mismatch is a part of a rule that did not match, and why.
-type Mismatch struct {
-	Field  string `json:"field"`
-	Reason string `json:"reason"`
-}
-
-// RegoExplanation is a Rego module's result.
-type RegoExplanation struct {
-	Matched bool   `json:"matched"`
-	Rule    string `json:"rule,omitempty"`
-	Reason  string `json:"reason,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
-
-// Explain decides a request and explains the decision. It evaluates every rule of every policy
-// (Decide stops early), so it is for tools, not for the request path.
-func (e *Engine) Explain(ctx context.Context, a *Attributes) *Explanation {
+// Decide decides a request with e and explains the decision. It evaluates every rule of every
+// policy (Engine.Trace), so it is for tools, not for the request path.
+func Decide(ctx context.Context, e *policy.Engine, a *policy.Attributes) *Explanation {
 	x := &Explanation{Decision: e.Decide(ctx, a), Destination: a.Destination.Namespace + "/" + a.Destination.Service}
-	set := e.policiesFor(&a.Destination)
-	applies := map[*policy]bool{}
-	for _, p := range set.all {
-		applies[p] = true
-	}
-	var in regoInput
-	for _, p := range e.policies {
-		pe := PolicyExplanation{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Scope: "mesh-wide", Applies: applies[p]}
-		if p.selector != nil {
-			pe.Scope = "service " + p.selector.String()
+	for _, t := range e.Trace(ctx, a) {
+		p := Policy{Policy: t.Policy, Action: t.Action, DryRun: t.DryRun, Scope: "mesh-wide", Applies: t.Applies, Matched: t.Matched, Rules: t.Rules, Rego: t.Rego}
+		if t.Selector != nil {
+			p.Scope = "service " + t.Selector.String()
 		}
-		if !pe.Applies {
-			pe.Outcome = fmt.Sprintf("does not apply: it selects %s, the request is for %s", p.selector, x.Destination)
-			x.Policies = append(x.Policies, pe)
-			continue
+		if t.Applies {
+			p.Outcome = outcome(&p, &x.Decision)
+		} else {
+			p.Outcome = fmt.Sprintf("does not apply: it selects %s, the request is for %s", t.Selector, x.Destination)
 		}
-		for _, r := range p.rules {
-			re := RuleExplanation{Rule: r.name, Matched: r.match(a)}
-			if !re.Matched {
-				for _, c := range r.conds {
-					if !c.match(a) {
-						re.Mismatches = append(re.Mismatches, Mismatch{Field: c.field(), Reason: c.explain(a)})
-					}
-				}
-				if r.jwt != nil && !r.jwt.match(a) {
-					re.Mismatches = append(re.Mismatches, Mismatch{Field: r.jwt.field(), Reason: r.jwt.explain(a)})
-				}
-			}
-			pe.Matched = pe.Matched || re.Matched
-			pe.Rules = append(pe.Rules, re)
-		}
-		if p.rego != nil {
-			res, err := p.evalRego(ctx, a, &in)
-			rx := &RegoExplanation{Matched: res.match, Rule: res.rule, Reason: res.reason}
-			if err != nil {
-				rx.Error = err.Error()
-				rx.Matched = p.doc.Spec.Action == model.ActionDeny // fails closed, as in Decide
-			}
-			pe.Matched = pe.Matched || rx.Matched
-			pe.Rego = rx
-		}
-		pe.Outcome = outcome(&pe, &x.Decision)
-		x.Policies = append(x.Policies, pe)
+		x.Policies = append(x.Policies, p)
 	}
 	return x
 }
 
-func outcome(pe *PolicyExplanation, d *Decision) string {
+func outcome(pe *Policy, d *policy.Decision) string {
 	switch {
 	case !pe.Matched && pe.DryRun:
 		return "dry run: no match"
@@ -116,7 +64,7 @@ func outcome(pe *PolicyExplanation, d *Decision) string {
 		return "audit: matched (logged and traced; no effect on the decision)"
 	case d.Policy == pe.Policy:
 		return fmt.Sprintf("decided: %s the request", verb(pe.Action, true))
-	case pe.Action == model.ActionAllow && d.Code == CodeDenied:
+	case pe.Action == model.ActionAllow && d.Code == policy.CodeDenied:
 		return fmt.Sprintf("matched, but DENY policy %s overrides it", d.Policy)
 	}
 	return fmt.Sprintf("matched; %s decided first (policies are considered in name order)", d.Policy)
@@ -140,7 +88,7 @@ func (x *Explanation) WriteText(w io.Writer) error {
 	d := &x.Decision
 	fmt.Fprintf(&b, "decision: %s (%s)", d.Outcome(), d.Code)
 	switch {
-	case d.Code == CodeJWTRequired:
+	case d.Code == policy.CodeJWTRequired:
 		fmt.Fprintf(&b, ": with a verified JWT, %s rule %s would allow it", d.Policy, d.Rule)
 	case d.Policy != "":
 		fmt.Fprintf(&b, " by %s rule %s", d.Policy, d.Rule)

@@ -1,9 +1,10 @@
-package policy
+package lint
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis/portcullis/authz/policy/internal/testmesh"
 	"github.com/portcullis/portcullis/xds/source"
 )
 
@@ -40,8 +41,8 @@ func TestLintNeverMatching(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := buildMesh(t, policyYAML("p", "backend", "ALLOW", false, "  - "+tc.rule))
-			ps := Lint(m)
+			m := testmesh.Build(t, testmesh.Policy("p", "backend", "ALLOW", false, "  - "+tc.rule))
+			ps := Mesh(m)
 			switch {
 			case tc.field == "" && len(ps) > 0:
 				t.Fatalf("unexpected: %v", ps)
@@ -55,13 +56,13 @@ func TestLintNeverMatching(t *testing.T) {
 }
 
 func TestLintDocumentsWithoutMesh(t *testing.T) {
-	text := policyYAML("p", "backend", "ALLOW", false, "  - {to: {methods: [GET], notMethods: [GET]}}") +
-		regoPolicy("r", "ALLOW", "package p\n\nmatch if {\n\tnope == 1\n}\n")
+	text := testmesh.Policy("p", "backend", "ALLOW", false, "  - {to: {methods: [GET], notMethods: [GET]}}") +
+		testmesh.Rego("r", "ALLOW", "package p\n\nmatch if {\n\tnope == 1\n}\n")
 	docs, ps := source.Decode("policies.yaml", []byte(text))
 	if len(ps) > 0 {
 		t.Fatal(ps)
 	}
-	got := LintDocuments(docs, nil)
+	got := Documents(docs, nil)
 	if len(got) != 2 {
 		t.Fatalf("problems = %v", got)
 	}
