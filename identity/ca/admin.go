@@ -140,7 +140,7 @@ func ReadStatus(dataDir string, now time.Time) (*Status, error) {
 			RootFingerprint: Pin(a.root),
 		}
 		if a.canSign() {
-			ic := certInfo(a.signer())
+			ic := certInfo(a.signingCert())
 			s.Intermediate = &ic
 		} else if a.upstream {
 			s.IntermediateNote = "from --ca-cert"
@@ -176,28 +176,11 @@ func ReadBundle(dataDir string, now time.Time) (spiffeid.TrustDomain, []*x509.Ce
 		}
 		auths[p.ID] = a
 	}
-	s := buildSnapshotRoots(phases, auths, now)
+	s := bundleRoots(phases, auths, now)
 	if len(s) == 0 {
 		return spiffeid.TrustDomain{}, nil, errors.New("ca: no valid root in the trust bundle")
 	}
 	return td, s, nil
-}
-
-// buildSnapshotRoots lists the bundle's roots, active first, without needing signing keys.
-func buildSnapshotRoots(phases []AuthorityPhase, auths map[string]*authority, now time.Time) []*x509.Certificate {
-	var roots []*x509.Certificate
-	for _, p := range sortedPhases(phases) {
-		a := auths[p.ID]
-		if a == nil || !now.Before(a.root.NotAfter) {
-			continue
-		}
-		if p.Phase == PhaseActive {
-			roots = append([]*x509.Certificate{a.root}, roots...)
-		} else {
-			roots = append(roots, a.root)
-		}
-	}
-	return roots
 }
 
 // ReadTrustDomain returns the trust domain of the CA in dataDir, or ErrNoCA.

@@ -31,24 +31,8 @@ type authority struct {
 
 func (a *authority) canSign() bool { return len(a.chain) > 0 && a.key != nil }
 
-func (a *authority) signer() *x509.Certificate { return a.chain[0] }
-
-// intermediateDue reports whether the intermediate should be (re)issued: missing, or past half
-// of the configured lifetime. An intermediate already ending with its root is not renewed, since
-// a new one could not live longer.
-func (a *authority) intermediateDue(now time.Time, ttl time.Duration) bool {
-	if a.rootKey == nil {
-		return false
-	}
-	if !a.canSign() {
-		return true
-	}
-	s := a.signer()
-	if s.NotAfter.Equal(a.root.NotAfter) {
-		return false
-	}
-	return s.NotAfter.Sub(now) < ttl/2
-}
+// signingCert is the certificate SVIDs are issued under (the intermediate).
+func (a *authority) signingCert() *x509.Certificate { return a.chain[0] }
 
 // NewRootPEM makes a self-signed root for td, PEM-encoded, for a root kept outside the data
 // directory (on Kubernetes, in a Secret every control plane replica reads, passed back as

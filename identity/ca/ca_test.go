@@ -1,7 +1,6 @@
 package ca
 
 import (
-	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
@@ -123,7 +120,7 @@ func TestSVIDTTLCappedByIssuerAndLogged(t *testing.T) {
 	clock := newClock()
 	cfg, logs := testConfig(t, clock)
 	c := openCA(t, cfg)
-	inter := c.snap.Load().active.signer()
+	inter := c.signer.current().active.signingCert()
 	// 30 minutes before the intermediate ends (no refresh, so no renewal).
 	clock.Add(inter.NotAfter.Sub(clock.Now()) - 30*time.Minute)
 	for range 3 {
@@ -152,7 +149,7 @@ func TestReopenLoadsTheSameCA(t *testing.T) {
 	cfg, _ := testConfig(t, newClock())
 	a := openCA(t, cfg)
 	b := openCA(t, cfg)
-	if !a.Roots()[0].Equal(b.Roots()[0]) || !a.snap.Load().active.signer().Equal(b.snap.Load().active.signer()) {
+	if !a.Roots()[0].Equal(b.Roots()[0]) || !a.signer.current().active.signingCert().Equal(b.signer.current().active.signingCert()) {
 		t.Fatal("reopening made a new root or intermediate")
 	}
 	cfg.TrustDomain = spiffeid.RequireTrustDomainFromString("other.org")
@@ -180,138 +177,6 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		if _, err := Open(c); err == nil {
 			t.Errorf("%s: Open succeeded", name)
 		}
-	}
-}
-
-func TestIntermediateRenewedAtHalfLife(t *testing.T) {
-	clock := newClock()
-	cfg, _ := testConfig(t, clock)
-	c := openCA(t, cfg)
-	changed := c.Changed()
-	old := c.snap.Load().active.signer()
-	svid, err := c.SignX509SVID(workload(t, "/ns/a/sa/b"), mustKey(t).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock.Add(cfg.IntermediateTTL/2 - time.Minute)
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	if !c.snap.Load().active.signer().Equal(old) {
-		t.Fatal("renewed before half-life")
-	}
-	clock.Add(2 * time.Minute)
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	renewed := c.snap.Load().active.signer()
-	if renewed.Equal(old) {
-		t.Fatal("intermediate not renewed after half-life")
-	}
-	select {
-	case <-changed:
-	default:
-		t.Error("Changed not signalled")
-	}
-	// Persisted: a restart signs with the renewed intermediate.
-	if got := openCA(t, cfg).snap.Load().active.signer(); !got.Equal(renewed) {
-		t.Error("restart did not load the renewed intermediate")
-	}
-	// SVIDs from the old intermediate still verify: the bundle holds roots only.
-	if _, _, err := x509svid.Verify(parseChain(t, svid.Chain), c, x509svid.WithTime(parseChain(t, svid.Chain)[0].NotAfter.Add(-time.Second))); err != nil {
-		t.Errorf("old SVID no longer verifies: %v", err)
-	}
-}
-
-func TestRootRotationOverlap(t *testing.T) {
-	clock := newClock()
-	cfg, logs := testConfig(t, clock)
-	c := openCA(t, cfg)
-	oldRoot := c.Roots()[0]
-
-	// Phase 1: prepared. In the bundle, not signing.
-	rotated, err := Rotate(cfg.DataDir, RotateOptions{Clock: clock.Now, RootTTL: cfg.RootTTL, IntermediateTTL: cfg.IntermediateTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rotated.Phase != PhasePrepared || !rotated.ActivateAt.Equal(clock.Now().Add(time.Hour)) {
-		t.Fatalf("rotated = %+v, want prepared, activating after the SVID TTL", rotated)
-	}
-	if _, err := Rotate(cfg.DataDir, RotateOptions{Clock: clock.Now}); err == nil {
-		t.Error("a second rotation while one is prepared was accepted")
-	}
-	changed := c.Changed()
-	clock.Add(time.Second)
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	<-changed
-	roots := c.Roots()
-	if len(roots) != 2 || !roots[0].Equal(oldRoot) {
-		t.Fatalf("prepared phase: bundle %d roots, active first = %v", len(roots), roots[0].Equal(oldRoot))
-	}
-	newRoot := roots[1]
-	if signedBy(t, c, newRoot) {
-		t.Fatal("prepared root signs already")
-	}
-
-	// Phase 2: active. The new root signs; the old stays for SVIDs it signed.
-	clock.Add(time.Hour - 2*time.Second)
-	oldSVID, err := c.SignX509SVID(workload(t, "/ns/a/sa/b"), mustKey(t).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock.Add(time.Second)
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	if !signedBy(t, c, newRoot) {
-		t.Fatal("new root does not sign after its activation time")
-	}
-	if _, _, err := x509svid.Verify(parseChain(t, oldSVID.Chain), c, x509svid.WithTime(clock.Now())); err != nil {
-		t.Fatalf("SVID of the old root rejected during overlap: %v", err)
-	}
-	if len(c.Roots()) != 2 {
-		t.Fatal("old root left the bundle too early")
-	}
-
-	// Phase 3: dropped after the longest SVID TTL plus grace.
-	clock.Add(time.Hour + DropGrace)
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	if roots := c.Roots(); len(roots) != 1 || !roots[0].Equal(newRoot) {
-		t.Fatalf("after overlap the bundle has %d roots", len(roots))
-	}
-	st, err := ReadStatus(cfg.DataDir, clock.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Authorities[0].Phase != PhaseDropped || st.Authorities[1].Phase != PhaseActive || st.Authorities[0].InBundle {
-		t.Errorf("status = %+v", st.Authorities)
-	}
-	if !strings.Contains(logs.String(), "CA authorities changed") {
-		t.Error("phase changes not logged")
-	}
-	// A restart computes the same phases.
-	if got := openCA(t, cfg).Roots(); len(got) != 1 || !got[0].Equal(newRoot) {
-		t.Error("restart disagrees about the bundle")
-	}
-}
-
-func TestRotateNow(t *testing.T) {
-	clock := newClock()
-	cfg, _ := testConfig(t, clock)
-	c := openCA(t, cfg)
-	if _, err := Rotate(cfg.DataDir, RotateOptions{Clock: clock.Now, Now: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	roots := c.Roots()
-	if len(roots) != 2 || !signedBy(t, c, roots[0]) {
-		t.Fatal("rotate --now did not activate the new root at once")
 	}
 }
 
@@ -352,11 +217,11 @@ func TestUpstreamCA(t *testing.T) {
 			if _, _, err := x509svid.Verify(chain, c, x509svid.WithTime(clock.Now())); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := os.Stat(filepath.Join(authorityDir(cfg.DataDir, c.snap.Load().active.id), RootFile)); err != nil {
+			if _, err := os.Stat(filepath.Join(authorityDir(cfg.DataDir, c.signer.current().active.id), RootFile)); err != nil {
 				t.Fatal(err)
 			}
 			// The user's key is never copied into the data directory.
-			data, err := os.ReadFile(filepath.Join(authorityDir(cfg.DataDir, c.snap.Load().active.id), RootFile))
+			data, err := os.ReadFile(filepath.Join(authorityDir(cfg.DataDir, c.signer.current().active.id), RootFile))
 			if err != nil || strings.Contains(string(data), "PRIVATE KEY") {
 				t.Errorf("upstream root file holds a key (%v)", err)
 			}
@@ -447,59 +312,6 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func TestRevocation(t *testing.T) {
-	clock := newClock()
-	cfg, _ := testConfig(t, clock)
-	c := openCA(t, cfg)
-	idA, idB := workload(t, "/ns/a/sa/a"), workload(t, "/ns/a/sa/b")
-	issue := func(id spiffeid.ID) *x509.Certificate {
-		s, err := c.SignX509SVID(id, mustKey(t).Public())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return parseChain(t, s.Chain)[0]
-	}
-	a1, b1 := issue(idA), issue(idB)
-	if c.RevokedCert(a1) || c.RevokedCert(b1) {
-		t.Fatal("revoked before any revocation")
-	}
-	clock.Add(time.Minute)
-	if _, err := Revoke(cfg.DataDir, a1.SerialNumber, spiffeid.ID{}, "", clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Revoke(cfg.DataDir, nil, idB, "compromised host", clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Revoke(cfg.DataDir, nil, spiffeid.RequireFromString("spiffe://other.org/x"), "", clock.Now()); err == nil {
-		t.Error("revoked an ID of another trust domain")
-	}
-	if err := c.reloadRevocations(); err != nil {
-		t.Fatal(err)
-	}
-	if !c.Revoked(a1.SerialNumber) || !c.RevokedCert(a1) {
-		t.Error("serial revocation not applied")
-	}
-	if !c.RevokedCert(b1) || c.Revoked(b1.SerialNumber) {
-		t.Error("ID revocation: want the cert revoked by ID, not by serial")
-	}
-	clock.Add(time.Minute)
-	if b2 := issue(idB); c.RevokedCert(b2) {
-		t.Error("an SVID issued after the ID revocation counts as revoked")
-	}
-	if a2 := issue(idA); c.RevokedCert(a2) {
-		t.Error("serial revocation hit another SVID of the same ID")
-	}
-	// Entries are pruned once every SVID they could match has expired.
-	clock.Add(2 * time.Hour)
-	if _, err := Revoke(cfg.DataDir, must(ParseSerial("0a:0b")), spiffeid.ID{}, "", clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	f, err := readRevocations(cfg.DataDir)
-	if err != nil || len(f.Entries) != 1 || f.Entries[0].Serial != "a0b" {
-		t.Fatalf("after pruning: %+v, %v", f, err)
-	}
-}
-
 func TestParseSerial(t *testing.T) {
 	for in, want := range map[string]string{"0A:0B": "a0b", "0x1f": "1f", "abc": "abc", " 01 ": "1"} {
 		got, err := ParseSerial(in)
@@ -511,98 +323,6 @@ func TestParseSerial(t *testing.T) {
 		if _, err := ParseSerial(bad); err == nil {
 			t.Errorf("ParseSerial(%q) accepted", bad)
 		}
-	}
-}
-
-func TestExpiryMetricsAndWarnings(t *testing.T) {
-	clock := newClock()
-	cfg, logs := testConfig(t, clock)
-	reader := sdkmetric.NewManualReader()
-	cfg.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-	c := openCA(t, cfg)
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	roles := map[string]float64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "portcullis_ca_certificate_expiry_seconds" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Gauge[float64]).DataPoints {
-				role, _ := dp.Attributes.Value("role")
-				roles[role.AsString()] = dp.Value
-			}
-		}
-	}
-	if roles["root"] != cfg.RootTTL.Seconds() || roles["intermediate"] != cfg.IntermediateTTL.Seconds() {
-		t.Errorf("expiry gauge = %v", roles)
-	}
-	c.checkExpiry()
-	if strings.Contains(logs.String(), "nearing expiry") {
-		t.Fatal("warned about a fresh root")
-	}
-	// A quarter of the root's life left: warned, with the command to run; once a day only.
-	clock.Add(cfg.RootTTL * 3 / 4)
-	c.checkExpiry()
-	c.checkExpiry()
-	if n := strings.Count(logs.String(), `level=WARN msg="CA certificate nearing expiry" role=root`); n != 1 {
-		t.Errorf("root warning logged %d times, want 1:\n%s", n, logs)
-	}
-	if !strings.Contains(logs.String(), "portcullis ca rotate --data-dir") {
-		t.Error("warning does not say what to do")
-	}
-	clock.Add(cfg.RootTTL / 5)
-	c.checkExpiry()
-	if !strings.Contains(logs.String(), `level=ERROR msg="CA certificate nearing expiry" role=root`) {
-		t.Error("no error-level log with 5% of the root's life left")
-	}
-}
-
-func TestSelfSourceRotatesWithTheCA(t *testing.T) {
-	clock := newClock()
-	cfg, _ := testConfig(t, clock)
-	c := openCA(t, cfg)
-	id := ControlPlaneID(testTD)
-	src, err := NewSelfSource(c, id, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := src.GetX509SVID()
-	if err != nil || svid.ID != id {
-		t.Fatalf("SVID %v, %v", svid, err)
-	}
-	tc, err := src.GetCertificate(nil)
-	if err != nil || len(tc.Certificate) != 3 {
-		t.Fatalf("TLS chain has %d certificates, want SVID, intermediate, root", len(tc.Certificate))
-	}
-	if root := must(x509.ParseCertificate(tc.Certificate[2])); !root.Equal(c.Roots()[0]) {
-		t.Error("TLS chain does not end with the bundle's root")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	if _, err := Rotate(cfg.DataDir, RotateOptions{Clock: clock.Now, Now: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.refresh(false); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		tc, _ := src.GetCertificate(nil)
-		if must(x509.ParseCertificate(tc.Certificate[2])).Equal(c.Roots()[0]) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("control plane SVID not reissued under the new root")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -9,6 +9,13 @@
 // revoke) share the directory through an advisory lock and atomic file replacement; the running
 // control plane reloads what the CLI wrote.
 //
+// A CA (ca.go) composes three parts, as SPIRE's server CA keeps signing, slot management and
+// timing apart: the signer (signer.go: templates, the signing-authority snapshot, SVID issuance;
+// no files, no timers), the store (store.go: the running CA's files, with state.go, authority.go
+// and revoke.go for their formats) and the rotator (rotator.go: when to reload, renew and warn).
+// The CLI's operations (Rotate, Revoke, ReadStatus, ReadBundle in admin.go and revoke.go) work
+// on the files directly, under the same lock.
+//
 // The package also checks certificate requests (ParseCSR), keeps the revocation list, and issues
 // the control plane's own SVID (SelfSource) for its TLS servers.
 package ca

@@ -22,10 +22,10 @@ func TestSignSVIDMatchesCreateCertificate(t *testing.T) {
 	clock := newClock()
 	cfg, _ := testConfig(t, clock)
 	c := openCA(t, cfg)
-	issuers := []*authority{c.snap.Load().active}
+	issuers := []*authority{c.signer.current().active}
 	// An issuer without a subject key id (no AKI then).
 	noSKI := *issuers[0]
-	tm, _, err := c.tmpl.Intermediate(24*time.Hour, noSKI.root)
+	tm, _, err := c.signer.tmpl.Intermediate(24*time.Hour, noSKI.root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +46,12 @@ func TestSignSVIDMatchesCreateCertificate(t *testing.T) {
 		a := issuers[i%len(issuers)]
 		id := spiffeid.RequireFromPath(testTD, fmt.Sprintf("/ns/n%d/sa/account-%d", i, i*7919))
 		clock.Add(time.Duration(i) * 1234567 * time.Microsecond)
-		tmpl, _, err := c.tmpl.X509SVID(id, time.Duration(i+1)*time.Minute, a.signer())
+		tmpl, _, err := c.signer.tmpl.X509SVID(id, time.Duration(i+1)*time.Minute, a.signingCert())
 		if err != nil {
 			t.Fatal(err)
 		}
 		pub := mustKey(t).(*ecdsa.PrivateKey).Public().(*ecdsa.PublicKey)
-		want, err := x509.CreateCertificate(rand.Reader, tmpl, a.signer(), pub, a.key)
+		want, err := x509.CreateCertificate(rand.Reader, tmpl, a.signingCert(), pub, a.key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func TestSignSVIDMatchesCreateCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := signSVID(tmpl, a.signer(), pub, a.key.(*ecdsa.PrivateKey))
+		got, err := signSVID(tmpl, a.signingCert(), pub, a.key.(*ecdsa.PrivateKey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,10 +70,10 @@ func TestSignSVIDMatchesCreateCertificate(t *testing.T) {
 		if !bytes.Equal(gotCert.RawTBSCertificate, wantCert.RawTBSCertificate) {
 			t.Fatalf("TBSCertificate differs from x509.CreateCertificate's for %s:\n got %x\nwant %x", id, gotCert.RawTBSCertificate, wantCert.RawTBSCertificate)
 		}
-		if err := gotCert.CheckSignatureFrom(a.signer()); err != nil {
+		if err := gotCert.CheckSignatureFrom(a.signingCert()); err != nil {
 			t.Fatalf("fast SVID signature: %v", err)
 		}
-		if _, _, err := x509svid.Verify([]*x509.Certificate{gotCert, a.signer()}, c, x509svid.WithTime(clock.Now())); err != nil {
+		if _, _, err := x509svid.Verify([]*x509.Certificate{gotCert, a.signingCert()}, c, x509svid.WithTime(clock.Now())); err != nil {
 			t.Fatalf("fast SVID is not a valid X.509-SVID: %v", err)
 		}
 	}

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -71,6 +73,42 @@ func testConfig(t testing.TB, clock *fakeClock) (Config, *syncBuf) {
 		Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}, logs
 }
+
+// bubbleConfig is testConfig for a test inside testing/synctest's bubble: the CA reads the
+// bubble's clock (time.Now), so time.Sleep moves its clock and the rotator's tickers together.
+// Reloads every 10s keep the number of ticks in days of fake time low.
+func bubbleConfig(t *testing.T) (Config, *syncBuf) {
+	t.Helper()
+	cfg, logs := testConfig(t, newClock())
+	cfg.Clock, cfg.ReloadInterval = nil, 10*time.Second
+	return cfg, logs
+}
+
+// runCA opens the CA and runs it (the rotator's loop) until the test ends.
+func runCA(t *testing.T, cfg Config) *CA {
+	t.Helper()
+	c := openCA(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c
+}
+
+// advance lets d pass on the bubble's clock, then waits until every goroutine (the rotator,
+// a SelfSource) has done what came due and waits again.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// signingCert is the certificate the CA signs SVIDs with now.
+func signingCert(c *CA) *x509.Certificate { return c.signer.current().active.signingCert() }
 
 func openCA(t *testing.T, cfg Config) *CA {
 	t.Helper()

@@ -119,55 +119,38 @@ func readRevocations(dataDir string) (*revocationFile, error) {
 	return &f, nil
 }
 
-// revocations is the loaded list, immutable.
+// revocations is the loaded list, immutable; nil is the empty list.
 type revocations struct {
 	serials map[string]time.Time      // hex serial → keepUntil
 	ids     map[spiffeid.ID]time.Time // SPIFFE ID → revokedAt (latest)
 }
 
-func (c *CA) reloadRevocations() error {
-	path := filepath.Join(caDir(c.cfg.DataDir), RevokedFile)
-	stamp, err := statFile(path)
-	if err != nil {
-		return err
-	}
-	if c.revs.Load() != nil && stamp == c.revokedStamp {
-		return nil
-	}
-	f, err := readRevocations(c.cfg.DataDir)
-	if err != nil {
-		return err
-	}
+// lookup indexes the file's entries by serial and by SPIFFE ID.
+func (f *revocationFile) lookup() (*revocations, error) {
 	r := &revocations{serials: map[string]time.Time{}, ids: map[spiffeid.ID]time.Time{}}
 	for _, e := range f.Entries {
 		switch {
 		case e.Serial != "":
 			n, err := ParseSerial(e.Serial)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			r.serials[n.Text(16)] = e.KeepUntil
 		case e.SPIFFEID != "":
 			id, err := spiffeid.FromString(e.SPIFFEID)
 			if err != nil {
-				return fmt.Errorf("ca: %s: %w", RevokedFile, err)
+				return nil, fmt.Errorf("ca: %s: %w", RevokedFile, err)
 			}
 			if e.RevokedAt.After(r.ids[id]) {
 				r.ids[id] = e.RevokedAt
 			}
 		}
 	}
-	if c.revs.Load() != nil {
-		c.log.Info("revocation list reloaded", "serials", len(r.serials), "spiffe_ids", len(r.ids))
-	}
-	c.revs.Store(r)
-	c.revokedStamp = stamp
-	return nil
+	return r, nil
 }
 
-// Revoked reports whether the SVID with this serial number was revoked by serial.
-func (c *CA) Revoked(serial *big.Int) bool {
-	r := c.revs.Load()
+// serial reports whether the SVID with this serial number was revoked by serial.
+func (r *revocations) serial(serial *big.Int) bool {
 	if r == nil || serial == nil {
 		return false
 	}
@@ -175,13 +158,12 @@ func (c *CA) Revoked(serial *big.Int) bool {
 	return ok
 }
 
-// RevokedCert reports whether an SVID was revoked, by its serial number or by its SPIFFE ID
-// (every SVID of the ID issued up to the revocation).
-func (c *CA) RevokedCert(cert *x509.Certificate) bool {
-	if c.Revoked(cert.SerialNumber) {
+// cert reports whether an SVID was revoked, by its serial number or by its SPIFFE ID (every SVID
+// of the ID issued up to the revocation).
+func (r *revocations) cert(cert *x509.Certificate) bool {
+	if r.serial(cert.SerialNumber) {
 		return true
 	}
-	r := c.revs.Load()
 	if r == nil || len(r.ids) == 0 || len(cert.URIs) != 1 {
 		return false
 	}
