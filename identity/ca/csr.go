@@ -34,6 +34,8 @@ type CSRError struct {
 
 func (e *CSRError) Error() string { return "ca: CSR refused: " + e.Msg }
 
+var _ error = (*CSRError)(nil)
+
 func csrErr(r Reason, format string, args ...any) error {
 	return &CSRError{Reason: r, Msg: fmt.Sprintf(format, args...)}
 }
