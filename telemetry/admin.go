@@ -19,8 +19,11 @@ import (
 // ReadinessCheck returns nil when its component is ready, or why it is not.
 type ReadinessCheck func() error
 
-// Admin is the admin HTTP server: /healthz, /readyz, /metrics and the debug pages components
-// register. It binds where it is told (loopback by default) and serves no secrets.
+// Admin is the admin HTTP server: /healthz, /readyz and /metrics for anyone who can reach the
+// port (probes, Prometheus), and the debug pages components register for loopback clients only:
+// on Kubernetes the port listens on the pod's address for the kubelet and Prometheus, while the
+// mesh, every proxy's configuration and the policies are read through kubectl port-forward
+// (which connects from inside the pod).
 type Admin struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -37,23 +40,37 @@ type namedCheck struct {
 // NewAdmin returns an admin server serving metrics from m (nil serves none).
 func NewAdmin(log *slog.Logger, m *Metrics) *Admin {
 	a := &Admin{log: log, mux: http.NewServeMux()}
-	a.Handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	a.handle("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	}))
-	a.Handle("/readyz", http.HandlerFunc(a.readyz))
+	a.handle("/readyz", http.HandlerFunc(a.readyz))
 	if m != nil {
-		a.Handle("/metrics", m.Handler())
+		a.handle("/metrics", m.Handler())
 	}
 	a.mux.HandleFunc("/{$}", a.index)
 	return a
 }
 
-// Handle registers a handler, e.g. a component's debug page.
-func (a *Admin) Handle(path string, h http.Handler) {
+// Handle registers a debug page: it answers loopback clients only.
+func (a *Admin) Handle(path string, h http.Handler) { a.handle(path, LoopbackOnly(h)) }
+
+func (a *Admin) handle(path string, h http.Handler) {
 	a.mu.Lock()
 	a.paths = append(a.paths, path)
 	a.mu.Unlock()
 	a.mux.Handle(path, h)
+}
+
+// LoopbackOnly refuses (403) requests that do not come from a loopback address.
+func LoopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "debug pages answer loopback clients only (on Kubernetes: kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // AddReadiness adds a check that must pass for /readyz to answer 200.

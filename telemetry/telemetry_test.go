@@ -77,3 +77,30 @@ func TestAdminReadinessAndMetrics(t *testing.T) {
 		t.Errorf("unknown path: %d", code)
 	}
 }
+
+func TestAdminDebugPagesAnswerLoopbackOnly(t *testing.T) {
+	a := NewAdmin(slog.New(slog.DiscardHandler), nil)
+	a.Handle("/debug/mesh", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "the mesh") }))
+	for _, tc := range []struct {
+		remote, path string
+		want         int
+	}{
+		{"127.0.0.1:40000", "/debug/mesh", http.StatusOK},
+		{"[::1]:40000", "/debug/mesh", http.StatusOK},
+		{"10.244.0.7:40000", "/debug/mesh", http.StatusForbidden}, // another pod, through the Service
+		{"[fd00::7]:40000", "/debug/mesh", http.StatusForbidden},
+		{"10.244.0.7:40000", "/healthz", http.StatusOK}, // probes come from the node
+		{"10.244.0.7:40000", "/readyz", http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		req.RemoteAddr = tc.remote
+		rec := httptest.NewRecorder()
+		a.Handler().ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("GET %s from %s: %d, want %d", tc.path, tc.remote, rec.Code, tc.want)
+		}
+		if tc.want == http.StatusForbidden && strings.Contains(rec.Body.String(), "the mesh") {
+			t.Errorf("GET %s from %s leaked the page", tc.path, tc.remote)
+		}
+	}
+}

@@ -6,10 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/metric"
@@ -26,10 +26,11 @@ import (
 type TracingOptions struct {
 	// Endpoint is the OTLP gRPC collector, host:port. Empty turns tracing off (a no-op provider).
 	Endpoint string
-	// Insecure sends spans in plaintext (a collector on loopback); otherwise TLS, verified with
-	// CAFile (or the system roots).
-	Insecure bool
-	CAFile   string
+	// TLS sends spans over TLS, verified with CAFile (or the system roots; a CAFile implies
+	// TLS). Otherwise plaintext, as the proxies export theirs and as the Jaeger deploy/ ships
+	// listens: whether the collector speaks TLS is configuration, not something an address tells.
+	TLS    bool
+	CAFile string
 	// Headers are sent with every export (e.g. an API key).
 	Headers map[string]string
 	// SamplingRatio is the share of new traces sampled, 0 to 1; requests that arrive with a
@@ -37,6 +38,19 @@ type TracingOptions struct {
 	SamplingRatio float64
 	// Resource attributes.
 	ServiceName, ServiceVersion, InstanceID string
+}
+
+// ExportTLS is how a process reaches its trace collector: plaintext unless TLS or a CA file is
+// configured (--otlp-tls, --otlp-ca-file).
+type ExportTLS struct {
+	TLS    bool
+	CAFile string
+}
+
+// Register adds the --otlp-tls and --otlp-ca-file flags.
+func (e *ExportTLS) Register(fl *pflag.FlagSet) {
+	fl.BoolVar(&e.TLS, "otlp-tls", false, "export spans over TLS, verified with the system roots or --otlp-ca-file (default: plaintext, like the proxies and the Jaeger of deploy/)")
+	fl.StringVar(&e.CAFile, "otlp-ca-file", "", "PEM file of the CA that signs the trace collector's certificate (implies --otlp-tls)")
 }
 
 // Tracing is the process's tracer provider and propagator. There is no global provider: pass
@@ -73,7 +87,7 @@ func SetupTracing(ctx context.Context, o TracingOptions, meter metric.Meter) (*T
 	if len(o.Headers) > 0 {
 		opts = append(opts, otlptracegrpc.WithHeaders(o.Headers))
 	}
-	if o.Insecure {
+	if !o.TLS && o.CAFile == "" {
 		opts = append(opts, otlptracegrpc.WithInsecure())
 	} else {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -161,17 +175,6 @@ func (c *countingExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 		c.dropped.Add(ctx, int64(len(spans)))
 	}
 	return err
-}
-
-// LoopbackEndpoint reports whether host:port is on this machine (where plaintext export is the
-// norm and a TLS setup would be noise).
-func LoopbackEndpoint(endpoint string) bool {
-	host, _, err := net.SplitHostPort(endpoint)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // InstanceID names this process for service.instance.id: host and pid.

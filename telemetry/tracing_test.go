@@ -18,7 +18,7 @@ import (
 func TestTracingExportsWithResource(t *testing.T) {
 	recv := tracetest.StartReceiver(t)
 	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{
-		Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1,
+		Endpoint: recv.Addr, SamplingRatio: 1,
 		ServiceName: "portcullis-test", ServiceVersion: "v9", InstanceID: "i-1",
 	}, nil)
 	if err != nil {
@@ -47,7 +47,7 @@ func TestTracingCollectorDownDropsAndCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: addr, Insecure: true, SamplingRatio: 1}, m.Meter("telemetry"))
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: addr, SamplingRatio: 1}, m.Meter("telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestDeferredProviderSwitchesExporter(t *testing.T) {
 	tracer := d.Tracer("test") // taken before the exporter is known
 	_, span := tracer.Start(context.Background(), "before")
 	span.End()
-	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: recv.Addr, Insecure: true, SamplingRatio: 1}, nil)
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{Endpoint: recv.Addr, SamplingRatio: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,5 +102,28 @@ func TestDeferredProviderSwitchesExporter(t *testing.T) {
 	spans := recv.Spans(t)
 	if len(spans) != 1 || spans[0].Name != "after" {
 		t.Errorf("exported %+v, want only the span started after Set", spans)
+	}
+}
+
+// TestTracingPlaintextToANamedCollector exports to a collector addressed by a host name, as
+// jaeger.portcullis-system.svc:4317 is in a cluster: plaintext unless TLS is configured (TLS
+// used to be chosen for every address but a loopback literal, and no span reached the
+// plaintext Jaeger of deploy/).
+func TestTracingPlaintextToANamedCollector(t *testing.T) {
+	recv := tracetest.StartReceiver(t)
+	// A target gRPC reads as is, with no DNS: the address is not a loopback literal.
+	tr, err := telemetry.SetupTracing(context.Background(), telemetry.TracingOptions{
+		Endpoint: "passthrough:///" + recv.Addr, SamplingRatio: 1, ServiceName: "portcullis-test",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.Provider.Tracer("test").Start(context.Background(), "decision")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if spans := recv.Spans(t); len(spans) != 1 || spans[0].Name != "decision" {
+		t.Fatalf("received %+v, want the span in plaintext", spans)
 	}
 }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io/fs"
+	"strconv"
+
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -11,7 +14,7 @@ import (
 
 func newAgentCommand(g *globals) *cobra.Command {
 	cfg := sidecar.Config{}
-	var trustDomain, mode string
+	var trustDomain, mode, socketMode string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the identity agent beside one workload: SVID, SDS and the Workload API",
@@ -41,6 +44,11 @@ once Envoy has its certificates and first configuration) and /metrics.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Version, cfg.Logger = g.version, g.log
 			cfg.Proxy.Mode = model.WorkloadMode(mode)
+			m, err := strconv.ParseUint(socketMode, 8, 32)
+			if err != nil {
+				return flagError("socket-mode", err)
+			}
+			cfg.SocketMode = fs.FileMode(m)
 			if trustDomain != "" {
 				td, err := spiffeid.TrustDomainFromString(trustDomain)
 				if err != nil {
@@ -62,6 +70,7 @@ once Envoy has its certificates and first configuration) and /metrics.`,
 	fl.StringVar(&trustDomain, "trust-domain", "", "the mesh trust domain (with --k8s-token-file)")
 	fl.StringArrayVar(&cfg.Pins, "ca-pin", nil, "sha256:<hex> pin of a trust bundle root, verifying the control plane on first contact (with --k8s-token-file; repeatable)")
 	fl.StringVar(&cfg.SocketDir, "socket-dir", "", "directory for sds.sock, workload.sock and the agent's state (required)")
+	fl.StringVar(&socketMode, "socket-mode", "0660", "mode of sds.sock and workload.sock, octal (0666 in a pod, where applications run as other users)")
 	fl.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin HTTP address (health, readiness, metrics)")
 	fl.BoolVar(&cfg.NoPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
 	fl.Int64Var(&cfg.MemoryLimitMiB, "memory-limit-mib", sidecar.DefaultMemoryLimitMiB, "soft Go memory limit in MiB (0: none; the GOMEMLIMIT environment variable wins)")

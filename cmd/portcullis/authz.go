@@ -43,6 +43,7 @@ Decisions are written as JSON lines to --decision-log ("-" is stdout). The admin
 	fl.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "path of the SPIFFE Workload API unix socket (default: $SPIFFE_ENDPOINT_SOCKET)")
 	fl.StringVar(&cfg.DecisionLog, "decision-log", "-", `decision log file (JSON lines, appended, mode 0600); "-" is stdout`)
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) for the service's spans; none when empty")
+	cfg.OTLP.Register(fl)
 	fl.Float64Var(&cfg.SamplingPercent, "trace-sampling", 100, "percent of traces sampled when the caller (Envoy) has not decided")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd

@@ -74,10 +74,12 @@ conditions.`,
 	fl.StringVar(&cfg.AdminAddr, "admin-addr", controlplane.DefaultAdminAddr, "admin HTTP address (health, readiness, metrics, debug)")
 	fl.StringVar(&cfg.XDSAddr, "xds-addr", bootstrap.DefaultControlPlaneAddr, "gRPC TLS address of ADS and the certificate service")
 	fl.StringVar(&cfg.AuthzAddr, "authz-addr", controlplane.DefaultAuthzAddr, "gRPC mTLS address of the ext_authz service")
+	fl.StringVar(&cfg.AuthzAdvertiseAddr, "authz-advertise-addr", "", "host:port proxies dial for the ext_authz service (default: --authz-addr when it names a host; with --kubernetes, the control plane Service)")
 	fl.StringVar(&cfg.ExternalAuthz, "external-authz", "", "host:port of a separate ext_authz service (portcullis authz replicas) for proxies to call instead of this control plane's; then --authz-addr is not served")
 	fl.StringVar(&extAuthzID, "external-authz-id", "", "the SPIFFE ID proxies require of --external-authz (required with it)")
 	fl.StringVar(&cfg.DecisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
+	cfg.OTLP.Register(fl)
 	fl.StringVar(&cfg.JaegerQueryURL, "jaeger-query-url", "", "Jaeger's query API (http://host:port): the admin port then serves a trace browser on /traces")
 	registerCAFlags(fl, &cfg.CA)
 	fl.BoolVar(&kubernetes, "kubernetes", false, "read the mesh from the Kubernetes API (CRDs, Services, EndpointSlices) instead of --config; serve the injection webhook; accept service-account tokens")
@@ -103,7 +105,8 @@ func registerKubernetesFlags(fl *pflag.FlagSet, k *controlplane.KubernetesConfig
 	fl.StringVar(&k.WebhookService, "webhook-service", "portcullis-webhook", "the webhook's Service, named in its certificate as <service>.<namespace>.svc")
 	fl.StringVar(&k.WebhookConfig, "webhook-config", "portcullis-injector", "MutatingWebhookConfiguration whose caBundle the leader keeps equal to the mesh roots")
 	fl.StringVar(&k.ProxyImage, "proxy-image", "ghcr.io/portcullis/portcullis:latest", "image the injector runs the agent, Envoy and the iptables init from")
-	fl.StringVar(&k.AgentsAddr, "agents-controlplane", "", "address injected agents dial (default portcullis-controlplane.<namespace>.svc:15010)")
+	fl.StringVar(&k.Service, "controlplane-service", "portcullis-controlplane", "the control plane's Service, which injected agents (certificates, ADS) and proxies (ext_authz) dial")
+	fl.StringVar(&k.AgentsAddr, "agents-controlplane", "", "address injected agents dial (default <controlplane-service>.<namespace>.svc and the --xds-addr port)")
 	fl.StringArrayVar(&k.ExcludeOutboundCIDRs, "exclude-outbound-cidr", nil, "CIDR injected pods reach directly, never through their proxy (repeatable; e.g. the API server)")
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -21,7 +22,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/portcullis/portcullis/identity/attest"
-	"github.com/portcullis/portcullis/identity/securefile"
 	"github.com/portcullis/portcullis/telemetry/serve"
 )
 
@@ -51,8 +51,13 @@ type Config struct {
 	// TokenFile holds the join token for first contact (re-read at every attempt, so a new
 	// token can be dropped in without a restart).
 	TokenFile string
-	// SocketDir holds the sockets (created 0750) and the private state subdirectory.
+	// SocketDir holds the sockets and the private state subdirectory. The agent creates it
+	// 0750, or uses it as it is when someone else owns it (a pod's emptyDir, mounted root-owned
+	// and world-writable, where the agent runs as the proxy's UID and may not chmod it).
 	SocketDir string
+	// SocketMode is the mode of the sockets: 0660 (SocketMode) unless set; in a pod, where
+	// applications run as other UIDs than the agent, 0666 (the volume is the pod's own).
+	SocketMode fs.FileMode
 	// ServiceAccountTokenFile is the pod's projected Kubernetes service-account token (audience
 	// "portcullis"), re-read at every attempt (the kubelet rotates it); used instead of a join
 	// token. It needs TrustDomain and Pins.
@@ -96,6 +101,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
 	}
+	if cfg.SocketMode == 0 {
+		cfg.SocketMode = SocketMode
+	}
+	if cfg.SocketMode&^0o666 != 0 {
+		return nil, fmt.Errorf("agent: socket mode %#o: only read and write bits make sense on a socket", cfg.SocketMode)
+	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, cur: &current{}, sds: newSDSServer()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -107,8 +118,8 @@ func New(cfg Config) (*Agent, error) {
 	if err := a.initMetrics(m); err != nil {
 		return nil, err
 	}
-	if err := securefile.EnsureDir(cfg.SocketDir, SocketDirMode); err != nil {
-		return nil, fmt.Errorf("agent: socket dir: %w", err)
+	if err := prepareSocketDir(cfg.SocketDir); err != nil {
+		return nil, err
 	}
 	a.rot = &rotator{
 		addr: cfg.ControlPlane, tokenFile: cfg.TokenFile, socketDir: cfg.SocketDir, persist: !cfg.NoPersist,
@@ -187,11 +198,11 @@ func (a *Agent) Current() (*Identity, <-chan struct{}) { return a.cur.Current() 
 
 // Run serves the sockets and keeps the identity fresh until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	sdsLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, SDSSocket))
+	sdsLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, SDSSocket), a.cfg.SocketMode)
 	if err != nil {
 		return err
 	}
-	wlLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, WorkloadSocket))
+	wlLn, err := listenUnix(filepath.Join(a.cfg.SocketDir, WorkloadSocket), a.cfg.SocketMode)
 	if err != nil {
 		return errors.Join(err, sdsLn.Close())
 	}
@@ -229,9 +240,33 @@ func (a *Agent) publish(ctx context.Context) error {
 	}
 }
 
-// listenUnix listens on a unix socket with mode 0660, replacing a stale socket a previous run
-// left behind (but never another kind of file).
-func listenUnix(path string) (net.Listener, error) {
+// prepareSocketDir creates the socket directory 0750, or tightens one the agent owns; a
+// directory someone else owns (a pod's emptyDir) is used as it is.
+func prepareSocketDir(dir string) error {
+	if err := os.MkdirAll(dir, SocketDirMode); err != nil {
+		return fmt.Errorf("agent: socket dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("agent: socket dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("agent: socket dir %s is not a directory", dir)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil
+	}
+	if st.Mode().Perm() != SocketDirMode {
+		if err := os.Chmod(dir, SocketDirMode); err != nil {
+			return fmt.Errorf("agent: socket dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// listenUnix listens on a unix socket with the given mode, replacing a stale socket a previous
+// run left behind (but never another kind of file).
+func listenUnix(path string, mode fs.FileMode) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("agent: %s exists and is not a socket", path)
@@ -244,7 +279,7 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if err := os.Chmod(path, SocketMode); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		return nil, errors.Join(fmt.Errorf("agent: %w", err), ln.Close())
 	}
 	return ln, nil

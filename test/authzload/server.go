@@ -78,7 +78,7 @@ func serve(dir string) error {
 	defer decisions.Close()
 	var tp trace.TracerProvider = noop.NewTracerProvider()
 	if endpoint := os.Getenv(traceEnv); endpoint != "" {
-		tracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Endpoint: endpoint, Insecure: true, SamplingRatio: 1, ServiceName: "authzload"}, nil)
+		tracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Endpoint: endpoint, SamplingRatio: 1, ServiceName: "authzload"}, nil)
 		if err != nil {
 			return err
 		}

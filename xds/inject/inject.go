@@ -162,6 +162,8 @@ func (c *Config) proxyContainer(pod *corev1.Pod) corev1.Container {
 		"--k8s-token-file", TokenFile,
 		"--trust-domain", c.TrustDomain,
 		"--socket-dir", SocketDir,
+		// Applications run as other UIDs than the proxy: the sockets are the pod's own volume.
+		"--socket-mode", "0666",
 		"--no-persist",
 		"--admin-addr", fmt.Sprintf("0.0.0.0:%d", AgentAdminPort),
 		"--envoy-path", cmp.Or(c.EnvoyPath, "/usr/local/bin/envoy"),

@@ -55,7 +55,8 @@ type Config struct {
 	// WorkloadAPISocket is the SPIFFE Workload API socket ("" reads SPIFFE_ENDPOINT_SOCKET).
 	WorkloadAPISocket string
 	DecisionLog       string
-	OTLPEndpoint      string  // "" exports no spans
+	OTLPEndpoint      string // "" exports no spans
+	OTLP              telemetry.ExportTLS
 	SamplingPercent   float64 // of traces the caller (Envoy) has not decided
 }
 
@@ -110,7 +111,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return err
 	}
 	tracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{
-		Endpoint: cfg.OTLPEndpoint, Insecure: telemetry.LoopbackEndpoint(cfg.OTLPEndpoint), SamplingRatio: cfg.SamplingPercent / 100,
+		Endpoint: cfg.OTLPEndpoint, TLS: cfg.OTLP.TLS, CAFile: cfg.OTLP.CAFile, SamplingRatio: cfg.SamplingPercent / 100,
 		ServiceName: "portcullis-authz", ServiceVersion: cfg.Version, InstanceID: telemetry.InstanceID(),
 	}, metrics.Meter("telemetry"))
 	if err != nil {

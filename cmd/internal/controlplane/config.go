@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Default addresses (README.md and docs/architecture.md list them too). Everything binds to
@@ -35,6 +37,10 @@ type Config struct {
 	DataDir string
 
 	AdminAddr, XDSAddr, AuthzAddr string
+	// AuthzAdvertiseAddr is the host:port proxies dial for this process's ext_authz service.
+	// "" derives it: the bound address when it names a host, on Kubernetes the control plane's
+	// Service (a listen address such as 0.0.0.0 would point every proxy at itself).
+	AuthzAdvertiseAddr string
 	// ExternalAuthz is the host:port of separate `portcullis authz` replicas proxies call instead
 	// of this process (which then serves no ext_authz); ExternalAuthzID the identity they prove.
 	ExternalAuthz   string
@@ -42,6 +48,7 @@ type Config struct {
 
 	DecisionLog    string // a file (0600), or "-" for Stdout
 	OTLPEndpoint   string // the control plane's spans; default the Mesh's collector when tracing is on
+	OTLP           telemetry.ExportTLS
 	JaegerQueryURL string // the admin port serves a trace browser over it on /traces
 	CA             CAConfig
 }
@@ -65,8 +72,12 @@ type KubernetesConfig struct {
 	// keeps equal to the mesh roots.
 	WebhookAddr, WebhookService, WebhookConfig string
 	ProxyImage                                 string // the image injected containers run
-	AgentsAddr                                 string // what injected agents dial ("" derives it from Namespace)
-	ExcludeOutboundCIDRs                       []string
+	// Service is the control plane's Service: agents dial <Service>.<Namespace>.svc for
+	// certificates and ADS, proxies for ext_authz, unless AgentsAddr or AuthzAdvertiseAddr say
+	// otherwise.
+	Service              string
+	AgentsAddr           string
+	ExcludeOutboundCIDRs []string
 }
 
 func (c *Config) validate() error {
@@ -88,6 +99,32 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// authzTarget is the address proxies dial for the ext_authz service served on bound: the
+// external service, the advertised address, the bound address when it names a host, or on
+// Kubernetes the control plane's Service on the bound port.
+func (c *Config) authzTarget(bound net.Addr) (string, error) {
+	if c.ExternalAuthz != "" {
+		return c.ExternalAuthz, nil
+	}
+	if c.AuthzAdvertiseAddr != "" {
+		return c.AuthzAdvertiseAddr, nil
+	}
+	host, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return "", fmt.Errorf("controlplane: authz address %s: %w", bound, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return bound.String(), nil
+	}
+	if c.Kubernetes == nil {
+		return "", fmt.Errorf("controlplane: --authz-addr %s listens on every interface: give --authz-advertise-addr, the address proxies dial", bound)
+	}
+	return net.JoinHostPort(c.Kubernetes.serviceHost(), port), nil
+}
+
+// serviceHost is the DNS name of the control plane's Service.
+func (k *KubernetesConfig) serviceHost() string { return k.Service + "." + k.Namespace + ".svc" }
+
 func (k *KubernetesConfig) validate() error {
 	if k.Namespace == "" {
 		return errors.New("controlplane: --namespace is required with --kubernetes")
@@ -97,8 +134,10 @@ func (k *KubernetesConfig) validate() error {
 			return fmt.Errorf("controlplane: --exclude-outbound-cidr %q: %w", c, err)
 		}
 	}
-	if k.WebhookService == "" || strings.Contains(k.WebhookService, ".") {
-		return errors.New("controlplane: --webhook-service is a Service name, without namespace")
+	for flag, name := range map[string]string{"--webhook-service": k.WebhookService, "--controlplane-service": k.Service} {
+		if name == "" || strings.Contains(name, ".") {
+			return fmt.Errorf("controlplane: %s is a Service name, without namespace", flag)
+		}
 	}
 	return nil
 }

@@ -141,7 +141,7 @@ func (k *kubeEnv) serviceAccounts(td spiffeid.TrustDomain) certsvc.ServiceAccoun
 
 // run serves the injection webhook on every replica and, on the leader, writes statuses and
 // keeps the webhook's caBundle equal to the mesh roots.
-func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, ledger *snapshot.Ledger, ln net.Listener) error {
+func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, ledger *snapshot.Ledger, ln net.Listener, xdsAddr net.Addr) error {
 	td, ns, svc := id.td, k.cfg.Namespace, k.cfg.WebhookService
 	serving, err := ca.NewServingSource(id.authority, ca.ControlPlaneID(td), []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc + "." + ns, "localhost"}, k.log.With("component", "webhook"))
 	if err != nil {
@@ -149,7 +149,11 @@ func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, 
 	}
 	agents := k.cfg.AgentsAddr
 	if agents == "" {
-		agents = "portcullis-controlplane." + ns + ".svc:15010"
+		_, port, err := net.SplitHostPort(xdsAddr.String())
+		if err != nil {
+			return fmt.Errorf("controlplane: xds address %s: %w", xdsAddr, err)
+		}
+		agents = net.JoinHostPort(k.cfg.serviceHost(), port)
 	}
 	hook := &inject.Webhook{
 		Config: &inject.Config{

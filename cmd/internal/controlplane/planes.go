@@ -74,9 +74,15 @@ func (p *meshPlanes) run(ctx context.Context) error {
 		return err
 	}
 	// Proxies call this control plane's ext_authz service, or the external one.
-	authzAddr, authzID := p.cfg.ExternalAuthz, p.cfg.ExternalAuthzID
-	if authzAddr == "" {
-		authzAddr, authzID = p.ports.authz.Addr().String(), id.self.ID()
+	authzID := p.cfg.ExternalAuthzID
+	var authzAddr string
+	if p.ports.authz != nil {
+		authzID = id.self.ID()
+		if authzAddr, err = p.cfg.authzTarget(p.ports.authz.Addr()); err != nil {
+			return err
+		}
+	} else {
+		authzAddr = p.cfg.ExternalAuthz
 	}
 	plane, err := xdsserver.NewPlane(ctx, xdsserver.PlaneConfig{
 		Mesh: p.docs, Endpoints: p.kube.endpoints(), DataDir: p.cfg.DataDir,
@@ -104,7 +110,7 @@ func (p *meshPlanes) run(ctx context.Context) error {
 		}
 	}
 	if p.kube != nil {
-		if err := p.kube.run(gctx, group, id, plane.Ledger, p.ports.webhook); err != nil {
+		if err := p.kube.run(gctx, group, id, plane.Ledger, p.ports.webhook, p.ports.xds.Addr()); err != nil {
 			return err
 		}
 	}
@@ -144,7 +150,7 @@ func (p *meshPlanes) setupTracing(ctx context.Context, mesh *model.Mesh) (*telem
 		endpoint = tr.Collector
 	}
 	t, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{
-		Endpoint: endpoint, Insecure: telemetry.LoopbackEndpoint(endpoint), SamplingRatio: *tr.SamplingPercent / 100,
+		Endpoint: endpoint, TLS: p.cfg.OTLP.TLS, CAFile: p.cfg.OTLP.CAFile, SamplingRatio: *tr.SamplingPercent / 100,
 		ServiceName: "portcullis-controlplane", ServiceVersion: p.cfg.Version, InstanceID: telemetry.InstanceID(),
 	}, p.metrics.Meter("telemetry"))
 	if err != nil {

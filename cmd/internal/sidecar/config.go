@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strconv"
@@ -35,6 +36,7 @@ type Config struct {
 	TrustDomain             spiffeid.TrustDomain
 	Pins                    []string
 	SocketDir               string
+	SocketMode              fs.FileMode // 0 is the agent's default (0660)
 	AdminAddr               string
 	NoPersist               bool
 	MemoryLimitMiB          int64 // 0: none; GOMEMLIMIT wins

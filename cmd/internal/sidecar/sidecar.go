@@ -48,7 +48,7 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, err
 	}
 	a, err := agent.New(agent.Config{
-		ControlPlane: cfg.ControlPlane, TokenFile: cfg.TokenFile, SocketDir: cfg.SocketDir, NoPersist: cfg.NoPersist,
+		ControlPlane: cfg.ControlPlane, TokenFile: cfg.TokenFile, SocketDir: cfg.SocketDir, SocketMode: cfg.SocketMode, NoPersist: cfg.NoPersist,
 		ServiceAccountTokenFile: cfg.ServiceAccountTokenFile, TrustDomain: cfg.TrustDomain, Pins: cfg.Pins,
 		Logger: log, Meter: metrics.Meter("identity/agent"),
 	})
