@@ -51,6 +51,10 @@ func NewAdmin(log *slog.Logger, m *Metrics) *Admin {
 	return a
 }
 
+// HandlePublic registers a handler that answers anyone who reaches the port, like /healthz: for
+// the probes the kubelet makes, never for pages that show configuration.
+func (a *Admin) HandlePublic(path string, h http.Handler) { a.handle(path, h) }
+
 // Handle registers a debug page: it answers loopback clients only.
 func (a *Admin) Handle(path string, h http.Handler) { a.handle(path, LoopbackOnly(h)) }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io/fs"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/portcullis/portcullis/cmd/internal/sidecar"
 	"github.com/portcullis/portcullis/xds/bootstrap"
+	"github.com/portcullis/portcullis/xds/inject/appprobe"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -73,6 +75,7 @@ once Envoy has its certificates and first configuration) and /metrics.`,
 	fl.StringVar(&socketMode, "socket-mode", "0660", "mode of sds.sock and workload.sock, octal (0666 in a pod, where applications run as other users)")
 	fl.StringVar(&cfg.AdminAddr, "admin-addr", sidecar.DefaultAdminAddr, "admin HTTP address (health, readiness, metrics)")
 	fl.BoolVar(&cfg.NoPersist, "no-persist", false, "keep key and SVID in memory only (a restart then needs a new token)")
+	fl.StringVar(&cfg.AppProbes, "app-probes", os.Getenv(appprobe.Env), "the application probes the injector rewrote to the admin port, JSON (default $"+appprobe.Env+")")
 	fl.Int64Var(&cfg.MemoryLimitMiB, "memory-limit-mib", sidecar.DefaultMemoryLimitMiB, "soft Go memory limit in MiB (0: none; the GOMEMLIMIT environment variable wins)")
 
 	p := &cfg.Proxy

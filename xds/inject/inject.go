@@ -59,9 +59,17 @@ func (c *Config) Inject(in *corev1.Pod) (*corev1.Pod, error) {
 	// The projected token needs the account named; the ServiceAccount admission plugin would
 	// default it the same way, but may not have run (or be enabled) before this webhook.
 	pod.Spec.ServiceAccountName = cmp.Or(pod.Spec.ServiceAccountName, "default")
+	// The kubelet's plaintext probes would be redirected into the proxy and refused: the agent
+	// runs them instead.
+	probeEnv, err := appProbesEnv(rewriteProbes(pod))
+	if err != nil {
+		return nil, err
+	}
+	proxy := c.proxyContainer(pod)
+	proxy.Env = append(proxy.Env, probeEnv...)
 	// The init container first, the sidecar second: both run before any init container of the
 	// application, so even those have the mesh.
-	pod.Spec.InitContainers = append([]corev1.Container{c.initContainer(redirect), c.proxyContainer(pod)}, pod.Spec.InitContainers...)
+	pod.Spec.InitContainers = append([]corev1.Container{c.initContainer(redirect), proxy}, pod.Spec.InitContainers...)
 	pod.Spec.Volumes = append(pod.Spec.Volumes,
 		corev1.Volume{Name: SocketVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 		corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{

@@ -40,7 +40,10 @@ type Config struct {
 	AdminAddr               string
 	NoPersist               bool
 	MemoryLimitMiB          int64 // 0: none; GOMEMLIMIT wins
-	Proxy                   ProxyConfig
+	// AppProbes are the application probes the injector rewrote to the admin port (JSON of
+	// appprobe.Probes); the agent runs them on the kubelet's behalf.
+	AppProbes string
+	Proxy     ProxyConfig
 }
 
 // ProxyConfig configures the Envoy the agent runs (none when EnvoyPath is empty) and the

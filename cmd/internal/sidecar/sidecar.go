@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/telemetry/serve"
 	"github.com/portcullis/portcullis/xds/bootstrap"
+	"github.com/portcullis/portcullis/xds/inject/appprobe"
 )
 
 // shutdownGrace bounds a clean stop once Run's context ends (Envoy's own stop included).
@@ -25,6 +26,7 @@ const shutdownGrace = 5 * time.Second
 // Sidecar is an agent ready to run.
 type Sidecar struct {
 	cfg     Config
+	probes  appprobe.Probes
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	agent   *agent.Agent
@@ -55,17 +57,24 @@ func New(cfg Config) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
+	probes, err := appprobe.Parse(cfg.AppProbes)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: --app-probes: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: admin: %w", err)
 	}
-	return &Sidecar{cfg: cfg, log: log, metrics: metrics, agent: a, adminLn: ln}, nil
+	return &Sidecar{cfg: cfg, probes: probes, log: log, metrics: metrics, agent: a, adminLn: ln}, nil
 }
 
 // Run serves until ctx ends, then stops Envoy and the agent within a grace period.
 func (s *Sidecar) Run(ctx context.Context) error {
 	admin := telemetry.NewAdmin(s.log, s.metrics)
 	admin.AddReadiness("svid", s.agent.Ready)
+	if len(s.probes) > 0 {
+		admin.HandlePublic(appprobe.PathPrefix, s.probes.Handler())
+	}
 	group, gctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return s.agent.Run(gctx) })
 	group.Go(func() error { return admin.Serve(gctx, s.adminLn) })
