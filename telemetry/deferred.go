@@ -17,6 +17,8 @@ type DeferredProvider struct {
 	p atomic.Pointer[trace.TracerProvider]
 }
 
+var _ trace.TracerProvider = (*DeferredProvider)(nil)
+
 // Set makes every tracer from this provider, past and future, use p.
 func (d *DeferredProvider) Set(p trace.TracerProvider) { d.p.Store(&p) }
 

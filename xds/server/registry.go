@@ -41,6 +41,8 @@ type Registry struct {
 	dirty   bool
 }
 
+var _ snapshot.Registry = (*Registry)(nil)
+
 type registration struct {
 	snapshot.Registration
 	streams      map[int64]bool

@@ -72,6 +72,8 @@ type Dir struct {
 	parsed  map[string]cachedParse // by file path: its last parse, reused while unchanged
 }
 
+var _ Source = (*Dir)(nil)
+
 type cachedParse struct {
 	sum [sha256.Size]byte
 	pf  *parsedFile

@@ -222,3 +222,9 @@ func firstMesh(ctx context.Context, docs source.Source) *model.Mesh {
 	m, _ := watch.Wait(ctx, docs, func(m *model.Mesh) bool { return m != nil })
 	return m
 }
+
+// Both sources serve the control plane the same way.
+var (
+	_ meshSource = dirMeshSource{}
+	_ meshSource = kubeMeshSource{}
+)

@@ -68,6 +68,8 @@ type Source struct {
 	lastDocs  string // fingerprint of the last document set built
 }
 
+var _ source.Source = (*Source)(nil)
+
 // Status is what the last rebuild found, for the admin API.
 type Status struct {
 	Version     string         `json:"version"`
