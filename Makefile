@@ -15,13 +15,17 @@ JAEGER_VERSION := v1.76.0
 KUBE_VERSION := v1.37.2
 ETCD_DEB_VERSION := 3.4.23-4+b4
 KUBE_ASSETS := .cache/kube-assets-$(KUBE_VERSION)
+# The single-node cluster (test/cluster): the Kubernetes binaries above, CoreDNS built from the
+# module proxy, and containerd, runc and the CNI plugins from Debian, installed on the host.
+COREDNS_VERSION := v1.15.0
+CLUSTER_DEBS := containerd runc containernetworking-plugins iptables
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools generate fuzz clean help proto
+.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
 
 all: build
 
@@ -68,6 +72,12 @@ netns-tools: ## iptables, iproute2 and setpriv for the transparent-mode network 
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get install -y -qq iptables iproute2 util-linux >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux >/dev/null; }; \
 	else echo "netns-tools: iptables missing and not root; the network namespace test will skip"; fi
+
+cluster-tools: ## containerd, runc, the CNI plugins and iptables for the single-node cluster (Debian; root)
+	@if command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null && [ -x /usr/lib/cni/bridge ] && command -v iptables-restore >/dev/null; then echo "cluster tools: $$(containerd --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null || { apt-get update -qq && apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null; }; \
+	else echo "cluster-tools: containerd, runc, CNI plugins or iptables missing and not root; the cluster test will skip"; fi
 
 generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)
 	go tool controller-gen crd:crdVersions=v1,allowDangerousTypes=true paths=./xds/source/kube/apis/... output:crd:artifacts:config=deploy/base/crds
