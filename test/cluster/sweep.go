@@ -190,26 +190,36 @@ func removeRun(dir string) error {
 // namespaces or naming its directory, its cgroup directories, host mounts under its directory,
 // the directory itself. Empty when the cluster left nothing behind.
 func (c *Cluster) Leftovers() []string {
-	var out []string
-	pids, _ := c.cg.pids()
+	var ids *[2]uint64
 	if c.ns != nil {
-		pids = append(pids, processesIn(c.ns.ids)...)
+		ids = &c.ns.ids
 	}
-	pids = append(pids, processesNaming(c.Dir)...)
+	return leftovers(c.Dir, ids)
+}
+
+// leftovers is Leftovers for the run in dir, whose namespaces had the inode numbers ids.
+func leftovers(dir string, ids *[2]uint64) []string {
+	var out []string
+	cg := cgroup{filepath.Base(dir)}
+	pids, _ := cg.pids()
+	if ids != nil {
+		pids = append(pids, processesIn(*ids)...)
+	}
+	pids = append(pids, processesNaming(dir)...)
 	slices.Sort(pids)
 	for _, pid := range slices.Compact(pids) {
 		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		out = append(out, fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(bytes.TrimRight(cmdline, "\x00"), []byte{0}, []byte{' '})))
 	}
-	dirs, _ := c.cg.dirs()
+	dirs, _ := cg.dirs()
 	for _, d := range dirs {
 		out = append(out, "cgroup "+d)
 	}
-	for _, m := range hostMountsUnder(c.Dir) {
+	for _, m := range hostMountsUnder(dir) {
 		out = append(out, "mount "+m)
 	}
-	if _, err := os.Stat(c.Dir); err == nil {
-		out = append(out, "directory "+c.Dir)
+	if _, err := os.Stat(dir); err == nil {
+		out = append(out, "directory "+dir)
 	}
 	return out
 }
