@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/portcullis/portcullis/test/images"
@@ -13,7 +14,7 @@ func main() {
 	var in images.Inputs
 	var opts images.Options
 	var debian string
-	flag.StringVar(&opts.Dir, "out", ".cache/images", "directory for the tarballs")
+	flag.StringVar(&opts.Dir, "out", "bin/images", "directory for the tarballs")
 	flag.StringVar(&opts.Tag, "tag", "latest", "tag of every image")
 	flag.BoolVar(&opts.Gzip, "gzip", true, "compress the layers")
 	flag.StringVar(&in.Portcullis, "portcullis", "bin/portcullis", "the portcullis binary (static)")
@@ -21,7 +22,12 @@ func main() {
 	flag.StringVar(&in.Pause, "pause", "bin/pause", "the pause binary (test/images/pause)")
 	flag.StringVar(&in.Envoy, "envoy", ".cache/bin/envoy", "the Envoy binary")
 	flag.StringVar(&debian, "debian", ".cache/debroot", "dpkg -x root of images.DebianPackages (test/kube/fetch-debs.sh)")
+	listDebian := flag.Bool("debian-packages", false, "print the Debian packages -debian must hold, and exit")
 	flag.Parse()
+	if *listDebian {
+		fmt.Println(strings.Join(images.DebianPackages, " "))
+		return
+	}
 	in.Debian = images.RootFS(debian)
 	if err := run(in, opts); err != nil {
 		fmt.Fprintln(os.Stderr, err)
