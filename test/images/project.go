@@ -30,8 +30,8 @@ const (
 	PausePath      = "/pause"
 )
 
-// Path is the PATH of every image but pause.
-const Path = "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+// Path is the PATH of every image but pause (a container engine's default).
+const Path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Inputs are the files the project's images are made of.
 type Inputs struct {
@@ -212,7 +212,8 @@ func iptablesLayer(root RootFS) (Layer, error) {
 	for _, t := range iptablesTools {
 		entries = append(entries, Entry{Path: "/usr/sbin/" + t, Link: backendName(t, "nft")})
 	}
-	entries = append(entries, Entry{Path: "/bin/sh", Link: "busybox"})
+	entries = append(entries, Entry{Path: "/bin/sh", Link: "busybox"},
+		Entry{Path: "/run", Dir: true}) // iptables-legacy's lock file
 	return Layer{Name: "iptables", Entries: dedupe(entries)}, nil
 }
 
