@@ -41,26 +41,6 @@ func sweepStale(base string, logf func(string, ...any)) error {
 			lock.Close()
 		}
 	}
-	// Cgroups of runs whose directory is gone: removed when empty. One with processes may be a
-	// live run under another TempDir: left alone.
-	mounts, err := cgroupMounts()
-	if err != nil {
-		return err
-	}
-	for _, m := range mounts {
-		orphans, _ := filepath.Glob(filepath.Join(m, runPrefix+"*"))
-		for _, o := range orphans {
-			if _, err := os.Stat(filepath.Join(base, filepath.Base(o))); err == nil {
-				continue
-			}
-			cg := cgroup{filepath.Base(o)}
-			if pids, err := cg.pids(); err == nil && len(pids) == 0 {
-				if err := cg.remove(); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
 	return errors.Join(errs...)
 }
 
