@@ -160,8 +160,18 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Images are built and imported while the API server starts; on a failure meanwhile the
+	// import is cancelled and awaited before Stop removes the directory it writes to.
+	importCtx, cancelImport := context.WithCancel(ctx)
 	imported := make(chan error, 1)
-	go func() { imported <- c.importAll(ctx, root, opts, containerd, begin) }()
+	go func() { imported <- c.importAll(importCtx, root, opts, containerd, begin) }()
+	importing := true
+	defer func() {
+		cancelImport()
+		if importing {
+			<-imported
+		}
+	}()
 	if err := c.await(ctx, 30*time.Second, "etcd healthy", c.httpOK("http://127.0.0.1:2379/health"), etcd); err != nil {
 		return nil, err
 	}
@@ -178,13 +188,9 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case err := <-imported:
-		if err != nil {
-			return nil, err
-		}
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	importing = false
+	if err := <-imported; err != nil {
+		return nil, err
 	}
 	if err := c.await(ctx, 60*time.Second, "node Ready", c.nodeReady(begin), node...); err != nil {
 		return nil, err
