@@ -53,8 +53,59 @@ type namespaces struct {
 	holder  *exec.Cmd
 	done    chan struct{}
 	nsenter string
-	net     *os.File  // the network namespace, kept open to dial into it
-	ids     [2]uint64 // inode numbers of the net and mount namespaces
+	ref     *nsRef   // held until close: to dial into the network namespace, and to name both
+	left    []string // processes still inside once close ended the holder
+}
+
+// nsRef holds a process's network and mount namespaces open. While held, their inode numbers
+// name them and nothing else: the kernel reuses the numbers of namespaces it has freed.
+type nsRef struct {
+	files [2]*os.File // net, mnt
+	ids   [2]uint64
+}
+
+var nsKinds = [2]string{"net", "mnt"}
+
+func openNamespaces(pid int) (*nsRef, error) {
+	r := &nsRef{}
+	for i, kind := range nsKinds {
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/" + kind)
+		if err != nil {
+			r.close()
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		r.files[i] = f
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			r.close()
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		r.ids[i] = st.Ino
+	}
+	return r, nil
+}
+
+// members returns the processes in either namespace, each with its command line.
+func (r *nsRef) members() []string {
+	var out []string
+	for _, pid := range processes() {
+		for i, kind := range nsKinds {
+			var st unix.Stat_t
+			if unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+kind, &st) == nil && st.Ino == r.ids[i] {
+				out = append(out, describeProcess(pid))
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (r *nsRef) close() {
+	for _, f := range r.files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // newNamespaces starts the holder (unshare ... sleep) and sets the namespaces up: tmpfs over
@@ -83,17 +134,9 @@ func newNamespaces(p Parts, dir string) (*namespaces, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	var err error
-	if n.net, err = os.Open("/proc/" + pid + "/ns/net"); err != nil {
+	if n.ref, err = openNamespaces(n.holder.Process.Pid); err != nil {
 		n.close()
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	for i, kind := range []string{"net", "mnt"} {
-		var st unix.Stat_t
-		if err := unix.Stat("/proc/"+pid+"/ns/"+kind, &st); err != nil {
-			n.close()
-			return nil, fmt.Errorf("cluster: %w", err)
-		}
-		n.ids[i] = st.Ino
+		return nil, err
 	}
 	if err := n.setUp(p, dir); err != nil {
 		n.close()
@@ -179,7 +222,7 @@ func (n *namespaces) DialContext(ctx context.Context, network, addr string) (net
 			return
 		}
 		defer self.Close()
-		if err := unix.Setns(int(n.net.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(int(n.ref.files[0].Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			ch <- result{err: fmt.Errorf("cluster: entering the network namespace: %w", err)}
 			return
@@ -298,14 +341,16 @@ func (f *forwarder) close() {
 	f.wg.Wait()
 }
 
-// close ends the holder. The namespaces go once no process is in them and nothing holds them
-// open (the caller has stopped every part first).
+// close ends the holder, notes which processes are still inside (none, when the caller has
+// stopped every part first) and lets the namespaces go: the kernel frees them once no process
+// is in them and nothing holds them open.
 func (n *namespaces) close() {
-	if n.net != nil {
-		n.net.Close()
-	}
 	if n.holder.Process != nil {
 		_ = syscall.Kill(n.holder.Process.Pid, syscall.SIGKILL)
 		<-n.done
+	}
+	if n.ref != nil {
+		n.left = n.ref.members()
+		n.ref.close()
 	}
 }

@@ -120,19 +120,10 @@ func processesNaming(s string) []int {
 	return out
 }
 
-// processesIn returns the processes in the network or mount namespace with those inode numbers.
-func processesIn(ids [2]uint64) []int {
-	var out []int
-	for _, pid := range processes() {
-		for i, kind := range []string{"net", "mnt"} {
-			var st unix.Stat_t
-			if unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/"+kind, &st) == nil && st.Ino == ids[i] {
-				out = append(out, pid)
-				break
-			}
-		}
-	}
-	return out
+// describeProcess is "process <pid>: <command line>".
+func describeProcess(pid int) string {
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(bytes.TrimRight(cmdline, "\x00"), []byte{0}, []byte{' '}))
 }
 
 // hostMountsUnder returns the host's mount points under dir, deepest first.
@@ -166,30 +157,27 @@ func removeRun(dir string) error {
 	return errors.Join(errs...)
 }
 
-// Leftovers lists what remains of the cluster after Stop: processes in its cgroup, its
-// namespaces or naming its directory, its cgroup directories, host mounts under its directory,
-// the directory itself. Empty when the cluster left nothing behind.
+// Leftovers lists what remains of the cluster after Stop: processes in its cgroup or naming
+// its directory, processes that were still in its namespaces when Stop let them go, its cgroup
+// directories, host mounts under its directory, the directory itself. Empty when the cluster
+// left nothing behind.
 func (c *Cluster) Leftovers() []string {
-	var ids *[2]uint64
+	var out []string
 	if c.ns != nil {
-		ids = &c.ns.ids
+		out = append(out, c.ns.left...)
 	}
-	return leftovers(c.Dir, ids)
+	return append(out, leftovers(c.Dir)...)
 }
 
-// leftovers is Leftovers for the run in dir, whose namespaces had the inode numbers ids.
-func leftovers(dir string, ids *[2]uint64) []string {
+// leftovers is what remains of the run in dir but its namespaces.
+func leftovers(dir string) []string {
 	var out []string
 	cg := cgroup{filepath.Base(dir)}
 	pids, _ := cg.pids()
-	if ids != nil {
-		pids = append(pids, processesIn(*ids)...)
-	}
 	pids = append(pids, processesNaming(dir)...)
 	slices.Sort(pids)
 	for _, pid := range slices.Compact(pids) {
-		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		out = append(out, fmt.Sprintf("process %d: %s", pid, bytes.ReplaceAll(bytes.TrimRight(cmdline, "\x00"), []byte{0}, []byte{' '})))
+		out = append(out, describeProcess(pid))
 	}
 	dirs, _ := cg.dirs()
 	for _, d := range dirs {

@@ -24,7 +24,7 @@ const crashChildEnv = "PORTCULLIS_CLUSTER_CRASH_CHILD"
 // TestSweepAfterCrash kills a process whose cluster runs a pod, as a crash or a test timeout
 // would: its parts die with it, but the pod's container and its shim survive (containerd
 // detaches them by design). The next run's sweep kills them and removes the cgroup and the
-// directory; the namespaces are gone with their last process.
+// directory; no process is left in its namespaces.
 func TestSweepAfterCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a Kubernetes cluster")
@@ -46,11 +46,11 @@ func TestSweepAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dir string
-	var ids [2]uint64
+	var holder int
 	var log []string
 	for s := bufio.NewScanner(out); s.Scan(); {
 		log = append(log, s.Text())
-		if _, err := fmt.Sscanf(s.Text(), "RUNNING %s %d %d", &dir, &ids[0], &ids[1]); err == nil {
+		if _, err := fmt.Sscanf(s.Text(), "RUNNING %s %d", &dir, &holder); err == nil {
 			break
 		}
 	}
@@ -58,6 +58,12 @@ func TestSweepAfterCrash(t *testing.T) {
 		_ = child.Wait()
 		t.Fatalf("the child did not start its cluster:\n%s", strings.Join(log, "\n"))
 	}
+	// Held open, the namespaces stay (empty) and their inode numbers stay theirs.
+	ns, err := openNamespaces(holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.close()
 	_ = child.Process.Signal(syscall.SIGKILL)
 	_ = child.Wait()
 
@@ -76,7 +82,7 @@ func TestSweepAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	proctest.Eventually(t, 10*time.Second, func() error {
-		if left := leftovers(dir, &ids); len(left) > 0 {
+		if left := append(ns.members(), leftovers(dir)...); len(left) > 0 {
 			return fmt.Errorf("left behind:\n%s", strings.Join(left, "\n"))
 		}
 		return nil
@@ -125,6 +131,6 @@ func TestCrashChild(t *testing.T) {
 		}
 		return nil
 	}, "pod Running")
-	fmt.Printf("RUNNING %s %d %d\n", c.Dir, c.ns.ids[0], c.ns.ids[1])
+	fmt.Printf("RUNNING %s %d\n", c.Dir, c.NamespacePID())
 	time.Sleep(5 * time.Minute) // killed by the parent long before
 }

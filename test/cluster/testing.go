@@ -28,7 +28,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && c.StopTime() == 0 { // the logs go with Stop
 			t.Logf("cluster logs (%s):%s", c.Dir, c.tails(c.processes()))
 		}
 		if err := c.Stop(); err != nil {
