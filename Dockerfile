@@ -1,21 +1,44 @@
-# The one image the manifests in deploy/ run: the control plane, and in meshed pods the
-# iptables init container and the sidecar (agent supervising Envoy 1.40). Envoy's own image is
-# the base, so the Envoy in the sidecar is the one the translator's output is validated against.
-#   docker build -t ghcr.io/portcullis/portcullis:dev .
+# The images the manifests in deploy/ and the injector run, one target each, with the layout
+# `make images` (test/images) builds without a registry or a container engine: same paths,
+# entrypoints and users.
+#   docker build --target controlplane -t ghcr.io/portcullis/portcullis:latest .        # also the demo apps
+#   docker build --target proxy        -t ghcr.io/portcullis/portcullis-proxy:latest .  # the sidecar
+#   docker build --target init         -t ghcr.io/portcullis/portcullis-init:latest .   # the init container
+# The default target is the control plane.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -ldflags "-X main.version=${VERSION}" -o /out/portcullis ./cmd/portcullis && \
-    CGO_ENABLED=0 go build -tags agentonly -ldflags "-X main.version=${VERSION}" -o /out/portcullis-agent ./cmd/portcullis
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" -o /out/portcullis ./cmd/portcullis && \
+    CGO_ENABLED=0 go build -trimpath -tags agentonly -ldflags "-X main.version=${VERSION}" -o /out/portcullis-agent ./cmd/portcullis && \
+    CGO_ENABLED=0 go build -trimpath -o /out/pause ./test/images/pause
 
-FROM envoyproxy/envoy:v1.40.0
-# iptables-restore for `portcullis init-iptables` (the injected init container, which alone runs as root).
-RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*
-# portcullis-agent is the sidecar build: the agent without the control plane's packages (about
-# 28 MiB RSS instead of 66).
-COPY --from=build /out/portcullis /out/portcullis-agent /usr/local/bin/
+# The sidecar: portcullis-agent (the agent alone: about 28 MiB RSS instead of 66) supervising
+# Envoy 1.40 at /usr/local/bin/envoy, the one the translator's output is validated against.
+FROM envoyproxy/envoy:v1.40.0 AS proxy
+COPY --from=build /out/portcullis-agent /usr/local/bin/
+USER 1337:1337
+ENTRYPOINT ["/usr/local/bin/portcullis-agent"]
+
+# The init container: `portcullis init-iptables` with Debian's iptables (nft back end by
+# default, legacy too) and busybox; it alone runs as root, with NET_ADMIN and NET_RAW.
+FROM debian:bookworm-slim AS init
+RUN apt-get update && apt-get install -y --no-install-recommends iptables busybox-static && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/portcullis /usr/local/bin/
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/portcullis", "init-iptables"]
+
+# The pod sandbox, for a cluster without a registry (test/cluster); clusters with one use theirs.
+FROM scratch AS pause
+COPY --from=build /out/pause /pause
+USER 65535:65535
+ENTRYPOINT ["/pause"]
+
+# The control plane, and the demo applications (`portcullis demo-app`, deploy/overlays/demo):
+# static, with the CA bundle and the nonroot user (65532).
+FROM gcr.io/distroless/static-debian12:nonroot AS controlplane
+COPY --from=build /out/portcullis /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/portcullis"]

@@ -15,13 +15,20 @@ JAEGER_VERSION := v1.76.0
 KUBE_VERSION := v1.37.2
 ETCD_DEB_VERSION := 3.4.23-4+b4
 KUBE_ASSETS := .cache/kube-assets-$(KUBE_VERSION)
+# The single-node cluster (test/cluster): the Kubernetes binaries above, CoreDNS built from the
+# module proxy, and containerd, runc and the CNI plugins from Debian, installed on the host.
+COREDNS_VERSION := v1.15.0
+CLUSTER_DEBS := containerd runc containernetworking-plugins iptables
+# Image tarballs (test/images): built without a registry or a container engine.
+IMAGE_DIR ?= bin/images
+IMAGE_TAG ?= latest
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools generate fuzz clean help proto
+.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
 
 all: build
 
@@ -29,8 +36,8 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/portcullis (everything) and bin/portcullis-agent (the sidecar: the agent alone)
-	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
-	CGO_ENABLED=0 go build -tags agentonly -ldflags '$(LDFLAGS)' -o bin/portcullis-agent ./cmd/portcullis
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
+	CGO_ENABLED=0 go build -trimpath -tags agentonly -ldflags '$(LDFLAGS)' -o bin/portcullis-agent ./cmd/portcullis
 
 .cache:
 	mkdir -p '$(CACHE_DIR)'
@@ -69,6 +76,27 @@ netns-tools: ## iptables, iproute2 and setpriv for the transparent-mode network 
 		apt-get install -y -qq iptables iproute2 util-linux >/dev/null || { apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux >/dev/null; }; \
 	else echo "netns-tools: iptables missing and not root; the network namespace test will skip"; fi
 
+cluster-tools: ## containerd, runc, the CNI plugins and iptables for the single-node cluster (Debian; root)
+	@if command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null && [ -x /usr/lib/cni/bridge ] && command -v iptables-restore >/dev/null; then echo "cluster tools: $$(containerd --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null || { apt-get update -qq && apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null; }; \
+	else echo "cluster-tools: containerd, runc, CNI plugins or iptables missing and not root; the cluster test will skip"; fi
+
+coredns: .cache ## CoreDNS $(COREDNS_VERSION) built into .cache/bin for the cluster's DNS (cold ~4 min on 2 cores; skipped when built)
+	./test/kube/build-coredns.sh $(COREDNS_VERSION) "$$(cd .cache && pwd -P)"
+
+image-debs: .cache ## the Debian packages the images hold (C library, iptables, busybox, CA bundle), unpacked into .cache/debroot, not installed
+	./test/kube/fetch-debs.sh "$$(cd .cache && pwd -P)" $$(go run ./test/images/cmd/images -debian-packages)
+
+images: build envoy image-debs ## reproducible image tarballs of the control plane, sidecar, init container and pause into $(IMAGE_DIR) (no registry, no daemon)
+	CGO_ENABLED=0 go build -trimpath -o bin/pause ./test/images/pause
+	go run ./test/images/cmd/images -out $(IMAGE_DIR) -tag $(IMAGE_TAG) -portcullis bin/portcullis \
+		-agent bin/portcullis-agent -pause bin/pause -envoy $(ENVOY_BIN) -debian .cache/debroot
+
+cluster: images kube coredns cluster-tools ## a single-node Kubernetes cluster (root) with the images imported; prints the KUBECONFIG; Ctrl-C stops it
+	go build -o bin/portcullis-cluster ./test/cluster/cmd/cluster
+	./bin/portcullis-cluster -images $(IMAGE_DIR)
+
 generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)
 	go tool controller-gen crd:crdVersions=v1,allowDangerousTypes=true paths=./xds/source/kube/apis/... output:crd:artifacts:config=deploy/base/crds
 
@@ -76,7 +104,7 @@ lint: ## gofmt and go vet
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
-test: lint envoy jaeger kube netns-tools ## unit and integration tests, with real Envoy, Jaeger and a real API server, then the short fault suite on its own (what CI runs)
+test: lint envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite on its own (what CI runs)
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v /test/faults$$)
 	@# The fault suite holds a steady load through real Envoys and counts every response: it runs
 	@# alone, so what it counts is the fault's cost and not other packages' tests on the 2 cores.

@@ -1,0 +1,241 @@
+package images
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Repository is where the project's images are named (deploy/ refers to them there).
+const Repository = "ghcr.io/portcullis/"
+
+// Users the images run as, as the manifests in deploy/ and the injector set them.
+const (
+	ControlPlaneUser = "65532:65532" // deploy/base/controlplane.yaml runAsUser
+	ProxyUser        = "1337:1337"   // inject.ProxyUID
+	InitUser         = "0:0"         // the init container alone runs as root (NET_ADMIN, NET_RAW)
+	PauseUser        = "65535:65535" // as Kubernetes' own pause image
+)
+
+// Paths inside the images: the Dockerfile's layout, which the injector's commands rely on
+// (`portcullis init-iptables` and `portcullis-agent` found on PATH, Envoy at --envoy-path's
+// default /usr/local/bin/envoy).
+const (
+	PortcullisPath = "/usr/local/bin/portcullis"
+	AgentPath      = "/usr/local/bin/portcullis-agent"
+	EnvoyPath      = "/usr/local/bin/envoy"
+	PausePath      = "/pause"
+)
+
+// Path is the PATH of every image but pause (a container engine's default).
+const Path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Inputs are the files the project's images are made of.
+type Inputs struct {
+	// Portcullis is the full binary (make build's bin/portcullis), Agent the sidecar build
+	// (-tags agentonly), Pause the sandbox program (test/images/pause); all static.
+	Portcullis, Agent, Pause string
+	// Envoy is the Envoy 1.40 binary (the tool cache's); its shared libraries come from Debian.
+	Envoy string
+	// Debian is the dpkg -x root of the packages listed in DebianPackages.
+	Debian RootFS
+}
+
+// DebianPackages are what Inputs.Debian must hold (test/kube/fetch-debs.sh fetches them): the C
+// library and loader for Envoy and iptables, iptables with its libraries and extensions,
+// busybox for a shell in the init image, netbase's /etc/protocols and the CA bundle.
+var DebianPackages = []string{
+	"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12", "libnftnl11", "libmnl0",
+	"libnetfilter-conntrack3", "libnfnetlink0", "netbase", "busybox-static", "ca-certificates",
+}
+
+// Image is one image to build: its layers, bottom first, and its configuration.
+type Image struct {
+	// Name is the short name ("portcullis-proxy"), also the tarball's file name; the image is
+	// tagged Repository+Name.
+	Name       string
+	Layers     []Layer
+	Entrypoint []string
+	User       string
+	Env        []string
+}
+
+// PauseImage is the pod sandbox image alone, which the cluster harness needs before anything.
+func PauseImage(pause string) Image {
+	return Image{
+		Name:       "pause",
+		Layers:     []Layer{{Name: "pause", Entries: []Entry{{Path: PausePath, Src: pause, Mode: 0o755}}}},
+		Entrypoint: []string{PausePath},
+		User:       PauseUser,
+	}
+}
+
+// Project returns the project's images:
+//   - portcullis: the control plane, and the demo applications (`portcullis demo-app`, as
+//     deploy/overlays/demo runs them), as 65532;
+//   - portcullis-proxy: the sidecar, portcullis-agent supervising Envoy, as 1337;
+//   - portcullis-init: `portcullis init-iptables` with Debian's iptables (both back ends; nft by
+//     default, as Debian's alternatives choose), as root;
+//   - pause: the sandbox.
+//
+// Layers are shared where the content is: base files everywhere, the portcullis binary by the
+// control plane and init images.
+func Project(in Inputs) ([]Image, error) {
+	base := baseLayer()
+	certs, err := caLayer(in.Debian)
+	if err != nil {
+		return nil, err
+	}
+	envoy, err := envoyLayer(in.Debian, in.Envoy)
+	if err != nil {
+		return nil, err
+	}
+	iptables, err := iptablesLayer(in.Debian)
+	if err != nil {
+		return nil, err
+	}
+	portcullis := Layer{Name: "portcullis", Entries: []Entry{{Path: PortcullisPath, Src: in.Portcullis, Mode: 0o755}}}
+	agent := Layer{Name: "portcullis-agent", Entries: []Entry{{Path: AgentPath, Src: in.Agent, Mode: 0o755}}}
+	env := []string{Path}
+	return []Image{
+		{Name: "portcullis", Layers: []Layer{base, certs, portcullis}, Entrypoint: []string{PortcullisPath}, User: ControlPlaneUser, Env: env},
+		{Name: "portcullis-proxy", Layers: []Layer{base, envoy, agent}, Entrypoint: []string{AgentPath}, User: ProxyUser, Env: env},
+		{Name: "portcullis-init", Layers: []Layer{base, iptables, portcullis}, Entrypoint: []string{PortcullisPath, "init-iptables"}, User: InitUser, Env: env},
+		PauseImage(in.Pause),
+	}, nil
+}
+
+// baseLayer has what every non-pause image has: the users the images run as, and /tmp.
+func baseLayer() Layer {
+	passwd := "root:x:0:0:root:/root:/sbin/nologin\n" +
+		"portcullis-proxy:x:1337:1337:portcullis proxy:/nonexistent:/sbin/nologin\n" +
+		"nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n" +
+		"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+	group := "root:x:0:\nportcullis-proxy:x:1337:\nnonroot:x:65532:\nnogroup:x:65534:\n"
+	return Layer{Name: "base", Entries: []Entry{
+		{Path: "/etc/passwd", Data: []byte(passwd)},
+		{Path: "/etc/group", Data: []byte(group)},
+		{Path: "/tmp", Dir: true, Mode: 0o777 | os.ModeSticky},
+	}}
+}
+
+// caLayer is Debian's CA bundle, as update-ca-certificates assembles it (the certificates in
+// name order), for the control plane's HTTPS clients (a JWKS URI, a collector with TLS).
+func caLayer(root RootFS) (Layer, error) {
+	certs, err := root.Glob("/usr/share/ca-certificates/mozilla", "*.crt")
+	if err != nil {
+		return Layer{}, err
+	}
+	if len(certs) == 0 {
+		return Layer{}, fmt.Errorf("images: no certificates in %s/usr/share/ca-certificates/mozilla (package ca-certificates)", root)
+	}
+	sort.Strings(certs)
+	var bundle bytes.Buffer
+	for _, c := range certs {
+		b, err := os.ReadFile(filepath.Join(string(root), c))
+		if err != nil {
+			return Layer{}, fmt.Errorf("images: %w", err)
+		}
+		bundle.Write(bytes.TrimRight(b, "\n"))
+		bundle.WriteByte('\n')
+	}
+	return Layer{Name: "ca-certificates", Entries: []Entry{
+		{Path: "/etc/ssl/certs/ca-certificates.crt", Data: bundle.Bytes()},
+	}}, nil
+}
+
+// envoyLayer is Envoy and the C library it is linked against, from Debian.
+func envoyLayer(root RootFS, envoy string) (Layer, error) {
+	real, err := filepath.EvalSymlinks(envoy)
+	if err != nil {
+		return Layer{}, fmt.Errorf("images: envoy: %w", err)
+	}
+	libs, err := root.SharedLibraries(real)
+	if err != nil {
+		return Layer{}, err
+	}
+	entries, err := root.Files(libs...)
+	if err != nil {
+		return Layer{}, err
+	}
+	return Layer{Name: "envoy", Entries: append(entries, Entry{Path: EnvoyPath, Src: real, Mode: 0o755})}, nil
+}
+
+// iptablesTools are the names `iptables-restore` and friends have on a Debian system whose
+// alternatives point at the nft back end (the default); the -legacy and -nft names are the
+// package's own links.
+var iptablesTools = []string{"iptables", "iptables-restore", "iptables-save", "ip6tables", "ip6tables-restore", "ip6tables-save"}
+
+// iptablesLayer is Debian's iptables with both back ends, its libraries and extensions, the
+// loader, /etc/protocols, and busybox as /bin/sh.
+func iptablesLayer(root RootFS) (Layer, error) {
+	var paths []string
+	for _, multi := range []string{"xtables-nft-multi", "xtables-legacy-multi"} {
+		paths = append(paths, "/usr/sbin/"+multi)
+	}
+	for _, t := range iptablesTools {
+		for _, backend := range []string{"nft", "legacy"} {
+			paths = append(paths, "/usr/sbin/"+backendName(t, backend))
+		}
+	}
+	extensions, err := root.Glob("/usr/lib/x86_64-linux-gnu/xtables", "*.so")
+	if err != nil {
+		return Layer{}, err
+	}
+	if len(extensions) == 0 {
+		return Layer{}, fmt.Errorf("images: no xtables extensions in %s (package iptables)", root)
+	}
+	paths = append(paths, extensions...)
+	paths = append(paths, "/etc/protocols", "/bin/busybox")
+	entries, err := root.Files(paths...)
+	if err != nil {
+		return Layer{}, err
+	}
+	var elfs []string
+	for _, e := range entries {
+		if e.Src != "" && e.Path != "/etc/protocols" {
+			elfs = append(elfs, e.Src)
+		}
+	}
+	libs, err := root.SharedLibraries(elfs...)
+	if err != nil {
+		return Layer{}, err
+	}
+	libEntries, err := root.Files(libs...)
+	if err != nil {
+		return Layer{}, err
+	}
+	entries = append(entries, libEntries...)
+	for _, t := range iptablesTools {
+		entries = append(entries, Entry{Path: "/usr/sbin/" + t, Link: backendName(t, "nft")})
+	}
+	entries = append(entries, Entry{Path: "/bin/sh", Link: "busybox"},
+		Entry{Path: "/run", Dir: true}) // iptables-legacy's lock file
+	return Layer{Name: "iptables", Entries: dedupe(entries)}, nil
+}
+
+// backendName is Debian's name of tool t for a back end: iptables-restore → iptables-nft-restore.
+func backendName(t, backend string) string {
+	for _, family := range []string{"ip6tables", "iptables"} {
+		if rest, ok := strings.CutPrefix(t, family); ok {
+			return family + "-" + backend + rest
+		}
+	}
+	return t
+}
+
+// dedupe drops entries whose path an earlier entry has (libraries two binaries share).
+func dedupe(entries []Entry) []Entry {
+	seen := map[string]bool{}
+	out := entries[:0]
+	for _, e := range entries {
+		if !seen[e.Path] {
+			seen[e.Path] = true
+			out = append(out, e)
+		}
+	}
+	return out
+}
