@@ -1,5 +1,3 @@
-//go:build !agentonly
-
 package main
 
 import (
@@ -7,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis/portcullis/xds/inject"
+	"github.com/portcullis/portcullis/xds/inject/redirect"
 )
 
 func newInitIPTablesCommand(g *globals) *cobra.Command {
@@ -29,12 +27,12 @@ Needs NET_ADMIN and NET_RAW (the injector grants them to this init container onl
 iptables-restore. --dry-run prints the rules instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := inject.ParseRedirectFlags(inbound, outbound, uid, exIn, exOut, exCIDRs)
+			r, err := redirect.Parse(inbound, outbound, uid, exIn, exOut, exCIDRs)
 			if err != nil {
 				return err
 			}
 			if !cmd.Flags().Changed("ipv6") {
-				ipv6 = inject.PodHasGlobalIPv6()
+				ipv6 = redirect.PodHasGlobalIPv6()
 			}
 			if dryRun {
 				out := r.Rules(false)
@@ -52,9 +50,9 @@ iptables-restore. --dry-run prints the rules instead.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.Uint16Var(&inbound, "inbound-port", inject.InboundPort, "the proxy's inbound port")
-	fl.Uint16Var(&outbound, "outbound-port", inject.OutboundPort, "the proxy's outbound port")
-	fl.IntVar(&uid, "proxy-uid", inject.ProxyUID, "UID and GID of the proxy (Envoy and the agent), whose traffic is not redirected")
+	fl.Uint16Var(&inbound, "inbound-port", redirect.InboundPort, "the proxy's inbound port")
+	fl.Uint16Var(&outbound, "outbound-port", redirect.OutboundPort, "the proxy's outbound port")
+	fl.IntVar(&uid, "proxy-uid", redirect.ProxyUID, "UID and GID of the proxy (Envoy and the agent), whose traffic is not redirected")
 	fl.StringVar(&exIn, "exclude-inbound-ports", "", "comma-separated inbound ports delivered to the application directly")
 	fl.StringVar(&exOut, "exclude-outbound-ports", "", "comma-separated destination ports left alone")
 	fl.StringVar(&exCIDRs, "exclude-outbound-cidrs", "", "comma-separated destination CIDRs left alone")

@@ -1,8 +1,7 @@
 // Package images builds the project's container images as tarballs with no registry and no
 // container engine (github.com/google/go-containerregistry): the control plane (portcullis),
-// the sidecar (portcullis-proxy: portcullis-agent and Envoy), the init container
-// (portcullis-init: `portcullis init-iptables` with Debian's iptables) and the pod sandbox
-// (pause). The demo applications run from the portcullis image, as deploy/overlays/demo does.
+// the sidecar and init container (portcullis-proxy: portcullis-agent, Envoy, and Debian's
+// iptables for `portcullis-agent init-iptables`) and the pod sandbox (pause). The demo applications run from the portcullis image, as deploy/overlays/demo does.
 //
 // Builds are reproducible: the same inputs give byte-identical tarballs (entries sorted, owner
 // root, every time the Unix epoch, layers shared between images by content). Shared libraries,

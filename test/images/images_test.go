@@ -153,9 +153,9 @@ func TestLayout(t *testing.T) {
 			"usr/local/bin/portcullis", "etc/ssl/certs/ca-certificates.crt", "etc/passwd", "tmp"}},
 		"portcullis-proxy": {"/usr/local/bin/portcullis-agent", images.ProxyUser, []string{
 			"usr/local/bin/portcullis-agent", "usr/local/bin/envoy", "lib64/ld-linux-x86-64.so.2",
-			"lib/x86_64-linux-gnu/libc.so.6", "etc/passwd"}},
-		"portcullis-init": {"/usr/local/bin/portcullis init-iptables", images.InitUser, []string{
-			"usr/local/bin/portcullis", "usr/sbin/iptables-restore", "usr/sbin/ip6tables-restore",
+			"lib/x86_64-linux-gnu/libc.so.6", "etc/passwd",
+			// the init container's
+			"usr/sbin/iptables-restore", "usr/sbin/ip6tables-restore",
 			"usr/sbin/xtables-nft-multi", "usr/sbin/xtables-legacy-multi", "usr/lib/x86_64-linux-gnu/xtables/libxt_owner.so",
 			"usr/lib/x86_64-linux-gnu/xtables/libxt_REDIRECT.so", "bin/sh", "bin/busybox", "etc/protocols"}},
 		"pause": {"/pause", images.PauseUser, []string{"pause"}},
@@ -246,8 +246,8 @@ func TestImagesRun(t *testing.T) {
 	if out := run(images.ControlPlaneUser, roots["portcullis"], images.PortcullisPath, "version"); !strings.Contains(out, "portcullis") {
 		t.Errorf("portcullis version: %s", out)
 	}
-	// As the init container: portcullis init-iptables, found on PATH, then the rules it made.
-	out := run(images.InitUser, roots["portcullis-init"], "/bin/sh", "-c", "portcullis init-iptables && iptables-save -t nat && iptables-legacy-save -t nat")
+	// As the init container: portcullis-agent init-iptables, found on PATH, then the rules it made.
+	out := run(images.InitUser, roots["portcullis-proxy"], "/bin/sh", "-c", "portcullis-agent init-iptables && iptables-save -t nat && iptables-legacy-save -t nat")
 	for _, want := range []string{"(nf_tables)", "-A OUTPUT -p tcp -j PORTCULLIS_OUTPUT", "--uid-owner 1337", "REDIRECT --to-ports 15001", "REDIRECT --to-ports 15006"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("init image: no %q in:\n%s", want, out)

@@ -15,8 +15,8 @@ const Repository = "ghcr.io/portcullis/"
 // Users the images run as, as the manifests in deploy/ and the injector set them.
 const (
 	ControlPlaneUser = "65532:65532" // deploy/base/controlplane.yaml runAsUser
-	ProxyUser        = "1337:1337"   // inject.ProxyUID
-	InitUser         = "0:0"         // the init container alone runs as root (NET_ADMIN, NET_RAW)
+	ProxyUser        = "1337:1337"   // redirect.ProxyUID
+	InitUser         = "0:0"         // the init container (the proxy image) alone runs as root (NET_ADMIN, NET_RAW)
 	PauseUser        = "65535:65535" // as Kubernetes' own pause image
 )
 
@@ -76,13 +76,14 @@ func PauseImage(pause string) Image {
 // Project returns the project's images:
 //   - portcullis: the control plane, and the demo applications (`portcullis demo-app`, as
 //     deploy/overlays/demo runs them), as 65532;
-//   - portcullis-proxy: the sidecar, portcullis-agent supervising Envoy, as 1337;
-//   - portcullis-init: `portcullis init-iptables` with Debian's iptables (both back ends; nft by
-//     default, as Debian's alternatives choose), as root;
+//   - portcullis-proxy: the sidecar, portcullis-agent supervising Envoy, as 1337; and the init
+//     container (`portcullis-agent init-iptables`, run as root by the injector) with Debian's
+//     iptables (both back ends; nft by default, as Debian's alternatives choose). One image for
+//     both, as Istio's proxyv2: a pod pulls one image, and the sidecar build's 10 MiB of Go stand
+//     in for the full binary's 60;
 //   - pause: the sandbox.
 //
-// Layers are shared where the content is: base files everywhere, the portcullis binary by the
-// control plane and init images.
+// Layers are shared where the content is: base files everywhere.
 func Project(in Inputs) ([]Image, error) {
 	base := baseLayer()
 	certs, err := caLayer(in.Debian)
@@ -102,8 +103,7 @@ func Project(in Inputs) ([]Image, error) {
 	env := []string{Path}
 	return []Image{
 		{Name: "portcullis", Layers: []Layer{base, certs, portcullis}, Entrypoint: []string{PortcullisPath}, User: ControlPlaneUser, Env: env},
-		{Name: "portcullis-proxy", Layers: []Layer{base, envoy, agent}, Entrypoint: []string{AgentPath}, User: ProxyUser, Env: env},
-		{Name: "portcullis-init", Layers: []Layer{base, iptables, portcullis}, Entrypoint: []string{PortcullisPath, "init-iptables"}, User: InitUser, Env: env},
+		{Name: "portcullis-proxy", Layers: []Layer{base, envoy, iptables, agent}, Entrypoint: []string{AgentPath}, User: ProxyUser, Env: env},
 		PauseImage(in.Pause),
 	}, nil
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/proctest"
-	"github.com/portcullis/portcullis/xds/inject"
+	"github.com/portcullis/portcullis/xds/inject/redirect"
 )
 
 // Addresses and ports, all inside the test's namespaces (none on the host). The control plane's
@@ -37,7 +37,7 @@ const (
 	envoyAdmin     = "127.0.0.1:15000"
 )
 
-var proxyUID = strconv.Itoa(inject.ProxyUID)
+var proxyUID = strconv.Itoa(redirect.ProxyUID)
 
 const meshDocs = `apiVersion: portcullis.dev/v1alpha1
 kind: Mesh
@@ -84,8 +84,8 @@ func TestTransparentProxyInNetworkNamespaces(t *testing.T) {
 
 	// The redirection the injector gives a pod with the exclusion annotations (its init
 	// container's arguments).
-	redirect := inject.Redirect{InboundPort: inject.InboundPort, OutboundPort: inject.OutboundPort, ProxyUID: inject.ProxyUID}
-	backendRedirect, frontendRedirect := redirect, redirect
+	defaults := redirect.Redirect{InboundPort: redirect.InboundPort, OutboundPort: redirect.OutboundPort, ProxyUID: redirect.ProxyUID}
+	backendRedirect, frontendRedirect := defaults, defaults
 	backendRedirect.ExcludeInboundPorts = []uint16{directPort}
 	frontendRedirect.ExcludeOutboundPorts = []uint16{directPort}
 	backend := env.startPod("backend", backendIP, backendRedirect)
@@ -416,10 +416,10 @@ type pod struct {
 // startPod installs the redirection with the init container's command, then runs the agent
 // (Transparent mode, joined with a token) and its Envoy as the proxy's UID, as the injected
 // sidecar does.
-func (e *environment) startPod(name, ip string, redirect inject.Redirect) *pod {
+func (e *environment) startPod(name, ip string, rd redirect.Redirect) *pod {
 	e.t.Helper()
 	p := &pod{name: name, ns: e.prefix + name, env: e}
-	e.t.Logf("%s: %s", name, e.run("ip", append([]string{"netns", "exec", p.ns, e.bin, "init-iptables"}, redirect.Args()...)...))
+	e.t.Logf("%s: %s", name, e.run("ip", append([]string{"netns", "exec", p.ns, e.bin, "init-iptables"}, rd.Args()...)...))
 	dir := filepath.Join(e.work, name)
 	token := filepath.Join(e.work, name+".token")
 	e.run(e.bin, "token", "create", "--data-dir", e.dataDir, "--namespace", "demo", "--service", name, "--out", token)
@@ -427,7 +427,7 @@ func (e *environment) startPod(name, ip string, redirect inject.Redirect) *pod {
 		e.t.Fatal(err)
 	}
 	for _, f := range []string{dir, token} {
-		if err := os.Chown(f, inject.ProxyUID, inject.ProxyUID); err != nil {
+		if err := os.Chown(f, redirect.ProxyUID, redirect.ProxyUID); err != nil {
 			e.t.Fatal(err)
 		}
 	}

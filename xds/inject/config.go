@@ -4,21 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/portcullis/portcullis/xds/inject/redirect"
 )
 
 // Ports and identities of the injected proxy, documented in docs/kubernetes.md.
 const (
-	InboundPort    = 15006 // iptables redirects inbound TCP here
-	OutboundPort   = 15001 // and outbound TCP here
-	AgentAdminPort = 15021 // the agent's /healthz, /readyz, /metrics (probed by the kubelet)
-	EnvoyAdminPort = 15000 // Envoy's admin, on 127.0.0.1 only
-	ProxyUID       = 1337  // Envoy and the agent run as this UID/GID; their traffic is not redirected
+	InboundPort    = redirect.InboundPort
+	OutboundPort   = redirect.OutboundPort
+	AgentAdminPort = redirect.AgentAdminPort // the agent's /healthz, /readyz, /metrics, application probes
+	EnvoyAdminPort = 15000                   // Envoy's admin, on 127.0.0.1 only
+	ProxyUID       = redirect.ProxyUID
 )
 
 // Names of what the injector adds.
@@ -89,37 +88,3 @@ func (c *Config) resources() corev1.ResourceRequirements {
 
 // reservedPorts are the ports the proxy listens on in the pod's network namespace.
 var reservedPorts = []int32{OutboundPort, InboundPort, AgentAdminPort, EnvoyAdminPort}
-
-// parsePorts reads a comma-separated port list annotation.
-func parsePorts(s string) ([]uint16, error) {
-	var out []uint16
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.ParseUint(f, 10, 16)
-		if err != nil || n == 0 {
-			return nil, fmt.Errorf("%q is not a port", f)
-		}
-		if !slices.Contains(out, uint16(n)) {
-			out = append(out, uint16(n))
-		}
-	}
-	return out, nil
-}
-
-// parseCIDRs reads a comma-separated CIDR list annotation.
-func parseCIDRs(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR", f)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}

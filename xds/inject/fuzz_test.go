@@ -47,27 +47,3 @@ func FuzzWebhook(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseRedirectFlags: the init container's flags come from pod annotations; whatever they
-// say is either refused with an error or yields rules that parse back to the same rules.
-func FuzzParseRedirectFlags(f *testing.F) {
-	f.Add("9000", "5432", "10.0.0.1/32,fd00::/8")
-	f.Add("", "", "")
-	f.Add("0,65536", "-1", "10.0.0.1")
-	f.Add("15006", "a,b", "::/0,0.0.0.0/0")
-	f.Fuzz(func(t *testing.T, in, out, cidrs string) {
-		r, err := inject.ParseRedirectFlags(15006, 15001, 1337, in, out, cidrs)
-		if err != nil {
-			return
-		}
-		args := r.Args()
-		back := map[string]string{}
-		for i := 0; i+1 < len(args); i += 2 {
-			back[args[i]] = args[i+1]
-		}
-		again, err := inject.ParseRedirectFlags(15006, 15001, 1337, back["--exclude-inbound-ports"], back["--exclude-outbound-ports"], back["--exclude-outbound-cidrs"])
-		if err != nil || again.Rules(false) != r.Rules(false) || again.Rules(true) != r.Rules(true) {
-			t.Fatalf("flags %q %q %q do not round-trip through Args %v: %v", in, out, cidrs, args, err)
-		}
-	})
-}

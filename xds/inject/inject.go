@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/portcullis/portcullis/xds/inject/redirect"
 	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
 )
 
@@ -119,16 +120,16 @@ func runAsUser(pod *corev1.Pod, ct corev1.Container) *int64 {
 }
 
 // redirect is the pod's redirection: the defaults and the pod's exclusion annotations.
-func (c *Config) redirect(pod *corev1.Pod) (Redirect, error) {
-	r := Redirect{InboundPort: InboundPort, OutboundPort: OutboundPort, ProxyUID: ProxyUID}
+func (c *Config) redirect(pod *corev1.Pod) (redirect.Redirect, error) {
+	r := redirect.Redirect{InboundPort: InboundPort, OutboundPort: OutboundPort, ProxyUID: ProxyUID}
 	var err error
-	if r.ExcludeInboundPorts, err = parsePorts(pod.Annotations[AnnotationExcludeInboundPorts]); err != nil {
+	if r.ExcludeInboundPorts, err = redirect.ParsePorts(pod.Annotations[AnnotationExcludeInboundPorts]); err != nil {
 		return r, fmt.Errorf("annotation %s: %w", AnnotationExcludeInboundPorts, err)
 	}
-	if r.ExcludeOutboundPorts, err = parsePorts(pod.Annotations[AnnotationExcludeOutboundPorts]); err != nil {
+	if r.ExcludeOutboundPorts, err = redirect.ParsePorts(pod.Annotations[AnnotationExcludeOutboundPorts]); err != nil {
 		return r, fmt.Errorf("annotation %s: %w", AnnotationExcludeOutboundPorts, err)
 	}
-	cidrs, err := parseCIDRs(pod.Annotations[AnnotationExcludeOutboundCIDRs])
+	cidrs, err := redirect.ParseCIDRs(pod.Annotations[AnnotationExcludeOutboundCIDRs])
 	if err != nil {
 		return r, fmt.Errorf("annotation %s: %w", AnnotationExcludeOutboundCIDRs, err)
 	}
@@ -143,12 +144,12 @@ func (c *Config) redirect(pod *corev1.Pod) (Redirect, error) {
 
 // initContainer installs the redirection: root with NET_ADMIN and NET_RAW for the nat table,
 // nothing else, and it exits before the application starts.
-func (c *Config) initContainer(r Redirect) corev1.Container {
+func (c *Config) initContainer(r redirect.Redirect) corev1.Container {
 	return corev1.Container{
 		Name:            InitContainerName,
 		Image:           c.Image,
 		ImagePullPolicy: c.ImagePullPolicy,
-		Command:         append([]string{"portcullis", "init-iptables"}, r.Args()...),
+		Command:         append([]string{"portcullis-agent", "init-iptables"}, r.Args()...), // the sidecar build has it
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: mustQuantity("10m"), corev1.ResourceMemory: mustQuantity("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: mustQuantity("64Mi")},

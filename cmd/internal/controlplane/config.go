@@ -72,6 +72,7 @@ type KubernetesConfig struct {
 	// keeps equal to the mesh roots.
 	WebhookAddr, WebhookService, WebhookConfig string
 	ProxyImage                                 string // the image injected containers run
+	ProxyImagePullPolicy                       string // Always, IfNotPresent or Never
 	// Service is the control plane's Service: agents dial <Service>.<Namespace>.svc for
 	// certificates and ADS, proxies for ext_authz, unless AgentsAddr or AuthzAdvertiseAddr say
 	// otherwise.
@@ -133,6 +134,11 @@ func (k *KubernetesConfig) validate() error {
 		if _, _, err := net.ParseCIDR(c); err != nil {
 			return fmt.Errorf("controlplane: --exclude-outbound-cidr %q: %w", c, err)
 		}
+	}
+	switch k.ProxyImagePullPolicy {
+	case "Always", "IfNotPresent", "Never":
+	default:
+		return fmt.Errorf("controlplane: --proxy-image-pull-policy %q: Always, IfNotPresent or Never", k.ProxyImagePullPolicy)
 	}
 	for flag, name := range map[string]string{"--webhook-service": k.WebhookService, "--controlplane-service": k.Service} {
 		if name == "" || strings.Contains(name, ".") {

@@ -157,7 +157,7 @@ func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, 
 	}
 	hook := &inject.Webhook{
 		Config: &inject.Config{
-			Image: k.cfg.ProxyImage, ControlPlane: agents, TrustDomain: td.Name(), ExcludeOutboundCIDRs: k.cfg.ExcludeOutboundCIDRs,
+			Image: k.cfg.ProxyImage, ImagePullPolicy: corev1.PullPolicy(k.cfg.ProxyImagePullPolicy), ControlPlane: agents, TrustDomain: td.Name(), ExcludeOutboundCIDRs: k.cfg.ExcludeOutboundCIDRs,
 			Pins: func() []string {
 				var pins []string
 				for _, r := range id.authority.Roots() {

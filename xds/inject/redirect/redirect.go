@@ -1,4 +1,4 @@
-package inject
+package redirect
 
 import (
 	"bytes"
@@ -10,6 +10,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+)
+
+// Defaults of the redirection, as the injector installs it (docs/kubernetes.md lists them).
+const (
+	InboundPort    = 15006 // inbound TCP is redirected here
+	OutboundPort   = 15001 // and outbound TCP here
+	AgentAdminPort = 15021 // the agent's admin port, never redirected: the kubelet probes it
+	ProxyUID       = 1337  // Envoy and the agent run as this UID/GID; their traffic is not redirected
 )
 
 // Redirect describes the redirection the init container installs.
@@ -144,17 +152,17 @@ func joinPorts(ps []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// ParseRedirectFlags builds a Redirect from the init container's flag values.
-func ParseRedirectFlags(inbound, outbound uint16, uid int, excludeIn, excludeOut, excludeCIDRs string) (Redirect, error) {
+// Parse builds a Redirect from the init container's flag values.
+func Parse(inbound, outbound uint16, uid int, excludeIn, excludeOut, excludeCIDRs string) (Redirect, error) {
 	r := Redirect{InboundPort: inbound, OutboundPort: outbound, ProxyUID: uid}
 	var err error
-	if r.ExcludeInboundPorts, err = parsePorts(excludeIn); err != nil {
+	if r.ExcludeInboundPorts, err = ParsePorts(excludeIn); err != nil {
 		return r, fmt.Errorf("inject: --exclude-inbound-ports: %w", err)
 	}
-	if r.ExcludeOutboundPorts, err = parsePorts(excludeOut); err != nil {
+	if r.ExcludeOutboundPorts, err = ParsePorts(excludeOut); err != nil {
 		return r, fmt.Errorf("inject: --exclude-outbound-ports: %w", err)
 	}
-	if r.ExcludeOutboundCIDRs, err = parseCIDRs(excludeCIDRs); err != nil {
+	if r.ExcludeOutboundCIDRs, err = ParseCIDRs(excludeCIDRs); err != nil {
 		return r, fmt.Errorf("inject: --exclude-outbound-cidrs: %w", err)
 	}
 	if inbound == 0 || outbound == 0 || inbound == outbound {
@@ -183,4 +191,38 @@ func HasGlobalIPv6(ifInet6 string) bool {
 		}
 	}
 	return false
+}
+
+// ParsePorts reads a comma-separated port list (a flag or a pod annotation).
+func ParsePorts(s string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%q is not a port", f)
+		}
+		if !slices.Contains(out, uint16(n)) {
+			out = append(out, uint16(n))
+		}
+	}
+	return out, nil
+}
+
+// ParseCIDRs reads a comma-separated CIDR list (a flag or a pod annotation).
+func ParseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -1,15 +1,15 @@
-package inject_test
+package redirect_test
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/portcullis/portcullis/xds/inject"
+	"github.com/portcullis/portcullis/xds/inject/redirect"
 )
 
 func TestRules(t *testing.T) {
-	r := inject.Redirect{InboundPort: 15006, OutboundPort: 15001, ProxyUID: 1337,
+	r := redirect.Redirect{InboundPort: 15006, OutboundPort: 15001, ProxyUID: 1337,
 		ExcludeInboundPorts: []uint16{9000}, ExcludeOutboundPorts: []uint16{5432},
 		ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("fd00::/8")}}
 	cases := []struct {
@@ -61,7 +61,7 @@ func TestRules(t *testing.T) {
 			}
 		})
 	}
-	back, err := inject.ParseRedirectFlags(15006, 15001, 1337, "9000", "5432", "10.0.0.1/32,fd00::/8")
+	back, err := redirect.Parse(15006, 15001, 1337, "9000", "5432", "10.0.0.1/32,fd00::/8")
 	if err != nil || back.Rules(false) != r.Rules(false) || back.Rules(true) != r.Rules(true) {
 		t.Fatalf("flags do not round-trip: %v", err)
 	}
@@ -77,8 +77,32 @@ func TestHasGlobalIPv6(t *testing.T) {
 		// a global address on lo does not make the pod dual-stack
 		"fd000000000000000000000000000005 01 80 00 80       lo\n": false,
 	} {
-		if got := inject.HasGlobalIPv6(in); got != want {
+		if got := redirect.HasGlobalIPv6(in); got != want {
 			t.Errorf("HasGlobalIPv6(%q) = %v", in, got)
 		}
 	}
+}
+
+// FuzzParse: the init container's flags come from pod annotations; whatever they
+// say is either refused with an error or yields rules that parse back to the same rules.
+func FuzzParse(f *testing.F) {
+	f.Add("9000", "5432", "10.0.0.1/32,fd00::/8")
+	f.Add("", "", "")
+	f.Add("0,65536", "-1", "10.0.0.1")
+	f.Add("15006", "a,b", "::/0,0.0.0.0/0")
+	f.Fuzz(func(t *testing.T, in, out, cidrs string) {
+		r, err := redirect.Parse(15006, 15001, 1337, in, out, cidrs)
+		if err != nil {
+			return
+		}
+		args := r.Args()
+		back := map[string]string{}
+		for i := 0; i+1 < len(args); i += 2 {
+			back[args[i]] = args[i+1]
+		}
+		again, err := redirect.Parse(15006, 15001, 1337, back["--exclude-inbound-ports"], back["--exclude-outbound-ports"], back["--exclude-outbound-cidrs"])
+		if err != nil || again.Rules(false) != r.Rules(false) || again.Rules(true) != r.Rules(true) {
+			t.Fatalf("flags %q %q %q do not round-trip through Args %v: %v", in, out, cidrs, args, err)
+		}
+	})
 }
