@@ -42,6 +42,28 @@ type Inputs struct {
 	Envoy string
 	// Debian is the dpkg -x root of the packages listed in DebianPackages.
 	Debian RootFS
+	// Jaeger, when set, is the Jaeger binary `make jaeger` builds from source: it becomes the
+	// image deploy/base/jaeger.yaml names (JaegerRef), for clusters without a registry.
+	Jaeger string
+}
+
+// JaegerRef is the Jaeger image deploy/base/jaeger.yaml runs: release 2.13.0, the Go module
+// version v1.76.0 that `make jaeger` builds (Jaeger tags each release twice: 1.x for the module,
+// 2.x for the binary).
+const JaegerRef = "docker.io/jaegertracing/jaeger:2.13.0"
+
+// JaegerUser is the user deploy/base/jaeger.yaml runs Jaeger as.
+const JaegerUser = "10001:10001"
+
+// JaegerImage is Jaeger v2 from its binary: with no arguments it stores traces in memory,
+// receives OTLP on 4317/4318 and serves its query API and UI on 16686, on every interface.
+func JaegerImage(bin string) Image {
+	return Image{
+		Name: "jaeger", Ref: JaegerRef,
+		Layers:     []Layer{baseLayer(), {Name: "jaeger", Entries: []Entry{{Path: "/cmd/jaeger-linux", Src: bin, Mode: 0o755}}}},
+		Entrypoint: []string{"/cmd/jaeger-linux"},
+		User:       JaegerUser,
+	}
 }
 
 // DebianPackages are what Inputs.Debian must hold (test/kube/fetch-debs.sh fetches them): the C
@@ -55,8 +77,9 @@ var DebianPackages = []string{
 // Image is one image to build: its layers, bottom first, and its configuration.
 type Image struct {
 	// Name is the short name ("portcullis-proxy"), also the tarball's file name; the image is
-	// tagged Repository+Name.
+	// tagged Repository+Name, unless Ref names it whole.
 	Name       string
+	Ref        string
 	Layers     []Layer
 	Entrypoint []string
 	User       string
@@ -101,11 +124,15 @@ func Project(in Inputs) ([]Image, error) {
 	portcullis := Layer{Name: "portcullis", Entries: []Entry{{Path: PortcullisPath, Src: in.Portcullis, Mode: 0o755}}}
 	agent := Layer{Name: "portcullis-agent", Entries: []Entry{{Path: AgentPath, Src: in.Agent, Mode: 0o755}}}
 	env := []string{Path}
-	return []Image{
+	imgs := []Image{
 		{Name: "portcullis", Layers: []Layer{base, certs, portcullis}, Entrypoint: []string{PortcullisPath}, User: ControlPlaneUser, Env: env},
 		{Name: "portcullis-proxy", Layers: []Layer{base, envoy, iptables, agent}, Entrypoint: []string{AgentPath}, User: ProxyUser, Env: env},
 		PauseImage(in.Pause),
-	}, nil
+	}
+	if in.Jaeger != "" {
+		imgs = append(imgs, JaegerImage(in.Jaeger))
+	}
+	return imgs, nil
 }
 
 // baseLayer has what every non-pause image has: the users the images run as, and /tmp.

@@ -32,7 +32,7 @@ type Options struct {
 // Result is one written image tarball.
 type Result struct {
 	Name string
-	// Ref is the image's name in the tarball (Repository+Name:Tag).
+	// Ref is the image's name in the tarball (Repository+Name:Tag, or the Image's Ref).
 	Ref string
 	// Path of the tarball (docker-archive format, as `docker save` writes; `ctr images import`,
 	// `docker load` and `podman load` read it).
@@ -64,7 +64,11 @@ func Write(imgs []Image, opts Options) ([]Result, error) {
 	b := &builder{dir: scratch, gzip: opts.Gzip, built: map[string]builtLayer{}}
 	var out []Result
 	for _, spec := range imgs {
-		r, err := b.write(spec, Repository+spec.Name+":"+tag, filepath.Join(opts.Dir, spec.Name+".tar"))
+		ref := spec.Ref
+		if ref == "" {
+			ref = Repository + spec.Name + ":" + tag
+		}
+		r, err := b.write(spec, ref, filepath.Join(opts.Dir, spec.Name+".tar"))
 		if err != nil {
 			return nil, err
 		}

@@ -2,10 +2,6 @@ package demo
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,13 +14,12 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis/portcullis/cmd/internal/controlplane"
 	"github.com/portcullis/portcullis/examples"
 	"github.com/portcullis/portcullis/examples/demoapp"
+	"github.com/portcullis/portcullis/examples/demoidp"
 	"github.com/portcullis/portcullis/telemetry"
 )
 
@@ -35,7 +30,6 @@ const (
 	demoBackendMesh   = "127.0.0.1:15102"
 	demoFrontendAdmin = "127.0.0.1:15121"
 	demoBackendAdmin  = "127.0.0.1:15122"
-	demoIssuer        = "https://idp.demo.portcullis.local"
 )
 
 // Config is what the demo runs with; cmd/portcullis fills it from flags.
@@ -68,8 +62,16 @@ func Run(ctx context.Context, f Config) error {
 	if err := writeDemoMesh(configDir); err != nil {
 		return err
 	}
-	idpKey, err := writeDemoJWKS(filepath.Join(configDir, "jwks.json"))
+	idp, err := demoidp.New()
 	if err != nil {
+		return err
+	}
+	jwks, err := idp.JWKS()
+	if err != nil {
+		return err
+	}
+	// The demo's JWTProvider reads the key set from this file.
+	if err := os.WriteFile(filepath.Join(configDir, "jwks.json"), jwks, 0o600); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -124,7 +126,7 @@ func Run(ctx context.Context, f Config) error {
 				return fmt.Errorf("agent at %s not ready (logs in %s): %w", admin, work, err)
 			}
 		}
-		token, err := demoToken(idpKey)
+		token, err := idp.Token("alice", []string{"admin"}, 24*time.Hour)
 		if err != nil {
 			return err
 		}
@@ -214,37 +216,6 @@ func writeDemoMesh(dir string) error {
 		}
 		return os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o600)
 	})
-}
-
-// writeDemoJWKS makes the demo issuer's signing key and writes its public half as the JWKS the
-// demo's JWTProvider reads.
-func writeDemoJWKS(file string) (*ecdsa.PrivateKey, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "demo-1", Algorithm: string(jose.ES256), Use: "sig"}}}
-	data, err := json.Marshal(set)
-	if err != nil {
-		return nil, err
-	}
-	return key, os.WriteFile(file, data, 0o600)
-}
-
-// demoToken is an admin user's token from the demo issuer, valid for a day.
-func demoToken(key *ecdsa.PrivateKey) (string, error) {
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "demo-1"))
-	if err != nil {
-		return "", err
-	}
-	now := time.Now()
-	claims := map[string]any{
-		"iss": demoIssuer, "sub": "alice", "aud": "backend",
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(24 * time.Hour).Unix(),
-		"realm_access": map[string]any{"roles": []string{"admin"}},
-	}
-	return josejwt.Signed(signer).Claims(claims).Serialize()
 }
 
 type demoHelp struct{ Work, Admin, Token, Jaeger string }
