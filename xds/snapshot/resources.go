@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -15,8 +16,11 @@ import (
 	"github.com/portcullis/portcullis/xds/translate"
 )
 
-// TypeURLs are the resource types a proxy's snapshot carries, in the order Envoy needs them.
-var TypeURLs = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType}
+// TypeURLs are the resource types a proxy's snapshot carries, in the order of Envoy's ADS
+// sequencing (clusters, endpoints, listeners, then the routes and filter configurations the
+// listeners name, which Envoy asks for once it has them). Consumers that list a proxy's
+// resources use this order.
+var TypeURLs = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.ExtensionConfigType}
 
 // interner hands out one shared object per distinct resource content. A generation holds the
 // resources of one reconcile; lookups fall back to the previous generation, so a resource that
@@ -68,9 +72,11 @@ func hashResource(r types.Resource) (string, error) {
 // (delta xDS) filled from the same hashes, and the whole checked for consistency.
 func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string]string, error) {
 	byType := map[string][]types.Resource{
-		resource.ClusterType:  asResources(res.Clusters),
-		resource.EndpointType: asResources(res.Endpoints),
-		resource.ListenerType: asResources(res.Listeners),
+		resource.ClusterType:         asResources(res.Clusters),
+		resource.EndpointType:        asResources(res.Endpoints),
+		resource.ListenerType:        asResources(res.Listeners),
+		resource.RouteType:           asResources(res.Routes),
+		resource.ExtensionConfigType: asResources(res.Extensions),
 	}
 	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := map[string]string{}
@@ -95,10 +101,46 @@ func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string
 		snap.VersionMap[url] = hashes
 		versions[url] = version
 	}
+	// Every route configuration (RDS) and filter configuration (ECDS) a listener names is in the
+	// snapshot, and nothing else of those types: a name missing would keep the listener warming.
 	if err := snap.Consistent(); err != nil {
 		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
 	}
+	if err := extensionsConsistent(byType[resource.ListenerType], snap.GetResources(resource.ExtensionConfigType)); err != nil {
+		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
+	}
 	return snap, versions, nil
+}
+
+// extensionsConsistent checks that the ECDS resources are exactly those the listeners' HTTP
+// filters load by name (go-control-plane's Consistent checks EDS and RDS names only).
+func extensionsConsistent(listeners []types.Resource, extensions map[string]types.Resource) error {
+	named := map[string]bool{}
+	for _, r := range listeners {
+		l, ok := r.(*listenerv3.Listener)
+		if !ok {
+			continue
+		}
+		for _, chain := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
+			for _, f := range chain.GetFilters() {
+				for _, hf := range resource.GetHTTPConnectionManager(f).GetHttpFilters() {
+					if hf.GetConfigDiscovery() == nil {
+						continue
+					}
+					if _, ok := extensions[hf.GetName()]; !ok {
+						return fmt.Errorf("listener %s loads filter configuration %q, which is not in the snapshot", l.GetName(), hf.GetName())
+					}
+					named[hf.GetName()] = true
+				}
+			}
+		}
+	}
+	for name := range extensions {
+		if !named[name] {
+			return fmt.Errorf("filter configuration %q is named by no listener", name)
+		}
+	}
+	return nil
 }
 
 // typeVersion hashes a type's resource names and hashes; an empty type has version "empty" so
