@@ -158,6 +158,7 @@ func TestSnapshotConsistency(t *testing.T) {
 		t.Fatalf("a translated proxy is inconsistent: %v", err)
 	}
 	for name, broken := range map[string]func(r *translate.Resources){
+		"endpoints missing":     func(r *translate.Resources) { r.Endpoints = nil },
 		"route missing":         func(r *translate.Resources) { r.Routes = r.Routes[1:] },
 		"route unnamed":         func(r *translate.Resources) { r.Listeners = r.Listeners[1:] },
 		"ECDS resource missing": func(r *translate.Resources) { r.Extensions = nil },
@@ -167,7 +168,7 @@ func TestSnapshotConsistency(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := *good
-			r.Listeners, r.Routes, r.Extensions = slices.Clone(r.Listeners), slices.Clone(r.Routes), slices.Clone(r.Extensions)
+			r.Listeners, r.Routes, r.Endpoints, r.Extensions = slices.Clone(r.Listeners), slices.Clone(r.Routes), slices.Clone(r.Endpoints), slices.Clone(r.Extensions)
 			broken(&r)
 			if _, _, err := newInterner().build(&r); err == nil || !strings.Contains(err.Error(), "snapshot: inconsistent") {
 				t.Errorf("built: %v", err)

@@ -1,12 +1,14 @@
 package snapshot
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"sort"
 	"sync"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -101,43 +103,57 @@ func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string
 		snap.VersionMap[url] = hashes
 		versions[url] = version
 	}
-	// Every route configuration (RDS) and filter configuration (ECDS) a listener names is in the
-	// snapshot, and nothing else of those types: a name missing would keep the listener warming.
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
-	}
-	if err := extensionsConsistent(byType[resource.ListenerType], snap.GetResources(resource.ExtensionConfigType)); err != nil {
+	if err := consistent(byType, snap.VersionMap); err != nil {
 		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
 	}
 	return snap, versions, nil
 }
 
-// extensionsConsistent checks that the ECDS resources are exactly those the listeners' HTTP
-// filters load by name (go-control-plane's Consistent checks EDS and RDS names only).
-func extensionsConsistent(listeners []types.Resource, extensions map[string]types.Resource) error {
-	named := map[string]bool{}
-	for _, r := range listeners {
+// consistent checks that the resources named by others are exactly those of the snapshot: the
+// endpoints of every EDS cluster, the route configuration (RDS) and HTTP filter configurations
+// (ECDS) of every listener — one missing would keep its cluster or listener warming — and no
+// resource of those types that nothing names. It is go-control-plane's Snapshot.Consistent plus
+// ECDS, reading each connection manager once. present holds the names of each type.
+func consistent(byType map[string][]types.Resource, present map[string]map[string]string) error {
+	named := map[string]map[string]string{resource.EndpointType: {}, resource.RouteType: {}, resource.ExtensionConfigType: {}} // name → by whom
+	for _, r := range byType[resource.ClusterType] {
+		if c, ok := r.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
+			named[resource.EndpointType][cmp.Or(c.GetEdsClusterConfig().GetServiceName(), c.GetName())] = "cluster " + c.GetName()
+		}
+	}
+	for _, r := range byType[resource.ListenerType] {
 		l, ok := r.(*listenerv3.Listener)
 		if !ok {
 			continue
 		}
 		for _, chain := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
 			for _, f := range chain.GetFilters() {
-				for _, hf := range resource.GetHTTPConnectionManager(f).GetHttpFilters() {
-					if hf.GetConfigDiscovery() == nil {
-						continue
+				hcm := resource.GetHTTPConnectionManager(f)
+				if name := hcm.GetRds().GetRouteConfigName(); name != "" {
+					named[resource.RouteType][name] = "listener " + l.GetName()
+				}
+				for _, hf := range hcm.GetHttpFilters() {
+					if hf.GetConfigDiscovery() != nil {
+						named[resource.ExtensionConfigType][hf.GetName()] = "listener " + l.GetName()
 					}
-					if _, ok := extensions[hf.GetName()]; !ok {
-						return fmt.Errorf("listener %s loads filter configuration %q, which is not in the snapshot", l.GetName(), hf.GetName())
-					}
-					named[hf.GetName()] = true
 				}
 			}
 		}
 	}
-	for name := range extensions {
-		if !named[name] {
-			return fmt.Errorf("filter configuration %q is named by no listener", name)
+	for _, url := range TypeURLs {
+		refs, checked := named[url]
+		if !checked {
+			continue
+		}
+		for name, by := range refs {
+			if _, ok := present[url][name]; !ok {
+				return fmt.Errorf("%s names %s %q, which is not in the snapshot", by, shortType(url), name)
+			}
+		}
+		for name := range present[url] {
+			if _, ok := refs[name]; !ok {
+				return fmt.Errorf("%s %q is named by no resource", shortType(url), name)
+			}
 		}
 	}
 	return nil
