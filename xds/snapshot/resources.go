@@ -30,10 +30,18 @@ var TypeURLs = []string{resource.ClusterType, resource.EndpointType, resource.Li
 type interner struct {
 	mu        sync.Mutex
 	prev, cur map[string]types.Resource
+	// The names each distinct listener refers to, by its hash, kept like the resources: read from
+	// its connection managers once, not in every snapshot that has it.
+	refsPrev, refsCur map[string]listenerRefs
 }
 
+// listenerRefs are the route configurations (RDS) and HTTP filter configurations (ECDS) a
+// listener names.
+type listenerRefs struct{ routes, filters []string }
+
 func newInterner() *interner {
-	return &interner{prev: map[string]types.Resource{}, cur: map[string]types.Resource{}}
+	return &interner{prev: map[string]types.Resource{}, cur: map[string]types.Resource{},
+		refsPrev: map[string]listenerRefs{}, refsCur: map[string]listenerRefs{}}
 }
 
 // next starts a new generation; resources not used since the previous call are released.
@@ -41,6 +49,7 @@ func (in *interner) next() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.prev, in.cur = in.cur, make(map[string]types.Resource, len(in.cur))
+	in.refsPrev, in.refsCur = in.refsCur, make(map[string]listenerRefs, len(in.refsCur))
 }
 
 func (in *interner) intern(hash string, r types.Resource) types.Resource {
@@ -51,10 +60,40 @@ func (in *interner) intern(hash string, r types.Resource) types.Resource {
 	}
 	if got, ok := in.prev[hash]; ok {
 		in.cur[hash] = got
+		if refs, ok := in.refsPrev[hash]; ok {
+			in.refsCur[hash] = refs
+		}
 		return got
 	}
 	in.cur[hash] = r
 	return r
+}
+
+// refs returns the names the listener with the given hash refers to.
+func (in *interner) refs(hash string, l *listenerv3.Listener) listenerRefs {
+	in.mu.Lock()
+	refs, ok := in.refsCur[hash]
+	in.mu.Unlock()
+	if ok {
+		return refs
+	}
+	for _, chain := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
+		for _, f := range chain.GetFilters() {
+			hcm := resource.GetHTTPConnectionManager(f)
+			if name := hcm.GetRds().GetRouteConfigName(); name != "" {
+				refs.routes = append(refs.routes, name)
+			}
+			for _, hf := range hcm.GetHttpFilters() {
+				if hf.GetConfigDiscovery() != nil {
+					refs.filters = append(refs.filters, hf.GetName())
+				}
+			}
+		}
+	}
+	in.mu.Lock()
+	in.refsCur[hash] = refs
+	in.mu.Unlock()
+	return refs
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -103,7 +142,7 @@ func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string
 		snap.VersionMap[url] = hashes
 		versions[url] = version
 	}
-	if err := consistent(byType, snap.VersionMap); err != nil {
+	if err := in.consistent(byType, snap.VersionMap); err != nil {
 		return nil, nil, fmt.Errorf("snapshot: inconsistent: %w", err)
 	}
 	return snap, versions, nil
@@ -113,8 +152,9 @@ func (in *interner) build(res *translate.Resources) (*cache.Snapshot, map[string
 // endpoints of every EDS cluster, the route configuration (RDS) and HTTP filter configurations
 // (ECDS) of every listener — one missing would keep its cluster or listener warming — and no
 // resource of those types that nothing names. It is go-control-plane's Snapshot.Consistent plus
-// ECDS, reading each connection manager once. present holds the names of each type.
-func consistent(byType map[string][]types.Resource, present map[string]map[string]string) error {
+// ECDS, reading the connection managers of each distinct listener once. present holds the names
+// and hashes of each type's resources.
+func (in *interner) consistent(byType map[string][]types.Resource, present map[string]map[string]string) error {
 	named := map[string]map[string]string{resource.EndpointType: {}, resource.RouteType: {}, resource.ExtensionConfigType: {}} // name → by whom
 	for _, r := range byType[resource.ClusterType] {
 		if c, ok := r.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
@@ -126,18 +166,12 @@ func consistent(byType map[string][]types.Resource, present map[string]map[strin
 		if !ok {
 			continue
 		}
-		for _, chain := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
-			for _, f := range chain.GetFilters() {
-				hcm := resource.GetHTTPConnectionManager(f)
-				if name := hcm.GetRds().GetRouteConfigName(); name != "" {
-					named[resource.RouteType][name] = "listener " + l.GetName()
-				}
-				for _, hf := range hcm.GetHttpFilters() {
-					if hf.GetConfigDiscovery() != nil {
-						named[resource.ExtensionConfigType][hf.GetName()] = "listener " + l.GetName()
-					}
-				}
-			}
+		refs := in.refs(present[resource.ListenerType][l.GetName()], l)
+		for _, name := range refs.routes {
+			named[resource.RouteType][name] = "listener " + l.GetName()
+		}
+		for _, name := range refs.filters {
+			named[resource.ExtensionConfigType][name] = "listener " + l.GetName()
 		}
 	}
 	for _, url := range TypeURLs {
