@@ -92,10 +92,8 @@ func measure(b *testing.B) []metric {
 	authz.atHalf = fixed(ctx, b, authz, authz.max/2)
 
 	m.authzOff(b)
-	// The direct runs need no mesh: they run while Envoy drains the old configuration.
 	direct.at1k = fixed(ctx, b, direct, 1000)
 	authz.directHalf = fixed(ctx, b, direct, authz.max/2)
-	m.drained(b)
 	noauthz.max = peak(ctx, b, noauthz)
 	noauthz.at1k, noauthz.cpu, noauthz.rss = fixedMeasured(ctx, b, noauthz, m.procs)
 	noauthz.atHalf = fixed(ctx, b, noauthz, noauthz.max/2)

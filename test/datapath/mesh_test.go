@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -204,8 +203,8 @@ func (m *mesh) expect(token string, want int) error {
 }
 
 // authzOff flips the Mesh to authorization OFF and waits until both proxies have ACKed it and a
-// request without a token passes. Connections accepted before keep the old filters until Envoy
-// drains them: see drained.
+// request without a token passes. The change is in the backend's routes (RDS), which Envoy
+// applies to the next request on every connection, so every request measured after it has it.
 func (m *mesh) authzOff(b *testing.B) {
 	b.Helper()
 	m.c.Write("mesh.yaml", meshDoc("OFF"))
@@ -215,27 +214,4 @@ func (m *mesh) authzOff(b *testing.B) {
 		}
 		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
 	}, "authorization OFF in both proxies")
-}
-
-// drained waits until no connection is left on an old listener configuration, so every request
-// measured has the new one and none fails when Envoy closes an old connection under load.
-func (m *mesh) drained(b *testing.B) {
-	b.Helper()
-	proctest.Eventually(b, 45*time.Second, func() error {
-		if err := m.expect("", http.StatusOK); err != nil { // traffic drains active connections
-			return err
-		}
-		for _, admin := range m.envoys {
-			_, body, err := meshtest.Get("http://" + admin + "/stats?filter=^listener_manager.total_(filter_chains|listeners)_draining$")
-			if err != nil {
-				return err
-			}
-			for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
-				if !strings.HasSuffix(l, ": 0") {
-					return fmt.Errorf("envoy %s: %s", admin, l)
-				}
-			}
-		}
-		return nil
-	}, "the old inbound configuration drained")
 }

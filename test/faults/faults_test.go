@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -369,30 +370,38 @@ func (s *suite) authzDown(t *testing.T, open bool) {
 	s.report("authz down, fail "+strings.ToLower(mode), r, expect)
 }
 
-// setFailureMode changes the mesh's authorization failure mode and waits until every proxy
-// has the new configuration.
+// setFailureMode changes the mesh's authorization failure mode and waits until both backend
+// Envoys run it. The ext_authz filter's configuration comes over ECDS, and Envoy applies a new
+// one to the next request on every connection, those already open included: once applied, it is
+// applied everywhere, with no listener to drain.
 func (s *suite) setFailureMode(t *testing.T, mode string) {
 	t.Helper()
+	const modified = "listener_manager.listener_modified"
+	listenersBefore := envoyCounter(t, s.backendEnvoys, modified)
 	s.c.Write("mesh.yaml", meshDoc(mode))
 	open := mode == "OPEN"
 	proctest.Eventually(t, 20*time.Second, func() error {
-		for _, n := range []string{"backend-1.demo", "backend-2.demo"} {
-			cfg := s.c.Portcullis("proxy", "config", n, "--admin-addr", s.c.CPAdmin)
-			if strings.Contains(cfg, "failure_mode_allow") != open && strings.Contains(cfg, "failureModeAllow") != open {
-				return fmt.Errorf("%s: failure mode not %s yet", n, mode)
+		for _, admin := range s.backendEnvoys {
+			_, dump, err := meshtest.Get("http://" + admin + "/config_dump?resource=ecds_filters")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(dump, "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz") {
+				return fmt.Errorf("envoy %s: no ext_authz configuration in its ECDS dump", admin)
+			}
+			if failOpen.MatchString(dump) != open {
+				return fmt.Errorf("envoy %s: failure mode not %s yet", admin, mode)
 			}
 		}
 		return s.c.Synced(nodes...)
-	}, "failure mode "+mode+" on every proxy")
-	// ACKed is not yet applied everywhere: connections accepted under the old listener keep its
-	// filters until they close (after their next response, or the 15 s drain time when idle).
-	proctest.Eventually(t, 30*time.Second, func() error {
-		if n := envoyCounter(t, s.backendEnvoys, "listener_manager.total_filter_chains_draining"); n > 0 {
-			return fmt.Errorf("%d filter chains still draining", n)
-		}
-		return nil
-	}, "the old listeners drained")
+	}, "failure mode "+mode+" in both backend Envoys")
+	if n := envoyCounter(t, s.backendEnvoys, modified) - listenersBefore; n != 0 {
+		t.Errorf("the failure mode change replaced %d listeners of the backends; it belongs to ECDS alone", n)
+	}
 }
+
+// failOpen finds an ext_authz configuration failing open in an Envoy config dump.
+var failOpen = regexp.MustCompile(`"failure_mode_allow":\s*true`)
 
 // envoyStarts counts each agent's Envoy starts.
 func (s *suite) envoyStarts() string {

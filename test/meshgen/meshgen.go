@@ -16,7 +16,7 @@ type Spec struct {
 	// services.
 	Upstreams int
 	// AuthzTimeoutMs sets the Mesh's authorization timeout; changing it changes every proxy's
-	// inbound listener.
+	// ext_authz filter configuration (ECDS).
 	AuthzTimeoutMs int
 }
 

@@ -20,8 +20,8 @@ import (
 )
 
 // runClients opens n ADS streams that behave like Envoy (simclient). It prints READY once every
-// client has ACKed listeners, then for each ROUND on stdin, CONVERGED <unix ns> when every client
-// has ACKed one more listener update.
+// client has ACKed its ext_authz filter configuration (ECDS, the last type a proxy is sent), then
+// for each ROUND on stdin, CONVERGED <unix ns> when every client has ACKed one more update of it.
 func runClients(addr, certDir string, n int) error {
 	caPEM, err := os.ReadFile(filepath.Join(certDir, "ca.pem"))
 	if err != nil {
@@ -46,7 +46,7 @@ func runClients(addr, certDir string, n int) error {
 		defer conn.Close()
 		go func() {
 			errs <- simclient.Run(ctx, conn, &corev3.Node{Id: meshgen.NodeID(i)}, func(resp *discoveryv3.DiscoveryResponse) {
-				if resp.GetTypeUrl() == resource.ListenerType {
+				if resp.GetTypeUrl() == resource.ExtensionConfigType {
 					acks <- i
 				}
 			})

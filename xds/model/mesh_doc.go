@@ -92,8 +92,8 @@ type MTLSSettings struct {
 
 // AuthzSettings configures the proxies' ext_authz filter.
 type AuthzSettings struct {
-	// Mode is ENFORCE (default: every inbound request is authorized) or OFF (no ext_authz
-	// filter at all; AuthorizationPolicies are not applied).
+	// Mode is ENFORCE (default: every inbound request is authorized) or OFF (ext_authz is
+	// turned off on every route; AuthorizationPolicies are not applied).
 	Mode AuthzMode `json:"mode,omitempty"`
 	// FailureMode is CLOSED (default: deny when authorization is unreachable) or OPEN.
 	FailureMode FailureMode `json:"failureMode,omitempty"`

@@ -7,17 +7,29 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Proxy is what the translator needs to configure one workload's Envoy: the workload, its
-// service and identity, and the mesh they belong to. A Transparent workload may have no Service
-// (a client that serves nothing). It is built per connected proxy from the
-// mesh and the workload registration (a Workload document, or the agent's flags).
+// Proxy is everything the translator needs to configure one workload's Envoy, resolved: the
+// workload (defaulted), its service and identity, its upstreams' services and ports, and the
+// mesh context every proxy shares. The translator reads it and looks nothing up in the mesh
+// (Envoy Gateway's IR). A Transparent workload may have no Service (a client that serves
+// nothing). It is built per connected proxy from the mesh context and the workload registration
+// (a Workload document, or the agent's flags).
 type Proxy struct {
 	// NodeID is the Envoy node id: "<workload>.<namespace>".
-	NodeID   string
-	Workload *WorkloadDoc
-	Service  *ServiceDoc
-	Identity spiffeid.ID
-	Mesh     *Mesh
+	NodeID string
+	// Workload is the proxy's own defaulted copy of the registration.
+	Workload  *WorkloadDoc
+	Service   *ResolvedService
+	Identity  spiffeid.ID
+	Upstreams []ResolvedUpstream
+	Mesh      *MeshContext
+}
+
+// ResolvedUpstream is one upstream of a local workload: the service port it names and the local
+// port the application calls it on.
+type ResolvedUpstream struct {
+	Service   *ResolvedService
+	Port      ServicePort
+	LocalPort uint32
 }
 
 // Endpoint is one reachable instance of a service port: a connected workload's inbound
@@ -42,38 +54,46 @@ func NodeID(w *WorkloadDoc) string {
 // Workload returns the Workload document with the given node id, or nil.
 func (m *Mesh) Workload(nodeID string) *WorkloadDoc { return m.workloadsByNode[nodeID] }
 
-// NewProxy resolves a workload (from the mesh or registered by an agent) against the mesh. A
-// registration that does not fit the mesh — unknown service, service account or upstream — is
-// an error naming the field, like a document problem.
-func NewProxy(m *Mesh, w *WorkloadDoc) (*Proxy, error) {
+// NewProxy resolves a workload (from the mesh or registered by an agent) against the mesh
+// context. A registration that does not fit the mesh — unknown service, service account or
+// upstream — is an error naming the field, like a document problem. w is not modified: it may be
+// a document of the mesh, which proxies translated on every core share.
+func NewProxy(mc *MeshContext, w *WorkloadDoc) (*Proxy, error) {
 	if errs := w.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("model: workload %s: %s: %s", NodeID(w), errs[0].Field, errs[0].Message)
 	}
-	w.setDefaults()
+	own := *w
+	own.setDefaults()
+	w = &own
 	ns := RefOf(w).Namespace
+	p := &Proxy{NodeID: NodeID(w), Workload: w, Mesh: mc}
 	if w.Transparent() && w.Spec.Service == "" {
-		return &Proxy{NodeID: NodeID(w), Workload: w, Identity: WorkloadID(m.TrustDomain, ns, w.Spec.ServiceAccount), Mesh: m}, nil
+		p.Identity = WorkloadID(mc.TrustDomain, ns, w.Spec.ServiceAccount)
+		return p, nil
 	}
-	svc := m.Service(ns, w.Spec.Service)
+	svc := mc.Service(Ref{Namespace: ns, Name: w.Spec.Service})
 	if svc == nil {
 		return nil, fmt.Errorf("model: workload %s: spec.service: Service %q not found in namespace %q", NodeID(w), w.Spec.Service, ns)
 	}
 	sa := w.Spec.ServiceAccount
 	if sa == "" {
-		sa = svc.Spec.ServiceAccounts[0]
+		sa = svc.Doc.Spec.ServiceAccounts[0]
 	}
-	if !slices.Contains(svc.Spec.ServiceAccounts, sa) {
-		return nil, fmt.Errorf("model: workload %s: spec.serviceAccount: %q is not a service account of Service %q", NodeID(w), sa, svc.Metadata.Name)
+	if !slices.Contains(svc.Doc.Spec.ServiceAccounts, sa) {
+		return nil, fmt.Errorf("model: workload %s: spec.serviceAccount: %q is not a service account of Service %q", NodeID(w), sa, svc.Ref.Name)
 	}
 	if _, ok := svc.Port(w.ServedPort()); !ok && !w.Transparent() {
-		return nil, fmt.Errorf("model: workload %s: spec.servicePort (or appPort): %d is not a port of Service %q", NodeID(w), w.ServedPort(), svc.Metadata.Name)
+		return nil, fmt.Errorf("model: workload %s: spec.servicePort (or appPort): %d is not a port of Service %q", NodeID(w), w.ServedPort(), svc.Ref.Name)
 	}
+	p.Service, p.Identity = svc, WorkloadID(mc.TrustDomain, ns, sa)
 	for i, u := range w.Spec.Upstreams {
-		if _, _, err := m.ResolveUpstream(ns, u); err != nil {
+		up, err := mc.resolveUpstream(ns, u)
+		if err != nil {
 			return nil, fmt.Errorf("model: workload %s: spec.upstreams[%d]: %w", NodeID(w), i, err)
 		}
+		p.Upstreams = append(p.Upstreams, up)
 	}
-	return &Proxy{NodeID: NodeID(w), Workload: w, Service: svc, Identity: WorkloadID(m.TrustDomain, ns, sa), Mesh: m}, nil
+	return p, nil
 }
 
 // Port returns the service port with the given number.
@@ -86,25 +106,26 @@ func (s *ServiceDoc) Port(n uint32) (ServicePort, bool) {
 	return ServicePort{}, false
 }
 
-// ResolveUpstream finds the service and port an upstream of a workload in namespace ns names.
-func (m *Mesh) ResolveUpstream(ns string, u Upstream) (*ServiceDoc, ServicePort, error) {
+// resolveUpstream finds the service and port an upstream of a workload in namespace ns names.
+func (mc *MeshContext) resolveUpstream(ns string, u Upstream) (ResolvedUpstream, error) {
 	uns, name, err := ParseServiceName(u.Service, ns)
 	if err != nil {
-		return nil, ServicePort{}, err
+		return ResolvedUpstream{}, err
 	}
-	svc := m.Service(uns, name)
+	svc := mc.Service(Ref{Namespace: uns, Name: name})
 	if svc == nil {
-		return nil, ServicePort{}, fmt.Errorf("Service %q not found in namespace %q", name, uns)
+		return ResolvedUpstream{}, fmt.Errorf("Service %q not found in namespace %q", name, uns)
 	}
+	ports := svc.Doc.Spec.Ports
 	if u.Port == 0 {
-		if len(svc.Spec.Ports) != 1 {
-			return nil, ServicePort{}, fmt.Errorf("port required: Service %q has %d ports", u.Service, len(svc.Spec.Ports))
+		if len(ports) != 1 {
+			return ResolvedUpstream{}, fmt.Errorf("port required: Service %q has %d ports", u.Service, len(ports))
 		}
-		return svc, svc.Spec.Ports[0], nil
+		return ResolvedUpstream{Service: svc, Port: ports[0], LocalPort: u.LocalPort}, nil
 	}
 	p, ok := svc.Port(u.Port)
 	if !ok {
-		return nil, ServicePort{}, fmt.Errorf("%d is not a port of Service %q", u.Port, u.Service)
+		return ResolvedUpstream{}, fmt.Errorf("%d is not a port of Service %q", u.Port, u.Service)
 	}
-	return svc, p, nil
+	return ResolvedUpstream{Service: svc, Port: p, LocalPort: u.LocalPort}, nil
 }

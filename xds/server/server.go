@@ -52,6 +52,10 @@ type Server struct {
 
 	mu      sync.Mutex
 	streams map[int64]*stream
+	// resolved is the context of the last mesh a connecting proxy was checked against, so a
+	// thousand proxies connecting at once resolve the mesh once.
+	resolved *model.MeshContext
+	of       *model.Mesh
 }
 
 type stream struct {
@@ -184,7 +188,7 @@ func (s *Server) resolve(nodeID string, node *corev3.Node, peerID spiffeid.ID) (
 		}
 		w, reg.Workload = fromMeta, fromMeta
 	}
-	p, err := model.NewProxy(mesh, w)
+	p, err := model.NewProxy(s.meshContext(mesh), w)
 	if err != nil {
 		return reg, status.Errorf(codes.InvalidArgument, "node %s: %v", nodeID, err)
 	}
@@ -192,6 +196,16 @@ func (s *Server) resolve(nodeID string, node *corev3.Node, peerID spiffeid.ID) (
 		return reg, status.Errorf(codes.PermissionDenied, "node %s is workload identity %s, but its certificate proves %s", nodeID, p.Identity, peerID)
 	}
 	return reg, nil
+}
+
+// meshContext returns the resolved context of mesh, built once per mesh.
+func (s *Server) meshContext(mesh *model.Mesh) *model.MeshContext {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.of != mesh {
+		s.resolved, s.of = model.NewMeshContext(mesh), mesh
+	}
+	return s.resolved
 }
 
 // workloadFromMetadata decodes the workload an agent registered in node metadata, strictly; nil

@@ -165,7 +165,14 @@ func (f *fixture) ads(t *testing.T, svidID, nodeID string, meta *structpb.Struct
 
 func (c *adsClient) send(typeURL, version, nonce string, nack error) {
 	c.t.Helper()
-	req := &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce}
+	c.sendFor(typeURL, nil, version, nonce, nack)
+}
+
+// sendFor requests (or ACKs, or NACKs) named resources of a type, as Envoy does for RDS, ECDS
+// and EDS.
+func (c *adsClient) sendFor(typeURL string, names []string, version, nonce string, nack error) {
+	c.t.Helper()
+	req := &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, ResourceNames: names, VersionInfo: version, ResponseNonce: nonce}
 	if nack != nil {
 		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
 	}
@@ -212,6 +219,16 @@ func names(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
 				t.Fatal(err)
 			}
 			out = append(out, e.GetClusterName())
+		default:
+			m, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, ok := m.(interface{ GetName() string })
+			if !ok {
+				t.Fatalf("%s has no name", a.GetTypeUrl())
+			}
+			out = append(out, n.GetName())
 		}
 	}
 	return out

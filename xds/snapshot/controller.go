@@ -169,7 +169,7 @@ func (c *Controller) Reconcile(ctx context.Context) {
 		attribute.String("mesh.version", mesh.Version), attribute.Int("proxies", len(regs))))
 	defer span.End()
 
-	proxies, endpoints := c.resolve(mesh, regs)
+	proxies, endpoints := c.resolve(mesh, model.NewMeshContext(mesh), regs)
 	hashes := endpointHashes(endpoints)
 	c.reconciling.Lock()
 	defer c.reconciling.Unlock()
@@ -210,9 +210,10 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	}
 }
 
-// resolve turns registrations into proxies and the endpoints they make up. A registration that
-// does not fit the mesh is recorded in the ledger and contributes no endpoint.
-func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Proxy, map[model.Ref][]model.Endpoint) {
+// resolve turns registrations into proxies, resolved against the mesh context every proxy of
+// this reconcile shares, and the endpoints they make up. A registration that does not fit the
+// mesh is recorded in the ledger and contributes no endpoint.
+func (c *Controller) resolve(mesh *model.Mesh, mc *model.MeshContext, regs []Registration) ([]*model.Proxy, map[model.Ref][]model.Endpoint) {
 	var proxies []*model.Proxy
 	endpoints := map[model.Ref][]model.Endpoint{}
 	if c.opts.Endpoints != nil {
@@ -222,7 +223,7 @@ func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Pr
 		}
 	}
 	for _, r := range regs {
-		p, err := c.proxyFor(mesh, r)
+		p, err := proxyFor(mesh, mc, r)
 		if err != nil {
 			c.ledger.Published(r.NodeID, nil, nil, err)
 			c.log.Warn("proxy not configured", "node", r.NodeID, "err", err)
@@ -233,10 +234,10 @@ func (c *Controller) resolve(mesh *model.Mesh, regs []Registration) ([]*model.Pr
 			continue
 		}
 		w := p.Workload.Spec
-		ref := model.RefOf(p.Service)
+		ref := p.Service.Ref
 		if p.Workload.Transparent() {
 			// Redirected by iptables: callers connect to the application's own ports.
-			for _, sp := range p.Service.Spec.Ports {
+			for _, sp := range p.Service.Doc.Spec.Ports {
 				endpoints[ref] = appendEndpoint(endpoints[ref], model.Endpoint{Address: w.Address, Port: sp.Port, ServicePort: sp.Port, Workload: p.NodeID})
 			}
 			continue
@@ -256,7 +257,7 @@ func appendEndpoint(list []model.Endpoint, e model.Endpoint) []model.Endpoint {
 	return append(list, e)
 }
 
-func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, error) {
+func proxyFor(mesh *model.Mesh, mc *model.MeshContext, r Registration) (*model.Proxy, error) {
 	w := mesh.Workload(r.NodeID)
 	if w == nil {
 		w = r.Workload
@@ -264,7 +265,7 @@ func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, e
 	if w == nil {
 		return nil, fmt.Errorf("no Workload document named %q and no workload registered by its agent", r.NodeID)
 	}
-	p, err := model.NewProxy(mesh, w)
+	p, err := model.NewProxy(mc, w)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +279,7 @@ func (c *Controller) proxyFor(mesh *model.Mesh, r Registration) (*model.Proxy, e
 func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint, hashes map[model.Ref]string) {
 	in := translate.Input{Proxy: p, Endpoints: upstreamEndpoints(p, endpoints)}
 	if p.Workload.Transparent() {
-		in.Inbound = translate.TransparentInbound(p, endpoints)
+		in.Inbound = p.TransparentInbound(endpoints)
 	}
 	fp, err := fingerprint(p, in, hashes)
 	c.mu.Lock()
@@ -322,7 +323,9 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 		return
 	}
 	c.ledger.Published(p.NodeID, versions, sources, nil)
-	span.SetAttributes(attribute.String("listeners.version", versions[TypeURLs[2]]))
+	for _, url := range TypeURLs {
+		span.SetAttributes(attribute.String("version."+shortType(url), versions[url]))
+	}
 	if c.pushes != nil {
 		c.pushes.Add(ctx, 1)
 	}
@@ -358,13 +361,8 @@ func upstreamEndpoints(p *model.Proxy, all map[model.Ref][]model.Endpoint) map[m
 		return all
 	}
 	out := map[model.Ref][]model.Endpoint{}
-	ns := model.RefOf(p.Workload).Namespace
-	for _, u := range p.Workload.Spec.Upstreams {
-		svcNS, name, err := model.ParseServiceName(u.Service, ns)
-		if err != nil {
-			continue // NewProxy validated upstreams; unreachable
-		}
-		ref := model.Ref{Namespace: svcNS, Name: name}
+	for _, u := range p.Upstreams {
+		ref := u.Service.Ref
 		eps := slices.Clone(all[ref])
 		slices.SortFunc(eps, func(a, b model.Endpoint) int { return cmp.Compare(a.Workload, b.Workload) })
 		out[ref] = eps
@@ -412,7 +410,7 @@ func fingerprint(p *model.Proxy, in translate.Input, hashes map[model.Ref]string
 	}
 	k := key{Mesh: p.Mesh.Version, Identity: p.Identity.String(), Workload: p.Workload, Endpoints: eps}
 	for _, ib := range in.Inbound {
-		k.Inbound = append(k.Inbound, inbound{model.RefOf(ib.Service).String(), ib.Port, ib.AppPort})
+		k.Inbound = append(k.Inbound, inbound{ib.Service.Ref.String(), ib.Port, ib.AppPort})
 	}
 	b, err := json.Marshal(k)
 	if err != nil {
@@ -422,8 +420,8 @@ func fingerprint(p *model.Proxy, in translate.Input, hashes map[model.Ref]string
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// Resources returns the resources currently published for a node, by type URL, for
-// `portcullis proxy config`.
+// Resources returns the resources currently published for a node, by type URL (every type of
+// TypeURLs), each sorted by name, for `portcullis proxy config`.
 func (c *Controller) Resources(node string) (map[string][]types.Resource, error) {
 	snap, err := c.cache.GetSnapshot(node)
 	if err != nil {
@@ -433,6 +431,7 @@ func (c *Controller) Resources(node string) (map[string][]types.Resource, error)
 	for _, url := range TypeURLs {
 		items := snap.GetResources(url)
 		names := slices.Sorted(maps.Keys(items))
+		out[url] = make([]types.Resource, 0, len(names))
 		for _, n := range names {
 			out[url] = append(out[url], items[n])
 		}

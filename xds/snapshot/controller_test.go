@@ -2,10 +2,12 @@ package snapshot
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -97,7 +99,11 @@ func TestControllerPublishesOnlyChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := snap.GetVersion(resource.ListenerType)
+	for _, url := range TypeURLs {
+		if len(snap.GetResources(url)) == 0 {
+			t.Errorf("the snapshot has no %s", url)
+		}
+	}
 
 	// An unchanged mesh republished (new object, same content) pushes nothing.
 	f.mesh.Publish(buildMesh(t, f.spec.Files()))
@@ -106,20 +112,68 @@ func TestControllerPublishesOnlyChanges(t *testing.T) {
 		t.Error("unchanged configuration was set again")
 	}
 
-	// A change of listeners only moves the listener version.
+	// The authorization timeout is the ext_authz filter's own setting: only the ECDS version
+	// moves, and listeners, routes and clusters stay as they are.
 	f.spec.AuthzTimeoutMs = 200
 	f.mesh.Publish(buildMesh(t, f.spec.Files()))
 	f.ctl.Reconcile(ctx)
 	next, _ := f.cache.GetSnapshot("w-0.load")
-	if next.GetVersion(resource.ListenerType) == first {
-		t.Error("listener version did not change")
-	}
-	if next.GetVersion(resource.ClusterType) != snap.GetVersion(resource.ClusterType) {
-		t.Error("cluster version changed though clusters did not")
+	for _, url := range TypeURLs {
+		if moved := next.GetVersion(url) != snap.GetVersion(url); moved != (url == resource.ExtensionConfigType) {
+			t.Errorf("%s version moved: %v", url, moved)
+		}
 	}
 	st := f.ledger.Status()
-	if len(st) != 4 || st[0].Types[resource.ListenerType].Published != next.GetVersion(resource.ListenerType) {
+	if len(st) != 4 || st[0].Types[resource.ExtensionConfigType].Published != next.GetVersion(resource.ExtensionConfigType) {
 		t.Errorf("ledger = %+v", st)
+	}
+
+	// Resources lists every type, each sorted by name.
+	res, err := f.ctl.Resources("w-0.load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range TypeURLs {
+		if len(res[url]) != len(next.GetResources(url)) {
+			t.Errorf("Resources: %d of %s, the snapshot has %d", len(res[url]), url, len(next.GetResources(url)))
+		}
+	}
+}
+
+// A snapshot whose listeners name a route or filter configuration it lacks (or that carries one
+// no listener names) is refused before the cache sees it: Envoy would keep the listener warming.
+func TestSnapshotConsistency(t *testing.T) {
+	f := newFixture(t, meshgen.Spec{TrustDomain: "t.test", Services: 2, Workloads: 1, Upstreams: 1, AuthzTimeoutMs: 100}, testOpts)
+	mesh, _ := f.mesh.Current()
+	mc := model.NewMeshContext(mesh)
+	p, err := model.NewProxy(mc, mesh.Workload("w-0.load"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := translate.Translate(translate.Input{Proxy: p}, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := newInterner().build(good); err != nil {
+		t.Fatalf("a translated proxy is inconsistent: %v", err)
+	}
+	for name, broken := range map[string]func(r *translate.Resources){
+		"endpoints missing":     func(r *translate.Resources) { r.Endpoints = nil },
+		"route missing":         func(r *translate.Resources) { r.Routes = r.Routes[1:] },
+		"route unnamed":         func(r *translate.Resources) { r.Listeners = r.Listeners[1:] },
+		"ECDS resource missing": func(r *translate.Resources) { r.Extensions = nil },
+		"ECDS resource unnamed": func(r *translate.Resources) {
+			r.Extensions = append(r.Extensions, &corev3.TypedExtensionConfig{Name: "spare", TypedConfig: r.Extensions[0].GetTypedConfig()})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := *good
+			r.Listeners, r.Routes, r.Endpoints, r.Extensions = slices.Clone(r.Listeners), slices.Clone(r.Routes), slices.Clone(r.Endpoints), slices.Clone(r.Extensions)
+			broken(&r)
+			if _, _, err := newInterner().build(&r); err == nil || !strings.Contains(err.Error(), "snapshot: inconsistent") {
+				t.Errorf("built: %v", err)
+			}
+		})
 	}
 }
 

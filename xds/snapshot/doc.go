@@ -2,10 +2,12 @@
 // accepted.
 //
 // The Controller watches the mesh and the registry of connected proxies, translates each proxy
-// whose inputs changed, versions every resource type by content hash (unchanged configuration is
-// never re-pushed), checks the snapshot's consistency, and sets it in go-control-plane's cache. A
-// translation error keeps the proxy's last good snapshot. Identical resources of different proxies
-// share one object, so memory grows with distinct configuration rather than with proxies.
+// whose inputs changed against a mesh context resolved once per reconcile, versions every resource
+// type (TypeURLs: clusters, endpoints, listeners, routes, ECDS) by content hash (unchanged
+// configuration is never re-pushed), checks the snapshot's consistency (every EDS, RDS and ECDS
+// name referred to is there), and sets it in go-control-plane's cache. A translation error keeps
+// the proxy's last good snapshot. Identical resources of different proxies share one object, so
+// memory grows with distinct configuration rather than with proxies.
 //
 // The Ledger records, per proxy and resource type, the versions sent, ACKed and NACKed (with
 // Envoy's error). Cache wraps the snapshot cache so a NACKed version is never resent in a loop

@@ -5,18 +5,42 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portcullis/portcullis/xds/model"
 )
 
+// ExtAuthzTypeURL is the type of the ext_authz filter's configuration, the one type its ECDS
+// resource may have.
+const ExtAuthzTypeURL = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+
+// extAuthzFilter is the ext_authz filter of an inbound connection manager. Its configuration —
+// the mesh's failure mode, timeout and body buffering — comes over ECDS (the resource named
+// filterExtAuthz), so a change to Mesh.spec.authz reaches open connections without touching the
+// listener; routes enable it and name the destination.
+func extAuthzFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: filterExtAuthz, ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{
+		ConfigDiscovery: &corev3.ExtensionConfigSource{ConfigSource: adsSource(), TypeUrls: []string{ExtAuthzTypeURL}},
+	}}
+}
+
+// authzExtension adds the ext_authz filter's ECDS resource when an inbound listener uses it.
+func (t *translator) authzExtension() {
+	if !t.inboundAuthz {
+		return
+	}
+	t.res.Extensions = append(t.res.Extensions, &corev3.TypedExtensionConfig{Name: filterExtAuthz, TypedConfig: t.any(t.extAuthz())})
+	t.source(filterExtAuthz, t.p.Mesh.Config)
+}
+
 // extAuthz configures the ext_authz filter: gRPC to the control plane's authorization service
 // through a cluster with HTTP/2 keepalive (one connection, not one per call), the caller's
 // certificate included so the service sees its SPIFFE ID, the mesh's timeout and failure mode.
 // When authorization is unreachable and the mesh fails closed, requests get 503 — not the 403 of
 // a policy denial — so an outage is never mistaken for a policy.
-func (t *translator) extAuthz(in target) *extauthzv3.ExtAuthz {
+func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 	authz := t.p.Mesh.Config.Spec.Authz
 	cfg := &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
@@ -37,23 +61,20 @@ func (t *translator) extAuthz(in target) *extauthzv3.ExtAuthz {
 	if n := authz.MaxRequestBytes; n > 0 {
 		cfg.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: n, AllowPartialMessage: true}
 	}
-	t.source(in.listener, t.p.Mesh.Config)
 	return cfg
 }
 
-// authzEnforced reports whether inbound listeners call the authorization service; with the
-// mesh's authorization mode OFF they do not, and the proxy gets no authorization cluster.
-func (t *translator) authzEnforced() bool {
-	return t.p.Mesh.Config.Spec.Authz.Mode != model.AuthzOff
-}
-
-// extAuthzPerRoute names the destination for the authorization service.
+// extAuthzPerRoute names the destination for the authorization service, or, with the mesh's
+// authorization mode OFF, turns the filter off for the route: no request is authorized, and
+// turning authorization back on reaches open connections at their next request.
 func (t *translator) extAuthzPerRoute(in target) *extauthzv3.ExtAuthzPerRoute {
-	ref := model.RefOf(in.service)
+	if t.p.Mesh.Config.Spec.Authz.Mode == model.AuthzOff {
+		return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}
+	}
 	return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{
-			model.ContextKeyService:   ref.Name,
-			model.ContextKeyNamespace: ref.Namespace,
+			model.ContextKeyService:   in.service.Ref.Name,
+			model.ContextKeyNamespace: in.service.Ref.Namespace,
 			model.ContextKeyPort:      strconv.Itoa(int(in.port)),
 		}},
 	}}

@@ -24,7 +24,7 @@ func BenchmarkTranslate(b *testing.B) {
 	if ps != nil {
 		b.Fatal(ps)
 	}
-	proxy, err := model.NewProxy(mesh, mesh.Workload(meshgen.NodeID(0)))
+	proxy, err := model.NewProxy(model.NewMeshContext(mesh), mesh.Workload(meshgen.NodeID(0)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -38,7 +38,7 @@ const (
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // appCluster reaches the workload's own application on 127.0.0.1.
-func (t *translator) appCluster(port uint32, svc *model.ServiceDoc, svcPort uint32) {
+func (t *translator) appCluster(port uint32, svc *model.ResolvedService, svcPort uint32) {
 	name := AppClusterName(port)
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -46,11 +46,11 @@ func (t *translator) appCluster(port uint32, svc *model.ServiceDoc, svcPort uint
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LoadAssignment:       StaticAssignment(name, "127.0.0.1", port),
 	}
-	if sp, _ := svc.Port(svcPort); sp.Protocol == model.ProtocolHTTP2 || sp.Protocol == model.ProtocolGRPC {
+	if svc.HTTP2(svcPort) {
 		c.TypedExtensionProtocolOptions = t.http2Options(false)
 	}
 	t.res.Clusters = append(t.res.Clusters, c)
-	t.source(name, t.p.Workload, svc)
+	t.source(name, t.p.Workload, svc.Doc)
 }
 
 // outboundCluster reaches one port of an upstream service over mesh mTLS: EDS endpoints (the
@@ -62,8 +62,8 @@ func (t *translator) appCluster(port uint32, svc *model.ServiceDoc, svcPort uint
 // authorization service is down (fail closed), and ejecting healthy instances for that (the fault
 // suite saw it) leaves the caller with fewer instances for 30 s after authorization is back, or
 // none when the only one left is the one that then dies.
-func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string {
-	ref := model.RefOf(svc)
+func (t *translator) outboundCluster(svc *model.ResolvedService, port uint32) string {
+	ref := svc.Ref
 	name := OutboundClusterName(ref, port)
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -90,7 +90,7 @@ func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string 
 				MinRetryConcurrency: wrapperspb.UInt32(retryMinConcurrency),
 			},
 		}}},
-		TransportSocket: t.upstreamTLS(t.p.Mesh.ServiceIDs(svc), ref.Name+"."+ref.Namespace, []string{"h2", "http/1.1"}),
+		TransportSocket: t.upstreamTLS(svc.IDs, ref.Name+"."+ref.Namespace, []string{"h2", "http/1.1"}),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: t.any(&httpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
 				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
@@ -99,14 +99,15 @@ func (t *translator) outboundCluster(svc *model.ServiceDoc, port uint32) string 
 		})},
 	}
 	t.res.Clusters = append(t.res.Clusters, c)
-	t.source(name, svc)
+	t.source(name, svc.Doc)
 	return name
 }
 
 // authzCluster reaches the control plane's ext_authz service: HTTP/2 with keepalive, mTLS
-// requiring the control plane's SPIFFE ID. Nothing calls it when authorization is OFF.
+// requiring the control plane's SPIFFE ID. A proxy with no inbound listener has no ext_authz
+// filter and needs none; with authorization OFF the filter is there but no route calls it.
 func (t *translator) authzCluster() {
-	if !t.authzEnforced() {
+	if !t.inboundAuthz {
 		return
 	}
 	c := t.addressCluster(AuthzCluster, t.opts.AuthzAddress)

@@ -5,13 +5,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portcullis/portcullis/xds/model"
@@ -27,16 +24,18 @@ const (
 	filterRouter         = "envoy.filters.http.router"
 )
 
-// inbound builds the listener mesh traffic arrives on, and the cluster of the local app.
+// inbound builds the listener mesh traffic arrives on, its routes, and the cluster of the local
+// app.
 //
 // STRICT: one filter chain, TLS with a client certificate required. PERMISSIVE: a TLS inspector
 // picks the TLS chain for TLS connections and a plaintext chain otherwise; both authorize every
-// request (plaintext callers simply have no principal).
+// request (plaintext callers simply have no principal), through the same routes.
 func (t *translator) inbound() {
 	w := t.p.Workload.Spec
 	name := InboundListenerName(w.InboundPort)
-	t.source(name, t.p.Workload, t.p.Service)
-	in := target{service: t.p.Service, port: t.p.Workload.ServedPort(), app: w.AppPort, listener: name}
+	t.source(name, t.p.Workload, t.p.Service.Doc, t.p.Mesh.Config)
+	in := target{service: t.p.Service, port: t.p.Workload.ServedPort(), app: w.AppPort}
+	route := t.inboundRoute(in)
 	l := &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress(w.Address, w.InboundPort),
@@ -44,7 +43,7 @@ func (t *translator) inbound() {
 	}
 	tlsChain := &listenerv3.FilterChain{
 		Name:            "mtls",
-		Filters:         []*listenerv3.Filter{t.inboundHCM(in, true)},
+		Filters:         []*listenerv3.Filter{t.inboundHCM(route, true)},
 		TransportSocket: t.downstreamTLS(),
 	}
 	if t.p.Mesh.Config.Spec.MTLS.Mode == model.MTLSPermissive {
@@ -56,7 +55,7 @@ func (t *translator) inbound() {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain, {
 			Name:             "plaintext",
 			FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"},
-			Filters:          []*listenerv3.Filter{t.inboundHCM(in, false)},
+			Filters:          []*listenerv3.Filter{t.inboundHCM(route, false)},
 		}}
 	} else {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain}
@@ -66,63 +65,38 @@ func (t *translator) inbound() {
 }
 
 // target is one service port a proxy serves: its destination service and port (what
-// authorization and rate limits key on), the application port behind it, and the listener that
-// carries it.
+// authorization and rate limits key on) and the application port behind it.
 type target struct {
-	service  *model.ServiceDoc
-	port     uint32
-	app      uint32
-	listener string
+	service *model.ResolvedService
+	port    uint32
+	app     uint32
 }
 
 // serviceName names the proxy in traces: its service, or its service account for a workload
 // that serves none.
 func (t *translator) serviceName() string {
 	if t.p.Service != nil {
-		return t.p.Service.Metadata.Name
+		return t.p.Service.Ref.Name
 	}
 	return t.p.Workload.Spec.ServiceAccount
 }
 
-// inboundHCM is the HTTP connection manager of the inbound listener. Its filters, in order:
-// local rate limit (when a RateLimitPolicy selects the service), ext_authz (unless the mesh's
-// authorization mode is OFF), router.
-func (t *translator) inboundHCM(in target, mtls bool) *listenerv3.Filter {
-	var filters []*hcmv3.HttpFilter
-	if limits := t.rateLimits(in); len(limits) > 0 {
-		filters = append(filters, t.httpFilter(filterLocalRateLimit, t.localRateLimit(in, limits)))
-	}
-	var perFilter map[string]*anypb.Any
-	if t.authzEnforced() {
-		filters = append(filters, t.httpFilter(filterExtAuthz, t.extAuthz(in)))
-		perFilter = map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute(in))}
-	} else {
-		// The listener's shape still depends on the Mesh document.
-		t.source(in.listener, t.p.Mesh.Config)
-	}
-	filters = append(filters, t.router())
-
+// inboundHCM is the HTTP connection manager of an inbound filter chain. Its filters, in order:
+// local rate limit, ext_authz, router. The first two are in every inbound listener whatever the
+// policies say: the routes (RDS) switch them on and configure them per route, and ext_authz's
+// own settings come over ECDS, so a policy, rate limit or authorization setting changed later
+// reaches the next request on connections already open, and the listener stays as it is.
+func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
+	t.inboundAuthz = true
 	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: "inbound",
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: in.listener,
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    "inbound",
-				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(in.app)},
-						Timeout:          durationpb.New(routeTimeout),
-					}},
-					Decorator: spanName("inbound", model.RefOf(in.service)),
-				}},
-				TypedPerFilterConfig: perFilter,
-			}},
-			ValidateClusters: wrapperspb.Bool(false),
-		}},
-		HttpFilters: filters,
+		StatPrefix:     "inbound",
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: rds(route),
+		HttpFilters: []*hcmv3.HttpFilter{
+			t.httpFilter(filterLocalRateLimit, rateLimitFilter()),
+			extAuthzFilter(),
+			t.router(),
+		},
 		// Paths are normalised before authorization sees them, so "/a/../admin" cannot slip past
 		// a policy on "/admin/*".
 		NormalizePath:                wrapperspb.Bool(true),
@@ -139,6 +113,10 @@ func (t *translator) inboundHCM(in target, mtls bool) *listenerv3.Filter {
 		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
 	}
+	return t.hcmFilter(hcm)
+}
+
+func (t *translator) hcmFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{
 		Name:       "envoy.filters.network.http_connection_manager",
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: t.any(hcm)},

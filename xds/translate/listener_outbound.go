@@ -4,7 +4,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -12,51 +11,24 @@ import (
 )
 
 // outbound builds the local listener (127.0.0.1:<localPort>) through which the application
-// calls one upstream, the upstream's cluster and its endpoints. The route retries only what is
-// safe for every method — the request never reached an application — on another instance, so
-// an instance that dies or restarts costs no request that was not already in flight to it.
-// Retrying requests an application may have seen stays the application's decision.
-func (t *translator) outbound(i int) {
-	u := t.p.Workload.Spec.Upstreams[i]
-	svc, port, err := t.p.Mesh.ResolveUpstream(model.RefOf(t.p.Workload).Namespace, u)
-	if err != nil {
-		t.fail("spec.upstreams[%d]: %w", i, err)
-		return
-	}
-	ref := model.RefOf(svc)
-	cluster := t.outboundCluster(svc, port.Port)
-	t.outboundEndpoints(cluster, ref, port.Port)
+// calls one upstream, its route, the upstream's cluster and its endpoints. The route retries only
+// what is safe for every method — the request never reached an application — on another
+// instance, so an instance that dies or restarts costs no request that was not already in flight
+// to it. Retrying requests an application may have seen stays the application's decision.
+func (t *translator) outbound(u model.ResolvedUpstream) {
+	ref := u.Service.Ref
+	cluster := t.outboundCluster(u.Service, u.Port.Port)
+	t.outboundEndpoints(cluster, ref, u.Port.Port)
 	name := OutboundListenerName(u.LocalPort, ref)
-	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: "outbound_" + ref.Name + "_" + ref.Namespace,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: name,
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    ref.Name + "." + ref.Namespace,
-				Domains: []string{"*"},
-				Routes:  []*routev3.Route{t.clusterRoute(cluster, ref)},
-			}},
-			ValidateClusters: wrapperspb.Bool(false),
-		}},
-		HttpFilters: []*hcmv3.HttpFilter{t.router()},
-		// The application is the only client of this listener; drop any client-cert header it
-		// sends so it cannot impersonate another workload to the upstream's application.
-		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
-		Tracing:                  t.tracing("outbound"),
-	}
 	t.res.Listeners = append(t.res.Listeners, &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress("127.0.0.1", u.LocalPort),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       "envoy.filters.network.http_connection_manager",
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: t.any(hcm)},
-			}},
+			Filters: []*listenerv3.Filter{t.outboundHCM(name, ref, []*routev3.VirtualHost{t.outboundVirtualHost(cluster, ref)})},
 		}},
 	})
-	t.source(name, t.p.Workload, svc)
+	t.source(name, t.p.Workload, u.Service.Doc)
 }
 
 // Retries of requests no application has seen, documented in docs/xds.md.

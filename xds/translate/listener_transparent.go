@@ -40,12 +40,12 @@ func (t *translator) transparentInbound() {
 			continue // one application port, one chain: the first service (by name) keeps it
 		}
 		seen[in.AppPort] = true
-		tg := target{service: in.Service, port: in.Port, app: in.AppPort, listener: name}
-		chainName := "inbound|" + strconv.Itoa(int(in.AppPort)) + "|" + in.Service.Metadata.Name + "." + model.RefOf(in.Service).Namespace
+		route := t.inboundRoute(target{service: in.Service, port: in.Port, app: in.AppPort})
+		chainName := route // "inbound|<appPort>|<service>.<namespace>"
 		tls := &listenerv3.FilterChain{
 			Name:             chainName,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(in.AppPort)},
-			Filters:          []*listenerv3.Filter{t.inboundHCM(tg, true)},
+			Filters:          []*listenerv3.Filter{t.inboundHCM(route, true)},
 			TransportSocket:  t.downstreamTLS(),
 		}
 		chains = append(chains, tls)
@@ -54,11 +54,11 @@ func (t *translator) transparentInbound() {
 			chains = append(chains, &listenerv3.FilterChain{
 				Name:             chainName + "|plaintext",
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(in.AppPort), TransportProtocol: "raw_buffer"},
-				Filters:          []*listenerv3.Filter{t.inboundHCM(tg, false)},
+				Filters:          []*listenerv3.Filter{t.inboundHCM(route, false)},
 			})
 		}
 		t.appCluster(in.AppPort, in.Service, in.Port)
-		t.source(name, in.Service)
+		t.source(name, in.Service.Doc)
 	}
 	if len(chains) == 0 {
 		return // serves nothing: redirected inbound connections are refused
@@ -77,7 +77,7 @@ func (t *translator) transparentInbound() {
 		ListenerFilters:  filters,
 		FilterChains:     chains,
 	})
-	t.source(name, t.p.Workload)
+	t.source(name, t.p.Workload, t.p.Mesh.Config)
 }
 
 // transparentOutbound builds the listener iptables redirects outbound connections to
@@ -97,25 +97,24 @@ func (t *translator) transparentOutbound() {
 	byPort := map[uint32][]*routev3.VirtualHost{}
 	var chains []*listenerv3.FilterChain
 	for _, svc := range t.p.Mesh.Services {
-		ref := model.RefOf(svc)
-		for _, port := range svc.Spec.Ports {
+		ref := svc.Ref
+		for _, port := range svc.Doc.Spec.Ports {
 			cluster := t.outboundCluster(svc, port.Port)
 			t.outboundEndpoints(cluster, ref, port.Port)
 			byPort[port.Port] = append(byPort[port.Port], &routev3.VirtualHost{
 				Name:    cluster,
-				Domains: hostNames(ref, port.Port, ns, svc.Spec.Addresses),
+				Domains: hostNames(ref, port.Port, ns, svc.Doc.Spec.Addresses),
 				Routes:  []*routev3.Route{t.clusterRoute(cluster, ref)},
 			})
-			if ranges := cidrs(svc.Spec.Addresses); len(ranges) > 0 {
+			if ranges := cidrs(svc.Doc.Spec.Addresses); len(ranges) > 0 {
 				chains = append(chains, &listenerv3.FilterChain{
 					Name:             cluster,
 					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port.Port), PrefixRanges: ranges},
-					Filters: []*listenerv3.Filter{t.outboundHCM(cluster, ref, []*routev3.VirtualHost{{
-						Name: ref.Name + "." + ref.Namespace, Domains: []string{"*"}, Routes: []*routev3.Route{t.clusterRoute(cluster, ref)},
-					}})},
+					Filters:          []*listenerv3.Filter{t.outboundHCM(cluster, ref, []*routev3.VirtualHost{t.outboundVirtualHost(cluster, ref)})},
 				})
+				t.source(cluster, svc.Doc)
 			}
-			t.source(name, svc)
+			t.source(name, svc.Doc)
 		}
 	}
 	ports := make([]uint32, 0, len(byPort))
@@ -135,10 +134,11 @@ func (t *translator) transparentOutbound() {
 				}},
 			}},
 		})
+		route := "outbound|" + strconv.Itoa(int(p))
 		chains = append(chains, &listenerv3.FilterChain{
-			Name:             "outbound|" + strconv.Itoa(int(p)) + "|hosts",
+			Name:             route + "|hosts",
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p)},
-			Filters:          []*listenerv3.Filter{t.outboundHCM("outbound|"+strconv.Itoa(int(p)), model.Ref{}, vhosts)},
+			Filters:          []*listenerv3.Filter{t.outboundHCM(route, model.Ref{}, vhosts)},
 		})
 	}
 	slices.SortStableFunc(chains, func(a, b *listenerv3.FilterChain) int { return cmp.Compare(a.GetName(), b.GetName()) })
@@ -187,29 +187,24 @@ func (t *translator) clusterRoute(cluster string, ref model.Ref) *routev3.Route 
 	}
 }
 
-// outboundHCM is the connection manager of a transparent outbound chain: the same settings as a
-// local proxy's outbound listener (safe retries only, client-cert header dropped, tracing).
-func (t *translator) outboundHCM(routeName string, ref model.Ref, vhosts []*routev3.VirtualHost) *listenerv3.Filter {
+// outboundHCM is the connection manager of an outbound listener or chain, with its route
+// configuration (route, by RDS): safe retries only, tracing, and any client-cert header the
+// application sends dropped, so it cannot impersonate another workload to the upstream's
+// application. ref names the one upstream it reaches, or none for a chain routed by Host.
+func (t *translator) outboundHCM(route string, ref model.Ref, vhosts []*routev3.VirtualHost) *listenerv3.Filter {
 	prefix := "outbound"
 	if ref.Name != "" {
 		prefix = "outbound_" + ref.Name + "_" + ref.Namespace
 	}
-	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: prefix,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name:             routeName,
-			VirtualHosts:     vhosts,
-			ValidateClusters: wrapperspb.Bool(false),
-		}},
+	t.routeConfig(route, vhosts)
+	return t.hcmFilter(&hcmv3.HttpConnectionManager{
+		StatPrefix:               prefix,
+		CodecType:                hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier:           rds(route),
 		HttpFilters:              []*hcmv3.HttpFilter{t.router()},
 		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
 		Tracing:                  t.tracing("outbound"),
-	}
-	return &listenerv3.Filter{
-		Name:       "envoy.filters.network.http_connection_manager",
-		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: t.any(hcm)},
-	}
+	})
 }
 
 // hostNames are the Host header values that name a service port from a workload in namespace
@@ -233,49 +228,6 @@ func hostNames(ref model.Ref, port uint32, from string, addrs []string) []string
 			out = append(out, host, netip.AddrPortFrom(ip, uint16(port)).String())
 		}
 	}
-	return out
-}
-
-// TransparentInbound returns the service ports a transparent proxy serves: every port of its
-// own Service (the application listening on the same port), and every service port whose
-// endpoints name the proxy (Kubernetes EndpointSlices: the application port is the endpoint's,
-// the targetPort), ready or not — a pod's proxy must serve before the pod is ready, or its
-// readiness probe could never pass. Sorted by application port, then service.
-func TransparentInbound(p *model.Proxy, endpoints map[model.Ref][]model.Endpoint) []Inbound {
-	var out []Inbound
-	seen := map[[2]uint32]map[model.Ref]bool{}
-	add := func(svc *model.ServiceDoc, port, app uint32) {
-		k := [2]uint32{port, app}
-		if seen[k] == nil {
-			seen[k] = map[model.Ref]bool{}
-		}
-		if ref := model.RefOf(svc); !seen[k][ref] {
-			seen[k][ref] = true
-			out = append(out, Inbound{Service: svc, Port: port, AppPort: app})
-		}
-	}
-	if p.Service != nil {
-		for _, sp := range p.Service.Spec.Ports {
-			add(p.Service, sp.Port, sp.Port)
-		}
-	}
-	for ref, eps := range endpoints {
-		svc := p.Mesh.Service(ref.Namespace, ref.Name)
-		if svc == nil {
-			continue
-		}
-		for _, ep := range eps {
-			if ep.Workload == p.NodeID {
-				if _, ok := svc.Port(ep.ServicePort); ok {
-					add(svc, ep.ServicePort, ep.Port)
-				}
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b Inbound) int {
-		ra, rb := model.RefOf(a.Service), model.RefOf(b.Service)
-		return cmp.Or(cmp.Compare(a.AppPort, b.AppPort), cmp.Compare(ra.Namespace, rb.Namespace), cmp.Compare(ra.Name, rb.Name), cmp.Compare(a.Port, b.Port))
-	})
 	return out
 }
 

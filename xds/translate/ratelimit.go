@@ -29,28 +29,25 @@ const (
 	rlAbsent = "-"
 )
 
-// rateLimits returns the RateLimitPolicy limits that apply to the proxy's service, sorted by
-// policy and then in document order.
-func (t *translator) rateLimits(in target) []model.RateLimit {
-	ref := model.RefOf(in.service)
-	var limits []model.RateLimit
-	for _, pol := range t.p.Mesh.RateLimitPolicies {
-		if model.RefOf(pol).Namespace == ref.Namespace && pol.Spec.Selector.Service == ref.Name {
-			limits = append(limits, pol.Spec.Limits...)
-			t.source(in.listener, pol)
-		}
-	}
-	return limits
+// rateLimitFilter is the local rate limit filter of an inbound connection manager: off, with no
+// bucket of its own. A route whose service a RateLimitPolicy selects turns it on with the
+// service's limits (localRateLimit, per route), so a changed limit is a route change.
+func rateLimitFilter() *localrlv3.LocalRateLimit {
+	return &localrlv3.LocalRateLimit{StatPrefix: rlStatPrefix}
 }
 
-// localRateLimit configures Envoy's local rate limit filter so that every limit is a descriptor
-// with its own token bucket: a request is counted against every limit whose descriptor it
-// produces (the whole service; a path prefix; one bucket per header value or calling principal).
+// rlStatPrefix names the filter's counters (ratelimit.http_local_rate_limit.rate_limited, which
+// the agent reports).
+const rlStatPrefix = "ratelimit"
+
+// localRateLimit is the per-route configuration of the local rate limit filter in which every
+// limit is a descriptor with its own token bucket: a request is counted against every limit
+// whose descriptor it produces (the whole service; a path prefix; one bucket per header value or calling principal).
 // The filter's default bucket is unlimited and consumed only when no descriptor matches, so it
 // never limits on its own.
-func (t *translator) localRateLimit(in target, limits []model.RateLimit) *localrlv3.LocalRateLimit {
+func (t *translator) localRateLimit(svc *model.ResolvedService) *localrlv3.LocalRateLimit {
 	cfg := &localrlv3.LocalRateLimit{
-		StatPrefix: "ratelimit",
+		StatPrefix: rlStatPrefix,
 		TokenBucket: &typev3.TokenBucket{
 			MaxTokens:     math.MaxUint32,
 			TokensPerFill: wrapperspb.UInt32(math.MaxUint32),
@@ -61,11 +58,11 @@ func (t *translator) localRateLimit(in target, limits []model.RateLimit) *localr
 		AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(false),
 		EnableXRatelimitHeaders:         commonrlv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
 		ResponseHeadersToAdd: []*corev3.HeaderValueOption{{
-			Header: &corev3.HeaderValue{Key: "x-ratelimit-service", Value: in.service.Metadata.Name},
+			Header: &corev3.HeaderValue{Key: "x-ratelimit-service", Value: svc.Ref.Name},
 		}},
 	}
 	var maxKeys uint32
-	for _, l := range limits {
+	for _, l := range svc.RateLimits {
 		base := []*routev3.RateLimit_Action{genericKey(rlKeyLimit, l.Name)}
 		entries := []*commonrlv3.RateLimitDescriptor_Entry{{Key: rlKeyLimit, Value: l.Name}}
 		if l.PathPrefix != "" {

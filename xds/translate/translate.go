@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -40,30 +42,30 @@ type Options struct {
 	AuthzID spiffeid.ID
 }
 
-// Input is one proxy plus what is known at runtime: which instances of each service are up.
+// Input is one resolved proxy plus what is known at runtime: which instances of each service are
+// up.
 type Input struct {
 	Proxy *model.Proxy
 	// Endpoints of each service, by namespace/name: connected instances, and on Kubernetes the
 	// EndpointSlice addresses (not-ready ones marked, and left out of EDS).
 	Endpoints map[model.Ref][]model.Endpoint
-	// Inbound are the service ports a transparent proxy serves (its Service's, and those whose
-	// Kubernetes endpoints name it), sorted by application port. Local proxies ignore it.
-	Inbound []Inbound
+	// Inbound are the service ports a transparent proxy serves (Proxy.TransparentInbound),
+	// sorted by application port. Local proxies ignore it.
+	Inbound []model.Inbound
 }
 
-// Inbound is one service port a transparent proxy serves, and the port its application listens
-// on for it (the Kubernetes targetPort).
-type Inbound struct {
-	Service *model.ServiceDoc
-	Port    uint32
-	AppPort uint32
-}
-
-// Resources are the translated resources of one proxy, sorted by name.
+// Resources are the translated resources of one proxy, sorted by name. Listeners change only
+// with ports and TLS; what policies change is in Routes (RDS: per-route authorization and rate
+// limits) and Extensions (ECDS: the ext_authz filter's own settings), which Envoy applies to the
+// next request on connections already open.
 type Resources struct {
 	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Extensions are the HTTP filter configurations listeners load over ECDS, named as the
+	// filters that use them.
+	Extensions []*corev3.TypedExtensionConfig
 	// Sources maps each resource name to the documents it was built from ("Kind/namespace/name"),
 	// so an error Envoy reports about a resource can name the documents to fix.
 	Sources map[string][]string
@@ -74,7 +76,7 @@ type Resources struct {
 func Translate(in Input, opts Options) (*Resources, error) {
 	t := &translator{in: in, opts: opts, p: in.Proxy, res: &Resources{Sources: map[string][]string{}}}
 	if t.p == nil || t.p.Mesh == nil || t.p.Workload == nil || (t.p.Service == nil && !t.p.Workload.Transparent()) {
-		return nil, errors.New("translate: incomplete proxy (needs mesh, workload and service)")
+		return nil, errors.New("translate: incomplete proxy (needs mesh context, workload and service; build it with model.NewProxy)")
 	}
 	if opts.AuthzAddress == "" || opts.AuthzID.IsZero() {
 		return nil, errors.New("translate: options need the authorization service's address and SPIFFE ID")
@@ -84,10 +86,11 @@ func Translate(in Input, opts Options) (*Resources, error) {
 		t.transparentOutbound()
 	} else {
 		t.inbound()
-		for i := range t.p.Workload.Spec.Upstreams {
-			t.outbound(i)
+		for _, u := range t.p.Upstreams {
+			t.outbound(u)
 		}
 	}
+	t.authzExtension()
 	t.authzCluster()
 	t.tracingCluster()
 	if len(t.errs) > 0 {
@@ -106,6 +109,9 @@ type translator struct {
 	p    *model.Proxy
 	res  *Resources
 	errs []error
+	// inboundAuthz is set once an inbound connection manager has the ext_authz filter, which
+	// then needs its ECDS resource and cluster.
+	inboundAuthz bool
 }
 
 func (t *translator) fail(format string, args ...any) {
@@ -146,6 +152,8 @@ type validator interface{ ValidateAll() error }
 
 func (t *translator) sortAndValidate() {
 	slices.SortFunc(t.res.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(t.res.Routes, func(a, b *routev3.RouteConfiguration) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(t.res.Extensions, func(a, b *corev3.TypedExtensionConfig) int { return strings.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(t.res.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(t.res.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
 		return strings.Compare(a.GetClusterName(), b.GetClusterName())
@@ -157,6 +165,12 @@ func (t *translator) sortAndValidate() {
 	}
 	for _, l := range t.res.Listeners {
 		check("listener", l.GetName(), l)
+	}
+	for _, r := range t.res.Routes {
+		check("route", r.GetName(), r)
+	}
+	for _, e := range t.res.Extensions {
+		check("extension", e.GetName(), e)
 	}
 	for _, c := range t.res.Clusters {
 		check("cluster", c.GetName(), c)
@@ -170,6 +184,12 @@ func (t *translator) sortAndValidate() {
 
 // InboundListenerName is the inbound listener of a workload.
 func InboundListenerName(port uint32) string { return "inbound|" + strconv.Itoa(int(port)) }
+
+// InboundRouteName is the route configuration of one service port a proxy serves, by the port
+// its application listens on.
+func InboundRouteName(appPort uint32, svc model.Ref) string {
+	return "inbound|" + strconv.Itoa(int(appPort)) + "|" + svc.Name + "." + svc.Namespace
+}
 
 // AppClusterName is the cluster of the workload's own application.
 func AppClusterName(port uint32) string { return "inbound|" + strconv.Itoa(int(port)) + "|app" }

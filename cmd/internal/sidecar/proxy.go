@@ -71,19 +71,9 @@ func (s *Sidecar) startProxy(ctx context.Context) (*bootstrap.Supervisor, error)
 	s.log.Info("starting envoy", "node", node, "identity", id.ID().String(), "delta", p.Delta, "registered_by_flags", reg != nil)
 	return &bootstrap.Supervisor{
 		EnvoyPath: p.EnvoyPath, Bootstrap: raw, Dir: dir, Output: out, Logger: s.log.With("component", "envoy"),
-		Args: append([]string{"--concurrency", strconv.Itoa(p.EnvoyConcurrency), "--log-level", "warn"}, envoyDrainArgs...),
+		Args: []string{"--concurrency", strconv.Itoa(p.EnvoyConcurrency), "--log-level", "warn"},
 	}, nil
 }
-
-// envoyDrainArgs make a changed listener apply from each peer's next request. Envoy serves the
-// connections an old listener accepted with the old filters until they close, and its default
-// gradual drain closes them at random over 10 minutes: a rate limit or an authorization failure
-// mode changed mid-traffic reached some connections in milliseconds and others minutes later
-// (the fault suite caught a fail-open change not applied on one instance's connections).
-// Draining immediately closes each old connection after its next response (HTTP/1.1
-// Connection: close, HTTP/2 GOAWAY) — the peer reconnects, one TLS handshake — and closes idle
-// ones after 15 s.
-var envoyDrainArgs = []string{"--drain-strategy", "immediate", "--drain-time-s", "15"}
 
 // registerProxyMetrics exports what Envoy alone counts — requests its local rate limit refused and
 // the results of its ext_authz calls — read from its admin /stats at scrape time.

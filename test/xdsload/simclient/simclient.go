@@ -1,15 +1,18 @@
 // Package simclient is the simulated proxy of the xDS load tools: one state-of-the-world ADS
 // stream that behaves like Envoy (clusters first, then the endpoints of its EDS clusters, then
-// listeners, ACKing every response) and reports each ACK, so a tool can time how long a change
-// takes to reach many proxies without running as many Envoys.
+// listeners, then the routes and filter configurations its listeners name, ACKing every
+// response) and reports each ACK, so a tool can time how long a change takes to reach many
+// proxies without running as many Envoys.
 package simclient
 
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -32,7 +35,16 @@ func Run(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, acked fu
 	if err := send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		return err
 	}
-	var edsNames []string
+	// The names this client subscribes to, by type, as Envoy asks for them: EDS from its
+	// clusters, RDS and ECDS from its listeners.
+	names := map[string][]string{}
+	subscribe := func(typeURL string, want []string) error {
+		if _, asked := names[typeURL]; asked && slices.Equal(names[typeURL], want) {
+			return nil
+		}
+		names[typeURL] = want
+		return send(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: want})
+	}
 	listenersAsked := false
 	for {
 		resp, err := stream.Recv()
@@ -42,19 +54,19 @@ func Run(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, acked fu
 			}
 			return fmt.Errorf("client %s: %w", node.GetId(), err)
 		}
-		ack := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
-		switch resp.GetTypeUrl() {
+		url := resp.GetTypeUrl()
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: url, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), ResourceNames: names[url]}
+		if err := send(ack); err != nil {
+			return err
+		}
+		switch url {
 		case resource.ClusterType:
-			names, err := EDSClusters(resp)
+			eds, err := EDSClusters(resp)
 			if err != nil {
 				return fmt.Errorf("client %s: %w", node.GetId(), err)
 			}
-			if err := send(ack); err != nil {
-				return err
-			}
-			if edsNames == nil {
-				edsNames = names
-				if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: names}); err != nil {
+			if _, asked := names[resource.EndpointType]; !asked {
+				if err := subscribe(resource.EndpointType, eds); err != nil {
 					return err
 				}
 			}
@@ -64,13 +76,15 @@ func Run(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, acked fu
 					return err
 				}
 			}
-		case resource.EndpointType:
-			ack.ResourceNames = edsNames
-			if err := send(ack); err != nil {
+		case resource.ListenerType:
+			routes, filters, err := Discovered(resp)
+			if err != nil {
+				return fmt.Errorf("client %s: %w", node.GetId(), err)
+			}
+			if err := subscribe(resource.RouteType, routes); err != nil {
 				return err
 			}
-		default:
-			if err := send(ack); err != nil {
+			if err := subscribe(resource.ExtensionConfigType, filters); err != nil {
 				return err
 			}
 		}
@@ -78,6 +92,36 @@ func Run(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, acked fu
 			acked(resp)
 		}
 	}
+}
+
+// Discovered returns the route configurations (RDS) and HTTP filter configurations (ECDS) the
+// listeners of an LDS response name, sorted.
+func Discovered(resp *discoveryv3.DiscoveryResponse) (routes, filters []string, err error) {
+	seen := map[string]bool{}
+	for _, a := range resp.GetResources() {
+		var l listenerv3.Listener
+		if err := a.UnmarshalTo(&l); err != nil {
+			return nil, nil, err
+		}
+		for _, chain := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
+			for _, f := range chain.GetFilters() {
+				hcm := resource.GetHTTPConnectionManager(f)
+				if name := hcm.GetRds().GetRouteConfigName(); name != "" && !seen["r"+name] {
+					seen["r"+name] = true
+					routes = append(routes, name)
+				}
+				for _, hf := range hcm.GetHttpFilters() {
+					if hf.GetConfigDiscovery() != nil && !seen["f"+hf.GetName()] {
+						seen["f"+hf.GetName()] = true
+						filters = append(filters, hf.GetName())
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(routes)
+	slices.Sort(filters)
+	return routes, filters, nil
 }
 
 // EDSClusters returns the names of the EDS clusters in a CDS response.
