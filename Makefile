@@ -88,13 +88,13 @@ coredns: .cache ## CoreDNS $(COREDNS_VERSION) built into .cache/bin for the clus
 image-debs: .cache ## the Debian packages the images hold (C library, iptables, busybox, CA bundle), unpacked into .cache/debroot, not installed
 	./test/kube/fetch-debs.sh "$$(cd .cache && pwd -P)" $$(go run ./test/images/cmd/images -debian-packages)
 
-images: build envoy jaeger image-debs ## reproducible image tarballs of the control plane, sidecar, init container and pause into $(IMAGE_DIR) (no registry, no daemon)
+images: build envoy jaeger image-debs ## reproducible image tarballs of the control plane, the proxy (sidecar and init container), Jaeger and pause into $(IMAGE_DIR) (no registry, no daemon)
 	CGO_ENABLED=0 go build -trimpath -o bin/pause ./test/images/pause
 	go run ./test/images/cmd/images -out $(IMAGE_DIR) -tag $(IMAGE_TAG) -portcullis bin/portcullis \
 		-agent bin/portcullis-agent -pause bin/pause -envoy $(ENVOY_BIN) -debian .cache/debroot \
 		-jaeger .cache/bin/jaeger-$(JAEGER_VERSION)
 
-cluster: images kube coredns cluster-tools ## a single-node Kubernetes cluster (root) with the images imported; prints the KUBECONFIG; Ctrl-C stops it
+cluster: images kube coredns cluster-tools ## a single-node Kubernetes cluster (root) with the mesh and its demo installed as a user installs them; prints what to try; Ctrl-C stops it
 	go build -o bin/portcullis-cluster ./test/cluster/cmd/cluster
 	./bin/portcullis-cluster -images $(IMAGE_DIR)
 

@@ -33,6 +33,9 @@ func EnsureDir(dir string, perm fs.FileMode) error {
 	}
 	if st.Mode().Perm() != perm {
 		if err := os.Chmod(dir, perm); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("securefile: %s has mode %v and belongs to another user, who alone can make it private: give a directory of this user's own (e.g. one inside it): %w", dir, st.Mode().Perm(), err)
+			}
 			return fmt.Errorf("securefile: %w", err)
 		}
 	}

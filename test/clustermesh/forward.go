@@ -23,8 +23,9 @@ type Forward struct {
 	errOut *bytes.Buffer
 }
 
-// ForwardPort forwards a local port on 127.0.0.1 to port of the pod until Close.
-func ForwardPort(cfg *rest.Config, k kubernetes.Interface, ns, pod string, port int) (*Forward, error) {
+// ForwardPort forwards a local port on 127.0.0.1 (chosen by the OS when local is 0) to port of
+// the pod until Close.
+func ForwardPort(cfg *rest.Config, k kubernetes.Interface, ns, pod string, local, port int) (*Forward, error) {
 	transport, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("clustermesh: port-forward: %w", err)
@@ -33,7 +34,7 @@ func ForwardPort(cfg *rest.Config, k kubernetes.Interface, ns, pod string, port 
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
 	f := &Forward{stop: make(chan struct{}), errOut: &bytes.Buffer{}}
 	ready := make(chan struct{})
-	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, f.stop, ready, io.Discard, f.errOut)
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{strconv.Itoa(local) + ":" + strconv.Itoa(port)}, f.stop, ready, io.Discard, f.errOut)
 	if err != nil {
 		return nil, fmt.Errorf("clustermesh: port-forward: %w", err)
 	}

@@ -55,15 +55,23 @@ const JaegerRef = "docker.io/jaegertracing/jaeger:2.13.0"
 // JaegerUser is the user deploy/base/jaeger.yaml runs Jaeger as.
 const JaegerUser = "10001:10001"
 
-// JaegerImage is Jaeger v2 from its binary: with no arguments it stores traces in memory,
-// receives OTLP on 4317/4318 and serves its query API and UI on 16686, on every interface.
-func JaegerImage(bin string) Image {
+// jaegerPath is where the upstream image has the binary.
+const jaegerPath = "/cmd/jaeger-linux"
+
+// jaegerImage is Jaeger v2 from its binary (with the C library it is linked against, from
+// Debian): with no arguments it stores traces in memory, receives OTLP on 4317/4318 and serves
+// its query API and UI on 16686, on every interface.
+func jaegerImage(root RootFS, bin string) (Image, error) {
+	jaeger, err := binaryLayer(root, "jaeger", bin, jaegerPath)
+	if err != nil {
+		return Image{}, err
+	}
 	return Image{
 		Name: "jaeger", Ref: JaegerRef,
-		Layers:     []Layer{baseLayer(), {Name: "jaeger", Entries: []Entry{{Path: "/cmd/jaeger-linux", Src: bin, Mode: 0o755}}}},
-		Entrypoint: []string{"/cmd/jaeger-linux"},
+		Layers:     []Layer{baseLayer(), jaeger},
+		Entrypoint: []string{jaegerPath},
 		User:       JaegerUser,
-	}
+	}, nil
 }
 
 // DebianPackages are what Inputs.Debian must hold (test/kube/fetch-debs.sh fetches them): the C
@@ -113,7 +121,7 @@ func Project(in Inputs) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	envoy, err := envoyLayer(in.Debian, in.Envoy)
+	envoy, err := binaryLayer(in.Debian, "envoy", in.Envoy, EnvoyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +138,11 @@ func Project(in Inputs) ([]Image, error) {
 		PauseImage(in.Pause),
 	}
 	if in.Jaeger != "" {
-		imgs = append(imgs, JaegerImage(in.Jaeger))
+		jaeger, err := jaegerImage(in.Debian, in.Jaeger)
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, jaeger)
 	}
 	return imgs, nil
 }
@@ -174,11 +186,11 @@ func caLayer(root RootFS) (Layer, error) {
 	}}, nil
 }
 
-// envoyLayer is Envoy and the C library it is linked against, from Debian.
-func envoyLayer(root RootFS, envoy string) (Layer, error) {
-	real, err := filepath.EvalSymlinks(envoy)
+// binaryLayer is a dynamically linked program at path and the libraries it needs, from Debian.
+func binaryLayer(root RootFS, name, src, path string) (Layer, error) {
+	real, err := filepath.EvalSymlinks(src)
 	if err != nil {
-		return Layer{}, fmt.Errorf("images: envoy: %w", err)
+		return Layer{}, fmt.Errorf("images: %s: %w", name, err)
 	}
 	libs, err := root.SharedLibraries(real)
 	if err != nil {
@@ -188,7 +200,7 @@ func envoyLayer(root RootFS, envoy string) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
-	return Layer{Name: "envoy", Entries: append(entries, Entry{Path: EnvoyPath, Src: real, Mode: 0o755})}, nil
+	return Layer{Name: name, Entries: append(entries, Entry{Path: path, Src: real, Mode: 0o755})}, nil
 }
 
 // iptablesTools are the names `iptables-restore` and friends have on a Debian system whose

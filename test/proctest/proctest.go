@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,7 +49,7 @@ func buildBinary(t testing.TB, b *build, name string, flags ...string) string {
 			b.err = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "portcullis-bin-")
+		dir, err := binDir()
 		if err != nil {
 			b.err = err
 			return
@@ -65,6 +66,26 @@ func buildBinary(t testing.TB, b *build, name string, flags ...string) string {
 		t.Fatal(b.err)
 	}
 	return b.path
+}
+
+// binDirPrefix names the directories test binaries build into: <TMPDIR>/portcullis-bin-<pid>.
+const binDirPrefix = "portcullis-bin-"
+
+// binDir returns this test binary's build directory. A test binary has no hook at its end, so
+// each one removes the directories of test binaries that are no longer running instead.
+func binDir() (string, error) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range old {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), binDirPrefix))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); os.IsNotExist(err) {
+			_ = os.RemoveAll(d)
+		}
+	}
+	dir := filepath.Join(os.TempDir(), binDirPrefix+strconv.Itoa(os.Getpid()))
+	return dir, os.MkdirAll(dir, 0o700)
 }
 
 // Process is a running portcullis (or other) process.

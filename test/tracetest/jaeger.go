@@ -22,6 +22,9 @@ const JaegerVersion = "v1.76.0"
 type Jaeger struct {
 	OTLP     string // OTLP gRPC host:port
 	QueryURL string // http://host:port of the query API (and UI)
+	// Client reaches QueryURL; http.DefaultClient unless set (a Jaeger in a cluster is reached
+	// through the cluster's network namespace).
+	Client *http.Client
 }
 
 // JaegerBinary returns the cached Jaeger binary, or "" when it has not been built.
@@ -74,14 +77,14 @@ func (j *Jaeger) Endpoint() string { return j.OTLP }
 func (j *Jaeger) Spans(t testing.TB) []Span {
 	t.Helper()
 	var services struct{ Data []string }
-	getJSON(t, j.QueryURL+"/api/services", &services)
+	getJSON(t, j.Client, j.QueryURL+"/api/services", &services)
 	seen := map[string]bool{}
 	var out []Span
 	for _, svc := range services.Data {
 		var traces struct {
 			Data []telemetry.JaegerTrace `json:"data"`
 		}
-		getJSON(t, j.QueryURL+"/api/traces?limit=1000&service="+svc, &traces)
+		getJSON(t, j.Client, j.QueryURL+"/api/traces?limit=1000&service="+svc, &traces)
 		for _, tr := range traces.Data {
 			for _, s := range tr.Spans {
 				if seen[s.SpanID] {
@@ -104,9 +107,12 @@ func (j *Jaeger) Spans(t testing.TB) []Span {
 	return out
 }
 
-func getJSON(t testing.TB, url string, v any) {
+func getJSON(t testing.TB, client *http.Client, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
