@@ -99,7 +99,9 @@ spec: {selector: {service: api}, limits: [{name: all, bucket: {maxTokens: 10, fi
 
 	a := startPlane(t, env)
 	b := servePlane(t, env, startSource(t, env, 5*time.Millisecond), 5*time.Millisecond)
-	id := func(sa string) spiffeid.ID { return spiffeid.RequireFromString("spiffe://example.org/ns/" + ns + "/sa/" + sa) }
+	id := func(sa string) spiffeid.ID {
+		return spiffeid.RequireFromString("spiffe://example.org/ns/" + ns + "/sa/" + sa)
+	}
 	a.startEnvoy(t, "api-1."+ns, id("api"))
 	a.startEnvoy(t, "web-1."+ns, id("web"))
 	api2 := b.startEnvoy(t, "api-2."+ns, id("api"))
@@ -126,14 +128,14 @@ spec: {selector: {service: api}, limits: [{name: all, bucket: {maxTokens: 10, fi
 	mesh := objectRef{model.KindMesh, "", "default"}
 
 	both := map[objectRef]want{
-		ref(model.KindAuthorizationPolicy, "api-allow"): programmed(2, 2), // api-1 on a, api-2 on b
-		ref(model.KindRateLimitPolicy, "api-limit"):     programmed(2, 2),
-		ref(model.KindWorkload, "api-1"):                programmed(1, 1),
-		ref(model.KindWorkload, "api-2"):                programmed(1, 1),
-		ref(model.KindService, "api"):                   programmed(3, 3), // web-1 calls it
-		mesh:                                            programmed(3, 3),
-		ref(model.KindWorkload, "web-1"):                programmed(1, 1),
-		ref(model.KindService, "web"):                   programmed(1, 1),
+		ref(model.KindAuthorizationPolicy, "api-allow"):  programmed(2, 2), // api-1 on a, api-2 on b
+		ref(model.KindRateLimitPolicy, "api-limit"):      programmed(2, 2),
+		ref(model.KindWorkload, "api-1"):                 programmed(1, 1),
+		ref(model.KindWorkload, "api-2"):                 programmed(1, 1),
+		ref(model.KindService, "api"):                    programmed(3, 3), // web-1 calls it
+		mesh:                                             programmed(3, 3),
+		ref(model.KindWorkload, "web-1"):                 programmed(1, 1),
+		ref(model.KindService, "web"):                    programmed(1, 1),
 		ref(model.KindAuthorizationPolicy, "idle-allow"): unused,
 		ref(model.KindService, "idle"):                   unused,
 	}
