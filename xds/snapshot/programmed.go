@@ -27,7 +27,14 @@ type Build struct {
 // typeSet is a set of resource types, bit i standing for TypeURLs[i].
 type typeSet uint8
 
-func typeBit(url string) typeSet { return 1 << slices.Index(TypeURLs, url) }
+// typeBit is url's bit, none for a type the snapshots do not carry (a proxy may ask for any).
+func typeBit(url string) typeSet {
+	i := slices.Index(TypeURLs, url)
+	if i < 0 {
+		return 0
+	}
+	return 1 << i
+}
 
 // Built records a successful translation of a proxy's configuration.
 //

@@ -145,6 +145,7 @@ func TestLedgerDocuments(t *testing.T) {
 	ack("api-1")
 	ack("api-2")
 	ack("web-1")
+	ledger.Requested("web-1.shop", "type.googleapis.com/envoy.service.runtime.v3.Runtime") // a type no snapshot carries
 	check("all ACKed", all(DocumentCount{Proxies: 2, Programmed: 2}))
 
 	// The rate limit changes: api's routes get a new version. Only the rate limit waits for the
