@@ -103,21 +103,28 @@ func (r *Reporter) Run(ctx context.Context) error {
 	defer r.remove()
 	var last map[string]ReportedDocument
 	var lastVersion string
-	var written time.Time
+	var written, retry time.Time
+	failures := 0
 	for {
 		proxiesChanged := r.opts.Proxies.Changed()
 		rep, changed := r.count()
 		wait := r.opts.Refresh - time.Since(written)
-		if rep != nil && (written.IsZero() || rep.MeshVersion != lastVersion || !maps.Equal(rep.Documents, last) || wait <= 0) {
+		due := written.IsZero() || wait <= 0 || (rep != nil && (rep.MeshVersion != lastVersion || !maps.Equal(rep.Documents, last)))
+		if rep != nil && due && !time.Now().Before(retry) {
 			if err := r.write(ctx, rep, owner); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				r.log.Warn("writing this replica's proxy counts", "configmap", r.opts.Namespace+"/"+r.name, "err", err)
-				wait = r.opts.Interval // try again
+				failures++
+				wait = min(r.opts.Interval<<min(failures, 8), r.opts.Refresh) // back off
+				retry = time.Now().Add(wait)
 			} else {
-				last, lastVersion, written, wait = rep.Documents, rep.MeshVersion, time.Now(), r.opts.Refresh
+				last, lastVersion, written, wait, failures = rep.Documents, rep.MeshVersion, time.Now(), r.opts.Refresh, 0
 			}
+		}
+		if d := time.Until(retry); d > 0 && d < wait {
+			wait = d
 		}
 		timer := time.NewTimer(max(wait, r.opts.Interval))
 		select {
