@@ -2,9 +2,14 @@ package deploy_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/portcullis/portcullis/deploy"
 	"github.com/portcullis/portcullis/test/kubetest"
@@ -45,5 +50,65 @@ func TestManifestsServerDryRun(t *testing.T) {
 				t.Fatalf("%d of %d objects applied", n, len(objs))
 			}
 		})
+	}
+}
+
+// TestControlPlaneRBAC: with the base's RBAC applied, the API server lets the control plane's
+// service account do what it needs and no more (asked through SubjectAccessReviews).
+func TestControlPlaneRBAC(t *testing.T) {
+	env := kubetest.Require(t, &api)
+	ctx := context.Background()
+	env.Namespace(t, "portcullis-system", nil)
+	out, err := deploy.Render(deploy.Manifests, "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := deploy.Objects(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rbac []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "ServiceAccount" || strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
+			rbac = append(rbac, o)
+		}
+	}
+	if err := deploy.Apply(ctx, env.Config, rbac, false, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		verb, resource, namespace, name string
+		allowed                         bool
+	}{
+		// Each replica's report of its proxies, and the leader reading them all.
+		{"create", "configmaps", "portcullis-system", "", true},
+		{"get", "configmaps", "portcullis-system", "portcullis-programmed-controlplane-0", true},
+		{"update", "configmaps", "portcullis-system", "portcullis-programmed-controlplane-0", true},
+		{"delete", "configmaps", "portcullis-system", "portcullis-programmed-controlplane-0", true},
+		{"list", "configmaps", "portcullis-system", "", true},
+		{"get", "configmaps", "default", "anything", false},
+		{"watch", "configmaps", "portcullis-system", "", false},
+		// The Lease and the CA Secret, by name only.
+		{"update", "leases", "portcullis-system", "portcullis-controlplane", true},
+		{"update", "leases", "portcullis-system", "another", false},
+		{"get", "secrets", "portcullis-system", "another", false},
+	} {
+		group := ""
+		if tc.resource == "leases" {
+			group = "coordination.k8s.io"
+		}
+		review, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   "system:serviceaccount:portcullis-system:controlplane",
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:portcullis-system", "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Verb: tc.verb, Group: group, Resource: tc.resource, Namespace: tc.namespace, Name: tc.name,
+			},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if review.Status.Allowed != tc.allowed {
+			t.Errorf("%s %s %s/%s: allowed %v, want %v (%s)", tc.verb, tc.resource, tc.namespace, tc.name, review.Status.Allowed, tc.allowed, review.Status.Reason)
+		}
 	}
 }

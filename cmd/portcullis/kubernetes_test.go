@@ -29,7 +29,8 @@ func TestMain(m *testing.M) { os.Exit(kubetest.Main(m, &kubeAPI)) }
 
 // TestControlPlaneOnKubernetes runs `portcullis controlplane --kubernetes` against a real API
 // server: from a Mesh resource it creates the shared root CA Secret, becomes ready, takes the
-// Lease, marks the Mesh Accepted and writes the mesh roots into the webhook configuration.
+// Lease, marks the Mesh Accepted, reports its proxies and sums the report into the Mesh's
+// Programmed condition, and writes the mesh roots into the webhook configuration.
 func TestControlPlaneOnKubernetes(t *testing.T) {
 	env := kubetest.Require(t, &kubeAPI)
 	ctx := context.Background()
@@ -113,6 +114,23 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 		}
 		return fmt.Errorf("conditions %v", conds)
 	}, "Mesh Accepted")
+	// The replica reports its proxies (none) and the leader sums the reports.
+	proctest.Eventually(t, 30*time.Second, func() error {
+		if _, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "portcullis-programmed-"+pod, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		m, err := meshes.Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(m.Object, "status", "conditions")
+		for _, c := range conds {
+			if c, ok := c.(map[string]any); ok && c["type"] == "Programmed" && c["message"] == "programmed on 0 of 0 proxies: no proxy uses it" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	}, "the replica's report and the Mesh's Programmed condition from it")
 	proctest.Eventually(t, 30*time.Second, func() error {
 		cfg, err := hooks.Get(ctx, hookName, metav1.GetOptions{})
 		if err != nil {

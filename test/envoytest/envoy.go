@@ -174,10 +174,19 @@ func (e *Envoy) waitReady(adminPath string) error {
 	return fmt.Errorf("envoy not ready within %s (admin %q)", ReadyTimeout, e.AdminURL)
 }
 
-// Stop terminates Envoy: SIGTERM, then SIGKILL after 5s. Safe to call more than once.
+// Pause stops Envoy (SIGSTOP) until Resume: it keeps its connections open and answers nothing,
+// like a proxy whose ACK is late.
+func (e *Envoy) Pause() { _ = syscall.Kill(-e.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Resume continues a paused Envoy.
+func (e *Envoy) Resume() { _ = syscall.Kill(-e.cmd.Process.Pid, syscall.SIGCONT) }
+
+// Stop terminates Envoy: SIGTERM, then SIGKILL after 5s. Safe to call more than once, and on a
+// paused Envoy.
 func (e *Envoy) Stop() {
 	e.stopOnce.Do(func() {
 		_ = syscall.Kill(-e.cmd.Process.Pid, syscall.SIGTERM)
+		e.Resume()
 		select {
 		case <-e.exited:
 		case <-time.After(5 * time.Second):

@@ -36,6 +36,12 @@ type ResolvedService struct {
 	RateLimits []RateLimit
 	// RateLimitPolicies are the policies RateLimits came from.
 	RateLimitPolicies []*RateLimitPolicyDoc
+	// AuthorizationPolicies are the policies the authorization service applies to requests for
+	// the service: those selecting it and the mesh-wide ones, sorted by namespace and name.
+	AuthorizationPolicies []*AuthorizationPolicyDoc
+	// JWTProviders are the providers those policies require tokens from (all of the mesh's for a
+	// requirement that names none).
+	JWTProviders []*JWTProviderDoc
 }
 
 // NewMeshContext resolves what the proxies of m share.
@@ -58,7 +64,48 @@ func NewMeshContext(m *Mesh) *MeshContext {
 		s.RateLimits = append(s.RateLimits, pol.Spec.Limits...)
 		s.RateLimitPolicies = append(s.RateLimitPolicies, pol)
 	}
+	for _, pol := range m.AuthorizationPolicies {
+		providers := m.jwtProvidersOf(pol)
+		add := func(s *ResolvedService) {
+			s.AuthorizationPolicies = append(s.AuthorizationPolicies, pol)
+			for _, p := range providers {
+				if !slices.Contains(s.JWTProviders, p) {
+					s.JWTProviders = append(s.JWTProviders, p)
+				}
+			}
+		}
+		if pol.Spec.Selector == nil {
+			for _, s := range mc.Services {
+				add(s)
+			}
+		} else if s := mc.byRef[Ref{Namespace: RefOf(pol).Namespace, Name: pol.Spec.Selector.Service}]; s != nil {
+			add(s)
+		}
+	}
 	return mc
+}
+
+// jwtProvidersOf returns the providers a policy's rules require tokens from: those named (in the
+// policy's namespace), or every provider of the mesh for a requirement naming none.
+func (m *Mesh) jwtProvidersOf(pol *AuthorizationPolicyDoc) []*JWTProviderDoc {
+	var out []*JWTProviderDoc
+	ns := RefOf(pol).Namespace
+	for _, r := range pol.Spec.Rules {
+		if r.From == nil || r.From.JWT == nil {
+			continue
+		}
+		if len(r.From.JWT.Providers) == 0 {
+			return m.JWTProviders
+		}
+		for _, name := range r.From.JWT.Providers {
+			for _, p := range m.JWTProviders {
+				if RefOf(p) == (Ref{Namespace: ns, Name: name}) && !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Service returns the service ref names, or nil.

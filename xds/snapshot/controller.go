@@ -77,6 +77,12 @@ type Controller struct {
 	mu          sync.Mutex // guards state
 	state       map[string]*proxyState
 	interner    *interner
+	// docs are the document versions of the mesh last reconciled (DocumentVersions), computed
+	// once per mesh version; guarded by reconciling.
+	docs struct {
+		mesh     string
+		versions map[string]string
+	}
 
 	pushes, failures metric.Int64Counter
 	duration         metric.Float64Histogram
@@ -174,13 +180,17 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	c.reconciling.Lock()
 	defer c.reconciling.Unlock()
 	c.interner.next()
+	if c.docs.mesh != mesh.Version {
+		c.docs.mesh, c.docs.versions = mesh.Version, DocumentVersions(mesh)
+	}
+	docs := c.docs.versions
 	// Proxies are independent: translate them on every core.
 	work := make(chan *model.Proxy)
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for p := range work {
-				c.publish(ctx, p, endpoints, hashes)
+				c.publish(ctx, p, endpoints, hashes, docs)
 			}
 		})
 	}
@@ -225,7 +235,7 @@ func (c *Controller) resolve(mesh *model.Mesh, mc *model.MeshContext, regs []Reg
 	for _, r := range regs {
 		p, err := proxyFor(mesh, mc, r)
 		if err != nil {
-			c.ledger.Published(r.NodeID, nil, nil, err)
+			c.ledger.Failed(r.NodeID, err)
 			c.log.Warn("proxy not configured", "node", r.NodeID, "err", err)
 			continue
 		}
@@ -276,7 +286,7 @@ func proxyFor(mesh *model.Mesh, mc *model.MeshContext, r Registration) (*model.P
 }
 
 // publish translates one proxy if its inputs changed and sets its snapshot if a version changed.
-func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint, hashes map[model.Ref]string) {
+func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[model.Ref][]model.Endpoint, hashes map[model.Ref]string, docs map[string]string) {
 	in := translate.Input{Proxy: p, Endpoints: upstreamEndpoints(p, endpoints)}
 	if p.Workload.Transparent() {
 		in.Inbound = p.TransparentInbound(endpoints)
@@ -293,11 +303,11 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	}
 	_, span := c.tracer.Start(ctx, "xds.publish", trace.WithAttributes(attribute.String("node", p.NodeID)))
 	defer span.End()
-	snap, versions, sources, err := c.translate(in)
+	snap, versions, res, err := c.translate(in)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "translation failed")
-		c.ledger.Published(p.NodeID, nil, nil, err)
+		c.ledger.Failed(p.NodeID, err)
 		c.log.Error("proxy configuration not built; it keeps its last good one", "node", p.NodeID, "err", err)
 		if c.failures != nil {
 			c.failures.Add(ctx, 1)
@@ -313,16 +323,18 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	c.mu.Lock()
 	c.state[p.NodeID] = next
 	c.mu.Unlock()
-	c.ledger.Built(p.NodeID, p.Mesh.Version)
+	built := Build{MeshVersion: p.Mesh.Version, Documents: docs, Resources: res}
 	if st != nil && maps.Equal(st.versions, versions) {
-		return // same configuration from different inputs: nothing to push
+		c.ledger.Built(p.NodeID, built) // same configuration from different inputs: nothing to push
+		return
 	}
 	if err := c.cache.SetSnapshot(ctx, p.NodeID, snap); err != nil {
-		c.ledger.Published(p.NodeID, nil, nil, err)
+		c.ledger.Failed(p.NodeID, err)
 		c.log.Error("setting snapshot", "node", p.NodeID, "err", err)
 		return
 	}
-	c.ledger.Published(p.NodeID, versions, sources, nil)
+	built.Versions = versions
+	c.ledger.Built(p.NodeID, built)
 	for _, url := range TypeURLs {
 		span.SetAttributes(attribute.String("version."+shortType(url), versions[url]))
 	}
@@ -331,7 +343,7 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	}
 }
 
-func (c *Controller) translate(in translate.Input) (*cache.Snapshot, map[string]string, map[string][]string, error) {
+func (c *Controller) translate(in translate.Input) (*cache.Snapshot, map[string]string, *translate.Resources, error) {
 	res, err := translate.Translate(in, c.opts.Translate)
 	if err != nil {
 		return nil, nil, nil, err
@@ -340,7 +352,7 @@ func (c *Controller) translate(in translate.Input) (*cache.Snapshot, map[string]
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return snap, versions, res.Sources, nil
+	return snap, versions, res, nil
 }
 
 func resourcesByHash(snap *cache.Snapshot) map[string]types.Resource {

@@ -257,11 +257,14 @@ func TestLedgerNackAndAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	build := func(version string, sources map[string][]string) Build {
+		return Build{MeshVersion: "m1", Versions: map[string]string{resource.ListenerType: version}, Resources: &translate.Resources{Sources: sources}}
+	}
 	l.Connected("n", "spiffe://t/ns/a/sa/b", false)
 	l.Requested("n", resource.ListenerType)
-	l.Published("n", map[string]string{resource.ListenerType: "v2"}, nil, nil)
+	l.Built("n", build("v2", nil))
 	l.Sent("n", 1, resource.ListenerType, "v2", "nonce-2")
-	l.Published("n", map[string]string{resource.ListenerType: "v2"}, map[string][]string{"inbound|15001": {"Workload/shop/w1", "Service/shop/api"}}, nil)
+	l.Built("n", build("v2", map[string][]string{"inbound|15001": {"Workload/shop/w1", "Service/shop/api"}}))
 	if n := l.Nacked("n", 1, resource.ListenerType, "nonce-2", "Error adding/updating listener(s) inbound|15001: bad"); n.Version != "v2" || strings.Join(n.Documents, ",") != "Service/shop/api,Workload/shop/w1" {
 		t.Fatalf("NACK = %+v, want v2 from the listener's documents", n)
 	}
@@ -271,7 +274,7 @@ func TestLedgerNackAndAck(t *testing.T) {
 	if n := l.Nacked("n", 1, resource.ListenerType, "stale-nonce", "x"); n.Version != "" {
 		t.Errorf("unknown nonce mapped to %q", n.Version)
 	}
-	l.Published("n", map[string]string{resource.ListenerType: "v3"}, nil, nil)
+	l.Built("n", build("v3", nil))
 	l.Sent("n", 1, resource.ListenerType, "v3", "nonce-3")
 	l.Acked("n", resource.ListenerType, "v3")
 	st := l.Status()[0]

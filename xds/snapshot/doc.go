@@ -10,6 +10,7 @@
 // memory grows with distinct configuration rather than with proxies.
 //
 // The Ledger records, per proxy and resource type, the versions sent, ACKed and NACKed (with
-// Envoy's error). Cache wraps the snapshot cache so a NACKed version is never resent in a loop
+// Envoy's error), and the documents behind each proxy's resources, so that it can count per
+// document the proxies it reaches and those that have ACKed its current version (Documents). Cache wraps the snapshot cache so a NACKed version is never resent in a loop
 // (go-control-plane#962): the proxy gets the next version that differs, not the one it refused.
 package snapshot

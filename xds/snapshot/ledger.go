@@ -9,6 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/portcullis/portcullis/telemetry/watch"
 )
 
 // TypeStatus is what one proxy has of one resource type.
@@ -31,6 +33,9 @@ type TypeStatus struct {
 	NackDocuments []string  `json:"nackDocuments,omitempty"`
 	NackedAt      time.Time `json:"nackedAt,omitzero"`
 	PublishedAt   time.Time `json:"publishedAt,omitzero"`
+	// ackedThrough is, once Published has replaced the version the proxy had ACKed, the last mesh
+	// epoch that ACKed version was built from (Documents).
+	ackedThrough uint64
 }
 
 // ProxyStatus is the ledger entry of one proxy.
@@ -48,6 +53,10 @@ type ProxyStatus struct {
 	MeshVersion string `json:"meshVersion,omitempty"`
 	// Sources maps resource names to the documents they were built from, to explain NACKs.
 	Sources map[string][]string `json:"-"`
+	// docs are the mesh's documents behind its resources, each with the types carrying it, and
+	// epoch the mesh epoch its configuration was last built from (Documents).
+	docs  map[string]typeSet
+	epoch uint64
 }
 
 // Synced reports whether the proxy has ACKed everything published for it.
@@ -67,13 +76,21 @@ type Ledger struct {
 	// nonces maps stream → nonce → what was sent with it, to know which version a NACK refers to.
 	nonces map[int64]map[string]sentResponse
 
+	// The mesh proxies were last built from, a counter of the mesh versions seen (its epoch), and
+	// the version of each of its documents with the epoch it arrived at (Documents).
+	mesh        string
+	epoch       uint64
+	docVersions map[string]string
+	docSince    map[string]uint64
+	changed     watch.Signal
+
 	acks, nacks metric.Int64Counter
 	convergence metric.Float64Histogram
 }
 
 // NewLedger returns an empty ledger reporting to meter (nil for none).
 func NewLedger(meter metric.Meter) (*Ledger, error) {
-	l := &Ledger{proxies: map[string]*ProxyStatus{}, nonces: map[int64]map[string]sentResponse{}}
+	l := &Ledger{proxies: map[string]*ProxyStatus{}, nonces: map[int64]map[string]sentResponse{}, docSince: map[string]uint64{}}
 	if meter == nil {
 		return l, nil
 	}
@@ -121,6 +138,7 @@ func (l *Ledger) Connected(node, identity string, delta bool) {
 	for _, t := range p.Types {
 		t.Sent, t.Requested = "", false
 	}
+	l.changed.Notify()
 }
 
 // Disconnected records that a proxy's stream closed.
@@ -131,6 +149,7 @@ func (l *Ledger) Disconnected(node string, stream int64) {
 	if p, ok := l.proxies[node]; ok {
 		p.Connected = false
 	}
+	l.changed.Notify()
 }
 
 // Forget drops a proxy that is gone for good (its registration expired).
@@ -138,51 +157,7 @@ func (l *Ledger) Forget(node string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.proxies, node)
-}
-
-// Built records the mesh version a proxy's current configuration was built from (whether or not
-// it changed what the proxy has).
-func (l *Ledger) Built(node, meshVersion string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.proxy(node).MeshVersion = meshVersion
-}
-
-// Programmed counts the connected proxies that run the given mesh version with everything
-// published ACKed, and the connected proxies: "programmed on N of M proxies".
-func (l *Ledger) Programmed(meshVersion string) (programmed, connected int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.proxies {
-		if !p.Connected {
-			continue
-		}
-		connected++
-		if p.MeshVersion == meshVersion && p.Error == "" && p.Synced() {
-			programmed++
-		}
-	}
-	return programmed, connected
-}
-
-// Published records the versions set for a proxy, or why none could be.
-func (l *Ledger) Published(node string, versions map[string]string, sources map[string][]string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.proxy(node)
-	if err != nil {
-		p.Error = err.Error()
-		return
-	}
-	p.Error = ""
-	p.Sources = sources
-	now := time.Now()
-	for url, v := range versions {
-		t := p.typ(url)
-		if t.Published != v {
-			t.Published, t.PublishedAt = v, now
-		}
-	}
+	l.changed.Notify()
 }
 
 // Sent records a response sent on a stream.
@@ -221,6 +196,7 @@ func (l *Ledger) Acked(node, typeURL, version string) {
 		t.Nacked, t.NackError, t.NackDocuments, t.NackedAt = "", "", nil, time.Time{}
 	}
 	published, publishedAt := t.Published, t.PublishedAt
+	l.changed.Notify()
 	l.mu.Unlock()
 	if first && l.acks != nil {
 		attrs := metric.WithAttributes(attribute.String("type", shortType(typeURL)))
@@ -260,6 +236,7 @@ func (l *Ledger) Nacked(node string, stream int64, typeURL, nonce, detail string
 	t := p.typ(typeURL)
 	first := t.Nacked != n.Version || t.NackError != detail
 	t.Nacked, t.NackError, t.NackDocuments, t.NackedAt = n.Version, detail, n.Documents, time.Now()
+	l.changed.Notify()
 	l.mu.Unlock()
 	if first && l.nacks != nil {
 		l.nacks.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", shortType(typeURL))))

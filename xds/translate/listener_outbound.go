@@ -28,7 +28,7 @@ func (t *translator) outbound(u model.ResolvedUpstream) {
 			Filters: []*listenerv3.Filter{t.outboundHCM(name, ref, []*routev3.VirtualHost{t.outboundVirtualHost(cluster, ref)})},
 		}},
 	})
-	t.source(name, t.p.Workload, u.Service.Doc)
+	t.source(name, t.p.Workload, u.Service.Doc, t.p.Mesh.Config)
 }
 
 // Retries of requests no application has seen, documented in docs/xds.md.

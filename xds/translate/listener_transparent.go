@@ -115,6 +115,7 @@ func (t *translator) transparentOutbound() {
 				t.source(cluster, svc.Doc)
 			}
 			t.source(name, svc.Doc)
+			t.source(hostRouteName(port.Port), svc.Doc)
 		}
 	}
 	ports := make([]uint32, 0, len(byPort))
@@ -134,7 +135,7 @@ func (t *translator) transparentOutbound() {
 				}},
 			}},
 		})
-		route := "outbound|" + strconv.Itoa(int(p))
+		route := hostRouteName(p)
 		chains = append(chains, &listenerv3.FilterChain{
 			Name:             route + "|hosts",
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p)},
@@ -165,8 +166,11 @@ func (t *translator) transparentOutbound() {
 			}},
 		},
 	})
-	t.source(name, t.p.Workload)
+	t.source(name, t.p.Workload, t.p.Mesh.Config)
 }
+
+// hostRouteName is the route configuration of the outbound chain routed by Host on one port.
+func hostRouteName(port uint32) string { return "outbound|" + strconv.Itoa(int(port)) }
 
 func (t *translator) originalDst() *listenerv3.ListenerFilter {
 	return &listenerv3.ListenerFilter{

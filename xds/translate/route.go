@@ -64,6 +64,17 @@ func (t *translator) inboundRoute(in target) string {
 		}},
 	}})
 	t.source(name, in.service.Doc, t.p.Mesh.Config)
+	if t.p.Mesh.Config.Spec.Authz.Mode != model.AuthzOff {
+		// Not in the route's bytes: the route names the destination, and the authorization
+		// service applies these to its requests. Recorded so that a policy's status counts the
+		// proxies it protects.
+		for _, pol := range in.service.AuthorizationPolicies {
+			t.source(name, pol)
+		}
+		for _, p := range in.service.JWTProviders {
+			t.source(name, p)
+		}
+	}
 	return name
 }
 

@@ -66,8 +66,10 @@ type Resources struct {
 	// Extensions are the HTTP filter configurations listeners load over ECDS, named as the
 	// filters that use them.
 	Extensions []*corev3.TypedExtensionConfig
-	// Sources maps each resource name to the documents it was built from ("Kind/namespace/name"),
-	// so an error Envoy reports about a resource can name the documents to fix.
+	// Sources maps each resource name to the documents it was built from (SourceName), so an
+	// error Envoy reports about a resource can name the documents to fix and a document's status
+	// can count the proxies it reaches. An inbound route also names the authorization policies
+	// and JWT providers the authorization service applies to its requests.
 	Sources map[string][]string
 }
 
@@ -138,10 +140,13 @@ func Any(m proto.Message) (*anypb.Any, error) {
 	return a, nil
 }
 
+// SourceName names a document in Sources: "Kind/namespace/name" ("Mesh/name" for the Mesh).
+func SourceName(o model.Object) string { return o.GetKind() + "/" + model.RefOf(o).String() }
+
 // source records that resource name was built from the given documents.
 func (t *translator) source(name string, docs ...model.Object) {
 	for _, d := range docs {
-		ref := d.GetKind() + "/" + model.RefOf(d).String()
+		ref := SourceName(d)
 		if !slices.Contains(t.res.Sources[name], ref) {
 			t.res.Sources[name] = append(t.res.Sources[name], ref)
 		}

@@ -123,7 +123,8 @@ func asMessages[T proto.Message](list []T) []proto.Message {
 // plane logs it and records in the proxy's ledger entry.
 const errorFile = "error.txt"
 
-// goldenFiles renders a case's outcome: one file per resource type, or the error.
+// goldenFiles renders a case's outcome: one file per resource type and the documents behind
+// each resource, or the error.
 func goldenFiles(t testing.TB, dir string) map[string][]byte {
 	in, err := loadCase(t, dir)
 	var res *Resources
@@ -139,7 +140,18 @@ func goldenFiles(t testing.TB, dir string) map[string][]byte {
 		"clusters.yaml":   toYAML(t, res.Clusters),
 		"endpoints.yaml":  toYAML(t, res.Endpoints),
 		"extensions.yaml": toYAML(t, res.Extensions),
+		"sources.yaml":    sourcesYAML(t, res.Sources),
 	}
+}
+
+// sourcesYAML renders Resources.Sources, resource names in order.
+func sourcesYAML(t testing.TB, sources map[string][]string) []byte {
+	t.Helper()
+	out, err := yaml.Marshal(sources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestGolden translates every case in testdata/in and compares with testdata/out: one file per

@@ -182,7 +182,13 @@ func (k *kubeEnv) run(ctx context.Context, group *errgroup.Group, id *identity, 
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate}}
 	group.Go(func() error { return serving.Run(ctx) })
 	group.Go(func() error { return serve.HTTP(ctx, "controlplane: webhook", srv, ln, serve.DefaultGrace) })
-	status := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: k.dyn, Source: k.src, Progress: ledger.Programmed, Logger: k.log.With("component", "status")})
+	// Every replica reports its proxies' counts; the leader's status writer sums them.
+	reporter, err := kube.NewReporter(kube.ReporterOptions{Client: k.client, Source: k.src, Proxies: ledger, Namespace: ns, Pod: k.cfg.PodName, Logger: k.log.With("component", "report")})
+	if err != nil {
+		return err
+	}
+	group.Go(func() error { return reporter.Run(ctx) })
+	status := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: k.dyn, Source: k.src, Client: k.client, Namespace: ns, Logger: k.log.With("component", "status")})
 	group.Go(func() error {
 		return kube.RunAsLeader(ctx, kube.LeaderOptions{Client: k.client, Namespace: ns, Identity: k.cfg.PodName, Logger: k.log.With("component", "leader")},
 			func(ctx context.Context) {

@@ -13,8 +13,11 @@
 // no document is rebuilt and only proxies' EDS resources change. Endpoints that are not ready
 // (or terminating) are never given to other proxies.
 //
-// StatusWriter writes the Accepted and Programmed conditions back on each custom resource; it
-// runs on the elected leader only (Leases), while every replica serves from its own Source. The
+// Every replica serves its own proxies, so every replica runs a Reporter: its ledger's count of
+// its proxies per custom resource, with the generation its live mesh holds, in a ConfigMap owned
+// by its pod. StatusWriter writes the Accepted and Programmed conditions back on each custom
+// resource, Programmed summed over the reports of the replicas that are there; it runs on the
+// elected leader only (Leases), while every replica serves from its own Source. The
 // source ignores updates of custom resources that do not change their generation or labels, so
 // its own status writes never cause a rebuild or a push, and updates of Kubernetes objects that
 // change nothing it reads (pod status heartbeats, resyncs, annotations).

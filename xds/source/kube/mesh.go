@@ -94,6 +94,7 @@ func (s *Source) record(ctx context.Context, now time.Time, fp string, docs []mo
 	}
 	live := s.status.Version
 	s.mu.Unlock()
+	s.docsChanged.Notify()
 	switch {
 	case mesh == nil:
 		s.count(ctx, "invalid")

@@ -65,7 +65,9 @@ type Source struct {
 	objects   map[objectKey]*objectState
 	endpoints map[model.Ref][]model.Endpoint
 	epChanged watch.Signal
-	lastDocs  string // fingerprint of the last document set built
+	// docsChanged is notified when a rebuild records the custom resources' generations.
+	docsChanged watch.Signal
+	lastDocs    string // fingerprint of the last document set built
 }
 
 var _ source.Source = (*Source)(nil)
@@ -86,6 +88,15 @@ type objectKey struct {
 	Kind      string
 	Namespace string
 	Name      string
+}
+
+// String names the resource as translate.SourceName names its document: "Kind/namespace/name",
+// "Mesh/name".
+func (k objectKey) String() string {
+	if k.Namespace == "" {
+		return k.Kind + "/" + k.Name
+	}
+	return k.Kind + "/" + k.Namespace + "/" + k.Name
 }
 
 // objectState is what the status writer reports about one custom resource.
@@ -255,6 +266,21 @@ func (s *Source) Status() Status {
 	st := s.status
 	st.Problems = slices.Clone(st.Problems)
 	return st
+}
+
+// liveDocuments returns the live mesh version and the generation of each custom resource it was
+// built from, by objectKey.String, with a channel closed when either may have changed.
+func (s *Source) liveDocuments() (version string, generations map[string]int64, changed <-chan struct{}) {
+	changed = s.docsChanged.Changed()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	generations = make(map[string]int64, len(s.objects))
+	for k, st := range s.objects {
+		if st.live != 0 {
+			generations[k.String()] = st.live
+		}
+	}
+	return s.status.Version, generations, changed
 }
 
 // Endpoints returns the endpoints of every mesh service backed by a Kubernetes Service, and a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,23 +15,26 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/portcullis/portcullis/xds/model"
+	"github.com/portcullis/portcullis/xds/snapshot"
 	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
 )
 
-// Progress reports how many connected proxies run a mesh version with every resource ACKed,
-// and how many proxies are connected.
-type Progress func(meshVersion string) (programmed, total int)
-
 // StatusWriterOptions configure a StatusWriter.
 type StatusWriterOptions struct {
-	Dynamic  dynamic.Interface
-	Source   *Source
-	Progress Progress
-	Logger   *slog.Logger
+	Dynamic dynamic.Interface
+	Source  *Source
+	// Client and Namespace find the replicas' reports (Reporter) that Programmed sums.
+	Client    kubernetes.Interface
+	Namespace string
+	Logger    *slog.Logger
 	// Interval between passes. 2s unless set.
 	Interval time.Duration
+	// Stale is the age past which a replica's report is ignored (a replica that stopped without
+	// deleting it, or cannot write). 30s unless set: three of the reporters' default Refresh.
+	Stale time.Duration
 }
 
 // StatusWriter writes the Accepted and Programmed conditions of every portcullis.dev resource.
@@ -47,6 +51,8 @@ const (
 	ReasonInvalid    = "Invalid"
 	ReasonProgrammed = "Programmed"
 	ReasonPending    = "Pending"
+	ReasonRefused    = "Refused"
+	ReasonNoProxies  = "NoProxies"
 	ReasonNotLive    = "NotLive"
 )
 
@@ -58,8 +64,8 @@ func NewStatusWriter(opts StatusWriterOptions) *StatusWriter {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Progress == nil {
-		opts.Progress = func(string) (int, int) { return 0, 0 }
+	if opts.Stale <= 0 {
+		opts.Stale = 30 * time.Second
 	}
 	return &StatusWriter{opts: opts, log: opts.Logger, now: time.Now}
 }
@@ -89,9 +95,18 @@ func (w *StatusWriter) Sync(ctx context.Context) {
 	live := s.status.Version
 	global := globalProblems(s.status.Problems)
 	s.mu.Unlock()
-	programmed, total := 0, 0
-	if live != "" {
-		programmed, total = w.opts.Progress(live)
+	var reports []*Report
+	counted := true
+	if w.opts.Client != nil {
+		var err error
+		if reports, err = w.liveReports(ctx); err != nil {
+			// Programmed keeps what it said (with its older observedGeneration) rather than claim
+			// no replica has reported.
+			counted = false
+			if ctx.Err() == nil {
+				w.log.Warn("reading the replicas' proxy counts; Programmed conditions wait", "err", err)
+			}
+		}
 	}
 	for _, kind := range model.Kinds {
 		list, err := s.crs[kind].List(labels.Everything())
@@ -107,7 +122,11 @@ func (w *StatusWriter) Sync(ctx context.Context) {
 			if !known || st.generation != u.GetGeneration() {
 				continue // not seen by a rebuild yet; the next pass has it
 			}
-			conds := conditions(st, live, global, programmed, total)
+			key := objectKey{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+			conds := []metav1.Condition{accepted(st)}
+			if counted {
+				conds = append(conds, programmed(st, live, global, sum(reports, key.String(), st.generation)))
+			}
 			if err := w.write(ctx, kind, u, conds); err != nil && ctx.Err() == nil {
 				w.log.Warn("writing status", "resource", resourcePath(kind, u.GetNamespace(), u.GetName()), "err", err)
 			}
@@ -126,16 +145,48 @@ func globalProblems(ps model.Problems) []string {
 	return out
 }
 
-func conditions(st objectState, live string, global []string, programmed, total int) []metav1.Condition {
-	accepted := metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: "valid"}
+func accepted(st objectState) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: "valid", ObservedGeneration: st.generation}
 	if len(st.problems) > 0 {
-		accepted.Status, accepted.Reason = metav1.ConditionFalse, ReasonInvalid
-		accepted.Message = truncate(strings.Join(st.problems, "; "))
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalid
+		c.Message = truncate(strings.Join(st.problems, "; "))
 	}
-	prog := metav1.Condition{Type: v1alpha1.ConditionProgrammed}
+	return c
+}
+
+// counts are one document's proxies over the replicas' reports.
+type counts struct {
+	snapshot.DocumentCount
+	replicas int
+	// waiting are the replicas whose live mesh has another generation of the document, or none.
+	waiting []string
+}
+
+// sum adds up the replicas' counts of a document at its generation gen.
+func sum(reports []*Report, doc string, gen int64) counts {
+	c := counts{replicas: len(reports)}
+	for _, r := range reports {
+		d, ok := r.Documents[doc]
+		c.Proxies += d.Proxies
+		if !ok || d.Generation != gen {
+			c.waiting = append(c.waiting, r.Replica) // its proxies are not programmed with gen
+			continue
+		}
+		c.Programmed += d.Programmed
+		c.Refused += d.Refused
+	}
+	slices.Sort(c.waiting)
+	return c
+}
+
+// programmed is the Programmed condition: True when every proxy the document reaches, over all
+// replicas, runs its current generation.
+func programmed(st objectState, live string, global []string, c counts) metav1.Condition {
+	prog := metav1.Condition{Type: v1alpha1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: ReasonPending, ObservedGeneration: st.generation}
+	n := fmt.Sprintf("programmed on %d of %d proxies", c.Programmed, c.Proxies)
 	switch {
 	case st.live != st.generation || live == "":
-		prog.Status, prog.Reason = metav1.ConditionFalse, ReasonNotLive
+		prog.Reason = ReasonNotLive
 		why := "other resources are invalid (see their Accepted conditions)"
 		if len(st.problems) > 0 {
 			why = "this resource is invalid"
@@ -143,15 +194,21 @@ func conditions(st objectState, live string, global []string, programmed, total 
 			why = strings.Join(global, "; ")
 		}
 		prog.Message = truncate("not in the live mesh: " + why + "; the last good mesh stays live")
-	case programmed < total:
-		prog.Status, prog.Reason = metav1.ConditionFalse, ReasonPending
-		prog.Message = fmt.Sprintf("programmed on %d of %d proxies", programmed, total)
+	case c.replicas == 0:
+		prog.Message = "no control-plane replica has reported its proxies yet"
+	case len(c.waiting) > 0:
+		prog.Message = truncate(fmt.Sprintf("%s; waiting for %s to load generation %d", n, strings.Join(c.waiting, ", "), st.generation))
+	case c.Refused > 0:
+		prog.Reason = ReasonRefused
+		prog.Message = fmt.Sprintf("%s; %d refused it (portcullis proxy status shows why)", n, c.Refused)
+	case c.Proxies == 0:
+		prog.Reason, prog.Message = ReasonNoProxies, n+": no proxy uses it"
+	case c.Programmed < c.Proxies:
+		prog.Message = n
 	default:
-		prog.Status, prog.Reason = metav1.ConditionTrue, ReasonProgrammed
-		prog.Message = fmt.Sprintf("programmed on %d of %d proxies", programmed, total)
+		prog.Status, prog.Reason, prog.Message = metav1.ConditionTrue, ReasonProgrammed, n
 	}
-	accepted.ObservedGeneration, prog.ObservedGeneration = st.generation, st.generation
-	return []metav1.Condition{accepted, prog}
+	return prog
 }
 
 func truncate(s string) string {

@@ -34,6 +34,7 @@ func TestStatusConditions(t *testing.T) {
 	ctx := context.Background()
 	create(t, env.Client.CoreV1().ServiceAccounts(ns).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: ns}})
 	createPod(t, env, ns, "api-0", "api", true)
+	cp := controlPlaneNamespace(t, env, "status-cp", "controlplane-0")
 	p := startPlane(t, env)
 	apply(t, env, fmt.Sprintf(`
 apiVersion: portcullis.dev/v1alpha1
@@ -54,18 +55,15 @@ spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
 	valid := []objectRef{{model.KindMesh, "", "default"}, {model.KindService, ns, "api"}, {model.KindWorkload, ns, "api-1"}, {model.KindAuthorizationPolicy, ns, "allow-get"}}
 	p.startEnvoy(t, "api-1."+ns, spiffeid.RequireFromString("spiffe://example.org/ns/"+ns+"/sa/api"))
 	waitFor(t, 15*time.Second, "the Envoy to ACK the live mesh", func() bool {
-		n, m := p.ledger.Programmed(p.src.Status().Version)
-		return n == 1 && m == 1
+		counts, _ := p.ledger.Documents(p.src.Status().Version)
+		return counts["Workload/"+ns+"/api-1"] == snapshot.DocumentCount{Proxies: 1, Programmed: 1}
 	})
 	// What the proxy has, and the source's last rebuild, before any status is written.
 	rebuilt := p.src.Status().LastAttempt
 	pushed := p.ledger.Status()
 
-	w := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: env.Dynamic, Source: p.src, Progress: p.ledger.Programmed, Interval: 50 * time.Millisecond})
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = w.Run(wctx) })
-	t.Cleanup(func() { stop(); wg.Wait() })
+	startReporter(t, env, p, cp, "controlplane-0")
+	startStatusWriter(t, env, p.src, cp)
 	for _, r := range valid {
 		waitCondition(t, env, r, v1alpha1.ConditionAccepted, metav1.ConditionTrue, kube.ReasonAccepted, "valid")
 		waitCondition(t, env, r, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed, "programmed on 1 of 1 proxies")
@@ -117,6 +115,55 @@ spec: {selector: {service: missing}, action: ALLOW, rules: [{to: {methods: [GET]
 }
 
 type objectRef struct{ kind, namespace, name string }
+
+// controlPlaneNamespace creates a namespace for the control plane's objects with a pod for each
+// replica named. Create it before the sources start: pods and namespaces are events they read.
+func controlPlaneNamespace(t *testing.T, env *kubetest.Env, base string, pods ...string) string {
+	t.Helper()
+	cp := newNamespace(t, env, base)
+	create(t, env.Client.CoreV1().ServiceAccounts(cp).Create, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "controlplane", Namespace: cp}})
+	for _, pod := range pods {
+		createPod(t, env, cp, pod, "controlplane", false)
+	}
+	return cp
+}
+
+// startReporter runs a replica's reporter for plane p, as pod of the control plane's namespace
+// cp, until the test ends or stop is called.
+func startReporter(t *testing.T, env *kubetest.Env, p *plane, cp, pod string) (stop func()) {
+	t.Helper()
+	r, err := kube.NewReporter(kube.ReporterOptions{Client: env.Client, Source: p.src, Proxies: p.ledger, Namespace: cp, Pod: pod,
+		Interval: 50 * time.Millisecond, Refresh: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// startStatusWriter runs the leader's status writer on src, summing the reports in cp, until the
+// test ends.
+func startStatusWriter(t *testing.T, env *kubetest.Env, src *kube.Source, cp string) {
+	t.Helper()
+	w := kube.NewStatusWriter(kube.StatusWriterOptions{Dynamic: env.Dynamic, Source: src, Client: env.Client, Namespace: cp,
+		Interval: 50 * time.Millisecond, Stale: 3 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
 
 // waitCondition waits until a resource's status has the condition, for its current generation.
 func waitCondition(t *testing.T, env *kubetest.Env, r objectRef, typ string, status metav1.ConditionStatus, reason, message string) {
