@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -27,6 +28,8 @@ import (
 	"github.com/portcullis/portcullis/test/images"
 	"github.com/portcullis/portcullis/test/proctest"
 	"github.com/portcullis/portcullis/test/tracetest"
+	"github.com/portcullis/portcullis/xds/source/kube"
+	"github.com/portcullis/portcullis/xds/source/kube/apis/v1alpha1"
 )
 
 const frontendID = "spiffe://" + clustermesh.TrustDomain + "/ns/demo/sa/frontend"
@@ -130,6 +133,14 @@ func TestMeshOnKubernetes(t *testing.T) {
 			if err := clustermesh.WaitAvailable(m.ctx, m.demo.Client, clustermesh.SystemNamespace, clustermesh.ControlPlane, 2); err != nil {
 				t.Fatal(err)
 			}
+			// Until the old replicas are gone: their streams end as they stop.
+			proctest.Eventually(t, time.Minute, func() error {
+				pods, err := m.demo.Client.CoreV1().Pods(clustermesh.SystemNamespace).List(m.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + clustermesh.ControlPlane})
+				if err != nil || len(pods.Items) != 2 {
+					return fmt.Errorf("%d control plane pods, %v", len(pods.Items), err)
+				}
+				return nil
+			}, "the old replicas gone")
 		})
 	})
 }
@@ -413,6 +424,52 @@ func (m *mesh) policyEdit(t *testing.T) {
 		return nil
 	}, "the edited policy")
 	t.Logf("policy edit applied within %s", took.Round(time.Millisecond))
+	// Its status counts the proxies the policy reaches (the backends), whichever replica serves
+	// them, at the edited generation.
+	backends := len(m.pods(t, clustermesh.DemoNamespace, "app=backend"))
+	want := fmt.Sprintf("programmed on %d of %d proxies", backends, backends)
+	took = proctest.Eventually(t, 30*time.Second, func() error {
+		u, err := m.demo.Dynamic.Resource(clustermesh.AuthorizationPolicies).Namespace(clustermesh.DemoNamespace).Get(m.ctx, "backend-deny-debug", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			c, _ := c.(map[string]any)
+			if c["type"] != v1alpha1.ConditionProgrammed {
+				continue
+			}
+			gen, _ := c["observedGeneration"].(int64)
+			if c["status"] == "True" && c["message"] == want && gen == u.GetGeneration() {
+				return nil
+			}
+			return fmt.Errorf("Programmed %v %q at generation %d of %d, want True %q", c["status"], c["message"], gen, u.GetGeneration(), want)
+		}
+		return fmt.Errorf("no Programmed condition: %v", conds)
+	}, "the edited policy's status")
+	t.Logf("status %q %s after the edit took effect; per replica: %s", want, took.Round(time.Millisecond), m.reports())
+}
+
+// reports are the replicas' own counts of the edited policy, as they report them.
+func (m *mesh) reports() string {
+	cms, err := m.demo.Client.CoreV1().ConfigMaps(clustermesh.SystemNamespace).List(m.ctx, metav1.ListOptions{LabelSelector: kube.ReportLabel + "=programmed"})
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, cm := range cms.Items {
+		var r kube.Report
+		if err := json.Unmarshal([]byte(cm.Data["report.json"]), &r); err != nil {
+			out = append(out, cm.Name+": "+err.Error())
+			continue
+		}
+		for name, d := range r.Documents {
+			if strings.Contains(name, "backend-deny-debug") {
+				out = append(out, fmt.Sprintf("%s: %+v", r.Replica, d))
+			}
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // scale scales the backend to 3 and back to 1: every instance answers, then only one.

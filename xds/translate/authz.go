@@ -2,12 +2,15 @@ package translate
 
 import (
 	"strconv"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -46,6 +49,7 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
 			Timeout:         durationpb.New(authz.Timeout.Duration),
+			RetryPolicy:     t.authzRetry(),
 		}},
 		TransportApiVersion:    corev3.ApiVersion_V3,
 		FailureModeAllow:       authz.FailureMode == model.FailOpen,
@@ -62,6 +66,26 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 		cfg.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: n, AllowPartialMessage: true}
 	}
 	return cfg
+}
+
+// authzRetry retries a Check that no authorization server saw — the connection refused or reset,
+// the stream refused, the server going away (UNAVAILABLE) — on a new connection, within the
+// check's timeout: a replica that stops (a rolling restart) costs no request.
+func (t *translator) authzRetry() *corev3.RetryPolicy {
+	return &corev3.RetryPolicy{
+		RetryOn:    "connect-failure,refused-stream,reset,unavailable",
+		NumRetries: wrapperspb.UInt32(2),
+		RetryBackOff: &corev3.BackoffStrategy{
+			BaseInterval: durationpb.New(10 * time.Millisecond),
+			MaxInterval:  durationpb.New(50 * time.Millisecond),
+		},
+		// Another instance when there is one (several authz replicas behind one name).
+		RetryHostPredicate: []*corev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &corev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: t.any(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+		HostSelectionRetryMaxAttempts: 3,
+	}
 }
 
 // extAuthzPerRoute names the destination for the authorization service, or, with the mesh's
