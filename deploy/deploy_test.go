@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,15 +98,25 @@ func TestControlPlaneRBAC(t *testing.T) {
 		if tc.resource == "leases" {
 			group = "coordination.k8s.io"
 		}
-		review, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   "system:serviceaccount:portcullis-system:controlplane",
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:portcullis-system", "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Verb: tc.verb, Group: group, Resource: tc.resource, Namespace: tc.namespace, Name: tc.name,
-			},
-		}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
+		var review *authorizationv1.SubjectAccessReview
+		// The API server's RBAC authorizer learns new roles from its informers: the first
+		// reviews may precede that, so each allowed case gets a few seconds to turn true (the
+		// refused ones come after, once the roles are known).
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var err error
+			review, err = env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:   "system:serviceaccount:portcullis-system:controlplane",
+				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:portcullis-system", "system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Verb: tc.verb, Group: group, Resource: tc.resource, Namespace: tc.namespace, Name: tc.name,
+				},
+			}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if review.Status.Allowed || !tc.allowed || time.Now().After(deadline) {
+				break
+			}
 		}
 		if review.Status.Allowed != tc.allowed {
 			t.Errorf("%s %s %s/%s: allowed %v, want %v (%s)", tc.verb, tc.resource, tc.namespace, tc.name, review.Status.Allowed, tc.allowed, review.Status.Reason)
