@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -58,9 +59,13 @@ func TestIdentityEndToEnd(t *testing.T) {
 	cp := startProc(t, bin, cpArgs...)
 	cpAdmin := "http://" + cp.Wait(t, "admin server listening", "addr")
 	addr := cp.Wait(t, "control plane serving", "xds_addr")
-	if code, body := httpGet(t, cpAdmin+"/readyz"); code != 200 {
-		t.Fatalf("control plane /readyz = %d: %s", code, body)
-	}
+	// The authorization engine compiles the mesh on its own goroutine: ready soon after serving.
+	proctest.Eventually(t, 10*time.Second, func() error {
+		if code, body := httpGet(t, cpAdmin+"/readyz"); code != 200 {
+			return fmt.Errorf("/readyz = %d: %s", code, body)
+		}
+		return nil
+	}, "the control plane ready")
 
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	run(t, bin, "token", "create", "--data-dir", dataDir, "--namespace", "demo", "--service", "frontend", "--out", tokenFile)

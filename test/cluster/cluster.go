@@ -490,6 +490,9 @@ func (c *Cluster) stop() error {
 		errs = append(errs, err)
 	}
 	stopAll(5*time.Second, "containerd")
+	// containerd runs `containerd-shim-runc-v2 ... delete` to clean up the tasks whose shims the
+	// cgroup kill ended; under load those outlive it by a moment.
+	awaitGone(c.Dir, 10*time.Second)
 	if c.fwd != nil {
 		c.fwd.close()
 	}

@@ -120,6 +120,25 @@ func processesNaming(s string) []int {
 	return out
 }
 
+// awaitGone waits for the processes naming s to exit, and SIGKILLs those left at the timeout.
+func awaitGone(s string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := processesNaming(s)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			time.Sleep(100 * time.Millisecond)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // describeProcess is "process <pid>: <command line>".
 func describeProcess(pid int) string {
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
