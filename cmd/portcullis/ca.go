@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/portcullis/portcullis/cmd/internal/cli"
 	"github.com/portcullis/portcullis/identity/ca"
 )
 
@@ -19,22 +21,36 @@ func newCACommand(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ca",
 		Short: "Inspect and operate the control plane's CA (root rotation, revocation)",
-		Long: `Operate the CA in a control plane's --data-dir. A running control plane picks up what these
-commands write within a few seconds. See docs/identity.md.`,
+		Long: `Operate the CA in a control plane's --data-dir, or with --kubernetes the CA Secret the control
+plane's replicas share. A running control plane picks up what these commands write within a few
+seconds. See docs/identity.md and docs/kubernetes.md.`,
 		Args: cobra.NoArgs,
 	}
 	root.AddCommand(newCAStatusCommand(), newCARotateCommand(g), newCARevokeCommand(g))
 	return root
 }
 
+// registerCATarget adds the flags saying where the CA is. nsFlag names the flag of the control
+// plane's namespace (token create's --namespace is the workload's).
+func registerCATarget(fl *pflag.FlagSet, t *cli.CATarget, nsFlag string) {
+	fl.StringVar(&t.DataDir, "data-dir", "", "the control plane's data directory (give this or --kubernetes)")
+	fl.BoolVar(&t.Kubernetes, "kubernetes", false, "use the CA Secret of the control plane on Kubernetes instead of a data directory")
+	fl.StringVar(&t.Kubeconfig, "kubeconfig", "", "kubeconfig file, with --kubernetes (default: $KUBECONFIG or ~/.kube/config)")
+	fl.StringVar(&t.Namespace, nsFlag, "portcullis-system", "the control plane's namespace, with --kubernetes")
+	fl.StringVar(&t.Secret, "ca-secret", "portcullis-ca", "the control plane's CA Secret, with --kubernetes")
+}
+
 func newCAStatusCommand() *cobra.Command {
-	var dataDir string
+	var target cli.CATarget
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print the CA's roots, their phases and lifetimes as JSON",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := ca.ReadStatus(dataDir, time.Now())
+			if err := target.Check(); err != nil {
+				return err
+			}
+			st, err := target.Status(cmd.Context(), time.Now())
 			if err != nil {
 				return err
 			}
@@ -43,14 +59,13 @@ func newCAStatusCommand() *cobra.Command {
 			return enc.Encode(st)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the control plane's data directory (required)")
-	_ = cmd.MarkFlagRequired("data-dir")
+	registerCATarget(cmd.Flags(), &target, "namespace")
 	return cmd
 }
 
 func newCARotateCommand(g *globals) *cobra.Command {
 	var (
-		dataDir       string
+		target        cli.CATarget
 		activateAfter time.Duration
 		now           bool
 		rootTTL       time.Duration
@@ -74,7 +89,10 @@ will not trust SVIDs of the new root until they do.`,
 			if now && cmd.Flags().Changed("activate-after") {
 				return errors.New("--now and --activate-after exclude each other")
 			}
-			p, err := ca.Rotate(dataDir, ca.RotateOptions{ActivateAfter: activateAfter, Now: now, RootTTL: rootTTL, IntermediateTTL: intermTTL})
+			if err := target.Check(); err != nil {
+				return err
+			}
+			p, err := target.Rotate(cmd.Context(), ca.RotateOptions{ActivateAfter: activateAfter, Now: now, RootTTL: rootTTL, IntermediateTTL: intermTTL})
 			if err != nil {
 				return err
 			}
@@ -86,17 +104,17 @@ will not trust SVIDs of the new root until they do.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dataDir, "data-dir", "", "the control plane's data directory (required)")
+	registerCATarget(fl, &target, "namespace")
 	fl.DurationVar(&activateAfter, "activate-after", 0, "how long the new root waits in the bundle before it signs (default: the longest SVID TTL)")
 	fl.BoolVar(&now, "now", false, "activate the new root immediately")
 	fl.DurationVar(&rootTTL, "root-ttl", ca.DefaultRootTTL, "lifetime of the new root")
-	fl.DurationVar(&intermTTL, "intermediate-ttl", ca.DefaultIntermediateTTL, "lifetime of its first intermediate")
-	_ = cmd.MarkFlagRequired("data-dir")
+	fl.DurationVar(&intermTTL, "intermediate-ttl", ca.DefaultIntermediateTTL, "lifetime of its first intermediate (on Kubernetes each replica issues its own with its --intermediate-ttl)")
 	return cmd
 }
 
 func newCARevokeCommand(g *globals) *cobra.Command {
-	var dataDir, serial, id, note string
+	var target cli.CATarget
+	var serial, id, note string
 	cmd := &cobra.Command{
 		Use:   "revoke",
 		Short: "Revoke an SVID by serial number, or every current SVID of a SPIFFE ID",
@@ -121,7 +139,10 @@ they could match has expired.`,
 					return fmt.Errorf("--spiffe-id: %w", err)
 				}
 			}
-			r, err := ca.Revoke(dataDir, n, sid, note, time.Now())
+			if err := target.Check(); err != nil {
+				return err
+			}
+			r, err := target.Revoke(cmd.Context(), n, sid, note, time.Now())
 			if err != nil {
 				return err
 			}
@@ -131,10 +152,9 @@ they could match has expired.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dataDir, "data-dir", "", "the control plane's data directory (required)")
+	registerCATarget(fl, &target, "namespace")
 	fl.StringVar(&serial, "serial", "", "serial number in hex (colons and 0x allowed), as Envoy's /certs or openssl print it")
 	fl.StringVar(&id, "spiffe-id", "", "revoke every SVID of this SPIFFE ID issued up to now")
 	fl.StringVar(&note, "note", "", "why, for the record in revoked.json")
-	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

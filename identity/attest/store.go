@@ -48,11 +48,11 @@ func LoadOrCreateSigningKey(dataDir string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attest: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	data, err := EncodeSigningKey(priv)
 	if err != nil {
-		return nil, fmt.Errorf("attest: %w", err)
+		return nil, err
 	}
-	err = securefile.CreateExclusive(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	err = securefile.CreateExclusive(path, data)
 	if errors.Is(err, fs.ErrExist) {
 		return readSigningKey(path)
 	}
@@ -67,17 +67,54 @@ func readSigningKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	block, rest := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" || len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("attest: %s: want one PKCS#8 PRIVATE KEY block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	key, err := parseSigningKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("attest: %s: %w", path, err)
 	}
+	return key, nil
+}
+
+// NewSigningKey returns a new token signing key, PEM-encoded as EncodeSigningKey does, for a key
+// kept outside the data directory (on Kubernetes, in the CA Secret).
+func NewSigningKey() ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("attest: %w", err)
+	}
+	return EncodeSigningKey(priv)
+}
+
+// EncodeSigningKey returns a token signing key as one PKCS#8 "PRIVATE KEY" PEM block.
+func EncodeSigningKey(key ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("attest: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseSigningKey reads a token signing key written by EncodeSigningKey: exactly one PKCS#8
+// PEM block holding an Ed25519 key.
+func ParseSigningKey(data []byte) (ed25519.PrivateKey, error) {
+	key, err := parseSigningKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("attest: token signing key: %w", err)
+	}
+	return key, nil
+}
+
+func parseSigningKey(data []byte) (ed25519.PrivateKey, error) {
+	block, rest := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, errors.New("want one PKCS#8 PRIVATE KEY block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("attest: %s: key is %T, want Ed25519", path, k)
+		return nil, fmt.Errorf("key is %T, want Ed25519", k)
 	}
 	return priv, nil
 }
@@ -229,8 +266,8 @@ func (u *UsedTokens) Len() int {
 // it was used before. A token whose use could not be persisted stays used in memory: failing
 // closed beats a token accepted twice across a restart.
 func (u *UsedTokens) Use(id string, exp time.Time) error {
-	if !hexID.MatchString(id) {
-		return fmt.Errorf("%w: token id %q", ErrTokenMalformed, id)
+	if err := CheckTokenID(id); err != nil {
+		return err
 	}
 	u.mu.Lock()
 	if _, ok := u.used[id]; ok {

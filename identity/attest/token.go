@@ -141,6 +141,15 @@ func (t *Token) check() error {
 	return nil
 }
 
+// CheckTokenID refuses anything but a token id as Create makes them (32 hex digits), before a
+// used-token store records it.
+func CheckTokenID(id string) error {
+	if !hexID.MatchString(id) {
+		return fmt.Errorf("%w: token id %q", ErrTokenMalformed, id)
+	}
+	return nil
+}
+
 // KeyID returns the id of an Ed25519 public key as tokens name it.
 func KeyID(pub ed25519.PublicKey) string {
 	sum := sha256.Sum256(pub)

@@ -43,9 +43,12 @@ type Config struct {
 	ReloadInterval time.Duration
 	// WarnInterval is how often certificate lifetimes are checked for expiry warnings.
 	WarnInterval time.Duration
-	Clock        func() time.Time
-	Logger       *slog.Logger
-	Meter        metric.Meter
+	// RotateCommand is the command an expiry warning tells the operator to run; "" is
+	// `portcullis ca rotate --data-dir <DataDir>` (on Kubernetes the state lives in a Secret).
+	RotateCommand string
+	Clock         func() time.Time
+	Logger        *slog.Logger
+	Meter         metric.Meter
 }
 
 // CA signs X.509-SVIDs for one trust domain. It is safe for concurrent use. It composes three
@@ -77,33 +80,24 @@ func Open(cfg Config) (*CA, error) {
 		return nil, err
 	}
 	log, now := cfg.Logger, cfg.Clock
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if now == nil {
-		now = time.Now
-	}
 	tmpl := &Templates{TrustDomain: cfg.TrustDomain, Clock: now}
 	if cfg.SVIDTTL < time.Minute {
 		log.Warn("SVID TTL under a minute: every agent renews every few seconds; meant for tests", "svid_ttl", cfg.SVIDTTL.String())
 	}
 	c := &CA{cfg: cfg, signer: newSigner(cfg.TrustDomain, tmpl, cfg.SVIDTTL, log)}
-	st := &store{dataDir: cfg.DataDir, td: cfg.TrustDomain, tmpl: tmpl, rootTTL: cfg.RootTTL,
-		intermediateTTL: cfg.IntermediateTTL, svidTTL: cfg.SVIDTTL, log: log}
+	st, err := newStore(cfg, tmpl)
+	if err != nil {
+		return nil, err
+	}
 	c.rotator = &rotator{store: st, signer: c.signer, revs: &c.revs, intermediateTTL: cfg.IntermediateTTL,
 		reloadInterval: cfg.ReloadInterval, warnInterval: cfg.WarnInterval, now: now, log: log,
-		warnedAt: map[string]time.Time{}}
+		rotateCommand: cfg.RotateCommand, warnedAt: map[string]time.Time{}}
 	meter := cfg.Meter
 	if meter == nil {
 		meter = noop.NewMeterProvider().Meter("")
 	}
 	if err := initInstruments(meter, c.signer, now); err != nil {
 		return nil, err
-	}
-	if cfg.UpstreamCert != "" {
-		if st.up, err = loadUpstream(cfg.UpstreamCert, cfg.UpstreamKey, cfg.TrustDomain, now()); err != nil {
-			return nil, err
-		}
 	}
 	if err := st.init(now()); err != nil {
 		return nil, err
@@ -122,7 +116,37 @@ func Open(cfg Config) (*CA, error) {
 	return c, nil
 }
 
-// withDefaults checks cfg and fills in the defaults.
+// Init creates or updates the CA's state in cfg.DataDir as Open does (the first root, a new
+// --ca-cert root, a longer SVID TTL) without loading its authorities or running anything. It is
+// for state kept elsewhere and mirrored into a data directory: on Kubernetes, the CA Secret is
+// brought up to date in a scratch directory with Init, then every replica opens its mirror.
+func Init(cfg Config) error {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return err
+	}
+	st, err := newStore(cfg, &Templates{TrustDomain: cfg.TrustDomain, Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	return st.init(cfg.Clock())
+}
+
+// newStore is the store of cfg (defaults filled in), with its upstream CA loaded.
+func newStore(cfg Config, tmpl *Templates) (*store, error) {
+	st := &store{dataDir: cfg.DataDir, td: cfg.TrustDomain, tmpl: tmpl, rootTTL: cfg.RootTTL,
+		intermediateTTL: cfg.IntermediateTTL, svidTTL: cfg.SVIDTTL, log: cfg.Logger}
+	if cfg.UpstreamCert != "" {
+		up, err := loadUpstream(cfg.UpstreamCert, cfg.UpstreamKey, cfg.TrustDomain, cfg.Clock())
+		if err != nil {
+			return nil, err
+		}
+		st.up = up
+	}
+	return st, nil
+}
+
+// withDefaults checks cfg and fills in the defaults (a discarding logger, the system clock).
 func withDefaults(cfg Config) (Config, error) {
 	if cfg.TrustDomain.IsZero() {
 		return cfg, errors.New("ca: trust domain is required")
@@ -138,6 +162,12 @@ func withDefaults(cfg Config) (Config, error) {
 	cfg.SVIDTTL = orDefault(cfg.SVIDTTL, DefaultSVIDTTL)
 	cfg.ReloadInterval = orDefault(cfg.ReloadInterval, DefaultReloadInterval)
 	cfg.WarnInterval = orDefault(cfg.WarnInterval, DefaultWarnInterval)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if cfg.SVIDTTL < MinSVIDTTL {
 		return cfg, fmt.Errorf("ca: SVID TTL %s is shorter than the minimum %s", cfg.SVIDTTL, MinSVIDTTL)
 	}

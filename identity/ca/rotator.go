@@ -32,6 +32,7 @@ type rotator struct {
 	now                                           func() time.Time
 	log                                           *slog.Logger
 	intermediateTTL, reloadInterval, warnInterval time.Duration
+	rotateCommand                                 string // named in root expiry warnings; "" derives it
 
 	mu           sync.Mutex // one refresh at a time
 	stateStamp   fileStamp
@@ -190,7 +191,11 @@ func (r *rotator) checkExpiry() {
 		r.warnedAt[key] = now
 		action := "the control plane renews intermediates at half-life; check its log for renewal errors"
 		if cc.role == "root" {
-			action = "rotate it: portcullis ca rotate --data-dir " + r.store.dataDir + " (see docs/identity.md)"
+			cmd := r.rotateCommand
+			if cmd == "" {
+				cmd = "portcullis ca rotate --data-dir " + r.store.dataDir
+			}
+			action = "rotate it: " + cmd + " (see docs/identity.md)"
 			if r.store.up != nil {
 				action = "provide a new --ca-cert/--ca-key before it expires (see docs/identity.md)"
 			}

@@ -141,6 +141,11 @@ func lockState(dataDir string) (*securefile.Lock, error) {
 	return l, nil
 }
 
+// Lock takes the CA directory's lock in dataDir, as the CLI's commands and the running CA do
+// for every read-modify-write of its files; a process that writes them from elsewhere (the
+// Kubernetes mirror) takes it too. Release it when done.
+func Lock(dataDir string) (*securefile.Lock, error) { return lockState(dataDir) }
+
 // ErrNoCA means the data directory has no CA yet: the control plane creates it on first start.
 var ErrNoCA = errors.New("ca: no CA in the data directory yet (the control plane creates it when it first loads a valid mesh)")
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,16 +17,16 @@ import (
 // dnsLabel is what Kubernetes accepts as a namespace or service account name.
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// TokenRequest names the workload a join token is for.
+// TokenRequest names the workload a join token is for and the control plane it joins.
 type TokenRequest struct {
-	DataDir                            string // the control plane's: CA bundle and token key
-	Service, Namespace, ServiceAccount string // ServiceAccount "" is the service name
+	CA                                 CATarget // the control plane's CA bundle and token key
+	Service, Namespace, ServiceAccount string   // ServiceAccount "" is the service name
 	TTL                                time.Duration
 }
 
 // CreateToken signs a single-use join token bound to the workload's SPIFFE ID, carrying the pins
 // of the trust bundle's roots.
-func CreateToken(r TokenRequest) (string, *attest.Token, error) {
+func CreateToken(ctx context.Context, r TokenRequest) (string, *attest.Token, error) {
 	if r.ServiceAccount == "" {
 		r.ServiceAccount = r.Service
 	}
@@ -34,10 +35,11 @@ func CreateToken(r TokenRequest) (string, *attest.Token, error) {
 			return "", nil, fmt.Errorf("%s %q is not a DNS label (lower-case letters, digits and '-')", name, v)
 		}
 	}
-	td, roots, err := ca.ReadBundle(r.DataDir, time.Now())
-	if errors.Is(err, ca.ErrNoCA) {
-		return "", nil, fmt.Errorf("%w: start the control plane with --data-dir %s first", err, r.DataDir)
+	if err := r.CA.Check(); err != nil {
+		return "", nil, err
 	}
+	now := time.Now()
+	td, roots, key, err := r.CA.tokenMaterial(ctx, now)
 	if err != nil {
 		return "", nil, err
 	}
@@ -49,11 +51,7 @@ func CreateToken(r TokenRequest) (string, *attest.Token, error) {
 	for i, r := range roots {
 		pins[i] = ca.Pin(r)
 	}
-	key, err := attest.LoadOrCreateSigningKey(r.DataDir)
-	if err != nil {
-		return "", nil, err
-	}
-	return attest.Create(key, attest.Request{SPIFFEID: id, Service: r.Service, TTL: r.TTL, Pins: pins})
+	return attest.Create(key, attest.Request{SPIFFEID: id, Service: r.Service, TTL: r.TTL, Pins: pins, Now: now})
 }
 
 // WriteSecretFile creates (or truncates) path with mode 0600 whatever the umask, and refuses an

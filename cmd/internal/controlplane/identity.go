@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/identity/ca"
+	"github.com/portcullis/portcullis/identity/ca/kubestate"
 	"github.com/portcullis/portcullis/identity/certsvc"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/xds/model"
@@ -55,6 +56,7 @@ type identity struct {
 	authority *ca.CA
 	self      *ca.SelfSource
 	certs     *certsvc.Server
+	shared    *kubestate.Replica // on Kubernetes: the CA Secret's mirror; nil in local mode
 }
 
 type identityConfig struct {
@@ -64,7 +66,7 @@ type identityConfig struct {
 	ca      CAConfig
 	used    *attest.UsedTokens
 	tdCheck *trustDomainCheck
-	kube    *kubeEnv // on Kubernetes: shared root CA, service-account tokens
+	kube    *kubeEnv // on Kubernetes: shared CA state, service-account tokens
 	tracer  trace.TracerProvider
 }
 
@@ -72,22 +74,32 @@ type identityConfig struct {
 // another trust domain is refused.
 func openIdentity(ctx context.Context, c identityConfig, mesh *model.Mesh) (*identity, error) {
 	td := mesh.TrustDomain
-	var saTokens certsvc.ServiceAccountVerifier
-	if c.kube != nil {
-		// Every replica signs under the root in the CA Secret, so their SVIDs share one bundle.
-		cert, key, err := c.kube.ensureCA(ctx, c.dataDir, td, c.ca.RootTTL)
-		if err != nil {
-			return nil, err
-		}
-		c.ca.CertFile, c.ca.KeyFile = cert, key
-		saTokens = c.kube.serviceAccounts(td)
-	}
-	authority, err := ca.Open(ca.Config{
+	caCfg := ca.Config{
 		DataDir: c.dataDir, TrustDomain: td,
 		RootTTL: c.ca.RootTTL, IntermediateTTL: c.ca.IntermediateTTL, SVIDTTL: c.ca.SVIDTTL,
 		UpstreamCert: c.ca.CertFile, UpstreamKey: c.ca.KeyFile,
 		Logger: c.log.With("component", "ca"), Meter: c.metrics.Meter("identity/ca"),
-	})
+	}
+	var (
+		used     certsvc.UsedTokens = c.used
+		tokenKey ed25519.PrivateKey
+		saTokens certsvc.ServiceAccountVerifier
+		shared   *kubestate.Replica
+		err      error
+	)
+	if c.kube != nil {
+		// Every replica mirrors the CA Secret: one bundle, one revocation list, one token key,
+		// and used tokens recorded in the API server, whichever replica a workload reaches.
+		if shared, err = c.kube.sharedCA(ctx, caCfg); err != nil {
+			return nil, err
+		}
+		used, tokenKey = shared.UsedTokens(), shared.TokenKey()
+		caCfg.RotateCommand = kubestate.RotateCommand(c.kube.cfg.Namespace, c.kube.cfg.CASecret)
+		saTokens = c.kube.serviceAccounts(td)
+	} else if tokenKey, err = attest.LoadOrCreateSigningKey(c.dataDir); err != nil {
+		return nil, err
+	}
+	authority, err := ca.Open(caCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -96,24 +108,24 @@ func openIdentity(ctx context.Context, c identityConfig, mesh *model.Mesh) (*ide
 	if err != nil {
 		return nil, err
 	}
-	key, err := attest.LoadOrCreateSigningKey(c.dataDir)
-	if err != nil {
-		return nil, err
-	}
 	certs, err := certsvc.New(certsvc.Config{
-		CA: authority, Tokens: attest.NewVerifier(nil, key.Public().(ed25519.PublicKey)), Used: c.used, ServiceAccounts: saTokens,
+		CA: authority, Tokens: attest.NewVerifier(nil, tokenKey.Public().(ed25519.PublicKey)), Used: used, ServiceAccounts: saTokens,
 		Logger: c.log.With("component", "certsvc"), Meter: c.metrics.Meter("identity/certsvc"), TracerProvider: c.tracer,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &identity{td: td, authority: authority, self: self, certs: certs}, nil
+	return &identity{td: td, authority: authority, self: self, certs: certs, shared: shared}, nil
 }
 
-// run keeps the CA and the control plane's SVID fresh until ctx ends.
+// run keeps the CA, the control plane's SVID and on Kubernetes the CA Secret's mirror fresh
+// until ctx ends.
 func (id *identity) run(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return id.authority.Run(ctx) })
 	g.Go(func() error { return id.self.Run(ctx) })
+	if id.shared != nil {
+		g.Go(func() error { return id.shared.Run(ctx) })
+	}
 }
 
 // serverTLS is the TLS of the xDS/CA port: the control plane's SVID; a client certificate is

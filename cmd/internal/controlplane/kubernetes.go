@@ -8,14 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -25,8 +23,8 @@ import (
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/identity/attest/kubereview"
 	"github.com/portcullis/portcullis/identity/ca"
+	"github.com/portcullis/portcullis/identity/ca/kubestate"
 	"github.com/portcullis/portcullis/identity/certsvc"
-	"github.com/portcullis/portcullis/identity/securefile"
 	"github.com/portcullis/portcullis/telemetry/serve"
 	"github.com/portcullis/portcullis/xds/inject"
 	"github.com/portcullis/portcullis/xds/snapshot"
@@ -84,53 +82,14 @@ func (k *kubeEnv) endpoints() snapshot.EndpointSource {
 	return k.src
 }
 
-// ensureCA returns the files of the mesh root CA every replica signs under, from the CA Secret;
-// the first replica to start creates it (the API server's create is the tie-breaker between
-// replicas starting together).
-func (k *kubeEnv) ensureCA(ctx context.Context, dataDir string, td spiffeid.TrustDomain, rootTTL time.Duration) (certFile, keyFile string, err error) {
-	ns, name := k.cfg.Namespace, k.cfg.CASecret
-	secrets := k.client.CoreV1().Secrets(ns)
-	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		certPEM, keyPEM, gerr := ca.NewRootPEM(td, rootTTL)
-		if gerr != nil {
-			return "", "", gerr
-		}
-		sec = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/part-of": "portcullis"},
-				Annotations: map[string]string{"portcullis.dev/trust-domain": td.Name()}},
-			Type: corev1.SecretTypeTLS,
-			Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
-		}
-		created, cerr := secrets.Create(ctx, sec, metav1.CreateOptions{})
-		switch {
-		case cerr == nil:
-			sec, err = created, nil
-			k.log.Info("created the mesh root CA", "secret", ns+"/"+name, "trust_domain", td.Name())
-		case apierrors.IsAlreadyExists(cerr):
-			sec, err = secrets.Get(ctx, name, metav1.GetOptions{})
-		default:
-			err = cerr
-		}
-	}
-	if err != nil {
-		return "", "", fmt.Errorf("controlplane: kubernetes: CA secret %s/%s: %w", ns, name, err)
-	}
-	if got := sec.Annotations["portcullis.dev/trust-domain"]; got != "" && got != td.Name() {
-		return "", "", fmt.Errorf("controlplane: kubernetes: CA secret %s/%s is for trust domain %q, the Mesh says %q", ns, name, got, td.Name())
-	}
-	dir := filepath.Join(dataDir, "kubernetes-ca")
-	if err := securefile.EnsureDir(dir, securefile.DirMode); err != nil {
-		return "", "", err
-	}
-	certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	if err := securefile.WriteAtomic(certFile, sec.Data[corev1.TLSCertKey]); err != nil {
-		return "", "", err
-	}
-	if err := securefile.WriteAtomic(keyFile, sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, nil
+// sharedCA opens this replica's side of the CA state every replica shares in the CA Secret (the
+// first replica creates it; the API server's create decides between replicas starting at once)
+// and mirrors it into cfg.DataDir for ca.Open.
+func (k *kubeEnv) sharedCA(ctx context.Context, cfg ca.Config) (*kubestate.Replica, error) {
+	return kubestate.OpenReplica(ctx, kubestate.ReplicaOptions{
+		Client: k.client, Namespace: k.cfg.Namespace, Secret: k.cfg.CASecret, Replica: k.cfg.PodName,
+		CA: cfg, Logger: k.log.With("component", "ca-secret"),
+	})
 }
 
 // serviceAccounts is the certificate service's service-account token verifier.
