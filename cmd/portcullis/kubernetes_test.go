@@ -4,21 +4,23 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 
 	"github.com/portcullis/portcullis/identity/ca"
+	"github.com/portcullis/portcullis/identity/ca/kubestate"
 	"github.com/portcullis/portcullis/test/kubetest"
 	"github.com/portcullis/portcullis/test/proctest"
 )
@@ -59,6 +61,7 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = meshes.Delete(context.Background(), "default", metav1.DeleteOptions{}) })
+	deleteCASecret(t, env, ns)
 
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, env.KubeConfig(), 0o600); err != nil {
@@ -81,13 +84,9 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 		}
 		return nil
 	}, "ready")
-	secret, err := env.Client.CoreV1().Secrets(ns).Get(ctx, "portcullis-ca", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, key, err := ca.DecodePEM(append(append([]byte{}, secret.Data[corev1.TLSCertKey]...), secret.Data[corev1.TLSPrivateKeyKey]...))
-	if err != nil || len(roots) != 1 || key == nil || !roots[0].IsCA || roots[0].URIs[0].String() != "spiffe://cluster.example" {
-		t.Fatalf("CA secret: %v %d roots", err, len(roots))
+	roots := secretRoots(t, env, ns, "portcullis-ca")
+	if len(roots) != 1 || !roots[0].IsCA || roots[0].URIs[0].String() != "spiffe://cluster.example" {
+		t.Fatalf("CA secret: %d roots", len(roots))
 	}
 	proctest.Eventually(t, 30*time.Second, func() error {
 		leases, err := env.Client.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{})
@@ -142,4 +141,38 @@ func TestControlPlaneOnKubernetes(t *testing.T) {
 		}
 		return nil
 	}, "caBundle = the mesh root")
+}
+
+// secretRoots returns the roots in the CA Secret, each stored with its key.
+func secretRoots(t *testing.T, env *kubetest.Env, ns, name string) []*x509.Certificate {
+	t.Helper()
+	sec, err := env.Client.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roots []*x509.Certificate
+	for k, v := range sec.Data {
+		if !strings.HasSuffix(k, kubestate.RootSuffix) {
+			continue
+		}
+		certs, key, err := ca.DecodePEM(v)
+		if err != nil || len(certs) != 1 || key == nil {
+			t.Fatalf("CA Secret key %s: %d certificates, key %v, %v", k, len(certs), key != nil, err)
+		}
+		roots = append(roots, certs[0])
+	}
+	return roots
+}
+
+// deleteCASecret removes the CA Secret and the used-token records now and when the test ends,
+// so each test starts its own CA.
+func deleteCASecret(t *testing.T, env *kubetest.Env, ns string) {
+	t.Helper()
+	clean := func() {
+		ctx := context.Background()
+		_ = env.Client.CoreV1().Secrets(ns).Delete(ctx, "portcullis-ca", metav1.DeleteOptions{})
+		_ = env.Client.CoreV1().ConfigMaps(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: kubestate.UsedTokenLabel})
+	}
+	clean()
+	t.Cleanup(clean)
 }
