@@ -45,9 +45,9 @@ docs/identity.md, docs/xds.md and docs/policies.md.
 
 With --kubernetes the mesh comes from the cluster instead of --config: the portcullis.dev
 custom resources, Kubernetes Services and their EndpointSlices (docs/kubernetes.md). The
-replicas share the root CA in a Secret, accept pods' service-account tokens, serve the injection
-webhook on --webhook-addr, and the elected leader writes each resource's Accepted and Programmed
-conditions.`,
+replicas share the CA's state in a Secret (roots, revocations, the join-token key; used tokens in
+ConfigMaps), accept pods' service-account tokens, serve the injection webhook on --webhook-addr,
+and the elected leader writes each resource's Accepted and Programmed conditions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Version, cfg.Logger, cfg.Stdout = g.version, g.log, cmd.OutOrStdout()
@@ -100,7 +100,7 @@ func registerKubernetesFlags(fl *pflag.FlagSet, k *controlplane.KubernetesConfig
 	fl.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fl.StringVar(&k.Namespace, "namespace", envOr("POD_NAMESPACE", "portcullis-system"), "the control plane's namespace (Lease, CA Secret)")
 	fl.StringVar(&k.PodName, "pod-name", envOr("POD_NAME", ""), "this replica's name, its identity in leader election (default: the host name)")
-	fl.StringVar(&k.CASecret, "ca-secret", "portcullis-ca", "Secret holding the mesh root CA every replica signs under (created by the first replica)")
+	fl.StringVar(&k.CASecret, "ca-secret", "portcullis-ca", "Secret holding the CA state every replica shares: roots and their keys, revocations, the join-token key (created by the first replica)")
 	fl.StringVar(&k.WebhookAddr, "webhook-addr", controlplane.DefaultWebhookAddr, "HTTPS address of the injection webhook (certificate from the mesh CA)")
 	fl.StringVar(&k.WebhookService, "webhook-service", "portcullis-webhook", "the webhook's Service, named in its certificate as <service>.<namespace>.svc")
 	fl.StringVar(&k.WebhookConfig, "webhook-config", "portcullis-injector", "MutatingWebhookConfiguration whose caBundle the leader keeps equal to the mesh roots")

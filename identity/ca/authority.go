@@ -34,9 +34,8 @@ func (a *authority) canSign() bool { return len(a.chain) > 0 && a.key != nil }
 // signingCert is the certificate SVIDs are issued under (the intermediate).
 func (a *authority) signingCert() *x509.Certificate { return a.chain[0] }
 
-// NewRootPEM makes a self-signed root for td, PEM-encoded, for a root kept outside the data
-// directory (on Kubernetes, in a Secret every control plane replica reads, passed back as
-// Config's upstream files).
+// NewRootPEM makes a self-signed root for td, PEM-encoded, for a root kept outside any data
+// directory and given back as Config's upstream files (--ca-cert, --ca-key).
 func NewRootPEM(td spiffeid.TrustDomain, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
 	root, key, err := newRoot(&Templates{TrustDomain: td}, ttl)
 	if err != nil {

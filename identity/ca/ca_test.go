@@ -326,8 +326,8 @@ func TestParseSerial(t *testing.T) {
 	}
 }
 
-// TestNewRootPEMServesAsUpstream: the root a Kubernetes control plane keeps in a Secret is a
-// valid upstream CA, and two replicas opening it issue SVIDs under one bundle.
+// TestNewRootPEMServesAsUpstream: a root made with NewRootPEM is a valid upstream CA, and two
+// control planes opening it issue SVIDs under one bundle.
 func TestNewRootPEMServesAsUpstream(t *testing.T) {
 	clock := &fakeClock{now: time.Now()} // NewRootPEM dates the root from the real clock
 	certPEM, keyPEM, err := NewRootPEM(testTD, 24*time.Hour)

@@ -66,7 +66,7 @@ type KubernetesConfig struct {
 	Kubeconfig string // "" is the in-cluster configuration
 	Namespace  string // the control plane's: Lease, CA Secret
 	PodName    string // this replica's identity in leader election ("" is the host name)
-	CASecret   string // the Secret holding the mesh root every replica signs under
+	CASecret   string // the Secret holding the CA state every replica shares (identity/ca/kubestate)
 	// WebhookAddr serves the injection webhook; WebhookService is its Service (named in its
 	// certificate), WebhookConfig the MutatingWebhookConfiguration whose caBundle the leader
 	// keeps equal to the mesh roots.

@@ -392,3 +392,73 @@ func mustKey(t *testing.T) *ecdsa.PrivateKey {
 	}
 	return k
 }
+
+// TestUserProvidedCAShared: replicas started with the same --ca-cert/--ca-key record it once in
+// the Secret (its certificate only: the key stays in the replicas' files) and sign under it; a
+// replica started without it refuses, as in local mode.
+func TestUserProvidedCAShared(t *testing.T) {
+	env := kubetest.Require(t, &api)
+	const ns, name = "kubestate-upstream", "portcullis-ca"
+	env.Namespace(t, ns, nil)
+	certPEM, keyPEM, err := ca.NewRootPEM(td, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := t.TempDir()
+	certFile, keyFile := filepath.Join(files, "ca.crt"), filepath.Join(files, "ca.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	given, _, err := ca.DecodePEM(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(upstream bool) (*replica, error) {
+		cfg := ca.Config{DataDir: filepath.Join(t.TempDir(), "data"), TrustDomain: td, SVIDTTL: time.Minute, IntermediateTTL: time.Hour, RootTTL: 24 * time.Hour}
+		if upstream {
+			cfg.UpstreamCert, cfg.UpstreamKey = certFile, keyFile
+		}
+		shared, err := kubestate.OpenReplica(context.Background(), kubestate.ReplicaOptions{Client: env.Client, Namespace: ns, Secret: name, CA: cfg})
+		if err != nil {
+			return nil, err
+		}
+		authority, err := ca.Open(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &replica{dir: cfg.DataDir, shared: shared, ca: authority}, nil
+	}
+	a, err := start(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := start(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameRoots(a.ca.Roots(), given) || !sameRoots(b.ca.Roots(), given) {
+		t.Fatal("the replicas do not sign under the given root")
+	}
+	sec, err := env.Client.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k, v := range sec.Data {
+		if strings.HasSuffix(k, kubestate.RootSuffix) {
+			n++
+			if certs, key, err := ca.DecodePEM(v); err != nil || key != nil || len(certs) != 1 || !certs[0].Equal(given[0]) {
+				t.Errorf("%s: the given root with no key expected (key %v, %v)", k, key != nil, err)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d authorities recorded for one --ca-cert", n)
+	}
+	if _, err := start(false); err == nil || !strings.Contains(err.Error(), "came from --ca-cert") {
+		t.Fatalf("a replica without --ca-cert: %v", err)
+	}
+}
