@@ -90,3 +90,31 @@ func TestUsedTokensAcrossReplicas(t *testing.T) {
 		t.Errorf("a live token's record was pruned: %v", err)
 	}
 }
+
+// BenchmarkUsedTokensUse: one join's cost in the API server (a ConfigMap create), against the
+// real API server of the tests.
+func BenchmarkUsedTokensUse(b *testing.B) {
+	env := kubetest.Require(b, &api)
+	const ns = "kubestate-bench"
+	env.Namespace(b, ns, nil)
+	u := kubestate.NewUsedTokens(env.Client, ns, "bench", nil, nil)
+	exp := time.Now().Add(time.Hour)
+	ids := make([]string, b.N)
+	for i := range ids {
+		var raw [16]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = hex.EncodeToString(raw[:])
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if err := u.Use(ids[i], exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := env.Client.CoreV1().ConfigMaps(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: kubestate.UsedTokenLabel}); err != nil {
+		b.Fatal(err)
+	}
+}
