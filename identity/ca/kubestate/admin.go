@@ -106,7 +106,7 @@ func (a *Admin) read(ctx context.Context, f func(dir string, data map[string][]b
 	if sec.Data[ca.StateFile] == nil {
 		return a.noCA()
 	}
-	return inScratch(sec.Data, func(dir string) error { return f(dir, sec.Data) })
+	return inScratch("", sec.Data, func(dir string) error { return f(dir, sec.Data) })
 }
 
 // update applies f to the Secret's CA; a missing Secret is ca.ErrNoCA (only replicas create it).

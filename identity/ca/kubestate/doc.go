@@ -8,8 +8,8 @@
 // (<authority id>.root.pem), revoked.json, and the join-token signing key (token-signing.key).
 // Intermediates stay per replica: each issues its own under the shared root, as SPIRE servers
 // do. Every change is a read-modify-write of the Secret with the resourceVersion it read, done
-// with package ca's own operations (Init, Rotate, Revoke) in a scratch directory, and started
-// over on a conflict; the API server's create decides between replicas creating the CA at once.
+// with package ca's own operations (Init, Rotate, Revoke) in a scratch directory (a replica's in
+// its data directory: its root filesystem is read-only), and started over on a conflict; the API server's create decides between replicas creating the CA at once.
 //
 // A replica (Replica) mirrors the Secret into its data directory, under the CA's lock, and
 // watches it: the CA's reload loop then picks up a rotation or a revocation made by any replica

@@ -462,3 +462,48 @@ func TestUserProvidedCAShared(t *testing.T) {
 		t.Fatalf("a replica without --ca-cert: %v", err)
 	}
 }
+
+// TestReplicaWritesOnlyItsDataDir: in deploy/ the control plane's root filesystem is read-only
+// and only its data directory is writable, so a replica makes its scratch copies there (and
+// removes those a crash left), never in the system's temporary directory.
+func TestReplicaWritesOnlyItsDataDir(t *testing.T) {
+	env := kubetest.Require(t, &api)
+	const ns, name = "kubestate-readonly", "portcullis-ca"
+	env.Namespace(t, ns, nil)
+	dir := filepath.Join(t.TempDir(), "data")
+	leftover := filepath.Join(dir, ".ca-scratch-crashed")
+	if err := os.MkdirAll(leftover, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", filepath.Join(dir, "no-such-directory")) // any use of os.TempDir fails
+	r, err := startReplica(t, env, ns, name, dir, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); err == nil {
+		t.Error("a scratch copy left by a crash is still there")
+	}
+	// A change from elsewhere is checked in a scratch copy before it is mirrored.
+	revoked := svid(t, r, "/ns/shop/sa/web")
+	now := time.Now().UTC()
+	list := fmt.Sprintf(`{"version": 1, "entries": [{"serial": %q, "revokedAt": %q, "keepUntil": %q}]}`,
+		revoked.SerialNumber.Text(16), now.Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339))
+	secrets := env.Client.CoreV1().Secrets(ns)
+	sec, err := secrets.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data[ca.RevokedFile] = []byte(list)
+	if _, err := secrets.Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the revocation mirrored", func() error {
+		if !r.ca.Revoked(revoked.SerialNumber) {
+			return errors.New("not revoked yet")
+		}
+		return nil
+	})
+	if left, _ := filepath.Glob(filepath.Join(dir, ".ca-scratch-*")); len(left) > 0 {
+		t.Errorf("scratch copies left behind: %v", left)
+	}
+}

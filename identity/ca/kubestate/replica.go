@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -85,8 +86,11 @@ func OpenReplica(ctx context.Context, opts ReplicaOptions) (*Replica, error) {
 	}
 	ns, name, td := opts.Namespace, opts.Secret, opts.CA.TrustDomain
 	r := &Replica{opts: opts, log: opts.Logger.With("secret", ns+"/"+name), wake: make(chan struct{}, 1)}
+	if err := removeScratch(opts.CA.DataDir); err != nil {
+		return nil, err
+	}
 	sec, wrote, err := change{
-		secrets: opts.Client.CoreV1().Secrets(ns), ns: ns, name: name, create: true,
+		secrets: opts.Client.CoreV1().Secrets(ns), ns: ns, name: name, create: true, scratch: opts.CA.DataDir,
 		apply: func(dir string, extra map[string][]byte) error {
 			got, err := ca.ReadTrustDomain(dir)
 			switch {
@@ -233,7 +237,7 @@ func (r *Replica) check(sec *corev1.Secret) error {
 	if _, err := attest.ParseSigningKey(sec.Data[TokenKeyKey]); err != nil {
 		return err
 	}
-	return inScratch(sec.Data, func(dir string) error {
+	return inScratch(r.opts.CA.DataDir, sec.Data, func(dir string) error {
 		st, err := ca.ReadStatus(dir, r.opts.CA.Clock())
 		if err != nil {
 			return err
@@ -281,6 +285,23 @@ func (r *Replica) recreate(ctx context.Context) {
 		r.log.Error("the CA Secret was deleted and recreating it failed; retrying", "err", err, "retry_in", recreateRetry.String())
 		time.AfterFunc(recreateRetry, r.signal)
 	}
+}
+
+// removeScratch creates the data directory, or removes the scratch copies a crash left in it.
+func removeScratch(dataDir string) error {
+	if err := securefile.EnsureDir(dataDir, securefile.DirMode); err != nil {
+		return fmt.Errorf("kubestate: %w", err)
+	}
+	left, err := filepath.Glob(filepath.Join(dataDir, scratchPrefix+"*"))
+	if err != nil {
+		return fmt.Errorf("kubestate: %w", err)
+	}
+	for _, d := range left {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("kubestate: removing a scratch copy of the CA: %w", err)
+		}
+	}
+	return nil
 }
 
 // RotateCommand is the command that rotates the root of the CA in a Secret, for expiry

@@ -143,10 +143,14 @@ func readCA(dataDir string) (map[string][]byte, error) {
 	return out, nil
 }
 
-// inScratch writes the CA files of data into a new private directory, runs f on it and removes
-// it, keys included, whatever happens.
-func inScratch(data map[string][]byte, f func(dir string) error) (err error) {
-	dir, err := os.MkdirTemp("", "portcullis-ca-")
+// scratchPrefix names scratch directories; a replica makes them in its data directory (its root
+// filesystem is read-only in deploy/) and removes any a crash left there when it starts.
+const scratchPrefix = ".ca-scratch-"
+
+// inScratch writes the CA files of data into a new private directory under parent ("" is the
+// system's temporary directory), runs f on it and removes it, keys included, whatever happens.
+func inScratch(parent string, data map[string][]byte, f func(dir string) error) (err error) {
+	dir, err := os.MkdirTemp(parent, scratchPrefix)
 	if err != nil {
 		return fmt.Errorf("kubestate: %w", err)
 	}
@@ -169,7 +173,9 @@ type change struct {
 	name    string
 	// create makes a missing Secret; without it a missing Secret is ca.ErrNoCA.
 	create bool
-	apply  func(dir string, extra map[string][]byte) error
+	// scratch is where the scratch copies go ("" is the system's temporary directory).
+	scratch string
+	apply   func(dir string, extra map[string][]byte) error
 }
 
 // run reads the Secret, applies the change and writes the result with the resourceVersion it
@@ -237,7 +243,7 @@ func (c change) edit(data map[string][]byte) (map[string][]byte, error) {
 		}
 	}
 	var files map[string][]byte
-	err := inScratch(data, func(dir string) error {
+	err := inScratch(c.scratch, data, func(dir string) error {
 		if err := c.apply(dir, extra); err != nil {
 			return err
 		}
