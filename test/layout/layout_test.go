@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"xds/inject/redirect":           nil,
 	"xds/inject/appprobe":           nil,
 	"identity/ca":                   {"identity/securefile", "telemetry/watch"},
+	"identity/ca/kubestate":         {"identity/ca", "identity/attest", "identity/securefile"},
 	"identity/attest":               {"identity/securefile"},
 	"identity/attest/kubereview":    {"identity/attest"},
 	"identity/certpb":               nil,
