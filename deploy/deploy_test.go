@@ -93,6 +93,15 @@ func TestControlPlaneRBAC(t *testing.T) {
 		{"update", "leases", "portcullis-system", "portcullis-controlplane", true},
 		{"update", "leases", "portcullis-system", "another", false},
 		{"get", "secrets", "portcullis-system", "another", false},
+		// The CA Secret every replica watches and updates (identity/ca/kubestate), and no other:
+		// a list of every Secret would hand out every key in the namespace.
+		{"watch", "secrets", "portcullis-system", "portcullis-ca", true},
+		{"update", "secrets", "portcullis-system", "portcullis-ca", true},
+		{"update", "secrets", "portcullis-system", "another", false},
+		{"delete", "secrets", "portcullis-system", "portcullis-ca", false},
+		{"list", "secrets", "portcullis-system", "", false},
+		// Used join tokens, one ConfigMap each.
+		{"get", "configmaps", "portcullis-system", "portcullis-used-token-0123456789abcdef0123456789abcdef", true},
 	} {
 		group := ""
 		if tc.resource == "leases" {
