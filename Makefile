@@ -28,7 +28,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit lint bench demo envoy jaeger kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
+.PHONY: all build test unit short lint golangci-lint bench demo envoy jaeger kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
 
 all: build
 
@@ -101,17 +101,31 @@ cluster: images kube coredns cluster-tools ## a single-node Kubernetes cluster (
 generate: ## regenerate the CRDs in deploy/base/crds from the Go types (controller-gen, pinned in go.mod; samplingPercent is a number, hence allowDangerousTypes)
 	go tool controller-gen crd:crdVersions=v1,allowDangerousTypes=true paths=./xds/source/kube/apis/... output:crd:artifacts:config=deploy/base/crds
 
-lint: ## gofmt and go vet
+# golangci-lint is pinned as a go.mod tool in a module of its own (test/tools/golangci-lint: its
+# linters and OPA need different versions of one dependency) and built into the tool cache.
+GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "github.com/golangci/golangci-lint/v2" {print $$2}' test/tools/golangci-lint/go.mod)
+GOLANGCI_LINT := .cache/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+golangci-lint: .cache ## build golangci-lint $(GOLANGCI_LINT_VERSION) into .cache/bin (cold ~2 min on 2 cores; skipped when built)
+	@if [ -x $(GOLANGCI_LINT) ]; then echo "golangci-lint $(GOLANGCI_LINT_VERSION): $(GOLANGCI_LINT)"; else \
+		echo "building golangci-lint $(GOLANGCI_LINT_VERSION)"; \
+		(cd test/tools/golangci-lint && go build -o "$(CURDIR)/$(GOLANGCI_LINT).tmp" github.com/golangci/golangci-lint/v2/cmd/golangci-lint) && \
+		mv $(GOLANGCI_LINT).tmp $(GOLANGCI_LINT); fi
+
+lint: golangci-lint ## gofmt, go vet and golangci-lint (staticcheck, errcheck, revive: .golangci.yml), clean
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	$(GOLANGCI_LINT) run --timeout 15m ./...
 
-test: lint envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite on its own (what CI runs)
+# make test fails fast: lint, then the short tests (no tool needed, a couple of minutes), and only
+# then the tool installs and the heavy suite.
+test: lint short envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite on its own (what CI runs)
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v /test/faults$$)
 	@# The fault suite holds a steady load through real Envoys and counts every response: it runs
 	@# alone, so what it counts is the fault's cost and not other packages' tests on the 2 cores.
 	go test -race -count=1 -timeout 10m ./test/faults
 
-unit: ## fast tests only (no Envoy or other processes)
+unit short: ## fast tests only (no Envoy or other processes); make test runs them first
 	go test -short -count=1 ./...
 
 bench: envoy kube ## Go benchmarks (with the Kubernetes source at 1,000 Services / 10,000 endpoints), the data path (added latency, max rps, CPU and RSS per 1,000 rps; ~90 s a count), the fault suite with 60 s of load per fault (~9 min), the ext_authz load test (tracing off and on) and xDS convergence at 100/1000/2000 proxies; medians

@@ -80,7 +80,7 @@ func TestAdminReadinessAndMetrics(t *testing.T) {
 
 func TestAdminDebugPagesAnswerLoopbackOnly(t *testing.T) {
 	a := NewAdmin(slog.New(slog.DiscardHandler), nil)
-	a.Handle("/debug/mesh", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "the mesh") }))
+	a.Handle("/debug/mesh", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "the mesh") }))
 	for _, tc := range []struct {
 		remote, path string
 		want         int

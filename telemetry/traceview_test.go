@@ -21,14 +21,14 @@ const fakeTrace = `{"data":[{"traceID":"abc123","processes":{"p1":{"serviceName"
 func TestTraceViewer(t *testing.T) {
 	var gotTags string
 	jaeger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/api/services":
-			io.WriteString(w, `{"data":["backend","portcullis-controlplane"]}`)
-		case r.URL.Path == "/api/traces":
+		switch r.URL.Path {
+		case "/api/services":
+			_, _ = io.WriteString(w, `{"data":["backend","portcullis-controlplane"]}`)
+		case "/api/traces":
 			gotTags = r.URL.Query().Get("tags")
-			io.WriteString(w, fakeTrace)
-		case r.URL.Path == "/api/traces/abc123":
-			io.WriteString(w, fakeTrace)
+			_, _ = io.WriteString(w, fakeTrace)
+		case "/api/traces/abc123":
+			_, _ = io.WriteString(w, fakeTrace)
 		default:
 			http.NotFound(w, r)
 		}

@@ -288,7 +288,7 @@ func TestRefetchForUnknownKidAnswersBeforeTheDeadline(t *testing.T) {
 	k1 := authztest.NewKey(t, "ES256", "k1")
 	hang := make(chan struct{})
 	var hanging atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if hanging.Load() {
 			<-hang
 			return

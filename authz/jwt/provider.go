@@ -146,8 +146,8 @@ func (p *provider) run(ctx context.Context, fetched bool) {
 		}
 		err := p.fetch(ctx)
 		var wait time.Duration
-		switch {
-		case err == nil:
+		switch err {
+		case nil:
 			backoff = p.opts.RetryBackoff
 			wait = jitter(p.refresh)
 		default:
@@ -295,6 +295,3 @@ func (p *provider) statusSnapshot() ProviderStatus {
 	s.KeyIDs = append([]string(nil), s.KeyIDs...)
 	return s
 }
-
-// healthy reports whether the provider can verify tokens: it has keys.
-func (p *provider) healthy() bool { return p.keys.Load() != nil }

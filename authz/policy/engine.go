@@ -138,13 +138,13 @@ func (e *Engine) applyDefault(d *Decision, set *policySet, a *Attributes) {
 
 // dryRun evaluates the dry-run policies and the decision that enforcing them would make. Adding
 // policies can only add a DENY match (which overrides any ALLOW) or, when the real decision came
-// from the default, an ALLOW match; so the real decision is the starting point.
-func (e *Engine) dryRun(ctx context.Context, real *Decision, set *policySet, a *Attributes, in *regoInput) *DryRun {
+// from the default, an ALLOW match; so the decision made is the starting point.
+func (e *Engine) dryRun(ctx context.Context, decided *Decision, set *policySet, a *Attributes, in *regoInput) *DryRun {
 	dr := &DryRun{}
 	deny, allow := -1, -1
 	for _, p := range set.dryRun {
 		m, ok, err := p.evaluate(ctx, a, in)
-		real.addError(err)
+		decided.addError(err)
 		if !ok {
 			continue
 		}
@@ -156,17 +156,17 @@ func (e *Engine) dryRun(ctx context.Context, real *Decision, set *policySet, a *
 			allow = len(dr.Matches) - 1
 		}
 	}
-	dr.Allow, dr.Code, dr.Policy, dr.Rule = real.Allow, real.Code, real.Policy, real.Rule
+	dr.Allow, dr.Code, dr.Policy, dr.Rule = decided.Allow, decided.Code, decided.Policy, decided.Rule
 	switch {
-	case real.Code == CodeDenied:
+	case decided.Code == CodeDenied:
 	case deny >= 0:
 		m := dr.Matches[deny]
 		dr.Allow, dr.Code, dr.Policy, dr.Rule = false, CodeDenied, m.Policy, m.Rule
-	case real.Code == CodeAllowed:
+	case decided.Code == CodeAllowed:
 	case allow >= 0:
 		m := dr.Matches[allow]
 		dr.Allow, dr.Code, dr.Policy, dr.Rule = true, CodeAllowed, m.Policy, m.Rule
 	}
-	dr.Changed = dr.Allow != real.Allow
+	dr.Changed = dr.Allow != decided.Allow
 	return dr
 }

@@ -249,7 +249,7 @@ func TestTrace(t *testing.T) {
 			testmesh.Policy("front", "frontend", "ALLOW", false, testmesh.RuleGET)+
 			testmesh.Rego("rego-deny", "DENY", regoConflict)))
 	trace := e.Trace(context.Background(), request(t))
-	by := map[string]PolicyTrace{}
+	by := map[string]Evaluation{}
 	for _, p := range trace {
 		by[p.Policy] = p
 	}

@@ -6,8 +6,8 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 )
 
-// PolicyTrace is one policy evaluated in full for one request.
-type PolicyTrace struct {
+// Evaluation is one policy evaluated in full for one request (Engine.Trace returns them).
+type Evaluation struct {
 	Policy string // namespace/name
 	Action model.Action
 	DryRun bool
@@ -47,16 +47,16 @@ type RegoTrace struct {
 // Trace evaluates every rule of every policy that applies to the request, in name order, and
 // says which part of each rule failed and why. Decide stops at the first match; Trace does not,
 // so it is for the authoring tools (authz/policy/explain), not for the request path.
-func (e *Engine) Trace(ctx context.Context, a *Attributes) []PolicyTrace {
+func (e *Engine) Trace(ctx context.Context, a *Attributes) []Evaluation {
 	set := e.policiesFor(&a.Destination)
 	applies := make(map[*policy]bool, len(set.all))
 	for _, p := range set.all {
 		applies[p] = true
 	}
 	var in regoInput
-	out := make([]PolicyTrace, 0, len(e.policies))
+	out := make([]Evaluation, 0, len(e.policies))
 	for _, p := range e.policies {
-		pt := PolicyTrace{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Selector: p.selector, Applies: applies[p]}
+		pt := Evaluation{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Selector: p.selector, Applies: applies[p]}
 		if !pt.Applies {
 			out = append(out, pt)
 			continue

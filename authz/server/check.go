@@ -62,8 +62,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		jr    jwt.Result
 	)
 	engine := s.engine.Load()
-	switch {
-	case engine == nil:
+	switch engine {
+	case nil:
 		d = s.early(start, policy.CodeUnavailable, "no valid mesh is loaded yet")
 	default:
 		var err error

@@ -210,7 +210,7 @@ func (l *DecisionLog) Close(context.Context) error {
 // OpenDecisionLog opens where decisions are written: stdout for "-" or "", else the file,
 // appended to and owner-only (the log names callers and paths) — an existing file is
 // tightened to 0600 too. close releases the file.
-func OpenDecisionLog(path string, stdout io.Writer) (w io.Writer, close func() error, err error) {
+func OpenDecisionLog(path string, stdout io.Writer) (w io.Writer, closeLog func() error, err error) {
 	if path == "-" || path == "" {
 		return stdout, func() error { return nil }, nil
 	}

@@ -97,7 +97,6 @@ type fixture struct {
 	stop     func()
 	runErr   chan error
 	mesh     string
-	now      time.Time
 	yamlJWKS string
 }
 

@@ -36,8 +36,8 @@ const (
 
 // Defaults of Config.
 const (
-	DefaultBackoffMin = time.Second
-	DefaultBackoffMax = 30 * time.Second
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = 30 * time.Second
 )
 
 // streamGrace is how long SDS and Workload API watches, which never finish on their own, may
@@ -96,10 +96,10 @@ func New(cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: a service account token needs the trust domain and the pins of the trust bundle's roots")
 	}
 	if cfg.BackoffMin <= 0 {
-		cfg.BackoffMin = DefaultBackoffMin
+		cfg.BackoffMin = DefaultMinBackoff
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
-		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+		cfg.BackoffMax = max(DefaultMaxBackoff, cfg.BackoffMin)
 	}
 	if cfg.SocketMode == 0 {
 		cfg.SocketMode = SocketMode

@@ -32,7 +32,9 @@ func TestSelfSourceRotatesWithTheCA(t *testing.T) {
 		go func() { done <- src.Run(ctx) }()
 		t.Cleanup(func() {
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				t.Errorf("self source: %v", err)
+			}
 		})
 		if _, err := Rotate(cfg.DataDir, RotateOptions{Now: true}); err != nil {
 			t.Fatal(err)

@@ -28,7 +28,7 @@ func listen(t *testing.T) net.Listener {
 func TestHTTPServesUntilContextEnds(t *testing.T) {
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "up") })}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "up") })}
 	done := make(chan error, 1)
 	go func() { done <- HTTP(ctx, "test", srv, ln, time.Second) }()
 	resp, err := http.Get("http://" + ln.Addr().String())

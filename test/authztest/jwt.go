@@ -15,6 +15,7 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"hash"
 	"math/big"
 	"time"
@@ -67,7 +68,12 @@ func (k *Key) JWK() map[string]any {
 	case *ecdsa.PublicKey:
 		size := (pub.Curve.Params().BitSize + 7) / 8
 		jwk["kty"], jwk["crv"] = "EC", pub.Curve.Params().Name
-		jwk["x"], jwk["y"] = b64(pub.X.FillBytes(make([]byte, size))), b64(pub.Y.FillBytes(make([]byte, size)))
+		// The uncompressed point: 0x04, then X and Y, each size bytes.
+		point, err := pub.Bytes()
+		if err != nil || len(point) != 1+2*size {
+			panic(fmt.Sprintf("authztest: EC public key: %v", err))
+		}
+		jwk["x"], jwk["y"] = b64(point[1:1+size]), b64(point[1+size:])
 	case ed25519.PublicKey:
 		jwk["kty"], jwk["crv"], jwk["x"] = "OKP", "Ed25519", b64(pub)
 	}

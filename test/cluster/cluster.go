@@ -169,7 +169,10 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	defer func() {
 		cancelImport()
 		if importing {
-			<-imported
+			// The start failed; the import was cancelled with it.
+			if err := <-imported; err != nil {
+				c.logf("cluster: image import stopped: %v", err)
+			}
 		}
 	}()
 	if err := c.await(ctx, 30*time.Second, "etcd healthy", c.httpOK("http://127.0.0.1:2379/health"), etcd); err != nil {

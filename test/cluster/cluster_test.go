@@ -70,9 +70,9 @@ func TestCluster(t *testing.T) {
 	t.Logf("a pod Running %s after its creation", time.Since(created).Round(time.Millisecond))
 
 	created = time.Now()
-	deploy(t, ctx, c, "backend", 2, "backend", "--name=backend")
+	deploy(ctx, t, c, "backend", 2, "backend", "--name=backend")
 	t.Logf("a Deployment of 2 and its Service ready %s after their creation", time.Since(created).Round(time.Millisecond))
-	deploy(t, ctx, c, "frontend", 1, "frontend", "--upstream=http://backend."+namespace+".svc:8080")
+	deploy(ctx, t, c, "frontend", 1, "frontend", "--upstream=http://backend."+namespace+".svc:8080")
 
 	check := func(how string, body []byte, err error) {
 		t.Helper()
@@ -195,7 +195,7 @@ func demoPod(app string, args ...string) corev1.PodSpec {
 
 // deploy creates a Deployment of the demo app and its Service, and waits until every replica
 // is available and is a ready endpoint of the Service.
-func deploy(t *testing.T, ctx context.Context, c *cluster.Cluster, name string, replicas int32, app string, args ...string) {
+func deploy(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, replicas int32, app string, args ...string) {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{

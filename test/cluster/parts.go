@@ -36,17 +36,17 @@ func FindParts() (Parts, error) {
 	}
 	cache := filepath.Join(root, ".cache")
 	var missing []string
-	cached := func(name, make string) string {
+	cached := func(name, target string) string {
 		p := filepath.Join(cache, "bin", name)
 		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (make %s)", p, make))
+			missing = append(missing, fmt.Sprintf("%s (make %s)", p, target))
 		}
 		return p
 	}
-	onHost := func(name, make string) string {
+	onHost := func(name, target string) string {
 		p, err := exec.LookPath(name)
 		if err != nil {
-			missing = append(missing, fmt.Sprintf("%s (make %s)", name, make))
+			missing = append(missing, fmt.Sprintf("%s (make %s)", name, target))
 		}
 		return p
 	}

@@ -79,7 +79,7 @@ spec:
 // app is the backend application: a fixed small answer, so the application itself costs little
 // and the figures are the mesh's. It runs in the benchmark process, as does the load generator;
 // both the direct and the mesh runs pay for that alike.
-var app = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+var app = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte("ok\n"))
 })

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -17,8 +18,18 @@ func TestMachineBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	for time.Since(start) < 100*time.Millisecond {
+	// Spin until this process has used 60 ms of CPU, however long a busy machine makes that.
+	for start := time.Now(); time.Since(start) < 20*time.Second; {
+		used, err := procstat.CPUTime(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used-self >= 60*time.Millisecond {
+			break
+		}
+		for spin := time.Now(); time.Since(spin) < 5*time.Millisecond; {
+			runtime.Gosched()
+		}
 	}
 	after, err := machineBusy()
 	if err != nil {

@@ -188,11 +188,11 @@ func caLayer(root RootFS) (Layer, error) {
 
 // binaryLayer is a dynamically linked program at path and the libraries it needs, from Debian.
 func binaryLayer(root RootFS, name, src, path string) (Layer, error) {
-	real, err := filepath.EvalSymlinks(src)
+	resolved, err := filepath.EvalSymlinks(src)
 	if err != nil {
 		return Layer{}, fmt.Errorf("images: %s: %w", name, err)
 	}
-	libs, err := root.SharedLibraries(real)
+	libs, err := root.SharedLibraries(resolved)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -200,7 +200,7 @@ func binaryLayer(root RootFS, name, src, path string) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
-	return Layer{Name: name, Entries: append(entries, Entry{Path: path, Src: real, Mode: 0o755})}, nil
+	return Layer{Name: name, Entries: append(entries, Entry{Path: path, Src: resolved, Mode: 0o755})}, nil
 }
 
 // iptablesTools are the names `iptables-restore` and friends have on a Debian system whose

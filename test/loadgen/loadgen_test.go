@@ -13,7 +13,7 @@ import (
 // due, their latencies show it, though each was answered quickly once sent.
 func TestFixedRateCountsTheRequestsAStallDelayed(t *testing.T) {
 	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		if n.Add(1) == 20 {
 			time.Sleep(300 * time.Millisecond)
 		}
@@ -41,7 +41,7 @@ func TestFixedRateCountsTheRequestsAStallDelayed(t *testing.T) {
 }
 
 func TestFixedRateReportsStatusErrors(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
@@ -63,7 +63,7 @@ func TestFixedRateReportsStatusErrors(t *testing.T) {
 }
 
 func TestPeakCountsCompletedRequests(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		time.Sleep(10 * time.Millisecond)
 	}))
 	defer srv.Close()

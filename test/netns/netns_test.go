@@ -303,14 +303,14 @@ func newEnvironment(t *testing.T) *environment {
 func (e *environment) expose(path string) string {
 	e.t.Helper()
 	dst := filepath.Join(e.work, filepath.Base(path))
-	real, err := filepath.EvalSymlinks(path)
+	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if os.Link(real, dst) == nil {
+	if os.Link(resolved, dst) == nil {
 		return dst
 	}
-	src, err := os.Open(real)
+	src, err := os.Open(resolved)
 	if err != nil {
 		e.t.Fatal(err)
 	}

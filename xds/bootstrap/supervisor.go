@@ -21,9 +21,9 @@ import (
 
 // Restart backoff of the supervised Envoy.
 const (
-	restartMin  = 500 * time.Millisecond
-	restartMax  = 30 * time.Second
-	stopTimeout = 5 * time.Second
+	minRestartDelay = 500 * time.Millisecond
+	maxRestartDelay = 30 * time.Second
+	stopTimeout     = 5 * time.Second
 	// stableAfter resets the backoff: an Envoy that ran this long was not crash-looping.
 	stableAfter = 30 * time.Second
 )
@@ -59,7 +59,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := os.WriteFile(cfg, s.Bootstrap, 0o600); err != nil {
 		return fmt.Errorf("bootstrap: writing %s: %w", cfg, err)
 	}
-	backoff := restartMin
+	backoff := minRestartDelay
 	for {
 		exited, err := s.start(cfg)
 		if err != nil {
@@ -72,7 +72,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case err := <-exited:
 			ran := time.Since(s.lastStart)
 			if ran > stableAfter {
-				backoff = restartMin
+				backoff = minRestartDelay
 			}
 			s.Logger.Error("envoy exited; restarting", "err", err, "ran", ran.Round(time.Millisecond), "restart_in", backoff)
 			select {
@@ -80,7 +80,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				return nil
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, restartMax)
+			backoff = min(backoff*2, maxRestartDelay)
 		}
 	}
 }
@@ -115,14 +115,15 @@ func (s *Supervisor) stop(exited <-chan error) {
 	cmd := s.cmd
 	s.mu.Unlock()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case <-exited:
+	case err = <-exited:
 	case <-time.After(stopTimeout):
 		s.Logger.Warn("envoy did not stop after SIGTERM; killing it", "pid", cmd.Process.Pid)
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
+		err = <-exited
 	}
-	s.Logger.Info("envoy stopped")
+	s.Logger.Info("envoy stopped", "exit", fmt.Sprint(err))
 }
 
 // Signal forwards a signal to Envoy (e.g. SIGUSR1 to reopen its logs).

@@ -66,7 +66,7 @@ func (c *Config) Inject(in *corev1.Pod) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxy := c.proxyContainer(pod)
+	proxy := c.proxyContainer()
 	proxy.Env = append(proxy.Env, probeEnv...)
 	// The init container first, the sidecar second: both run before any init container of the
 	// application, so even those have the mesh.
@@ -165,7 +165,7 @@ func (c *Config) initContainer(r redirect.Redirect) corev1.Container {
 // proxyContainer is the agent supervising Envoy, as a native sidecar: it starts before the
 // application containers, whose start waits for its startup probe (the agent's /readyz: an SVID
 // and Envoy with its first configuration), and it stops after them.
-func (c *Config) proxyContainer(pod *corev1.Pod) corev1.Container {
+func (c *Config) proxyContainer() corev1.Container {
 	args := []string{"agent",
 		"--controlplane", c.ControlPlane,
 		"--k8s-token-file", TokenFile,

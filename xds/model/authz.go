@@ -14,6 +14,7 @@ import (
 // +kubebuilder:validation:Enum=ALLOW;DENY;AUDIT
 type Action string
 
+// The actions: allow the request, deny it, or let it through and record the match.
 const (
 	ActionAllow Action = "ALLOW"
 	ActionDeny  Action = "DENY"
@@ -201,7 +202,10 @@ func (r *Rule) RuleName(i int) string {
 	return fmt.Sprintf("rules[%d]", i)
 }
 
-func (d *AuthorizationPolicyDoc) GetKind() string      { return KindAuthorizationPolicy }
+// GetKind implements Object.
+func (d *AuthorizationPolicyDoc) GetKind() string { return KindAuthorizationPolicy }
+
+// GetMeta implements Object.
 func (d *AuthorizationPolicyDoc) GetMeta() *ObjectMeta { return &d.Metadata }
 
 // Validate checks the policy on its own: syntax of every pattern, operator and attribute.

@@ -70,7 +70,10 @@ type JWKSSource struct {
 	CAFile string `json:"caFile,omitempty"`
 }
 
-func (d *JWTProviderDoc) GetKind() string      { return KindJWTProvider }
+// GetKind implements Object.
+func (d *JWTProviderDoc) GetKind() string { return KindJWTProvider }
+
+// GetMeta implements Object.
 func (d *JWTProviderDoc) GetMeta() *ObjectMeta { return &d.Metadata }
 
 // Validate checks the JWTProvider document on its own.

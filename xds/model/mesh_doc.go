@@ -23,6 +23,7 @@ const (
 // +kubebuilder:validation:Enum=ALLOW;DENY
 type Decision string
 
+// The two decisions.
 const (
 	DecisionAllow Decision = "ALLOW"
 	DecisionDeny  Decision = "DENY"
@@ -118,7 +119,10 @@ type TracingSettings struct {
 	SamplingPercent *float64 `json:"samplingPercent,omitempty"`
 }
 
-func (d *MeshDoc) GetKind() string      { return KindMesh }
+// GetKind implements Object.
+func (d *MeshDoc) GetKind() string { return KindMesh }
+
+// GetMeta implements Object.
 func (d *MeshDoc) GetMeta() *ObjectMeta { return &d.Metadata }
 
 // Validate checks the Mesh document.

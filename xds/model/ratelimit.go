@@ -64,7 +64,10 @@ type RateLimitKey struct {
 	MaxKeys uint32 `json:"maxKeys,omitempty"`
 }
 
-func (d *RateLimitPolicyDoc) GetKind() string      { return KindRateLimitPolicy }
+// GetKind implements Object.
+func (d *RateLimitPolicyDoc) GetKind() string { return KindRateLimitPolicy }
+
+// GetMeta implements Object.
 func (d *RateLimitPolicyDoc) GetMeta() *ObjectMeta { return &d.Metadata }
 
 // Validate checks the RateLimitPolicy document on its own.

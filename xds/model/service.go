@@ -10,6 +10,7 @@ import (
 // +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC
 type Protocol string
 
+// The protocols a service port may speak.
 const (
 	ProtocolHTTP  Protocol = "HTTP"
 	ProtocolHTTP2 Protocol = "HTTP2"
@@ -60,7 +61,10 @@ type ServicePort struct {
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
-func (d *ServiceDoc) GetKind() string      { return KindService }
+// GetKind implements Object.
+func (d *ServiceDoc) GetKind() string { return KindService }
+
+// GetMeta implements Object.
 func (d *ServiceDoc) GetMeta() *ObjectMeta { return &d.Metadata }
 
 // Validate checks the Service document on its own.
@@ -137,10 +141,10 @@ func validatePort(errs *FieldErrors, p Path, port uint32) {
 type WorkloadMode string
 
 const (
-	// ModeLocal: the application calls upstreams on local ports, mesh traffic arrives on the
+	// ModeLocal means the application calls upstreams on local ports, mesh traffic arrives on the
 	// proxy's inbound port (the default).
 	ModeLocal WorkloadMode = "Local"
-	// ModeTransparent: iptables redirects the workload's TCP to its proxy (inbound to
+	// ModeTransparent means iptables redirects the workload's TCP to its proxy (inbound to
 	// inboundPort, outbound to outboundPort), so applications need no change.
 	ModeTransparent WorkloadMode = "Transparent"
 )
@@ -219,14 +223,17 @@ type Upstream struct {
 	LocalPort uint32 `json:"localPort"`
 }
 
-func (d *WorkloadDoc) GetKind() string      { return KindWorkload }
-func (d *WorkloadDoc) GetMeta() *ObjectMeta { return &d.Metadata }
+// GetKind implements Object.
+func (w *WorkloadDoc) GetKind() string { return KindWorkload }
+
+// GetMeta implements Object.
+func (w *WorkloadDoc) GetMeta() *ObjectMeta { return &w.Metadata }
 
 // Validate checks the Workload document on its own.
-func (d *WorkloadDoc) Validate() FieldErrors {
+func (w *WorkloadDoc) Validate() FieldErrors {
 	var errs FieldErrors
-	d.Metadata.validate(&errs, true)
-	s, p := &d.Spec, Path("spec")
+	w.Metadata.validate(&errs, true)
+	s, p := &w.Spec, Path("spec")
 	switch s.Mode {
 	case "", ModeLocal, ModeTransparent:
 	default:
@@ -240,8 +247,8 @@ func (d *WorkloadDoc) Validate() FieldErrors {
 	if s.ServiceAccount != "" {
 		validateDNSLabel(&errs, p.Field("serviceAccount"), s.ServiceAccount)
 	}
-	if d.Transparent() {
-		d.validateTransparent(&errs, p)
+	if w.Transparent() {
+		w.validateTransparent(&errs, p)
 		return errs
 	}
 	validateDNSLabel(&errs, p.Field("service"), s.Service)
@@ -280,8 +287,8 @@ func (d *WorkloadDoc) Validate() FieldErrors {
 // validateTransparent checks a Transparent workload: its service is optional (a client serves
 // none), it has no app port or upstreams (every port and every mesh service is reachable), and
 // its proxy's two ports differ.
-func (d *WorkloadDoc) validateTransparent(errs *FieldErrors, p Path) {
-	s := &d.Spec
+func (w *WorkloadDoc) validateTransparent(errs *FieldErrors, p Path) {
+	s := &w.Spec
 	if s.Service != "" {
 		validateDNSLabel(errs, p.Field("service"), s.Service)
 	} else if s.ServiceAccount == "" {
@@ -315,16 +322,16 @@ func cmpOr(v, def uint32) uint32 {
 	return v
 }
 
-func (d *WorkloadDoc) setDefaults() {
-	if d.Spec.Address == "" {
-		d.Spec.Address = "127.0.0.1"
+func (w *WorkloadDoc) setDefaults() {
+	if w.Spec.Address == "" {
+		w.Spec.Address = "127.0.0.1"
 	}
-	if d.Spec.Mode == "" {
-		d.Spec.Mode = ModeLocal
+	if w.Spec.Mode == "" {
+		w.Spec.Mode = ModeLocal
 	}
-	if d.Transparent() {
-		d.Spec.InboundPort = cmpOr(d.Spec.InboundPort, DefaultTransparentInboundPort)
-		d.Spec.OutboundPort = cmpOr(d.Spec.OutboundPort, DefaultTransparentOutboundPort)
+	if w.Transparent() {
+		w.Spec.InboundPort = cmpOr(w.Spec.InboundPort, DefaultTransparentInboundPort)
+		w.Spec.OutboundPort = cmpOr(w.Spec.OutboundPort, DefaultTransparentOutboundPort)
 	}
 }
 

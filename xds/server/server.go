@@ -86,10 +86,9 @@ func GRPCOptions() []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(1 << 16),
-		// Reused handler goroutines and write buffers: certificate renewals are many small
-		// unary calls on the same server.
+		// Reused handler goroutines (write buffers are shared by default): certificate renewals
+		// are many small unary calls on the same server.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.SharedWriteBuffer(true),
 	}
 }
 
@@ -127,7 +126,7 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	return nil
 }
 
-func (s *Server) closed(id int64, node *corev3.Node) {
+func (s *Server) closed(id int64, _ *corev3.Node) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)

@@ -336,7 +336,9 @@ func TestEndpointsFollowConnectedProxies(t *testing.T) {
 	web.send(resource.EndpointType, eds.GetVersionInfo(), eds.GetNonce(), nil)
 
 	// It disconnects: after the grace period its endpoint goes.
-	cart.stream.CloseSend()
+	if err := cart.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
 	cart.t.Cleanup(func() {})
 	start := time.Now()
 	eds = web.mustRecv()

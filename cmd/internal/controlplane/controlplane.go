@@ -177,7 +177,7 @@ func (cp *ControlPlane) handleAdmin() {
 	}
 }
 
-// AdminAddr, XDSAddr and AuthzAddr are the bound addresses (the configured ones may say port 0).
+// AdminAddr is the bound admin address (the configured one may say port 0).
 func (cp *ControlPlane) AdminAddr() string { return cp.ports.admin.Addr().String() }
 
 // XDSAddr is the bound address of ADS and the certificate service.

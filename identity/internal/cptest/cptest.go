@@ -119,7 +119,7 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(certsvc.TLSConfig(self, TrustDomain))), grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))), grpc.SharedWriteBuffer(true))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(certsvc.TLSConfig(self, TrustDomain))), grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 	svc.Register(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := &ControlPlane{DataDir: opts.DataDir, Addr: ln.Addr().String(), CA: authority, Self: self, Key: key,

@@ -53,7 +53,7 @@ func TestProbesAnswerForTheApplication(t *testing.T) {
 	hs.SetServingStatus("shop", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("draining", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
-	go g.Serve(grpcLn)
+	go func() { _ = g.Serve(grpcLn) }()
 	defer g.Stop()
 	grpcPort := port(t, grpcLn.Addr().String())
 
