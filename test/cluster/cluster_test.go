@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/portcullis/portcullis/test/cluster"
-	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/images"
 	"github.com/portcullis/portcullis/test/proctest"
 )
@@ -41,7 +39,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cluster.Start(t, cluster.Options{Images: []images.Image{portcullisImage(t)}})
+	c := cluster.Start(t, cluster.Options{Images: images.ForTest(t, "", "portcullis")})
 	for _, p := range c.RSS() {
 		t.Logf("idle RSS %-28s %6.1f MiB", p.Name, p.RSSMiB)
 	}
@@ -137,36 +135,6 @@ func TestCluster(t *testing.T) {
 			t.Errorf("host %s the cluster left: %s", d.what, strings.Join(added, "; "))
 		}
 	}
-}
-
-// portcullisImage is the control plane's image (which the demo applications run from, as
-// deploy/overlays/demo does), built from this source.
-func portcullisImage(t *testing.T) images.Image {
-	t.Helper()
-	root, err := envoytest.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	in, err := images.FromSource(ctx, root, t.TempDir())
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v (CI=true: the cluster tests must run)", err)
-		}
-		t.Skipf("SKIPPING, NO IMAGES: %v", err)
-	}
-	specs, err := images.Project(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range specs {
-		if s.Name == "portcullis" {
-			return s
-		}
-	}
-	t.Fatal("images.Project has no portcullis image")
-	return images.Image{}
 }
 
 // demoPod runs `portcullis demo-app <app>` as deploy/overlays/demo does: not root, read-only,
