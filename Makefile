@@ -120,7 +120,9 @@ lint: golangci-lint ## gofmt, go vet and golangci-lint (staticcheck, errcheck, r
 # make test fails fast: lint, then the short tests (no tool needed, a couple of minutes), and only
 # then the tool installs and the heavy suite.
 test: lint short envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite on its own (what CI runs)
-	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v /test/faults$$)
+	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v -e /test/faults$$ -e /test/cluster$$ -e /test/clustermesh$$)
+	@# Each Kubernetes cluster runs a dozen processes: one at a time, after the other packages.
+	go test -race -count=1 -p 1 -timeout 15m ./test/cluster ./test/clustermesh
 	@# The fault suite holds a steady load through real Envoys and counts every response: it runs
 	@# alone, so what it counts is the fault's cost and not other packages' tests on the 2 cores.
 	go test -race -count=1 -timeout 10m ./test/faults
