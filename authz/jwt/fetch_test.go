@@ -101,7 +101,7 @@ func TestJWKSURLKeyRotation(t *testing.T) {
 	tok1 := k1.Sign(t, c, nil)
 
 	// The first request waits for the first fetch instead of failing.
-	if r := v.Verify(context.Background(), bearer(tok1)); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(tok1)); codeOf(r) != CodeOK {
 		t.Fatalf("k1 before rotation: %v", r.Err)
 	}
 	if n := srv.fetches.Load(); n != 1 {
@@ -112,19 +112,19 @@ func TestJWKSURLKeyRotation(t *testing.T) {
 	srv.set(http.StatusOK, authztest.JWKS(k2))
 	clk.Advance(2 * time.Minute)
 	tok2 := k2.Sign(t, c, nil)
-	if r := v.Verify(context.Background(), bearer(tok2)); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(tok2)); codeOf(r) != CodeOK {
 		t.Fatalf("k2 after rotation: %v", r.Err)
 	}
 	if n := srv.fetches.Load(); n != 2 {
 		t.Fatalf("fetches = %d, want 2", n)
 	}
 	// The cached k1 verdict is dropped with k1: revocation takes effect at the fetch.
-	if r := v.Verify(context.Background(), bearer(tok1)); codeOf(r) != CodeUnknownKey || r.CacheHit {
+	if r := v.Verify(context.Background(), "demo", bearer(tok1)); codeOf(r) != CodeUnknownKey || r.CacheHit {
 		t.Fatalf("k1 after it was removed: %q cacheHit=%v", codeOf(r), r.CacheHit)
 	}
 	// Made-up key ids do not make the service hammer the issuer: one fetch per interval.
 	for range 5 {
-		if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, map[string]any{"kid": "made-up"}))); codeOf(r) != CodeUnknownKey {
+		if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, map[string]any{"kid": "made-up"}))); codeOf(r) != CodeUnknownKey {
 			t.Fatalf("made-up kid: %q", codeOf(r))
 		}
 	}
@@ -132,7 +132,7 @@ func TestJWKSURLKeyRotation(t *testing.T) {
 		t.Fatalf("fetches after unknown kids within the interval = %d, want 2", n)
 	}
 	clk.Advance(2 * time.Minute)
-	v.Verify(context.Background(), bearer(k1.Sign(t, c, map[string]any{"kid": "made-up-2"})))
+	v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, map[string]any{"kid": "made-up-2"})))
 	if n := srv.fetches.Load(); n != 3 {
 		t.Fatalf("fetches after the interval = %d, want 3", n)
 	}
@@ -148,20 +148,20 @@ func TestJWKSEndpointDownKeepsLastGoodKeys(t *testing.T) {
 	c := authztest.Claims(issuer, "alice")
 	c["exp"] = clk.Now().Add(time.Hour).Unix()
 	c["iat"] = clk.Now().Unix()
-	if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
 		t.Fatalf("before outage: %v", r.Err)
 	}
 	srv.set(http.StatusInternalServerError, "")
 	clk.Advance(2 * time.Second)
 	// An unknown kid forces a fetch, which fails.
-	v.Verify(context.Background(), bearer(k1.Sign(t, c, map[string]any{"kid": "other"})))
+	v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, map[string]any{"kid": "other"})))
 	st := v.Status()[0]
 	if st.State != StateStale || st.Keys != 1 || !strings.Contains(st.LastError, "500") || st.ConsecutiveFailures != 1 {
 		t.Fatalf("status = %+v", st)
 	}
 	// A new k1 token (not cached) still verifies with the last good keys.
 	c["jti"] = "fresh"
-	if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK || r.CacheHit {
+	if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK || r.CacheHit {
 		t.Fatalf("during outage: %q hit=%v", codeOf(r), r.CacheHit)
 	}
 	var rm metricdata.ResourceMetrics
@@ -202,7 +202,7 @@ func TestLateIssuerIsRetried(t *testing.T) {
 	v := newVerifier(t, Options{RetryBackoff: 20 * time.Millisecond, MinRefetchInterval: time.Hour, RefetchWait: 50 * time.Millisecond}, srv.provider("idp"))
 	tok := k1.Sign(t, authztest.Claims(issuer, "alice"), nil)
 	eventually(t, "first failed fetch", func() bool { return v.Status()[0].State == StateFailing })
-	if r := v.Verify(context.Background(), bearer(tok)); codeOf(r) != CodeNoKeys {
+	if r := v.Verify(context.Background(), "demo", bearer(tok)); codeOf(r) != CodeNoKeys {
 		t.Fatalf("issuer down: %q", codeOf(r))
 	}
 	// Up, but serving an empty set: still not good (istio#37456).
@@ -214,7 +214,7 @@ func TestLateIssuerIsRetried(t *testing.T) {
 	}
 	srv.set(http.StatusOK, authztest.JWKS(k1))
 	eventually(t, "the retry to pick up the keys", func() bool { return v.Status()[0].State == StateOK })
-	if r := v.Verify(context.Background(), bearer(tok)); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(tok)); codeOf(r) != CodeOK {
 		t.Fatalf("issuer up: %v", r.Err)
 	}
 }
@@ -224,7 +224,7 @@ func TestOIDCDiscovery(t *testing.T) {
 	srv := newJWKSServer(t, authztest.JWKS(k1))
 	doc := providerDoc("oidc", model.JWTProviderSpec{Issuer: srv.URL, JWKS: model.JWKSSource{OIDCDiscovery: true, CAFile: srv.caFile}})
 	v := newVerifier(t, Options{}, doc)
-	if r := v.Verify(context.Background(), bearer(k1.Sign(t, authztest.Claims(srv.URL, "alice"), nil))); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, authztest.Claims(srv.URL, "alice"), nil))); codeOf(r) != CodeOK {
 		t.Fatalf("discovered keys: %v", r.Err)
 	}
 
@@ -251,14 +251,14 @@ func TestJWKSFileIsReread(t *testing.T) {
 	c["exp"] = clk.Now().Add(time.Hour).Unix()
 	c["iat"] = clk.Now().Unix()
 	// File keys are read before Update returns: no wait, no failure on the first request.
-	if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
 		t.Fatalf("k1: %v", r.Err)
 	}
 	if err := os.WriteFile(file, []byte(authztest.JWKS(k1, k2)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Second)
-	if r := v.Verify(context.Background(), bearer(k2.Sign(t, c, nil))); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(k2.Sign(t, c, nil))); codeOf(r) != CodeOK {
 		t.Fatalf("k2 after the file changed: %v", r.Err)
 	}
 }
@@ -299,14 +299,14 @@ func TestRefetchForUnknownKidAnswersBeforeTheDeadline(t *testing.T) {
 	defer close(hang) // before Close, which waits for the hung handler
 	v := newVerifier(t, Options{RefetchWait: 5 * time.Second, MinRefetchInterval: time.Nanosecond}, providerDoc("idp", model.JWTProviderSpec{Issuer: issuer, JWKS: model.JWKSSource{URI: srv.URL}}))
 	c := authztest.Claims(issuer, "alice")
-	if r := v.Verify(context.Background(), bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
+	if r := v.Verify(context.Background(), "demo", bearer(k1.Sign(t, c, nil))); codeOf(r) != CodeOK {
 		t.Fatalf("known key: %v", r.Err)
 	}
 	hanging.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	r := v.Verify(ctx, bearer(authztest.NewKey(t, "ES256", "k2").Sign(t, c, nil)))
+	r := v.Verify(ctx, "demo", bearer(authztest.NewKey(t, "ES256", "k2").Sign(t, c, nil)))
 	if took := time.Since(start); codeOf(r) != CodeUnknownKey || took >= 200*time.Millisecond {
 		t.Fatalf("unknown kid while the issuer hangs: %q after %s; want %q before the 200ms deadline", codeOf(r), took, CodeUnknownKey)
 	}

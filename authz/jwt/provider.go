@@ -45,17 +45,18 @@ type ProviderStatus struct {
 
 // provider verifies tokens of one JWTProvider document and keeps its keys fresh.
 type provider struct {
-	name     string // namespace/name
-	spec     model.JWTProviderSpec
-	specHash string
-	algs     []string
-	joseAlgs []jose.SignatureAlgorithm
-	skew     time.Duration
-	refresh  time.Duration
-	src      keySource
-	opts     *Options
-	log      *slog.Logger
-	metrics  *metrics
+	name      string // namespace/name
+	namespace string
+	spec      model.JWTProviderSpec
+	specHash  string
+	algs      []string
+	joseAlgs  []jose.SignatureAlgorithm
+	skew      time.Duration
+	refresh   time.Duration
+	src       keySource
+	opts      *Options
+	log       *slog.Logger
+	metrics   *metrics
 
 	keys atomic.Pointer[keySet]
 	gen  atomic.Uint64 // bumped whenever the usable keys change; invalidates cached tokens
@@ -71,7 +72,8 @@ type provider struct {
 }
 
 func newProvider(doc *model.JWTProviderDoc, opts *Options, m *metrics) (*provider, error) {
-	ref := model.RefOf(doc).String()
+	r := model.RefOf(doc)
+	ref := r.String()
 	spec := doc.Spec
 	hash, err := specHash(&spec)
 	if err != nil {
@@ -86,7 +88,7 @@ func newProvider(doc *model.JWTProviderDoc, opts *Options, m *metrics) (*provide
 		algs = []string{"RS256", "ES256"}
 	}
 	p := &provider{
-		name: ref, spec: spec, specHash: hash, algs: algs, src: src, opts: opts, metrics: m,
+		name: ref, namespace: r.Namespace, spec: spec, specHash: hash, algs: algs, src: src, opts: opts, metrics: m,
 		log:       opts.Logger.With("provider", ref),
 		skew:      model.DefaultClockSkew,
 		refresh:   model.DefaultJWKSRefresh,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -134,12 +135,23 @@ type cacheEntry struct {
 
 // providerSet is the immutable set of providers of one configuration.
 type providerSet struct {
-	providers []*provider
+	providers     []*provider
+	rootNamespace string
+	// byNamespace is what requests for a namespace's destinations are read for: the locations of
+	// its own providers and of the root namespace's. A namespace without providers of its own
+	// has root.
+	byNamespace map[string]*scope
+	root        *scope
+}
+
+// scope is the locations read for the destinations of one namespace.
+type scope struct {
 	locations []*location
 }
 
 // location is one place tokens are looked for, with the providers that read it.
 type location struct {
+	id        uint32 // unique in its providerSet: part of the cache key
 	header    string // lower-case header name, or "" for a cookie
 	prefix    string
 	cookie    string
@@ -166,7 +178,7 @@ func New(opts Options) (*Verifier, error) {
 	v := &Verifier{opts: opts, cache: cache, cancels: map[*provider]context.CancelFunc{}}
 	v.buffers.New = func() any { b := make([]byte, 0, 2048); return &b }
 	v.ctx, v.cancel = context.WithCancel(context.Background())
-	v.set.Store(&providerSet{})
+	v.set.Store(newProviderSet(nil, ""))
 	if v.metrics, err = newMetrics(opts.Meter, v); err != nil {
 		return nil, err
 	}
@@ -183,13 +195,15 @@ func (v *Verifier) Update(m *model.Mesh) error {
 	if v.ctx.Err() != nil {
 		return errors.New("jwt: verifier is closed")
 	}
+	cur := v.set.Load()
 	old := map[string]*provider{}
-	for _, p := range v.set.Load().providers {
+	for _, p := range cur.providers {
 		old[p.name] = p
 	}
 	var next []*provider
 	var errs []error
-	changed := false
+	root := m.RootNamespace()
+	changed := root != cur.rootNamespace
 	for _, doc := range m.JWTProviders {
 		name := model.RefOf(doc).String()
 		prev := old[name]
@@ -221,7 +235,7 @@ func (v *Verifier) Update(m *model.Mesh) error {
 		v.stop(p)
 	}
 	if changed {
-		v.set.Store(newProviderSet(next))
+		v.set.Store(newProviderSet(next, root))
 		// Locations and providers changed: cached verdicts may no longer hold.
 		v.cache.Purge()
 	}
@@ -273,17 +287,44 @@ func (v *Verifier) Close() {
 	}
 }
 
-func newProviderSet(ps []*provider) *providerSet {
+// newProviderSet groups providers by the destinations they verify tokens for: a provider of
+// namespace ns reads the requests for ns's destinations; one of the root namespace, every
+// destination's. So a provider cannot make another tenant's requests fail, nor vouch for a token
+// there.
+func newProviderSet(ps []*provider, root string) *providerSet {
 	slices.SortFunc(ps, func(a, b *provider) int { return cmp.Compare(a.name, b.name) })
-	set := &providerSet{providers: ps}
+	set := &providerSet{providers: ps, rootNamespace: root, byNamespace: map[string]*scope{}}
+	var rootProviders []*provider
+	byNamespace := map[string][]*provider{}
+	for _, p := range ps {
+		if p.namespace == root {
+			rootProviders = append(rootProviders, p)
+		} else {
+			byNamespace[p.namespace] = append(byNamespace[p.namespace], p)
+		}
+	}
+	var ids uint32
+	set.root = newScope(rootProviders, &ids)
+	for ns, own := range byNamespace {
+		all := append(own, rootProviders...)
+		slices.SortFunc(all, func(a, b *provider) int { return cmp.Compare(a.name, b.name) })
+		set.byNamespace[ns] = newScope(all, &ids)
+	}
+	return set
+}
+
+// newScope makes the locations providers read, numbering them from *ids.
+func newScope(ps []*provider, ids *uint32) *scope {
+	sc := &scope{}
 	find := func(header, prefix, cookie string) *location {
-		for _, l := range set.locations {
+		for _, l := range sc.locations {
 			if l.header == header && strings.EqualFold(l.prefix, prefix) && l.cookie == cookie {
 				return l
 			}
 		}
-		l := &location{header: header, prefix: prefix, cookie: cookie}
-		set.locations = append(set.locations, l)
+		*ids++
+		l := &location{id: *ids, header: header, prefix: prefix, cookie: cookie}
+		sc.locations = append(sc.locations, l)
 		return l
 	}
 	for _, p := range ps {
@@ -300,11 +341,20 @@ func newProviderSet(ps []*provider) *providerSet {
 			l.providers = append(l.providers, p)
 		}
 	}
-	return set
+	return sc
 }
 
-// HasProviders reports whether any JWT provider is configured.
-func (v *Verifier) HasProviders() bool { return len(v.set.Load().providers) > 0 }
+// scope returns the locations read for requests to destinations in namespace ns.
+func (s *providerSet) scope(ns string) *scope {
+	if sc, ok := s.byNamespace[ns]; ok {
+		return sc
+	}
+	return s.root
+}
+
+// Covers reports whether any provider verifies tokens for destinations in namespace ns: one of
+// ns or of the root namespace. Where none does, tokens are not looked at.
+func (v *Verifier) Covers(ns string) bool { return len(v.set.Load().scope(ns).locations) > 0 }
 
 // Status returns every provider's health, sorted by name.
 func (v *Verifier) Status() []ProviderStatus {
@@ -319,14 +369,15 @@ func (v *Verifier) Status() []ProviderStatus {
 // CacheLen returns the number of verified tokens cached.
 func (v *Verifier) CacheLen() int { return v.cache.Len() }
 
-// Verify finds and verifies the tokens of a request, given its headers with lower-case names.
-// Every token found must verify; the first one found is the request's token.
-func (v *Verifier) Verify(ctx context.Context, headers map[string]string) Result {
-	set := v.set.Load()
+// Verify finds and verifies the tokens of a request for a destination in namespace ns, given
+// its headers with lower-case names. Only the providers of ns and of the root namespace look for
+// tokens, and only they may verify one. Every token they find must verify; the first one found
+// is the request's token.
+func (v *Verifier) Verify(ctx context.Context, ns string, headers map[string]string) Result {
 	var res Result
 	var seen [4]string
 	n := 0
-	for _, loc := range set.locations {
+	for _, loc := range v.set.Load().scope(ns).locations {
 		raw, ok := loc.extract(headers)
 		if !ok || slices.Contains(seen[:n], raw) {
 			continue
@@ -386,7 +437,7 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 		return Result{Presented: true, Err: reject(CodeTooLarge, "", "token is %d bytes, more than the %d allowed", len(raw), MaxTokenBytes)}
 	}
 	now := v.opts.Now()
-	key := v.hashToken(raw)
+	key := v.hashToken(loc.id, raw)
 	if e, ok := v.cache.Get(key); ok && e.loc == loc && e.current() {
 		t := e.token
 		if now.After(e.notAfter) {
@@ -446,11 +497,14 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 	return res
 }
 
-// hashToken returns the SHA-256 of a token, copying it into a pooled buffer: converting the
-// string to a slice directly would allocate a copy per request.
-func (v *Verifier) hashToken(raw string) [32]byte {
+// hashToken returns the SHA-256 of a location's id and a token, copying them into a pooled
+// buffer: converting the string to a slice directly would allocate a copy per request. The id
+// keeps the verdicts of different namespaces' providers apart, so a token that verifies in one
+// namespace is not taken from the cache in another, and each keeps its own entry.
+func (v *Verifier) hashToken(loc uint32, raw string) [32]byte {
 	bp := v.buffers.Get().(*[]byte)
-	b := append((*bp)[:0], raw...)
+	b := binary.BigEndian.AppendUint32((*bp)[:0], loc)
+	b = append(b, raw...)
 	sum := sha256.Sum256(b)
 	*bp = b
 	v.buffers.Put(bp)

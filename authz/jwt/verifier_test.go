@@ -150,7 +150,7 @@ func TestVerifyTokens(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := v.Verify(context.Background(), bearer(tc.token))
+			r := v.Verify(context.Background(), "demo", bearer(tc.token))
 			got := codeOf(r)
 			ok := false
 			for _, w := range tc.want {
@@ -190,10 +190,10 @@ func TestProviderAlgorithmsRestrict(t *testing.T) {
 		JWKS: model.JWKSSource{Inline: authztest.JWKS(rs, es)},
 	}))
 	c := authztest.Claims(issuer, "alice")
-	if got := codeOf(v.Verify(context.Background(), bearer(rs.Sign(t, c, nil)))); got != CodeAlgorithm {
+	if got := codeOf(v.Verify(context.Background(), "demo", bearer(rs.Sign(t, c, nil)))); got != CodeAlgorithm {
 		t.Errorf("RS256 with only ES256 allowed: %q", got)
 	}
-	if got := codeOf(v.Verify(context.Background(), bearer(es.Sign(t, c, nil)))); got != CodeOK {
+	if got := codeOf(v.Verify(context.Background(), "demo", bearer(es.Sign(t, c, nil)))); got != CodeOK {
 		t.Errorf("ES256: %q", got)
 	}
 }
@@ -229,7 +229,7 @@ func TestTokenLocations(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := v.Verify(context.Background(), tc.headers)
+			r := v.Verify(context.Background(), "demo", tc.headers)
 			if got := codeOf(r); got != tc.want {
 				t.Fatalf("code = %q (%v), want %q", got, r.Err, tc.want)
 			}
@@ -259,8 +259,8 @@ func TestVerifiedTokenCache(t *testing.T) {
 	c := authztest.Claims(issuer, "alice")
 	c["exp"] = clk.Now().Add(time.Minute).Unix()
 	tok := es.Sign(t, c, nil)
-	first := v.Verify(context.Background(), bearer(tok))
-	second := v.Verify(context.Background(), bearer(tok))
+	first := v.Verify(context.Background(), "demo", bearer(tok))
+	second := v.Verify(context.Background(), "demo", bearer(tok))
 	if codeOf(first) != CodeOK || first.CacheHit || codeOf(second) != CodeOK || !second.CacheHit {
 		t.Fatalf("first %+v, second %+v", first, second)
 	}
@@ -268,7 +268,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 		t.Error("cache returned a different token")
 	}
 	clk.Advance(time.Minute + model.DefaultClockSkew + time.Second)
-	third := v.Verify(context.Background(), bearer(tok))
+	third := v.Verify(context.Background(), "demo", bearer(tok))
 	if codeOf(third) != CodeExpired || !third.CacheHit {
 		t.Fatalf("after expiry: %+v %v", third, third.Err)
 	}
@@ -283,7 +283,7 @@ func TestUpdateKeepsUnchangedProviders(t *testing.T) {
 	v := newVerifier(t, Options{}, doc)
 	before := v.set.Load().providers[0]
 	tok := es.Sign(t, authztest.Claims(issuer, "alice", "a"), nil)
-	v.Verify(context.Background(), bearer(tok))
+	v.Verify(context.Background(), "demo", bearer(tok))
 	if err := v.Update(meshOf(providerDoc("idp", doc.Spec))); err != nil {
 		t.Fatal(err)
 	}
@@ -298,16 +298,16 @@ func TestUpdateKeepsUnchangedProviders(t *testing.T) {
 	if v.set.Load().providers[0] == before || v.CacheLen() != 0 {
 		t.Fatal("a changed provider was kept, or verdicts of the old one were")
 	}
-	if got := codeOf(v.Verify(context.Background(), bearer(tok))); got != CodeAudience {
+	if got := codeOf(v.Verify(context.Background(), "demo", bearer(tok))); got != CodeAudience {
 		t.Errorf("token for the old audience: %q", got)
 	}
 	if err := v.Update(meshOf()); err != nil {
 		t.Fatal(err)
 	}
-	if v.HasProviders() {
+	if v.Covers("demo") {
 		t.Error("providers left after removing them all")
 	}
-	if r := v.Verify(context.Background(), bearer(tok)); r.Presented {
+	if r := v.Verify(context.Background(), "demo", bearer(tok)); r.Presented {
 		t.Error("token looked for with no providers")
 	}
 }

@@ -40,7 +40,7 @@ func placeFindings(o model.Origin, lines map[model.Path]int, doc *model.Authoriz
 func (c *Compiler) Check(m *model.Mesh) model.Problems {
 	var problems model.Problems
 	for _, doc := range m.AuthorizationPolicies {
-		if _, findings := c.compilePolicy(doc); len(findings) > 0 {
+		if _, findings := c.compilePolicy(doc, m); len(findings) > 0 {
 			problems = append(problems, meshProblems(m, doc, findings)...)
 		}
 	}
@@ -63,7 +63,7 @@ func CheckDocuments(docs []model.Document) model.Problems {
 		if !ok || len(doc.Validate()) > 0 {
 			continue
 		}
-		if _, findings := c.compilePolicy(doc); len(findings) > 0 {
+		if _, findings := c.compilePolicy(doc, nil); len(findings) > 0 {
 			problems = append(problems, placeFindings(d.Origin, d.FieldLines, doc, findings)...)
 		}
 	}

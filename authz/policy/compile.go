@@ -39,10 +39,18 @@ type Engine struct {
 	version      string
 	defaultAllow bool
 	policies     []*policy
-	meshWide     *policySet
-	byService    map[model.Ref]*policySet
-	now          func() time.Time
-	compiledAt   time.Time
+	// The policies that apply to a destination: those of byService for a service some policy
+	// selects, else those of byNamespace for a namespace with policies without a selector, else
+	// rootWide (the root namespace's policies without a selector, which every set includes).
+	rootWide    *policySet
+	byNamespace map[string]*policySet
+	byService   map[model.Ref]*policySet
+	// rootNamespace and jwtNamespaces (the namespaces with JWTProviders) say where tokens are
+	// verified: a destination's namespace or the root namespace must have a provider.
+	rootNamespace string
+	jwtNamespaces map[string]bool
+	now           func() time.Time
+	compiledAt    time.Time
 }
 
 // policySet is what applies to one destination, split by role, each list in name order.
@@ -56,11 +64,12 @@ type policySet struct {
 }
 
 type policy struct {
-	name     string // namespace/name
-	doc      *model.AuthorizationPolicyDoc
-	selector *model.Ref // nil: mesh-wide
-	rules    []*rule
-	rego     *regoQuery
+	name      string // namespace/name
+	namespace string
+	doc       *model.AuthorizationPolicyDoc
+	selector  *model.Ref // nil: every service of its namespace, or of the mesh in the root namespace
+	rules     []*rule
+	rego      *regoQuery
 }
 
 type rule struct {
@@ -101,10 +110,16 @@ func Compile(m *model.Mesh) (*Engine, model.Problems) {
 // forgotten.
 func (c *Compiler) Compile(m *model.Mesh) (*Engine, model.Problems) {
 	e := &Engine{
-		version:    m.Version,
-		byService:  map[model.Ref]*policySet{},
-		now:        c.now,
-		compiledAt: c.now(),
+		version:       m.Version,
+		byNamespace:   map[string]*policySet{},
+		byService:     map[model.Ref]*policySet{},
+		rootNamespace: m.RootNamespace(),
+		jwtNamespaces: map[string]bool{},
+		now:           c.now,
+		compiledAt:    c.now(),
+	}
+	for _, p := range m.JWTProviders {
+		e.jwtNamespaces[model.RefOf(p).Namespace] = true
 	}
 	if m.Config != nil {
 		e.defaultAllow = m.Config.Spec.DefaultDecision == model.DecisionAllow
@@ -112,7 +127,7 @@ func (c *Compiler) Compile(m *model.Mesh) (*Engine, model.Problems) {
 	var problems model.Problems
 	used := map[string]bool{}
 	for _, doc := range m.AuthorizationPolicies {
-		p, findings := c.compilePolicy(doc)
+		p, findings := c.compilePolicy(doc, m)
 		if len(findings) > 0 {
 			problems = append(problems, meshProblems(m, doc, findings)...)
 			continue
@@ -133,22 +148,33 @@ func (c *Compiler) Compile(m *model.Mesh) (*Engine, model.Problems) {
 		}
 	}
 	c.mu.Unlock()
-	var meshWide []*policy
+	var rootWide []*policy
+	nsWide := map[string][]*policy{}
 	bySvc := map[model.Ref][]*policy{}
 	for _, p := range e.policies {
-		if p.selector == nil {
-			meshWide = append(meshWide, p)
-		} else {
+		switch {
+		case p.selector != nil:
 			bySvc[*p.selector] = append(bySvc[*p.selector], p)
+		case p.namespace == e.rootNamespace:
+			rootWide = append(rootWide, p)
+		default:
+			nsWide[p.namespace] = append(nsWide[p.namespace], p)
 		}
 	}
-	e.meshWide = newPolicySet(meshWide)
+	e.rootWide = newPolicySet(rootWide)
+	for ns, ps := range nsWide {
+		e.byNamespace[ns] = newPolicySet(sortedUnion(rootWide, ps))
+	}
 	for ref, ps := range bySvc {
-		all := append(slices.Clone(meshWide), ps...)
-		slices.SortFunc(all, func(a, b *policy) int { return cmp.Compare(a.name, b.name) })
-		e.byService[ref] = newPolicySet(all)
+		e.byService[ref] = newPolicySet(sortedUnion(rootWide, nsWide[ref.Namespace], ps))
 	}
 	return e, nil
+}
+
+func sortedUnion(lists ...[]*policy) []*policy {
+	all := slices.Concat(lists...)
+	slices.SortFunc(all, func(a, b *policy) int { return cmp.Compare(a.name, b.name) })
+	return all
 }
 
 func newPolicySet(ps []*policy) *policySet {
@@ -173,15 +199,27 @@ func newPolicySet(ps []*policy) *policySet {
 	return s
 }
 
-func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc) (*policy, []finding) {
+// compilePolicy compiles one policy. m resolves the JWTProviders its rules name; nil (documents
+// outside a mesh, only checked) takes them from the policy's namespace.
+func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc, m *model.Mesh) (*policy, []finding) {
 	ref := model.RefOf(doc)
-	p := &policy{name: ref.String(), doc: doc}
+	p := &policy{name: ref.String(), namespace: ref.Namespace, doc: doc}
 	if s := doc.Spec.Selector; s != nil {
 		p.selector = &model.Ref{Namespace: ref.Namespace, Name: s.Service}
 	}
+	sc := jwtScope{root: model.DefaultRootNamespace, provider: func(name string) string { return ref.Namespace + "/" + name }}
+	if m != nil {
+		sc.root = m.RootNamespace()
+		sc.provider = func(name string) string {
+			if d := m.JWTProvider(ref.Namespace, name); d != nil {
+				return model.RefOf(d).String()
+			}
+			return ref.Namespace + "/" + name // Build checked the reference: unreachable
+		}
+	}
 	var findings []finding
 	for i := range doc.Spec.Rules {
-		r, fs := compileRule(&doc.Spec.Rules[i], i, ref.Namespace, model.Path("spec.rules").Index(i))
+		r, fs := compileRule(&doc.Spec.Rules[i], i, sc, model.Path("spec.rules").Index(i))
 		findings = append(findings, fs...)
 		p.rules = append(p.rules, r)
 	}
@@ -193,7 +231,13 @@ func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc) (*policy, []
 	return p, findings
 }
 
-func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule, []finding) {
+// jwtScope is what a rule's from.jwt resolves against.
+type jwtScope struct {
+	root     string
+	provider func(name string) string // namespace/name of the JWTProvider a rule names
+}
+
+func compileRule(r *model.Rule, i int, sc jwtScope, path model.Path) (*rule, []finding) {
 	out := &rule{name: r.RuleName(i)}
 	out.reason = fmt.Sprintf("rule %s matched", out.name)
 	var findings []finding
@@ -214,9 +258,9 @@ func compileRule(r *model.Rule, i int, namespace string, path model.Path) (*rule
 			out.conds = append(out.conds, &setCond{fieldName: "from.notNamespaces", attr: "source.namespace", get: sourceNamespace, set: pattern.NewSet(f.NotNamespaces), not: true})
 		}
 		if j := f.JWT; j != nil {
-			jc := &jwtCond{}
+			jc := &jwtCond{rootNamespace: sc.root}
 			for _, name := range j.Providers {
-				jc.providers = append(jc.providers, namespace+"/"+name)
+				jc.providers = append(jc.providers, sc.provider(name))
 			}
 			for k := range j.Claims {
 				c := &j.Claims[k]

@@ -7,13 +7,22 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 )
 
-// policiesFor returns the policies that apply to a destination: the mesh-wide ones and those
-// selecting the service.
+// policiesFor returns the policies that apply to a destination: those selecting its service,
+// those without a selector in its namespace, and those without a selector in the root namespace.
 func (e *Engine) policiesFor(d *Destination) *policySet {
 	if s, ok := e.byService[model.Ref{Namespace: d.Namespace, Name: d.Service}]; ok {
 		return s
 	}
-	return e.meshWide
+	if s, ok := e.byNamespace[d.Namespace]; ok {
+		return s
+	}
+	return e.rootWide
+}
+
+// verifiesTokens reports whether a JWTProvider verifies tokens for destinations in namespace
+// ns: without one a JWT requirement there can never be met.
+func (e *Engine) verifiesTokens(ns string) bool {
+	return e.jwtNamespaces[ns] || e.jwtNamespaces[e.rootNamespace]
 }
 
 // evaluate reports whether a policy matches: its first matching rule, else its Rego module.
@@ -123,7 +132,8 @@ func (e *Engine) applyDefault(d *Decision, set *policySet, a *Attributes) {
 	default:
 		d.Reason = "no ALLOW policy matched; the mesh default is DENY"
 	}
-	if a.JWT == nil && set.allowNeedsJWT {
+	// 401 asks for a token; where no provider verifies tokens, none could help.
+	if a.JWT == nil && set.allowNeedsJWT && e.verifiesTokens(a.Destination.Namespace) {
 		for _, p := range set.allow {
 			for _, r := range p.rules {
 				if r.jwt != nil && r.matchWithoutJWT(a) {

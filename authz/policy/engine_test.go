@@ -37,13 +37,21 @@ func TestSemantics(t *testing.T) {
 		{name: "policies apply in name order", docs: testmesh.Policy("b-allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.Policy("a-allow", "backend", "ALLOW", false, testmesh.RuleAPI),
 			code: CodeAllowed, policy: "demo/a-allow"},
 		{name: "selector for another service does not apply", docs: testmesh.Policy("allow", "frontend", "ALLOW", false, testmesh.RuleGET), code: CodeDeniedDefault},
-		{name: "mesh-wide policy applies", docs: testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleGET), code: CodeAllowed, policy: "demo/allow"},
-		{name: "mesh-wide applies to unknown destinations", docs: testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleGET),
-			mutate: func(a *Attributes) { a.Destination.Service, a.Destination.Namespace = "ghost", "nowhere" }, code: CodeAllowed},
+		{name: "no selector: applies to its namespace", docs: testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleGET), code: CodeAllowed, policy: "demo/allow"},
+		{name: "no selector: applies to unknown services of its namespace", docs: testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleGET),
+			mutate: func(a *Attributes) { a.Destination.Service = "ghost" }, code: CodeAllowed},
+		{name: "no selector: does not apply to another namespace", docs: testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleAnyone),
+			mutate: func(a *Attributes) { a.Destination.Namespace = "tenant-b" }, code: CodeDeniedDefault},
+		{name: "no selector in the root namespace: applies everywhere", docs: testmesh.PolicyIn(testmesh.Root, "allow", "", "ALLOW", false, testmesh.RuleGET),
+			mutate: func(a *Attributes) { a.Destination.Service, a.Destination.Namespace = "ghost", "nowhere" }, code: CodeAllowed, policy: testmesh.Root + "/allow"},
 		{name: "service policy does not apply to unknown destinations", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET),
 			mutate: func(a *Attributes) { a.Destination.Service = "ghost" }, code: CodeDeniedDefault},
-		{name: "mesh-wide DENY beats service ALLOW", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.Policy("zz-deny", "", "DENY", false, testmesh.RuleAPI),
+		{name: "namespace DENY beats service ALLOW", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.Policy("zz-deny", "", "DENY", false, testmesh.RuleAPI),
 			code: CodeDenied, policy: "demo/zz-deny"},
+		{name: "root namespace DENY beats service ALLOW", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.PolicyIn(testmesh.Root, "deny", "", "DENY", false, testmesh.RuleAPI),
+			code: CodeDenied, policy: testmesh.Root + "/deny"},
+		{name: "another namespace's DENY does not apply", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.PolicyIn("tenant-b", "deny", "", "DENY", false, testmesh.RuleAnyone),
+			code: CodeAllowed, policy: "demo/allow"},
 		{name: "AUDIT never changes the decision", docs: testmesh.Policy("audit", "backend", "AUDIT", false, testmesh.RuleGET), code: CodeDeniedDefault, audits: 1},
 		{name: "AUDIT is recorded with an ALLOW", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET) + testmesh.Policy("audit", "", "AUDIT", false, testmesh.RuleAPI),
 			code: CodeAllowed, audits: 1},
@@ -66,6 +74,24 @@ func TestSemantics(t *testing.T) {
 			mutate: func(a *Attributes) {
 				a.JWT = token(t, "demo/other", map[string]any{"iss": "https://other.test", "exp": 2000000000})
 			}, code: CodeDeniedDefault},
+		{name: "from.jwt without providers: a token of the destination's namespace", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleAnyJWT),
+			mutate: func(a *Attributes) { a.JWT = token(t, "demo/idp", map[string]any{"iss": "https://idp.test"}) }, code: CodeAllowed, rule: "any-token"},
+		{name: "from.jwt without providers: a token of the root namespace", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleAnyJWT),
+			mutate: func(a *Attributes) {
+				a.JWT = token(t, testmesh.Root+"/corp", map[string]any{"iss": "https://corp.test"})
+			}, code: CodeAllowed},
+		{name: "from.jwt without providers: another namespace's token does not count", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleAnyJWT),
+			mutate: func(a *Attributes) { a.JWT = token(t, "tenant-a/evil", map[string]any{"iss": "https://evil.test"}) }, code: CodeDeniedDefault},
+		{name: "from.jwt names a provider of the root namespace", docs: testmesh.Provider(testmesh.Root, "corp", "https://corp.test", "") +
+			testmesh.Policy("allow", "backend", "ALLOW", false, "  - {name: corp, from: {jwt: {providers: [corp]}}}"),
+			mutate: func(a *Attributes) {
+				a.JWT = token(t, testmesh.Root+"/corp", map[string]any{"iss": "https://corp.test"})
+			}, code: CodeAllowed, rule: "corp"},
+		{name: "no provider verifies tokens for the destination: no 401", docs: testmesh.PolicyIn(testmesh.Root, "allow", "", "ALLOW", false, testmesh.RuleAnyJWT),
+			mutate: func(a *Attributes) { a.Destination.Namespace = "tenant-b" }, code: CodeDeniedDefault},
+		{name: "a root namespace provider verifies tokens everywhere: 401", docs: testmesh.Provider(testmesh.Root, "corp", "https://corp.test", "") +
+			testmesh.PolicyIn(testmesh.Root, "allow", "", "ALLOW", false, testmesh.RuleAnyJWT),
+			mutate: func(a *Attributes) { a.Destination.Namespace = "tenant-b" }, code: CodeJWTRequired},
 		{name: "explicit DENY is never 401", docs: testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleAdminJWT) + testmesh.Policy("deny", "backend", "DENY", false, testmesh.RuleGET),
 			code: CodeDenied},
 	}
@@ -228,15 +254,6 @@ func TestCompilerReusesRegoModules(t *testing.T) {
 	}
 	if e3.policies[0].rego == e1.policies[0].rego || len(c.rego) != 1 {
 		t.Errorf("changed module reused, or unused ones kept (%d cached)", len(c.rego))
-	}
-}
-
-func TestNoSelectorMeansMeshWide(t *testing.T) {
-	// A mesh-wide policy from another namespace applies too: "mesh-wide" means every service.
-	m := testmesh.Build(t, strings.Replace(testmesh.Policy("allow", "", "ALLOW", false, testmesh.RuleGET), "namespace: demo", "namespace: ops", 1))
-	a := request(t)
-	if d := compile(t, m).Decide(context.Background(), a); d.Code != CodeAllowed || d.Policy != "ops/allow" {
-		t.Fatalf("decision %+v", d)
 	}
 }
 

@@ -11,9 +11,13 @@ type Evaluation struct {
 	Policy string // namespace/name
 	Action model.Action
 	DryRun bool
-	// Selector is the service the policy selects; nil for a mesh-wide policy.
+	// Selector is the service the policy selects; nil for a policy without a selector.
 	Selector *model.Ref
-	// Applies is false when the policy selects another service; it is then not evaluated.
+	// Namespace is the namespace a policy without a selector applies to; empty for one that
+	// selects a service and for the root namespace's, which apply mesh-wide.
+	Namespace string
+	// Applies is false when the policy is for another service or namespace; it is then not
+	// evaluated.
 	Applies bool
 	// Matched is true when a rule or the Rego module matched (a Rego error counts as a match
 	// for a DENY policy: it fails closed, as in Decide).
@@ -57,6 +61,9 @@ func (e *Engine) Trace(ctx context.Context, a *Attributes) []Evaluation {
 	out := make([]Evaluation, 0, len(e.policies))
 	for _, p := range e.policies {
 		pt := Evaluation{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Selector: p.selector, Applies: applies[p]}
+		if p.selector == nil && p.namespace != e.rootNamespace {
+			pt.Namespace = p.namespace
+		}
 		if !pt.Applies {
 			out = append(out, pt)
 			continue

@@ -93,7 +93,7 @@ func BenchmarkDecisionWithCachedJWT(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		r := srv.verifier.Verify(ctx, a.Request.Headers)
+		r := srv.verifier.Verify(ctx, a.Destination.Namespace, a.Request.Headers)
 		if !r.CacheHit {
 			b.Fatal("token not cached")
 		}

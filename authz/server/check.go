@@ -72,8 +72,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			d.MeshVersion = engine.Version()
 			break
 		}
-		if s.verifier.HasProviders() {
-			jr = s.verifyJWT(ctx, span, attrs.Request.Headers)
+		if s.verifier.Covers(attrs.Destination.Namespace) {
+			jr = s.verifyJWT(ctx, span, attrs.Destination.Namespace, attrs.Request.Headers)
 			if jr.Err != nil {
 				d = s.early(start, policy.CodeJWTInvalid, "invalid JWT: "+string(jr.Err.Code))
 				d.MeshVersion = engine.Version()
@@ -104,14 +104,15 @@ func (s *Server) early(now time.Time, code policy.Code, reason string) policy.De
 	return policy.Decision{ID: policy.NewDecisionID(now), Code: code, Reason: reason}
 }
 
-// verifyJWT verifies the request's tokens, in a child span when the check is traced.
-func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, headers map[string]string) jwt.Result {
+// verifyJWT verifies the tokens of a request for a destination in namespace ns, in a child span
+// when the check is traced.
+func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, headers map[string]string) jwt.Result {
 	if !parent.IsRecording() {
-		return s.verifier.Verify(ctx, headers)
+		return s.verifier.Verify(ctx, ns, headers)
 	}
 	ctx, span := s.tracer.Start(ctx, spanJWT)
 	defer span.End()
-	r := s.verifier.Verify(ctx, headers)
+	r := s.verifier.Verify(ctx, ns, headers)
 	span.SetAttributes(attribute.Bool("authz.jwt.present", r.Presented), attribute.Bool("authz.jwt.cache_hit", r.CacheHit))
 	if r.Presented {
 		span.SetAttributes(attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))

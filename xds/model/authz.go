@@ -33,7 +33,8 @@ type AuthorizationPolicyDoc struct {
 // docs/policies.md for how policies combine.
 // +kubebuilder:validation:XValidation:rule="(has(self.rules) && size(self.rules) > 0) || has(self.rego)",message="a policy needs rules or a rego module"
 type AuthorizationPolicySpec struct {
-	// Selector picks the destination service; without one the policy applies mesh-wide.
+	// Selector picks the destination service, in the policy's namespace. Without one the policy
+	// applies to every service of its namespace, or of the mesh when it is in the root namespace.
 	Selector *Selector `json:"selector,omitempty"`
 	// Action is ALLOW, DENY or AUDIT.
 	Action Action `json:"action"`
@@ -97,8 +98,9 @@ type Source struct {
 
 // JWTRequirement requires a token verified by one of the named providers.
 type JWTRequirement struct {
-	// Providers are JWTProvider names in the policy's namespace; any one may have verified the
-	// token. Empty accepts a token from any provider.
+	// Providers are JWTProvider names, each found in the policy's namespace or else in the root
+	// namespace; any one may have verified the token. Empty accepts a token from any provider
+	// that verifies tokens for the destination: those of its namespace and the root namespace.
 	Providers []string `json:"providers,omitempty"`
 	// Claims that must all hold.
 	// +kubebuilder:validation:MaxItems=16

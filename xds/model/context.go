@@ -37,10 +37,11 @@ type ResolvedService struct {
 	// RateLimitPolicies are the policies RateLimits came from.
 	RateLimitPolicies []*RateLimitPolicyDoc
 	// AuthorizationPolicies are the policies the authorization service applies to requests for
-	// the service: those selecting it and the mesh-wide ones, sorted by namespace and name.
+	// the service: those selecting it, and those without a selector in its namespace or the root
+	// namespace; sorted by namespace and name.
 	AuthorizationPolicies []*AuthorizationPolicyDoc
-	// JWTProviders are the providers those policies require tokens from (all of the mesh's for a
-	// requirement that names none).
+	// JWTProviders are the providers that verify tokens of requests for the service (and refuse
+	// invalid ones): those of its namespace and of the root namespace, sorted likewise.
 	JWTProviders []*JWTProviderDoc
 }
 
@@ -65,47 +66,27 @@ func NewMeshContext(m *Mesh) *MeshContext {
 		s.RateLimitPolicies = append(s.RateLimitPolicies, pol)
 	}
 	for _, pol := range m.AuthorizationPolicies {
-		providers := m.jwtProvidersOf(pol)
-		add := func(s *ResolvedService) {
-			s.AuthorizationPolicies = append(s.AuthorizationPolicies, pol)
-			for _, p := range providers {
-				if !slices.Contains(s.JWTProviders, p) {
-					s.JWTProviders = append(s.JWTProviders, p)
-				}
+		ns := RefOf(pol).Namespace
+		if pol.Spec.Selector != nil {
+			if s := mc.byRef[Ref{Namespace: ns, Name: pol.Spec.Selector.Service}]; s != nil {
+				s.AuthorizationPolicies = append(s.AuthorizationPolicies, pol)
+			}
+			continue
+		}
+		for _, s := range mc.Services {
+			if m.Reaches(ns, s.Ref.Namespace) {
+				s.AuthorizationPolicies = append(s.AuthorizationPolicies, pol)
 			}
 		}
-		if pol.Spec.Selector == nil {
-			for _, s := range mc.Services {
-				add(s)
+	}
+	for _, p := range m.JWTProviders {
+		for _, s := range mc.Services {
+			if m.Reaches(RefOf(p).Namespace, s.Ref.Namespace) {
+				s.JWTProviders = append(s.JWTProviders, p)
 			}
-		} else if s := mc.byRef[Ref{Namespace: RefOf(pol).Namespace, Name: pol.Spec.Selector.Service}]; s != nil {
-			add(s)
 		}
 	}
 	return mc
-}
-
-// jwtProvidersOf returns the providers a policy's rules require tokens from: those named (in the
-// policy's namespace), or every provider of the mesh for a requirement naming none.
-func (m *Mesh) jwtProvidersOf(pol *AuthorizationPolicyDoc) []*JWTProviderDoc {
-	var out []*JWTProviderDoc
-	ns := RefOf(pol).Namespace
-	for _, r := range pol.Spec.Rules {
-		if r.From == nil || r.From.JWT == nil {
-			continue
-		}
-		if len(r.From.JWT.Providers) == 0 {
-			return m.JWTProviders
-		}
-		for _, name := range r.From.JWT.Providers {
-			for _, p := range m.JWTProviders {
-				if RefOf(p) == (Ref{Namespace: ns, Name: name}) && !slices.Contains(out, p) {
-					out = append(out, p)
-				}
-			}
-		}
-	}
-	return out
 }
 
 // Service returns the service ref names, or nil.

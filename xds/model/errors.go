@@ -49,6 +49,8 @@ type Problem struct {
 	Field    string `json:"field,omitempty"`
 	Line     int    `json:"line,omitempty"`
 	Message  string `json:"message"`
+	// Warning marks a problem that does not make the documents invalid (Mesh.ReachWarnings).
+	Warning bool `json:"warning,omitempty"`
 }
 
 // String formats the problem as
@@ -69,6 +71,9 @@ func (p Problem) String() string {
 	if p.Field != "" {
 		b.WriteString(p.Field)
 		b.WriteString(": ")
+	}
+	if p.Warning {
+		b.WriteString("warning: ")
 	}
 	b.WriteString(p.Message)
 	if p.Line > 0 {

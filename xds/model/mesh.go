@@ -178,9 +178,10 @@ func (b *builder) validateEach(docs []Document) {
 // skipped as referrers (their fields may be garbage) but still count as existing referents, so
 // one typo does not cascade into a page of "not found" errors.
 func (b *builder) checkReferences(docs []Document) {
-	td := ""
+	td, root := "", DefaultRootNamespace
 	if b.meshDoc != nil {
 		td = b.meshDoc.Spec.TrustDomain
+		root = cmp.Or(b.meshDoc.Spec.RootNamespace, root)
 	}
 	service := func(ns, name string) *ServiceDoc {
 		i, ok := b.index[kindRef{KindService, Ref{ns, name}}]
@@ -205,7 +206,7 @@ func (b *builder) checkReferences(docs []Document) {
 			if sel := o.Spec.Selector; sel != nil && service(ns, sel.Service) == nil {
 				b.report(d, "spec.selector.service", "Service %q not found in namespace %q", sel.Service, ns)
 			}
-			b.checkPolicyRefs(d, o, ns, td)
+			b.checkPolicyRefs(d, o, ns, td, root)
 		case *RateLimitPolicyDoc:
 			if service(ns, o.Spec.Selector.Service) == nil {
 				b.report(d, "spec.selector.service", "Service %q not found in namespace %q", o.Spec.Selector.Service, ns)
@@ -269,7 +270,7 @@ func (b *builder) checkWorkload(d *Document, w *WorkloadDoc, ns string, service 
 	}
 }
 
-func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td string) {
+func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td, root string) {
 	for i, r := range o.Spec.Rules {
 		rp := Path("spec.rules").Index(i)
 		if r.From == nil {
@@ -285,9 +286,10 @@ func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td
 		if r.From.JWT == nil {
 			continue
 		}
+		exists := func(r Ref) bool { _, ok := b.index[kindRef{KindJWTProvider, r}]; return ok }
 		for j, name := range r.From.JWT.Providers {
-			if _, ok := b.index[kindRef{KindJWTProvider, Ref{ns, name}}]; !ok {
-				b.report(d, rp.Field("from.jwt.providers").Index(j), "JWTProvider %q not found in namespace %q", name, ns)
+			if _, ok := resolveJWTProvider(ns, root, name, exists); !ok {
+				b.report(d, rp.Field("from.jwt.providers").Index(j), "JWTProvider %q not found in namespace %q or the root namespace %q", name, ns, root)
 			}
 		}
 	}

@@ -58,6 +58,9 @@ const (
 	DefaultAuthzTimeout         = 250 * time.Millisecond
 	DefaultTracingSampling      = 100.0
 	DefaultMaxAuthzRequestBytes = 8192
+	// DefaultRootNamespace holds the mesh-wide AuthorizationPolicies and JWTProviders unless
+	// spec.rootNamespace names another: the namespace the control plane is installed in.
+	DefaultRootNamespace = "portcullis-system"
 )
 
 // MeshDoc is the one mesh-wide document: trust domain and defaults every proxy shares.
@@ -75,6 +78,13 @@ type MeshSpec struct {
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^[a-z0-9._-]+$`
 	TrustDomain string `json:"trustDomain"`
+	// RootNamespace is the namespace of the mesh-wide documents: an AuthorizationPolicy without
+	// a selector applies to every namespace only there (elsewhere, to its own namespace), and its
+	// JWTProviders verify tokens for every destination (elsewhere, for their own namespace's).
+	// "portcullis-system" unless set.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	RootNamespace string `json:"rootNamespace,omitempty"`
 	// MTLS sets the inbound TLS mode.
 	MTLS MTLSSettings `json:"mtls,omitempty"`
 	// DefaultDecision applies when no ALLOW policy matches a request. DENY unless set.
@@ -136,6 +146,9 @@ func (d *MeshDoc) Validate() FieldErrors {
 		errs.Addf(p.Field("trustDomain"), "invalid trust domain %q: %v", s.TrustDomain, err)
 	} else if td.Name() != s.TrustDomain {
 		errs.Addf(p.Field("trustDomain"), "must be a bare trust domain name like %q, not %q", td.Name(), s.TrustDomain)
+	}
+	if s.RootNamespace != "" {
+		validateDNSLabel(&errs, p.Field("rootNamespace"), s.RootNamespace)
 	}
 	switch s.MTLS.Mode {
 	case "", MTLSStrict, MTLSPermissive:

@@ -39,13 +39,19 @@ func Decide(ctx context.Context, e *policy.Engine, a *policy.Attributes) *Explan
 	x := &Explanation{Decision: e.Decide(ctx, a), Destination: a.Destination.Namespace + "/" + a.Destination.Service}
 	for _, t := range e.Trace(ctx, a) {
 		p := Policy{Policy: t.Policy, Action: t.Action, DryRun: t.DryRun, Scope: "mesh-wide", Applies: t.Applies, Matched: t.Matched, Rules: t.Rules, Rego: t.Rego}
-		if t.Selector != nil {
+		switch {
+		case t.Selector != nil:
 			p.Scope = "service " + t.Selector.String()
+		case t.Namespace != "":
+			p.Scope = "namespace " + t.Namespace
 		}
-		if t.Applies {
+		switch {
+		case t.Applies:
 			p.Outcome = outcome(&p, &x.Decision)
-		} else {
+		case t.Selector != nil:
 			p.Outcome = fmt.Sprintf("does not apply: it selects %s, the request is for %s", t.Selector, x.Destination)
+		default:
+			p.Outcome = fmt.Sprintf("does not apply: it applies to namespace %s, the request is for %s", t.Namespace, x.Destination)
 		}
 		x.Policies = append(x.Policies, p)
 	}

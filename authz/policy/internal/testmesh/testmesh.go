@@ -20,6 +20,8 @@ const (
 	RuleAPI      = "  - {name: api, to: {paths: [\"/api/*\"]}}"
 	RuleFrontend = "  - {name: frontend, from: {principals: [\"*/sa/frontend\"]}}"
 	RuleAdminJWT = "  - {name: admins, from: {jwt: {providers: [idp]}}, to: {paths: [\"/api/*\"]}}"
+	RuleAnyJWT   = "  - {name: any-token, from: {jwt: {}}}"
+	RuleAnyone   = "  - {}"
 )
 
 // Monday10 is Monday 2026-01-05 10:00 UTC.
@@ -82,22 +84,55 @@ func Build(t testing.TB, docs string, defaultDecision ...string) *model.Mesh {
 	return m
 }
 
-// Policy writes one AuthorizationPolicy in namespace demo; selector "" makes it mesh-wide.
+// Policy writes one AuthorizationPolicy in namespace demo; selector "" makes it apply to every
+// service of the namespace.
 func Policy(name, selector, action string, dryRun bool, rules string) string {
+	return PolicyIn("demo", name, selector, action, dryRun, rules)
+}
+
+// PolicyIn is Policy in namespace ns; in Root, selector "" makes it mesh-wide.
+func PolicyIn(ns, name, selector, action string, dryRun bool, rules string) string {
 	sel := ""
 	if selector != "" {
 		sel = "\n  selector: {service: " + selector + "}"
 	}
 	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
-metadata: {name: %s, namespace: demo}
+metadata: {name: %s, namespace: %s}
 spec:%s
   action: %s
   dryRun: %v
   rules:
 %s
 ---
-`, name, sel, action, dryRun, rules)
+`, name, ns, sel, action, dryRun, rules)
+}
+
+// Root is the root namespace of the mesh Build makes (the default).
+const Root = model.DefaultRootNamespace
+
+// Service writes a Service with one HTTP port, 8080.
+func Service(ns, name string) string {
+	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
+kind: Service
+metadata: {name: %s, namespace: %s}
+spec:
+  ports: [{name: http, port: 8080}]
+---
+`, name, ns)
+}
+
+// Provider writes a JWTProvider for issuer with an empty inline key set; extra is more of its
+// spec, as YAML lines indented by two spaces ("" for none).
+func Provider(ns, name, issuer, extra string) string {
+	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
+kind: JWTProvider
+metadata: {name: %s, namespace: %s}
+spec:
+  issuer: %s
+  jwks: {inline: '{"keys":[]}'}
+%s---
+`, name, ns, issuer, extra)
 }
 
 // Rego writes one AuthorizationPolicy for service backend whose rule is a Rego module.
