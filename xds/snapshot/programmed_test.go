@@ -131,7 +131,7 @@ func TestLedgerDocuments(t *testing.T) {
 		return map[string]DocumentCount{
 			"Mesh/default": {Proxies: 3, Programmed: 3}, "Service/shop/api": {Proxies: 3, Programmed: 3}, "Service/shop/web": {Proxies: 1, Programmed: 1},
 			"Workload/shop/api-1": {Proxies: 1, Programmed: 1}, "Workload/shop/api-2": {Proxies: 1, Programmed: 1}, "Workload/shop/web-1": {Proxies: 1, Programmed: 1},
-			"AuthorizationPolicy/shop/api-admins": {Proxies: 2, Programmed: 2}, "JWTProvider/shop/idp": {Proxies: 2, Programmed: 2},
+			"AuthorizationPolicy/shop/api-admins": {Proxies: 2, Programmed: 2}, "JWTProvider/shop/idp": {Proxies: 3, Programmed: 3},
 			"AuthorizationPolicy/shop/audit-all": {Proxies: 3, Programmed: 3}, "RateLimitPolicy/shop/api-limit": c,
 		}
 	}
@@ -177,5 +177,6 @@ func TestLedgerDocuments(t *testing.T) {
 	want["Mesh/default"] = DocumentCount{Proxies: 2, Programmed: 2}
 	want["Service/shop/api"] = DocumentCount{Proxies: 2, Programmed: 2}
 	want["AuthorizationPolicy/shop/audit-all"] = DocumentCount{Proxies: 2, Programmed: 2}
+	want["JWTProvider/shop/idp"] = DocumentCount{Proxies: 2, Programmed: 2}
 	check("web-1 gone", want)
 }

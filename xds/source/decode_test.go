@@ -135,7 +135,7 @@ spec:
 			`document 3 (Workload/shop/w1): spec.service: Service "backnd" not found in namespace "shop" (line 17)`,
 			`document 3 (Workload/shop/w1): spec.upstreams[0].service: Service "payments" not found in namespace "billing" (line 21)`,
 			`document 4 (AuthorizationPolicy/shop/p): spec.selector.service: Service "cart" not found in namespace "shop" (line 28)`,
-			`document 4 (AuthorizationPolicy/shop/p): spec.rules[0].from.jwt.providers[0]: JWTProvider "corp" not found in namespace "shop" (line 32)`,
+			`document 4 (AuthorizationPolicy/shop/p): spec.rules[0].from.jwt.providers[0]: JWTProvider "corp" not found in namespace "shop" or the root namespace "portcullis-system" (line 32)`,
 		},
 	}, {
 		name: "a service port the service does not have",

@@ -233,7 +233,7 @@ func (d *Dir) record(mesh *model.Mesh, problems model.Problems, files, docs int)
 	switch result {
 	case "ok":
 		d.log.Info("mesh documents loaded", "dir", d.dir, "version", mesh.Version, "files", files, "documents", docs)
-		WarnUnenforced(d.log, mesh)
+		Warn(d.log, mesh)
 	case "invalid":
 		msgs := make([]string, len(problems))
 		for i, p := range problems {
@@ -352,10 +352,14 @@ func (d *Dir) watchTree(w *fsnotify.Watcher) error {
 	})
 }
 
-// WarnUnenforced warns, for a source that loaded mesh, when the mesh has AuthorizationPolicies
-// that authorization OFF leaves unenforced.
-func WarnUnenforced(log *slog.Logger, mesh *model.Mesh) {
+// Warn logs, for a source that loaded mesh, what is valid but likely not what its authors
+// meant: AuthorizationPolicies that authorization OFF leaves unenforced, and documents whose
+// reach the namespace rules changed (Mesh.ReachWarnings), one line each.
+func Warn(log *slog.Logger, mesh *model.Mesh) {
 	if n := mesh.UnenforcedPolicies(); n > 0 {
 		log.Warn("Mesh spec.authz.mode is OFF: proxies do not call the authorization service, so no AuthorizationPolicy is enforced", "policies", n)
+	}
+	for _, p := range mesh.ReachWarnings() {
+		log.Warn("document reaches only its own namespace now", "warning", p.String())
 	}
 }

@@ -11,15 +11,12 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 )
 
-// ServiceLookup finds a service by namespace and name; nil when unknown. (*model.Mesh).Service
-// is one.
-type ServiceLookup func(namespace, name string) *model.ServiceDoc
-
 // Documents checks the AuthorizationPolicy documents among docs beyond their validation: Rego
 // modules compile (policy.CheckDocuments), and no rule is one that can never match. It skips
-// documents that fail their own validation (validation reports those). services resolves
-// selectors for the port check; nil skips it.
-func Documents(docs []model.Document, services ServiceLookup) model.Problems {
+// documents that fail their own validation (validation reports those). m is the mesh docs built
+// (nil when they did not), for the checks that need other documents: ports of the selected
+// service, and JWTProviders for a from.jwt.
+func Documents(docs []model.Document, m *model.Mesh) model.Problems {
 	out := policy.CheckDocuments(docs)
 	for i := range docs {
 		d := &docs[i]
@@ -27,7 +24,7 @@ func Documents(docs []model.Document, services ServiceLookup) model.Problems {
 		if !ok || len(doc.Validate()) > 0 {
 			continue
 		}
-		out = append(out, place(d.Origin, d.FieldLines, doc, lintPolicy(doc, services))...)
+		out = append(out, place(d.Origin, d.FieldLines, doc, lintPolicy(doc, m))...)
 	}
 	out.Sort()
 	return out
@@ -37,7 +34,7 @@ func Documents(docs []model.Document, services ServiceLookup) model.Problems {
 func Mesh(m *model.Mesh) model.Problems {
 	out := policy.Check(m)
 	for _, doc := range m.AuthorizationPolicies {
-		out = append(out, place(m.Origin(doc), m.FieldLines(doc), doc, lintPolicy(doc, m.Service))...)
+		out = append(out, place(m.Origin(doc), m.FieldLines(doc), doc, lintPolicy(doc, m))...)
 	}
 	out.Sort()
 	return out
@@ -60,13 +57,13 @@ func place(o model.Origin, lines map[model.Path]int, doc *model.AuthorizationPol
 const never = "the rule can never match: "
 
 // lintPolicy finds rules that can never match. Each check is sound: it reports only what no
-// request can satisfy.
-func lintPolicy(doc *model.AuthorizationPolicyDoc, services ServiceLookup) []finding {
+// request can satisfy. m (nil without a mesh) enables the checks that need other documents.
+func lintPolicy(doc *model.AuthorizationPolicyDoc, m *model.Mesh) []finding {
 	var fs []finding
 	ns := model.RefOf(doc).Namespace
 	var svc *model.ServiceDoc
-	if doc.Spec.Selector != nil && services != nil {
-		svc = services(ns, doc.Spec.Selector.Service)
+	if doc.Spec.Selector != nil && m != nil {
+		svc = m.Service(ns, doc.Spec.Selector.Service)
 	}
 	for i := range doc.Spec.Rules {
 		r := &doc.Spec.Rules[i]
@@ -76,6 +73,9 @@ func lintPolicy(doc *model.AuthorizationPolicyDoc, services ServiceLookup) []fin
 		}
 		if f := r.From; f != nil {
 			lintFrom(f, add)
+			if f.JWT != nil && m != nil && !tokensVerified(doc, m) {
+				add("from.jwt", "no JWTProvider verifies tokens for namespace %q; add one there or in the root namespace %q", ns, m.RootNamespace())
+			}
 		}
 		if t := r.To; t != nil {
 			lintTo(t, svc, add)
@@ -85,6 +85,17 @@ func lintPolicy(doc *model.AuthorizationPolicyDoc, services ServiceLookup) []fin
 		})
 	}
 	return fs
+}
+
+// tokensVerified reports whether some JWTProvider verifies tokens for a destination the policy
+// applies to: one of its namespace or the root namespace's, or any for a root namespace policy
+// without a selector, which applies everywhere.
+func tokensVerified(doc *model.AuthorizationPolicyDoc, m *model.Mesh) bool {
+	ns, root := model.RefOf(doc).Namespace, m.RootNamespace()
+	meshWide := doc.Spec.Selector == nil && ns == root
+	return slices.ContainsFunc(m.JWTProviders, func(p *model.JWTProviderDoc) bool {
+		return meshWide || m.Reaches(model.RefOf(p).Namespace, ns)
+	})
 }
 
 func lintFrom(f *model.Source, add func(field, format string, args ...any)) {

@@ -29,14 +29,15 @@ import (
 
 // PolicyLint validates the mesh documents in args (files, or directories read like --config),
 // compiles their Rego and finds rules that can never match; problems go to stdout, one per line,
-// and make the error.
+// and make the error. Warnings (documents whose reach the namespace rules changed) are printed
+// with them but are no error: the control plane accepts those documents too.
 func PolicyLint(stdout, stderr io.Writer, args []string) error {
 	files, err := yamlFiles(args)
 	if err != nil {
 		return err
 	}
 	var docs []model.Document
-	var problems model.Problems
+	var problems, warnings model.Problems
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -45,29 +46,35 @@ func PolicyLint(stdout, stderr io.Writer, args []string) error {
 		ds, ps := source.Decode(f, data)
 		docs, problems = append(docs, ds...), append(problems, ps...)
 	}
-	var services lint.ServiceLookup
+	var mesh *model.Mesh
 	hasMesh := slices.ContainsFunc(docs, func(d model.Document) bool { return d.Object.GetKind() == model.KindMesh })
 	switch {
 	case hasMesh && len(problems) == 0:
 		m, ps := model.Build(docs)
 		problems = append(problems, ps...)
 		if m != nil {
-			services = m.Service
+			mesh = m
 			problems = append(problems, jwt.Check(m)...)
+			warnings = m.ReachWarnings()
 		}
 	default:
 		problems = append(problems, model.CheckDocuments(docs)...)
 		if !hasMesh {
-			fmt.Fprintln(stderr, "note: no Mesh document among the files: references between documents were not checked")
+			fmt.Fprintln(stderr, "note: no Mesh document among the files: references between documents and namespace reach were not checked")
 		}
 	}
-	problems = append(problems, lint.Documents(docs, services)...)
-	problems.Sort()
-	for _, p := range problems {
+	problems = append(problems, lint.Documents(docs, mesh)...)
+	all := append(slices.Clone(problems), warnings...)
+	all.Sort()
+	for _, p := range all {
 		fmt.Fprintln(stdout, p.String())
 	}
+	warned := ""
+	if len(warnings) > 0 {
+		warned = fmt.Sprintf(", %d warning(s)", len(warnings))
+	}
 	if len(problems) > 0 {
-		return fmt.Errorf("lint: %d problem(s) in %d file(s)", len(problems), len(files))
+		return fmt.Errorf("lint: %d problem(s)%s in %d file(s)", len(problems), warned, len(files))
 	}
 	n := 0
 	for _, d := range docs {
@@ -75,7 +82,7 @@ func PolicyLint(stdout, stderr io.Writer, args []string) error {
 			n++
 		}
 	}
-	_, err = fmt.Fprintf(stdout, "ok: %d documents in %d files, %d authorization policies\n", len(docs), len(files), n)
+	_, err = fmt.Fprintf(stdout, "ok: %d documents in %d files, %d authorization policies%s\n", len(docs), len(files), n, warned)
 	return err
 }
 

@@ -59,6 +59,12 @@ func (s *Source) record(ctx context.Context, now time.Time, fp string, docs []mo
 		}
 		byObject[k] = append(byObject[k], msg)
 	}
+	warnings := map[objectKey][]string{}
+	if mesh != nil {
+		for _, w := range mesh.ReachWarnings() {
+			warnings[problemKey(w)] = append(warnings[problemKey(w)], "warning: "+w.Field+": "+w.Message)
+		}
+	}
 	s.mu.Lock()
 	s.lastDocs = fp
 	s.status.Documents = len(docs)
@@ -80,7 +86,7 @@ func (s *Source) record(ctx context.Context, now time.Time, fp string, docs []mo
 			st = &objectState{}
 			s.objects[k] = st
 		}
-		st.generation, st.problems = gen, byObject[k]
+		st.generation, st.problems, st.warnings = gen, byObject[k], warnings[k]
 		if mesh != nil {
 			st.live = gen
 		}
@@ -106,7 +112,7 @@ func (s *Source) record(ctx context.Context, now time.Time, fp string, docs []mo
 	case published:
 		s.count(ctx, "ok")
 		s.log.Info("mesh loaded from kubernetes", "version", mesh.Version, "documents", len(docs), "services", len(mesh.Services))
-		source.WarnUnenforced(s.log, mesh)
+		source.Warn(s.log, mesh)
 	default:
 		s.count(ctx, "unchanged")
 	}

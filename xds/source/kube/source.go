@@ -103,6 +103,7 @@ func (k objectKey) String() string {
 type objectState struct {
 	generation int64
 	problems   []string // validation problems of the last attempt; none: accepted
+	warnings   []string // what is valid but changed meaning (Mesh.ReachWarnings): Accepted says so
 	// live is the generation the live mesh was built from (0: not in the live mesh).
 	live int64
 }

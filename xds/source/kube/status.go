@@ -147,9 +147,12 @@ func globalProblems(ps model.Problems) []string {
 
 func accepted(st objectState) metav1.Condition {
 	c := metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: "valid", ObservedGeneration: st.generation}
-	if len(st.problems) > 0 {
+	switch {
+	case len(st.problems) > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalid
 		c.Message = truncate(strings.Join(st.problems, "; "))
+	case len(st.warnings) > 0:
+		c.Message = truncate("valid; " + strings.Join(st.warnings, "; "))
 	}
 	return c
 }

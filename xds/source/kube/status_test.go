@@ -25,7 +25,8 @@ import (
 // TestStatusConditions: the status writer marks valid resources Accepted and, once the real
 // Envoy has ACKed the mesh they are in, Programmed "on 1 of 1 proxies"; a resource that is
 // valid on its own but refers to a missing service is Accepted=False with the validation
-// message and not programmed, while the rest stays live. Neither the status writes nor changes
+// message and not programmed, while the rest stays live; one whose reach the namespace rules
+// changed is Accepted with a warning, and programmed. Neither the status writes nor changes
 // the mesh does not read (pod status, annotations, service accounts) rebuild the mesh or push
 // anything to the proxy.
 func TestStatusConditions(t *testing.T) {
@@ -112,6 +113,27 @@ spec: {selector: {service: missing}, action: ALLOW, rules: [{to: {methods: [GET]
 		t.Errorf("problems: %v", st.Problems)
 	}
 	assertNoPush(t, pushed, p.ledger.Status())
+
+	// Valid, but its reach changed: the API server accepted a policy without a selector, which
+	// now applies to its own namespace only while another namespace has services. The mesh takes
+	// it, and Accepted says what changed.
+	if err := crs(env, bad.kind, bad.namespace).Delete(ctx, bad.name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, env, fmt.Sprintf(`
+apiVersion: portcullis.dev/v1alpha1
+kind: Service
+metadata: {name: web, namespace: %s}
+spec: {ports: [{name: http, port: 8080}]}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: audit-deletes, namespace: %s}
+spec: {action: AUDIT, rules: [{to: {methods: [DELETE]}}]}
+`, newNamespace(t, env, "status-other"), ns), true)
+	waitCondition(t, env, objectRef{model.KindAuthorizationPolicy, ns, "audit-deletes"}, v1alpha1.ConditionAccepted, metav1.ConditionTrue, kube.ReasonAccepted,
+		`valid; warning: spec.selector: without a selector this policy now applies only to namespace "`+ns+`"`)
+	waitCondition(t, env, objectRef{model.KindAuthorizationPolicy, ns, "audit-deletes"}, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, kube.ReasonProgrammed, "programmed on 1 of 1 proxies")
 }
 
 type objectRef struct{ kind, namespace, name string }
