@@ -133,6 +133,14 @@ func TestPolicyCommands(t *testing.T) {
 	if out, err := runCLI(t, "policy", "lint", "../../examples/policies/mesh"); err != nil {
 		t.Errorf("lint of the documented examples: %v\n%s", err, out)
 	}
+	// The multi-tenant example of docs/policies.md.
+	out, err = runCLI(t, "policy", "test", "../../examples/tenants/tests")
+	if err != nil || !strings.Contains(out, "PASS: 10/10") {
+		t.Errorf("policy test on the multi-tenant example: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "policy", "lint", "../../examples/tenants/mesh"); err != nil || strings.Contains(out, "warning") {
+		t.Errorf("lint of the multi-tenant example: %v\n%s", err, out)
+	}
 	out, err = runCLI(t, "policy", "explain", "--config", dir, "--request", "../../examples/demo/requests/admin-without-token.yaml")
 	if err != nil || !strings.Contains(out, "decision: DENY (jwt_required)") || !strings.Contains(out, "from.jwt: the request has no verified JWT") {
 		t.Errorf("explain: %v\n%s", err, out)
@@ -206,5 +214,45 @@ spec:
 	out, err = runCLI(t, "policy", "test", "--config", dir, tests)
 	if err == nil || !strings.Contains(out, "FAIL: 1/1") || !strings.Contains(err.Error(), "1 of 1 failed") {
 		t.Errorf("failing test: %v\n%s", err, out)
+	}
+}
+
+// TestPolicyLintWarnsAboutReach: a mesh written before documents were scoped to their namespace
+// (no spec.rootNamespace) is linted with a warning for each document whose reach changed, at
+// file, document, field and line; warnings alone do not fail lint, and are counted beside the
+// problems when there are some.
+func TestPolicyLintWarnsAboutReach(t *testing.T) {
+	dir := t.TempDir()
+	copyDir(t, "../../examples/tenants/mesh", dir)
+	meshFile := filepath.Join(dir, "mesh.yaml")
+	data, err := os.ReadFile(meshFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(meshFile, []byte(strings.Replace(string(data), "  rootNamespace: portcullis-system\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "policy", "lint", dir)
+	if err != nil {
+		t.Fatalf("warnings failed lint: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"acme.yaml: document 1 (JWTProvider/acme/acme-login): metadata.namespace: warning: this provider now verifies tokens only for destinations in namespace \"acme\"",
+		"acme.yaml: document 2 (AuthorizationPolicy/acme/same-namespace): spec.selector: warning: without a selector this policy now applies only to namespace \"acme\"",
+		"globex.yaml: document 1 (AuthorizationPolicy/globex/orders-signed-in): spec.rules[0].from.jwt: warning: naming no providers",
+		"ok: 11 documents in 4 files, 5 authorization policies, 3 warning(s)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, " (line ") != 3 {
+		t.Errorf("warnings without lines:\n%s", out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("apiVersion: portcullis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: acme}\nspec: {selector: {service: orders}, action: ALLOW, rules: [{to: {methods: [GET], notMethods: [GET]}}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = runCLI(t, "policy", "lint", dir); err == nil || !strings.Contains(err.Error(), "1 problem(s), 3 warning(s) in 5 file(s)") {
+		t.Errorf("a problem beside the warnings: %v\n%s", err, out)
 	}
 }

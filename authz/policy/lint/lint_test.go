@@ -73,3 +73,22 @@ func TestLintDocumentsWithoutMesh(t *testing.T) {
 		t.Errorf("second = %+v", got[1])
 	}
 }
+
+// TestLintJWTWithoutProviders: a from.jwt where no JWTProvider verifies tokens (none in the
+// policy's namespace or the root namespace) can never match; one of the root namespace verifies
+// tokens everywhere.
+func TestLintJWTWithoutProviders(t *testing.T) {
+	policy := testmesh.PolicyIn("tenant-b", "users", "", "ALLOW", false, testmesh.RuleAnyJWT)
+	ps := Mesh(testmesh.Build(t, policy))
+	if len(ps) != 1 || ps[0].Field != "spec.rules[0].from.jwt" || ps[0].Line == 0 ||
+		!strings.Contains(ps[0].Message, `the rule can never match: no JWTProvider verifies tokens for namespace "tenant-b"; add one there or in the root namespace "portcullis-system"`) {
+		t.Fatalf("problems = %v", ps)
+	}
+	if ps := Mesh(testmesh.Build(t, testmesh.Provider(testmesh.Root, "corp", "https://corp.test", "")+policy)); len(ps) > 0 {
+		t.Errorf("with a root namespace provider: %v", ps)
+	}
+	// A root namespace policy without a selector applies where demo's providers verify tokens.
+	if ps := Mesh(testmesh.Build(t, testmesh.PolicyIn(testmesh.Root, "users", "", "ALLOW", false, testmesh.RuleAnyJWT))); len(ps) > 0 {
+		t.Errorf("mesh-wide: %v", ps)
+	}
+}
