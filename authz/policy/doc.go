@@ -9,8 +9,10 @@
 //
 // Semantics (docs/policies.md has them with examples):
 //
-//   - the policies that apply to a request are the mesh-wide ones (no selector) and those whose
-//     selector names the destination service;
+//   - the policies that apply to a request are those whose selector names the destination
+//     service, those without a selector in the destination's namespace, and those without a
+//     selector in the root namespace (Mesh.spec.rootNamespace), which are mesh-wide; no other
+//     namespace's policy applies;
 //   - a policy matches when any of its rules matches or its Rego module's `match` is true; a rule
 //     matches when every part it gives matches (from AND to AND each when); within a list, any
 //     entry may match, and a not-list matches when no entry does;
@@ -21,8 +23,12 @@
 //     never change the decision; the decision records what dry-run policies would have decided;
 //   - a Rego module that fails to evaluate fails closed: a DENY policy matches, an ALLOW policy
 //     does not;
-//   - when a request without a token is denied by default and an ALLOW rule would have matched
-//     it given a verified JWT, the decision's code is CodeJWTRequired (the server answers 401).
+//   - from.jwt without providers is met by a token of a provider of the destination's namespace
+//     or of the root namespace, never of another namespace; named providers are found in the
+//     policy's namespace, else in the root namespace;
+//   - when a request without a token is denied by default, an ALLOW rule would have matched it
+//     given a verified JWT, and a provider verifies tokens for the destination, the decision's
+//     code is CodeJWTRequired (the server answers 401).
 //
 // Beside Decide the engine offers what the authoring tools need and nothing more: Check and
 // CheckDocuments (compile errors at file, document, field and Rego line; Compiler.Check is a

@@ -51,7 +51,11 @@ func TestCheckDecisions(t *testing.T) {
 		{"oversized token", setHeader("authorization", "Bearer "+strings.Repeat("a", 17<<10)), 401, policy.CodeJWTInvalid, "", ""},
 		{"unauthenticated caller", func(r *authv3.CheckRequest) { r.Attributes.Source.Principal = "" }, 403, policy.CodeDeniedDefault, "", ""},
 		{"non-SPIFFE principal is unauthenticated", func(r *authv3.CheckRequest) { r.Attributes.Source.Principal = "frontend.demo.svc" }, 403, policy.CodeDeniedDefault, "", ""},
-		{"unknown destination: only mesh-wide policies", func(r *authv3.CheckRequest) { r.Attributes.ContextExtensions = nil }, 403, policy.CodeDeniedDefault, "", ""},
+		{"unknown destination: no policy of demo applies", func(r *authv3.CheckRequest) { r.Attributes.ContextExtensions = nil }, 403, policy.CodeDeniedDefault, "", ""},
+		// demo's provider verifies tokens for demo's services only: in another namespace, which no
+		// provider covers, an opaque credential is not its business.
+		{"another namespace: an opaque Bearer credential is not refused", all(toNamespace("payments"), setHeader("authorization", "Bearer not.a.jwt")), 403, policy.CodeDeniedDefault, "", ""},
+		{"another namespace: demo's token is not verified", all(toNamespace("payments"), setPath("/admin/users"), setHeader("authorization", "Bearer "+admin)), 403, policy.CodeDeniedDefault, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -394,5 +398,13 @@ func TestNotReadyDeniesWith503(t *testing.T) {
 	}
 	if srv.Ready() == nil {
 		t.Error("ready without a mesh")
+	}
+}
+
+// toNamespace sends the request to service api of namespace ns, as its listener's context
+// extensions say.
+func toNamespace(ns string) func(*authv3.CheckRequest) {
+	return func(r *authv3.CheckRequest) {
+		r.Attributes.ContextExtensions = map[string]string{"service": "api", "namespace": ns}
 	}
 }

@@ -73,3 +73,29 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainNamespaces: a policy without a selector is scoped to its namespace (mesh-wide in the
+// root namespace), and one of another namespace is shown as not applying, with its namespace.
+func TestExplainNamespaces(t *testing.T) {
+	e, ps := policy.Compile(testmesh.Build(t,
+		testmesh.PolicyIn("tenant-a", "open", "", "ALLOW", false, testmesh.RuleAnyone)+
+			testmesh.PolicyIn(testmesh.Root, "audit", "", "AUDIT", false, testmesh.RuleGET)))
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	x := Decide(context.Background(), e, frontendGET(t))
+	byName := map[string]Policy{}
+	for _, p := range x.Policies {
+		byName[p.Policy] = p
+	}
+	if p := byName["tenant-a/open"]; p.Applies || p.Scope != "namespace tenant-a" ||
+		p.Outcome != "does not apply: it applies to namespace tenant-a, the request is for demo/backend" {
+		t.Errorf("tenant-a/open = %+v", p)
+	}
+	if p := byName[testmesh.Root+"/audit"]; !p.Applies || p.Scope != "mesh-wide" || !p.Matched {
+		t.Errorf("root audit = %+v", p)
+	}
+	if x.Decision.Code != policy.CodeDeniedDefault {
+		t.Errorf("decision %s: tenant-a's ALLOW-all opened demo", x.Decision.Code)
+	}
+}
