@@ -26,15 +26,15 @@ func (m *Mesh) Reaches(ns, dest string) bool {
 // JWTProvider returns the provider a policy of namespace ns names: the one called name in ns,
 // else the one in the root namespace; nil when neither exists.
 func (m *Mesh) JWTProvider(ns, name string) *JWTProviderDoc {
-	ref, ok := resolveJWTProvider(ns, m.RootNamespace(), name, func(r Ref) bool {
-		_, found := slices.BinarySearchFunc(m.JWTProviders, r, func(p *JWTProviderDoc, r Ref) int { return compareRef(RefOf(p), r) })
-		return found
+	var found *JWTProviderDoc
+	resolveJWTProvider(ns, m.RootNamespace(), name, func(r Ref) bool {
+		i, ok := slices.BinarySearchFunc(m.JWTProviders, r, func(p *JWTProviderDoc, r Ref) int { return compareRef(RefOf(p), r) })
+		if ok {
+			found = m.JWTProviders[i]
+		}
+		return ok
 	})
-	if !ok {
-		return nil
-	}
-	i, _ := slices.BinarySearchFunc(m.JWTProviders, ref, func(p *JWTProviderDoc, r Ref) int { return compareRef(RefOf(p), r) })
-	return m.JWTProviders[i]
+	return found
 }
 
 // resolveJWTProvider is the one rule by which a from.jwt.providers name is found, for Build
