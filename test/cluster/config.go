@@ -198,7 +198,9 @@ func cniConfig(l layout) string {
 // cluster's cgroup; oomScoreAdj 0 (see containerdConfig); protectKernelDefaults, so the kubelet
 // checks the tunables (shown to it by the namespace) instead of changing the host's; DNS at the
 // node IP, where CoreDNS runs on the node; no host resolv.conf; no image garbage collection
-// (imported images cannot be pulled again).
+// (imported images cannot be pulled again); no eviction for the host's disk, which the node
+// shares with everything else on the machine (the defaults, 10-15% free, tainted the node and
+// left every pod Pending on a machine with 13% of its disk free).
 func kubeletConfig(l layout, cg cgroup, f *files) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -227,6 +229,7 @@ resolvConf: ""
 podLogsDir: %[9]s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%%, imagefs.available: 1%%, nodefs.inodesFree: 1%%}
 failSwapOn: false
 shutdownGracePeriod: 0s
 registerNode: true
