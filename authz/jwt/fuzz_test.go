@@ -33,7 +33,7 @@ func FuzzVerify(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		r := v.Verify(context.Background(), "demo", map[string]string{"authorization": "Bearer " + tok})
+		r := v.Verify(context.Background(), "demo", bearer(tok))
 		if r.Token != nil && strings.TrimSpace(tok) != good {
 			t.Fatalf("forged token verified: %q", tok)
 		}

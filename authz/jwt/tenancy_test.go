@@ -30,15 +30,15 @@ func TestProvidersReachTheirNamespace(t *testing.T) {
 	cases := []struct {
 		name      string
 		namespace string
-		headers   map[string]string
+		headers   map[string][]string
 		want      Code // "" for no token
 		provider  string
 	}{
 		{"tenant-a's token verifies in tenant-a", "tenant-a", bearer(evil), CodeOK, "tenant-a/evil"},
 		{"tenant-a's token is not verified in tenant-b", "tenant-b", bearer(evil), CodeUnknownIssuer, ""},
 		{"tenant-a's token is refused by the root provider elsewhere", "tenant-c", bearer(evil), CodeUnknownIssuer, ""},
-		{"tenant-a's user-agent provider refuses tenant-a's requests", "tenant-a", map[string]string{"user-agent": "curl/8.5.0"}, CodeMalformed, ""},
-		{"tenant-a's user-agent provider does not touch tenant-b's", "tenant-b", map[string]string{"user-agent": "curl/8.5.0"}, "", ""},
+		{"tenant-a's user-agent provider refuses tenant-a's requests", "tenant-a", map[string][]string{"user-agent": {"curl/8.5.0"}}, CodeMalformed, ""},
+		{"tenant-a's user-agent provider does not touch tenant-b's", "tenant-b", map[string][]string{"user-agent": {"curl/8.5.0"}}, "", ""},
 		{"an opaque Bearer credential where only the root provider reads it", "tenant-b", bearer("opaque-api-key"), CodeMalformed, ""},
 		{"the root provider's token verifies in tenant-b", "tenant-b", bearer(corp), CodeOK, model.DefaultRootNamespace + "/corp"},
 		{"the root provider's token verifies where no tenant has a provider", "tenant-c", bearer(corp), CodeOK, model.DefaultRootNamespace + "/corp"},

@@ -57,14 +57,19 @@ type ClaimValue struct {
 type Claims struct {
 	raw  map[string]any
 	flat map[string]ClaimValue
+	// ambiguous are the dot paths that name two claims (NewClaims); nil when none do.
+	ambiguous map[string]bool
 }
 
 // Get returns the claim at a dot path. A path through an array of objects collects the field of
-// every element ("groups.name").
+// every element ("groups.name"). A path that names two claims is absent (see NewClaims).
 func (c Claims) Get(path string) (ClaimValue, bool) {
 	v, ok := c.flat[path]
 	return v, ok
 }
+
+// Ambiguous reports whether a dot path names two different claims (see NewClaims).
+func (c Claims) Ambiguous(path string) bool { return c.ambiguous[path] }
 
 // Raw returns the decoded claims (numbers as json.Number) for the Rego input. Do not modify it.
 func (c Claims) Raw() map[string]any { return c.raw }
@@ -73,35 +78,79 @@ func (c Claims) Raw() map[string]any { return c.raw }
 func (c Claims) Len() int { return len(c.flat) }
 
 // NewClaims decodes and flattens a claims object. Numbers stay as written (json.Number).
+//
+// A dot path can name two claims: "realm_access.roles" is the nested roles of realm_access and
+// also a top-level claim of that literal name (the issuer decides the first, and whoever can
+// add claims to a token perhaps the second). Such a path is ambiguous and absent: it matches no
+// test, so neither claim can stand in for the other.
 func NewClaims(raw map[string]any) Claims {
-	c := Claims{raw: raw, flat: make(map[string]ClaimValue, len(raw))}
+	f := flattener{c: Claims{raw: raw, flat: make(map[string]ClaimValue, len(raw))}, keys: map[string]string{}}
 	for k, v := range raw {
-		c.add(k, v, false, 0)
+		f.add(k, keyPath("", k), v, false, 0)
 	}
-	return c
+	for path := range f.c.ambiguous {
+		delete(f.c.flat, path)
+	}
+	return f.c
 }
 
-func (c *Claims) add(path string, v any, inList bool, depth int) {
+// flattener builds Claims, remembering which keys each dot path was reached by.
+type flattener struct {
+	c Claims
+	// keys is, for each dot path, the keys that reached it (keyPath): another sequence of keys
+	// reaching the same path makes it ambiguous.
+	keys map[string]string
+}
+
+// keyPath extends a sequence of object keys unambiguously (length-prefixed, so keys holding
+// dots or digits cannot run together).
+func keyPath(prefix, key string) string { return prefix + strconv.Itoa(len(key)) + ":" + key }
+
+// reach records that keys reached path, and reports whether the path is still unambiguous.
+func (f *flattener) reach(path, keys string) bool {
+	if f.c.ambiguous[path] {
+		return false
+	}
+	prev, ok := f.keys[path]
+	if !ok {
+		f.keys[path] = keys
+		return true
+	}
+	if prev == keys {
+		return true
+	}
+	if f.c.ambiguous == nil {
+		f.c.ambiguous = map[string]bool{}
+	}
+	f.c.ambiguous[path] = true
+	return false
+}
+
+func (f *flattener) add(path, keys string, v any, inList bool, depth int) {
 	if depth > maxClaimDepth {
 		return
 	}
+	c := &f.c
 	switch x := v.(type) {
 	case map[string]any:
 		for k, e := range x {
-			c.add(path+"."+k, e, inList, depth+1)
+			f.add(path+"."+k, keyPath(keys, k), e, inList, depth+1)
 		}
 	case []any:
+		if !f.reach(path, keys) {
+			return
+		}
 		cv := c.flat[path]
 		cv.List = true
 		c.flat[path] = cv
 		for _, e := range x {
-			c.add(path, e, true, depth+1)
+			f.add(path, keys, e, true, depth+1)
 		}
 	case nil:
 		// null is absent: it matches no operator.
 	default:
 		s, ok := scalarString(x)
-		if !ok {
+		if !ok || !f.reach(path, keys) {
 			return
 		}
 		cv := c.flat[path]

@@ -70,11 +70,14 @@ const (
 	CodeIssuedInFuture Code = "issued_in_future"
 	CodeAudience       Code = "bad_audience"
 	CodeClaims         Code = "bad_claims"
+	// CodeAmbiguous: one location holds several tokens (its header sent twice, its cookie named
+	// twice); the application might read another than the one verified.
+	CodeAmbiguous Code = "ambiguous"
 )
 
 var codes = []Code{CodeOK, CodeMalformed, CodeTooLarge, CodeUnknownIssuer, CodeAlgorithm, CodeNoKeys,
 	CodeUnknownKey, CodeSignature, CodeMissingExpiry, CodeExpired, CodeNotYetValid, CodeIssuedInFuture,
-	CodeAudience, CodeClaims}
+	CodeAudience, CodeClaims, CodeAmbiguous}
 
 // Error is why a presented token was rejected. Its text never contains the token.
 type Error struct {
@@ -370,15 +373,20 @@ func (v *Verifier) Status() []ProviderStatus {
 func (v *Verifier) CacheLen() int { return v.cache.Len() }
 
 // Verify finds and verifies the tokens of a request for a destination in namespace ns, given
-// its headers with lower-case names. Only the providers of ns and of the root namespace look for
-// tokens, and only they may verify one. Every token they find must verify; the first one found
-// is the request's token.
-func (v *Verifier) Verify(ctx context.Context, ns string, headers map[string]string) Result {
+// its headers with lower-case names and every value of each. Only the providers of ns and of the
+// root namespace look for tokens, and only they may verify one. Every token they find must
+// verify; the first one found is the request's token. A location holding more than one token is
+// refused (CodeAmbiguous).
+func (v *Verifier) Verify(ctx context.Context, ns string, headers map[string][]string) Result {
 	var res Result
 	var seen [4]string
 	n := 0
 	for _, loc := range v.set.Load().scope(ns).locations {
-		raw, ok := loc.extract(headers)
+		raw, ok, err := loc.extract(headers)
+		if err != nil {
+			v.metrics.verified(ctx, err.Code, false)
+			return Result{Presented: true, Err: err}
+		}
 		if !ok || slices.Contains(seen[:n], raw) {
 			continue
 		}
@@ -402,34 +410,52 @@ func (v *Verifier) Verify(ctx context.Context, ns string, headers map[string]str
 	return res
 }
 
-// extract returns the token at this location of the request, if any.
-func (l *location) extract(headers map[string]string) (string, bool) {
+// extract returns the token at this location of the request, if any. Two tokens at one
+// location are an error (the same token twice is one token): servers disagree on which of two headers or cookies of one name they
+// read, so verifying one says nothing about the other.
+func (l *location) extract(headers map[string][]string) (token string, found bool, err *Error) {
 	if l.cookie != "" {
-		return cookieValue(headers["cookie"], l.cookie)
+		for _, h := range headers["cookie"] {
+			if found, err = cookieValue(h, l.cookie, &token, found); err != nil {
+				return "", false, err
+			}
+		}
+		return token, found, nil
 	}
-	v, ok := headers[l.header]
-	if !ok {
-		return "", false
+	for _, v := range headers[l.header] {
+		if len(v) < len(l.prefix) || !strings.EqualFold(v[:len(l.prefix)], l.prefix) {
+			continue
+		}
+		if v = strings.TrimSpace(v[len(l.prefix):]); v == "" {
+			continue
+		}
+		if found && v != token {
+			return "", false, reject(CodeAmbiguous, "", "header %s carries more than one token", l.header)
+		}
+		token, found = v, true
 	}
-	if len(v) < len(l.prefix) || !strings.EqualFold(v[:len(l.prefix)], l.prefix) {
-		return "", false
-	}
-	v = strings.TrimSpace(v[len(l.prefix):])
-	return v, v != ""
+	return token, found, nil
 }
 
-// cookieValue finds a cookie in a Cookie header ("a=1; b=2"), without allocating.
-func cookieValue(header, name string) (string, bool) {
+// cookieValue looks for a cookie in a Cookie header ("a=1; b=2") without allocating, into
+// token; found says whether an earlier header had it already.
+func cookieValue(header, name string, token *string, found bool) (bool, *Error) {
 	for header != "" {
 		var part string
 		part, header, _ = strings.Cut(header, ";")
 		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if ok && k == name {
-			val = strings.Trim(val, `"`)
-			return val, val != ""
+		if !ok || k != name {
+			continue
 		}
+		if val = strings.Trim(val, `"`); val == "" {
+			continue
+		}
+		if found && val != *token {
+			return false, reject(CodeAmbiguous, "", "cookie %s is set more than once", name)
+		}
+		*token, found = val, true
 	}
-	return "", false
+	return found, nil
 }
 
 func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result {

@@ -40,7 +40,9 @@ func newVerifier(t *testing.T, opts Options, docs ...*model.JWTProviderDoc) *Ver
 	return v
 }
 
-func bearer(tok string) map[string]string { return map[string]string{"authorization": "Bearer " + tok} }
+func bearer(tok string) map[string][]string {
+	return map[string][]string{"authorization": {"Bearer " + tok}}
+}
 
 func codeOf(r Result) Code {
 	if r.Err != nil {
@@ -209,23 +211,37 @@ func TestTokenLocations(t *testing.T) {
 	)
 	tok := es.Sign(t, authztest.Claims(issuer, "alice"), nil)
 	other := es.Sign(t, authztest.Claims("https://other.test", "bob"), nil)
+	h := func(kv ...string) map[string][]string {
+		m := map[string][]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = append(m[kv[i]], kv[i+1])
+		}
+		return m
+	}
 	cases := []struct {
 		name     string
-		headers  map[string]string
+		headers  map[string][]string
 		want     Code
 		provider string
 	}{
-		{"no token", map[string]string{"x-other": "1"}, "", ""},
-		{"Bearer", map[string]string{"authorization": "Bearer " + tok}, CodeOK, "demo/bearer"},
-		{"bearer is case-insensitive", map[string]string{"authorization": "bearer " + tok}, CodeOK, "demo/bearer"},
-		{"Basic is not a token", map[string]string{"authorization": "Basic dXNlcjpwYXNz"}, "", ""},
-		{"named header", map[string]string{"x-token": other}, CodeOK, "demo/custom"},
-		{"named header with prefix", map[string]string{"x-auth": "Token " + other}, CodeOK, "demo/custom"},
-		{"prefix missing", map[string]string{"x-auth": other}, "", ""},
-		{"cookie", map[string]string{"cookie": "theme=dark; session=" + other + "; x=y"}, CodeOK, "demo/custom"},
-		{"issuer read elsewhere only", map[string]string{"x-token": tok}, CodeUnknownIssuer, ""},
-		{"two tokens, both valid", map[string]string{"authorization": "Bearer " + tok, "x-token": other}, CodeOK, "demo/bearer"},
-		{"two tokens, one invalid", map[string]string{"authorization": "Bearer " + tok, "x-token": "a.b.c"}, CodeMalformed, ""},
+		{"no token", h("x-other", "1"), "", ""},
+		{"Bearer", h("authorization", "Bearer "+tok), CodeOK, "demo/bearer"},
+		{"bearer is case-insensitive", h("authorization", "bearer "+tok), CodeOK, "demo/bearer"},
+		{"Basic is not a token", h("authorization", "Basic dXNlcjpwYXNz"), "", ""},
+		{"named header", h("x-token", other), CodeOK, "demo/custom"},
+		{"named header with prefix", h("x-auth", "Token "+other), CodeOK, "demo/custom"},
+		{"prefix missing", h("x-auth", other), "", ""},
+		{"cookie", h("cookie", "theme=dark; session="+other+"; x=y"), CodeOK, "demo/custom"},
+		{"issuer read elsewhere only", h("x-token", tok), CodeUnknownIssuer, ""},
+		{"two tokens, both valid", h("authorization", "Bearer "+tok, "x-token", other), CodeOK, "demo/bearer"},
+		{"two tokens, one invalid", h("authorization", "Bearer "+tok, "x-token", "a.b.c"), CodeMalformed, ""},
+		// One location, two tokens: the application may read the other one.
+		{"header sent twice with two tokens", h("authorization", "Bearer "+tok, "authorization", "Bearer "+other), CodeAmbiguous, ""},
+		{"header sent twice, a valid token and junk", h("x-token", other, "x-token", "a.b.c"), CodeAmbiguous, ""},
+		{"header sent twice with the same token", h("authorization", "Bearer "+tok, "authorization", "Bearer "+tok), CodeOK, "demo/bearer"},
+		{"header sent twice, one a token", h("authorization", "Basic dXNlcjpwYXNz", "authorization", "Bearer "+tok), CodeOK, "demo/bearer"},
+		{"cookie named twice", h("cookie", "session="+other+"; session=x.y.z"), CodeAmbiguous, ""},
+		{"cookie in two headers", h("cookie", "session="+other, "cookie", "a=b; session=x.y.z"), CodeAmbiguous, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -365,6 +381,46 @@ func TestClaimsFlatten(t *testing.T) {
 		}
 	}
 	if tok.Subject != "alice" || !tok.VerifiedBy("default/idp") || tok.Expiry.Unix() != 2000000000 {
+		t.Errorf("token = %+v", tok)
+	}
+}
+
+// A dot path that names two claims — the nested one and a top-level claim whose name has the
+// dots — is ambiguous and absent, so a claim of that literal name cannot stand in for the
+// nested one (or the other way round).
+func TestAmbiguousClaimPathsAreAbsent(t *testing.T) {
+	tok, err := NewToken([]string{"idp"}, map[string]any{
+		"iss": issuer, "sub": "alice", "exp": 2000000000,
+		"realm_access.roles": []any{"admin"},
+		"realm_access":       map[string]any{"roles": []any{"viewer"}, "team": "ops"},
+		"a.b":                map[string]any{"c": "1"},
+		"a":                  map[string]any{"b.c": "2", "d": "3"},
+		"groups":             []any{map[string]any{"name": "x"}, map[string]any{"name": "y"}},
+		"only.literal":       "z",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"realm_access.roles": "", "a.b.c": "", // ambiguous
+		"realm_access.team": "ops", "a.d": "3", "groups.name": "x,y", "only.literal": "z", // not
+	} {
+		got, ok := tok.Claims.Get(path)
+		if ok != (want != "") || strings.Join(got.Values, ",") != want || tok.Claims.Ambiguous(path) != (want == "") {
+			t.Errorf("%s = %+v, %v (ambiguous %v); want %q", path, got, ok, tok.Claims.Ambiguous(path), want)
+		}
+	}
+}
+
+func TestClaimsNoAmbiguityWhenUnambiguous(t *testing.T) {
+	tok, err := NewToken([]string{"idp"}, map[string]any{"iss": issuer, "sub": "alice", "exp": 2000000000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Claims.ambiguous != nil {
+		t.Errorf("ambiguous = %v", tok.Claims.ambiguous)
+	}
+	if tok.Subject != "alice" {
 		t.Errorf("token = %+v", tok)
 	}
 }

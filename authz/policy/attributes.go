@@ -2,10 +2,12 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -61,9 +63,10 @@ type Request struct {
 	Scheme   string
 	Protocol string
 	SNI      string
-	// Headers have lower-case names; repeated headers are joined with ",". Callers share the
-	// map (the server passes Envoy's): nobody may modify it.
-	Headers map[string]string
+	// Headers have lower-case names and every value as received, in order: a header sent twice
+	// has two values, never one joined with ",", so that a condition sees each value the
+	// application may read (docs/policies.md). Nobody may modify the map or its slices.
+	Headers map[string][]string
 	Time    time.Time
 }
 
@@ -122,12 +125,47 @@ func HostWithoutPort(authority string) string {
 	return h
 }
 
+// maxMethodLen bounds a method; the longest registered one (UPDATEREDIRECTREF) has 17 bytes.
+const maxMethodLen = 32
+
+// CheckMethod refuses a method that is not canonical: an RFC 9110 token without lower-case
+// letters. Methods are case-sensitive and every registered one is upper case; Envoy's HTTP/1.1
+// codec already refuses "delete", but HTTP/2 carries ":method: delete" through, and frameworks
+// that upper-case it run the DELETE handler while a policy on DELETE does not match. Refusing
+// (400) rather than folding keeps the request the policy decides and the one the application
+// reads the same, whatever the application makes of case.
+func CheckMethod(m string) error {
+	if m == "" {
+		return errors.New("the method is empty")
+	}
+	if len(m) > maxMethodLen {
+		return fmt.Errorf("the method is longer than %d bytes", maxMethodLen)
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+			return fmt.Errorf("the method %q is not upper case (methods are case-sensitive; %q is a different, unknown method)", m, strings.ToUpper(m))
+		case !isTokenChar(c):
+			return fmt.Errorf("the method %q is not an HTTP token", m)
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether c may appear in an RFC 9110 token.
+func isTokenChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
 // Errors of NormalizePath; the server answers 400 with them.
 var (
 	ErrPathEmpty     = errors.New("path is empty")
 	ErrPathRelative  = errors.New("path does not start with \"/\"")
 	ErrPathEncoding  = errors.New("path has an invalid percent-encoding")
 	ErrPathForbidden = errors.New("path contains a backslash, NUL or control character")
+	ErrPathUTF8      = errors.New("path is not valid UTF-8 once decoded")
+	ErrPathDotParams = errors.New("path has a dot segment with parameters (\"..;\" or \".;\")")
 )
 
 // NormalizePath splits a request target into a normalised path and the raw query, so policies
@@ -139,7 +177,10 @@ var (
 //   - empty segments are merged ("//" is "/");
 //   - a trailing "/" is kept ("/api/" is not "/api");
 //   - backslashes, NUL and control characters, raw or encoded, are refused: servers disagree on
-//     what they mean, so no answer is safe.
+//     what they mean, so no answer is safe;
+//   - so are bytes that are not UTF-8 once decoded ("%c0%ae" is an overlong "." to some
+//     decoders) and dot segments with parameters ("/..;/", which Tomcat and Jetty resolve as
+//     "..").
 //
 // The asterisk-form "*" (OPTIONS *) is returned as is.
 func NormalizePath(target string) (path, query string, err error) {
@@ -164,17 +205,23 @@ func NormalizePath(target string) (path, query string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	if !utf8.ValidString(decoded) {
+		return "", "", ErrPathUTF8
+	}
+	if hasDotParams(decoded) {
+		return "", "", ErrPathDotParams
+	}
 	return removeDotSegments(decoded), query, nil
 }
 
-// cleanASCII reports whether p needs no work: no "%", no dot or empty segments, no forbidden
-// bytes. Most requests take this path, which does not allocate.
+// cleanASCII reports whether p needs no work: ASCII, no "%" or ";", no dot or empty segments,
+// no forbidden bytes. Most requests take this path, which does not allocate.
 func cleanASCII(p string) bool {
 	prevSlash := false
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch {
-		case c == '%' || c == '\\' || c < 0x20 || c == 0x7f:
+		case c == '%' || c == ';' || c == '\\' || c < 0x20 || c >= 0x7f:
 			return false
 		case c == '/':
 			if prevSlash {
@@ -216,6 +263,18 @@ func decodeOnce(p string) (string, error) {
 		b.WriteByte(c)
 	}
 	return b.String(), nil
+}
+
+// hasDotParams reports whether a segment of p is "." or ".." followed by ";" parameters.
+func hasDotParams(p string) bool {
+	for rest := p; rest != ""; {
+		var seg string
+		seg, rest, _ = strings.Cut(rest, "/")
+		if base, _, ok := strings.Cut(seg, ";"); ok && (base == "." || base == "..") {
+			return true
+		}
+	}
+	return false
 }
 
 func isHex(c byte) bool {

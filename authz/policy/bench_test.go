@@ -32,7 +32,7 @@ func benchEngine(b *testing.B, rego bool) (*Engine, *Attributes) {
 		b.Fatal(err)
 	}
 	a.Request.Method, a.Request.Path = authztest.BenchMethod, authztest.BenchPath
-	a.Request.Headers = map[string]string{"x-tenant": authztest.BenchTenant, "user-agent": "bench", "accept": "*/*"}
+	a.Request.Headers = map[string][]string{"x-tenant": {authztest.BenchTenant}, "user-agent": {"bench"}, "accept": {"*/*"}}
 	tok, err := jwt.NewToken([]string{"demo/idp"}, authztest.BenchClaims())
 	if err != nil {
 		b.Fatal(err)

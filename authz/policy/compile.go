@@ -15,15 +15,19 @@ import (
 type Options struct {
 	// Now is the clock for decision ids and durations; time.Now unless set.
 	Now func() time.Time
+	// RegoBudget is how long the Rego modules of one decision may evaluate in all;
+	// DefaultRegoBudget unless set. A module stopped by it fails closed.
+	RegoBudget time.Duration
 }
 
 // Compiler compiles meshes into engines. It remembers compiled Rego modules by content, so a
 // module is compiled once however many mesh versions (and checks of candidate meshes) carry it.
 // It is safe for concurrent use.
 type Compiler struct {
-	now  func() time.Time
-	mu   sync.Mutex
-	rego map[string]*regoQuery // by module hash
+	now    func() time.Time
+	limits *regoLimits // shared by every engine it compiles
+	mu     sync.Mutex
+	rego   map[string]*regoQuery // by module hash
 }
 
 // NewCompiler returns a compiler.
@@ -31,7 +35,7 @@ func NewCompiler(opts Options) *Compiler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Compiler{now: opts.Now, rego: map[string]*regoQuery{}}
+	return &Compiler{now: opts.Now, limits: newRegoLimits(opts.RegoBudget), rego: map[string]*regoQuery{}}
 }
 
 // Engine is the compiled form of a mesh's policies. It is immutable and safe for concurrent use.
@@ -51,6 +55,7 @@ type Engine struct {
 	jwtNamespaces map[string]bool
 	now           func() time.Time
 	compiledAt    time.Time
+	rego          *regoLimits
 }
 
 // policySet is what applies to one destination, split by role, each list in name order.
@@ -117,6 +122,7 @@ func (c *Compiler) Compile(m *model.Mesh) (*Engine, model.Problems) {
 		jwtNamespaces: map[string]bool{},
 		now:           c.now,
 		compiledAt:    c.now(),
+		rego:          c.limits,
 	}
 	for _, p := range m.JWTProviders {
 		e.jwtNamespaces[model.RefOf(p).Namespace] = true

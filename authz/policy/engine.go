@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/portcullis/portcullis/xds/model"
@@ -39,9 +40,13 @@ func (p *policy) evaluate(ctx context.Context, a *Attributes, in *regoInput) (Ma
 	}
 	res, err := p.evalRego(ctx, a, in)
 	if err != nil {
+		reason := "rego evaluation failed (fail closed)"
+		if _, ok := errors.AsType[*BudgetError](err); ok {
+			reason = "rego evaluation exceeded its budget (fail closed)"
+		}
 		err = fmt.Errorf("policy %s: rego: %w", p.name, err)
 		if p.doc.Spec.Action == model.ActionDeny {
-			return Match{Policy: p.name, Action: model.ActionDeny, Rule: "rego", Reason: "rego evaluation failed (fail closed)"}, true, err
+			return Match{Policy: p.name, Action: model.ActionDeny, Rule: "rego", Reason: reason}, true, err
 		}
 		return Match{}, false, err
 	}
@@ -58,12 +63,24 @@ func (p *policy) evaluate(ctx context.Context, a *Attributes, in *regoInput) (Ma
 	return m, true, nil
 }
 
+// evalRego evaluates the policy's module within the decision's budget.
 func (p *policy) evalRego(ctx context.Context, a *Attributes, in *regoInput) (regoResult, error) {
 	input, err := in.get(a)
 	if err != nil {
 		return regoResult{}, err
 	}
-	return p.rego.eval(ctx, input)
+	ctx = in.budgetContext(ctx)
+	release, err := in.limits.acquire(ctx)
+	if err != nil {
+		return regoResult{}, err
+	}
+	defer release()
+	res, err := p.rego.eval(ctx, input)
+	if err != nil && ctx.Err() != nil {
+		// OPA reports a cancelled query; the cause says which budget ran out.
+		return regoResult{}, context.Cause(ctx)
+	}
+	return res, err
 }
 
 // Decide decides a request. It never fails: evaluation errors fail closed and are recorded in
@@ -72,7 +89,8 @@ func (e *Engine) Decide(ctx context.Context, a *Attributes) Decision {
 	start := e.now()
 	d := Decision{ID: NewDecisionID(start), MeshVersion: e.version}
 	set := e.policiesFor(&a.Destination)
-	var in regoInput
+	in := regoInput{limits: e.rego}
+	defer in.release()
 
 	decided := false
 	for _, p := range set.deny {

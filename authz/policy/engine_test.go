@@ -158,6 +158,9 @@ rule := "admins-by-rego"
 // regoConflict fails to evaluate for request(t): both definitions of v hold, a conflict.
 const regoConflict = "package bad\n\ndefault match := false\n\nmatch if v > 1\n\nv := 1 if input.request.method == \"GET\"\n\nv := 2 if input.request.headers[\"x-tenant\"] == \"acme\"\n"
 
+// regoDenyDebug matches when any value of x-debug is "1", however often the header was sent.
+const regoDenyDebug = "package m\n\nmatch if \"1\" in input.request.headerValues[\"x-debug\"]\n\nrule := \"debug\"\n"
+
 func TestRego(t *testing.T) {
 	admin := func(a *Attributes) {
 		a.JWT = token(t, "demo/idp", map[string]any{"iss": "https://idp.test", "sub": "alice", "exp": 2000000000, "roles": []any{"admin"}})
@@ -178,6 +181,10 @@ func TestRego(t *testing.T) {
 		{"match not boolean is false", testmesh.Rego("allow", "ALLOW", "package m\nmatch := \"yes\"\n"), nil, CodeDeniedDefault, "", "", 0},
 		{"eval error in ALLOW fails closed", testmesh.Rego("allow", "ALLOW", regoConflict), nil, CodeDeniedDefault, "", "", 1},
 		{"eval error in DENY fails closed", testmesh.Rego("deny", "DENY", regoConflict) + testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET), nil, CodeDenied, "rego", "rego evaluation failed (fail closed)", 1},
+		{"headerValues has every value of a repeated header", testmesh.Rego("deny", "DENY", regoDenyDebug) + testmesh.Policy("allow", "backend", "ALLOW", false, testmesh.RuleGET),
+			func(a *Attributes) { a.Request.Headers = map[string][]string{"x-debug": {"0", "1"}} }, CodeDenied, "debug", "", 0},
+		{"headers keeps the joined text", testmesh.Rego("allow", "ALLOW", "package m\nmatch if input.request.headers[\"x-debug\"] == \"0,1\"\n"),
+			func(a *Attributes) { a.Request.Headers = map[string][]string{"x-debug": {"0", "1"}} }, CodeAllowed, "rego", "", 0},
 		{"rules and rego: a rule matching is enough", strings.Replace(testmesh.Rego("allow", "ALLOW", regoAllowAdmins), "  rego:", "  rules: [{name: gets, to: {methods: [GET]}}]\n  rego:", 1), nil, CodeAllowed, "gets", "", 0},
 	}
 	for _, tc := range cases {
@@ -208,6 +215,14 @@ func TestRegoCompileErrors(t *testing.T) {
 		{"no match rule", "package p\n\nallow := true\n", 0, "must define a boolean rule `match`"},
 		{"match as a set", "package p\n\nmatch contains 1\n", 3, "must be a single-value rule"},
 		{"reserved package", "package portcullis_internal_result\n\nmatch := true\n", 1, "is reserved"},
+		// Builtins that allocate without bound in one uninterruptible call (budget.go).
+		{"bits.lsh is not available", "package p\n\nmatch if bits.lsh(1, 1000000000000) > 0\n", 3, "rego line 3: bits.lsh is not available"},
+		{"strings.render_template is not available", "package p\n\nmatch if {\n\tstrings.render_template(\"{{range 1000000000}}x{{end}}\", {}) != \"\"\n}\n", 4, "strings.render_template is not available"},
+		{"graph.reachable_paths is not available", "package p\n\nmatch if count(graph.reachable_paths({}, {})) > 0\n", 3, "graph.reachable_paths is not available"},
+		{"sprintf with a wide field", "package p\n\nmatch if {\n\tsprintf(\"%999999999d\", [1]) != \"\"\n}\n", 4, "rego line 4: sprintf: width or precision 999999999 is above 256"},
+		{"sprintf with a width from an argument", "package p\n\nmatch if {\n\tx := sprintf(\"%*d\", [1000000000, 1])\n\tx != \"\"\n}\n", 4, "\"*\""},
+		{"sprintf with a precision from an argument", "package p\n\nmatch if {\n\tsprintf(\"%.[1]*f\", [1000000000, 1.5]) != \"\"\n}\n", 4, "\"*\""},
+		{"sprintf with a format from the input", "package p\n\nmatch if {\n\tsprintf(input.request.path, []) != \"\"\n}\n", 4, "format must be a literal string"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,10 +84,7 @@ func getterFor(path string) (getter, error) {
 	}
 	if name, ok := strings.CutPrefix(path, "request.headers."); ok {
 		name = strings.ToLower(name)
-		return func(a *Attributes) pattern.Value {
-			v, ok := a.Request.Headers[name]
-			return pattern.Value{One: v, OK: ok}
-		}, nil
+		return func(a *Attributes) pattern.Value { return headerValue(a.Request.Headers[name]) }, nil
 	}
 	if name, ok := strings.CutPrefix(path, "request.query."); ok {
 		return func(a *Attributes) pattern.Value {
@@ -131,4 +128,16 @@ func claimGetter(claim string) getter {
 		}
 		return pattern.Value{One: cv.Values[0], OK: true}
 	}
+}
+
+// headerValue is a header's values as an attribute: absent, one value, or a list when the header
+// came more than once (each value is tested, never the values joined).
+func headerValue(vals []string) pattern.Value {
+	switch len(vals) {
+	case 0:
+		return pattern.Value{}
+	case 1:
+		return pattern.Value{One: vals[0], OK: true}
+	}
+	return pattern.Value{Many: vals, List: true, Lines: true, OK: true}
 }

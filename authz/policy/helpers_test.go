@@ -25,7 +25,7 @@ func request(t testing.TB) *Attributes {
 		Destination: Destination{Service: "backend", Namespace: "demo", Port: 8080},
 		Request: Request{
 			Method: "GET", Path: "/api/items", Host: "backend.demo", Scheme: "http", Protocol: "HTTP/1.1",
-			Headers: map[string]string{"x-tenant": "acme", "user-agent": "test"}, Time: testmesh.Monday10,
+			Headers: map[string][]string{"x-tenant": {"acme"}, "user-agent": {"test"}}, Time: testmesh.Monday10,
 		},
 	}
 	a.Source.Address = netip.MustParseAddr("10.1.2.3")

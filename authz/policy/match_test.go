@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/authz/policy/internal/testmesh"
 	"github.com/portcullis/portcullis/xds/model"
@@ -31,6 +32,9 @@ func TestOperators(t *testing.T) {
 		}
 	}
 	set := func(f func(*Attributes)) func(*Attributes) { return f }
+	repeated := func(name string, vals ...string) func(*Attributes) {
+		return func(a *Attributes) { a.Request.Headers = map[string][]string{name: vals} }
+	}
 	cases := []struct {
 		name   string
 		rule   string
@@ -101,12 +105,28 @@ func TestOperators(t *testing.T) {
 		// when
 		{"header equals", `when: [{header: X-Tenant, equals: acme}]`, nil, true},
 		{"header absent", `when: [{header: x-missing, matches: ".*"}]`, nil, false},
-		{"header present and empty matches .*", `when: [{header: x-empty, matches: ".*"}]`, set(func(a *Attributes) { a.Request.Headers = map[string]string{"x-empty": ""} }), true},
+		{"header present and empty matches .*", `when: [{header: x-empty, matches: ".*"}]`, set(func(a *Attributes) { a.Request.Headers = map[string][]string{"x-empty": {""}} }), true},
+		// A header sent more than once is a list: a condition matches when any value does, so a
+		// DENY on one value cannot be passed by repeating the header (the values are never
+		// joined into "1,1").
+		{"repeated header, equals any value", `when: [{header: x-debug, equals: "1"}]`, repeated("x-debug", "1", "1"), true},
+		{"repeated header, equals the second value", `when: [{header: x-debug, equals: "1"}]`, repeated("x-debug", "0", "1"), true},
+		{"repeated header, no value equals", `when: [{header: x-debug, equals: "1"}]`, repeated("x-debug", "0", "2"), false},
+		{"repeated header is not the joined text", `when: [{header: x-debug, equals: "1,1"}]`, repeated("x-debug", "1", "1"), false},
+		{"repeated header, in", `when: [{header: x-debug, in: ["1", "yes"]}]`, repeated("x-debug", "no", "yes"), true},
+		{"repeated header, matches", `when: [{header: x-debug, matches: "[1-9]"}]`, repeated("x-debug", "0", "7"), true},
+		{"repeated header, contains a word of a value", `when: [{header: x-scope, contains: write}]`, repeated("x-scope", "read", "read write"), true},
+		{"repeated header, contains no word", `when: [{header: x-scope, contains: rit}]`, repeated("x-scope", "read", "read write"), false},
 		{"attribute query", `when: [{attribute: request.query.debug, equals: "1"}]`, set(func(a *Attributes) { a.Request.Query = "debug=1&x=2" }), true},
 		{"attribute query repeated", `when: [{attribute: request.query.tag, contains: b}]`, set(func(a *Attributes) { a.Request.Query = "tag=a&tag=b" }), true},
 		{"attribute destination.port", `when: [{attribute: destination.port, in: ["8080", "8443"]}]`, nil, true},
 		{"attribute source.namespace", `when: [{attribute: source.namespace, equals: demo}]`, nil, true},
 		{"attribute jwt.claims nested", `when: [{attribute: jwt.claims.realm_access.roles, contains: dev}]`, withJWT("demo/idp"), true},
+		// A top-level claim literally named "realm_access.roles" does not stand in for the nested
+		// one; with both, the path is ambiguous and matches nothing.
+		{"claim named with dots is not the nested path", `from: {jwt: {claims: [{claim: realm_access.roles, contains: admin}]}}`, set(func(a *Attributes) {
+			a.JWT = token(t, "demo/idp", map[string]any{"iss": "https://idp.test", "sub": "mallory", "exp": 2000000000, "realm_access.roles": []any{"admin"}, "realm_access": map[string]any{"roles": []any{"viewer"}}})
+		}), false},
 		{"attribute jwt.providers", `when: [{attribute: jwt.providers, contains: demo/idp}]`, withJWT("demo/idp"), true},
 		{"attribute jwt absent", `when: [{attribute: jwt.subject, matches: ".*"}]`, nil, false},
 		{"sourceIPs CIDR", `when: [{sourceIPs: [10.0.0.0/8]}]`, nil, true},
@@ -220,11 +240,37 @@ func TestNormalizePath(t *testing.T) {
 		{"/api%5cadmin", "", "", ErrPathForbidden},
 		{"/api%00", "", "", ErrPathForbidden},
 		{"/api\x01", "", "", ErrPathForbidden},
+		// Tomcat and Jetty resolve "..;" (a dot segment with path parameters) as "..".
+		{"/api/..;/admin", "", "", ErrPathDotParams},
+		{"/api/.;x/admin", "", "", ErrPathDotParams},
+		{"/api/%2e%2e;/admin", "", "", ErrPathDotParams},
+		{"/api/%2e%2e%3b/admin", "", "", ErrPathDotParams},
+		{"/api;v=1/items", "/api;v=1/items", "", nil},
+		{"/a/...;/b", "/a/...;/b", "", nil},
+		// Bytes that are not UTF-8 once decoded: "%c0%ae" is an overlong "." to lax decoders.
+		{"/%c0%ae%c0%ae/admin", "", "", ErrPathUTF8},
+		{"/api/%ff", "", "", ErrPathUTF8},
+		{"/api/\xff", "", "", ErrPathUTF8},
+		{"/caf\xc3\xa9", "/caf\xc3\xa9", "", nil},
 	}
 	for _, tc := range cases {
 		path, query, err := NormalizePath(tc.in)
 		if path != tc.path || query != tc.query || err != tc.err {
 			t.Errorf("NormalizePath(%q) = %q, %q, %v; want %q, %q, %v", tc.in, path, query, err, tc.path, tc.query, tc.err)
+		}
+	}
+}
+
+func TestCheckMethod(t *testing.T) {
+	for m, want := range map[string]string{
+		"GET": "", "DELETE": "", "M-SEARCH": "", "UPDATEREDIRECTREF": "", "CUSTOM_1": "",
+		"delete": "not upper case", "Delete": "not upper case", "": "empty",
+		"GET /x": "not an HTTP token", "DEL\x00": "not an HTTP token", "GÉT": "not an HTTP token",
+		strings.Repeat("A", 33): "longer than 32",
+	} {
+		err := CheckMethod(m)
+		if (want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckMethod(%q) = %v, want %q", m, err, want)
 		}
 	}
 }
@@ -259,7 +305,7 @@ func TestDecisionIDs(t *testing.T) {
 // segments, no empty segments, a leading "/", and nothing left to do on a second pass when the
 // result has no "%" (decoding happens once, by design).
 func FuzzNormalizePath(f *testing.F) {
-	for _, s := range []string{"/", "/a/../b", "//x//y/", "/%2e%2e/%2F", "/a?b#c", "/a/./b/.", "*", "/%252e", "/a\\b", "/..%2f..%2fetc"} {
+	for _, s := range []string{"/", "/a/../b", "//x//y/", "/%2e%2e/%2F", "/a?b#c", "/a/./b/.", "*", "/%252e", "/a\\b", "/..%2f..%2fetc", "/..;/a", "/%c0%ae", "/a;b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -273,8 +319,12 @@ func FuzzNormalizePath(f *testing.F) {
 		if !strings.HasPrefix(path, "/") || strings.Contains(path, "//") || strings.Contains(path, "\\") {
 			t.Fatalf("%q → %q", target, path)
 		}
+		if !utf8.ValidString(path) {
+			t.Fatalf("%q → %q is not UTF-8", target, path)
+		}
 		for _, seg := range strings.Split(path[1:], "/") {
-			if seg == "." || seg == ".." {
+			base, _, _ := strings.Cut(seg, ";")
+			if seg == "." || seg == ".." || base == "." || base == ".." {
 				t.Fatalf("%q → %q has a dot segment", target, path)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ var disallowedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtim
 var capabilities = sync.OnceValue(func() *ast.Capabilities {
 	caps := ast.CapabilitiesForThisVersion()
 	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(b *ast.Builtin) bool {
-		return slices.Contains(disallowedBuiltins, b.Name)
+		return slices.Contains(disallowedBuiltins, b.Name) || slices.Contains(unboundedBuiltins, b.Name)
 	})
 	return caps
 })
@@ -102,6 +103,9 @@ func compileModule(name, src string) (*regoQuery, []finding) {
 		}
 		defined[name] = true
 	}
+	if fs := checkBuiltins(mod); len(fs) > 0 {
+		return nil, fs
+	}
 	if !defined["match"] {
 		return nil, []finding{{field: moduleField, message: "the module must define a boolean rule `match` (true when the policy applies to the request); see docs/policies.md"}}
 	}
@@ -166,10 +170,14 @@ func (q *regoQuery) eval(ctx context.Context, input ast.Value) (regoResult, erro
 	return r, nil
 }
 
-// regoInput builds the input document once per decision, on first use.
+// regoInput is what the Rego evaluations of one decision share: the input document, built on
+// first use, and the budget (budget.go).
 type regoInput struct {
-	value ast.Value
-	err   error
+	value  ast.Value
+	err    error
+	limits *regoLimits
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func (in *regoInput) get(a *Attributes) (ast.Value, error) {
@@ -188,9 +196,19 @@ func InputDocument(a *Attributes) (ast.Value, error) {
 	if a.Source.Address.IsValid() {
 		addr = a.Source.Address.Unmap().String()
 	}
+	// headers keeps its documented form, each header's values joined with "," (what HTTP
+	// allows a recipient to do, RFC 9110 §5.3); headerValues has every value apart, which is
+	// what a module must test to see each value the application may read.
 	headers := ast.NewObjectWithCapacity(len(a.Request.Headers))
-	for k, v := range a.Request.Headers {
-		headers.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	headerValues := ast.NewObjectWithCapacity(len(a.Request.Headers))
+	for k, vs := range a.Request.Headers {
+		key := ast.StringTerm(k)
+		headers.Insert(key, ast.StringTerm(strings.Join(vs, ",")))
+		arr := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			arr[i] = ast.StringTerm(v)
+		}
+		headerValues.Insert(key, ast.ArrayTerm(arr...))
 	}
 	query := ast.NewObject()
 	if a.Request.Query != "" {
@@ -234,6 +252,7 @@ func InputDocument(a *Attributes) (ast.Value, error) {
 			item("protocol", s(a.Request.Protocol)),
 			item("sni", s(a.Request.SNI)),
 			item("headers", ast.NewTerm(headers)),
+			item("headerValues", ast.NewTerm(headerValues)),
 			item("time", s(reqTime)),
 		)),
 	)

@@ -57,7 +57,8 @@ func (e *Engine) Trace(ctx context.Context, a *Attributes) []Evaluation {
 	for _, p := range set.all {
 		applies[p] = true
 	}
-	var in regoInput
+	in := regoInput{limits: e.rego}
+	defer in.release()
 	out := make([]Evaluation, 0, len(e.policies))
 	for _, p := range e.policies {
 		pt := Evaluation{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Selector: p.selector, Applies: applies[p]}

@@ -73,8 +73,8 @@ func Attributes(req *authv3.CheckRequest, now time.Time) (*policy.Attributes, er
 	r := &a.Request
 	r.ID, r.Scheme, r.Protocol = h.GetId(), h.GetScheme(), h.GetProtocol()
 	r.Method = h.GetMethod()
-	if !isToken(r.Method) {
-		return nil, bad("invalid method %q", truncate(r.Method, 32))
+	if err := policy.CheckMethod(r.Method); err != nil {
+		return nil, bad("%s", truncate(err.Error(), 160))
 	}
 	var err error
 	if r.Path, r.Query, err = policy.NormalizePath(h.GetPath()); err != nil {
@@ -87,9 +87,10 @@ func Attributes(req *authv3.CheckRequest, now time.Time) (*policy.Attributes, er
 	}
 	r.Host = policy.HostWithoutPort(h.GetHost())
 	r.SNI = ac.GetTlsSession().GetSni()
-	r.Headers = h.GetHeaders()
-	if r.Headers == nil && h.GetHeaderMap() != nil {
-		r.Headers = joinHeaders(h.GetHeaderMap().GetHeaders())
+	if hm := h.GetHeaderMap(); hm != nil {
+		r.Headers = headerLists(hm.GetHeaders())
+	} else {
+		r.Headers = joinedHeaders(h.GetHeaders())
 	}
 	r.Time = now
 	if t := ac.GetRequest().GetTime(); t != nil && t.IsValid() {
@@ -176,36 +177,55 @@ func readDestination(ac *authv3.AttributeContext, d *policy.Destination) error {
 	return nil
 }
 
-// joinHeaders builds the lower-case header map from Envoy's header_map form (sent instead of
-// headers when the filter sets encode_raw_headers), joining repeated headers with ",".
-func joinHeaders(hs []*corev3.HeaderValue) map[string]string {
-	m := make(map[string]string, len(hs))
-	for _, h := range hs {
-		k := strings.ToLower(h.GetKey())
-		v := h.GetValue()
-		if v == "" && len(h.GetRawValue()) > 0 {
-			v = string(h.GetRawValue())
+// headerLists builds the header lists from Envoy's header_map form (encode_raw_headers, which
+// the translator sets): one entry per header line, so a header sent twice keeps both values.
+// The values of headers sent once share one array.
+func headerLists(hs []*corev3.HeaderValue) map[string][]string {
+	m := make(map[string][]string, len(hs))
+	vals := make([]string, len(hs))
+	for i, h := range hs {
+		k := h.GetKey()
+		if hasUpper(k) {
+			k = strings.ToLower(k)
 		}
+		vals[i] = headerValue(h)
 		if prev, ok := m[k]; ok {
-			v = prev + "," + v
+			m[k] = append(prev[:len(prev):len(prev)], vals[i])
+			continue
 		}
-		m[k] = v
+		m[k] = vals[i : i+1 : i+1]
 	}
 	return m
 }
 
-// isToken reports whether s is an RFC 9110 token (what a method must be).
-func isToken(s string) bool {
-	if s == "" || len(s) > 32 {
-		return false
+// headerValue is an entry's value: raw_value with encode_raw_headers, value otherwise.
+func headerValue(h *corev3.HeaderValue) string {
+	if raw := h.GetRawValue(); len(raw) > 0 {
+		return string(raw)
 	}
+	return h.GetValue()
+}
+
+// joinedHeaders reads Envoy's plain headers map, where a header sent twice is one value joined
+// with ",": the separate values are lost, so each header has its one (joined) value. Proxies the
+// translator configured send header_map instead.
+func joinedHeaders(hs map[string]string) map[string][]string {
+	m := make(map[string][]string, len(hs))
+	vals := make([]string, 0, len(hs))
+	for k, v := range hs {
+		vals = append(vals, v)
+		m[strings.ToLower(k)] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	return m
+}
+
+func hasUpper(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 func truncate(s string, n int) string {

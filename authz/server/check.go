@@ -38,9 +38,16 @@ var checkSpanOptions = []trace.SpanStartOption{
 	trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check")),
 }
 
-// Check implements envoy.service.auth.v3.Authorization/Check. It always answers with a
-// decision (never a gRPC error), so Envoy's failure mode only applies when the server is down.
+// Check implements envoy.service.auth.v3.Authorization/Check. It answers every proxy with a
+// decision (never a gRPC error), so Envoy's failure mode only applies when the server is down;
+// a caller that is not a proxy (Options.Callers) gets a gRPC error and no decision.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	caller, cert := peerIdentity(ctx)
+	if s.callers != nil {
+		if err := s.callers.check(caller, cert); err != nil {
+			return nil, s.refuse(ctx, err)
+		}
+	}
 	start := s.now()
 	defer func() {
 		// A bug must not take the service (and every request behind it) down, nor let a request
@@ -52,8 +59,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			resp, err = s.response(&d, http.StatusInternalServerError), nil
 		}
 	}()
-	headers := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
-	ctx, span := s.tracer.Start(parentContext(ctx, headers), spanCheck, checkSpanOptions...)
+	ctx, span := s.tracer.Start(parentContext(ctx, req.GetAttributes().GetRequest().GetHttp()), spanCheck, checkSpanOptions...)
 	defer span.End()
 
 	var (
@@ -92,9 +98,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if sc := span.SpanContext(); sc.IsValid() {
 		traceID = sc.TraceID().String()
 	}
-	s.dlog.Write(newRecord(&d, status, attrs, &jr, traceID, took, start))
+	rec := newRecord(&d, status, attrs, &jr, traceID, took, start)
+	rec.Caller = caller
+	s.dlog.Write(rec)
 	if span.IsRecording() {
 		annotate(span, &d, status, attrs, &jr)
+		span.SetAttributes(attribute.String("authz.caller", caller))
 	}
 	return resp, nil
 }
@@ -106,7 +115,7 @@ func (s *Server) early(now time.Time, code policy.Code, reason string) policy.De
 
 // verifyJWT verifies the tokens of a request for a destination in namespace ns, in a child span
 // when the check is traced.
-func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, headers map[string]string) jwt.Result {
+func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, headers map[string][]string) jwt.Result {
 	if !parent.IsRecording() {
 		return s.verifier.Verify(ctx, ns, headers)
 	}

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/attribute"
@@ -69,8 +72,8 @@ func TestCheckDecisions(t *testing.T) {
 				t.Fatalf("got %d %s, want %d %s %s/%s\n%s", got, decisionCode(resp), tc.status, tc.code, tc.policy, tc.rule, describe(resp))
 			}
 			id := meta["decision_id"].GetStringValue()
-			if len(id) != 26 || headerValue(resp, HeaderDecisionID) != id {
-				t.Errorf("decision id %q, header %q", id, headerValue(resp, HeaderDecisionID))
+			if len(id) != 26 || responseHeader(resp, HeaderDecisionID) != id {
+				t.Errorf("decision id %q, header %q", id, responseHeader(resp, HeaderDecisionID))
 			}
 			if tc.status == 200 {
 				up := resp.GetOkResponse().GetHeaders()
@@ -89,7 +92,7 @@ func TestCheckDecisions(t *testing.T) {
 			if strings.Contains(resp.GetDeniedResponse().GetBody(), "demo/") {
 				t.Errorf("body names a policy: %s", resp.GetDeniedResponse().GetBody())
 			}
-			if tc.status == 401 && !strings.HasPrefix(headerValue(resp, "www-authenticate"), "Bearer") {
+			if tc.status == 401 && !strings.HasPrefix(responseHeader(resp, "www-authenticate"), "Bearer") {
 				t.Errorf("401 without a Bearer challenge")
 			}
 		})
@@ -108,8 +111,14 @@ func TestCheckMalformedRequests(t *testing.T) {
 	}{
 		{"empty request", &authv3.CheckRequest{}, "no attributes"},
 		{"not HTTP", &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{}}}, "not an HTTP request"},
-		{"no method", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "" }), "invalid method"},
-		{"method with a space", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "GET /" }), "invalid method"},
+		{"no method", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "" }), "method is empty"},
+		{"method with a space", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "GET /" }), "not an HTTP token"},
+		// HTTP/2 carries ":method: delete" through Envoy; frameworks upper-case it.
+		{"lower-case method", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "delete" }), "not upper case"},
+		{"mixed-case method", request(t, func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = "Delete" }), "not upper case"},
+		{"dot segment with parameters", request(t, setPath("/api/..;/debug/pprof")), "dot segment with parameters"},
+		{"overlong UTF-8 dot", request(t, setPath("/api/%c0%ae%c0%ae/debug")), "not valid UTF-8"},
+		{"invalid UTF-8", request(t, setPath("/api/%ff")), "not valid UTF-8"},
 		{"no path", request(t, setPath("")), "path is empty"},
 		{"relative path", request(t, setPath("api")), "does not start"},
 		{"bad escape", request(t, setPath("/api/%zz")), "percent-encoding"},
@@ -156,7 +165,7 @@ func TestAttributesFromEnvoyFixtures(t *testing.T) {
 		a.Destination.Service != "backend" || a.Destination.Namespace != "demo" || a.Destination.Port != 8080 ||
 		a.Destination.Principal != "spiffe://portcullis.local/ns/demo/sa/backend" ||
 		a.Request.Method != "GET" || a.Request.Path != "/api/items" || a.Request.Query != "page=2" || a.Request.Host != "backend.demo" ||
-		a.Request.SNI != "backend.demo" || a.Request.Protocol != "HTTP/1.1" || a.Request.Headers["user-agent"] != "curl/8.5.0" ||
+		a.Request.SNI != "backend.demo" || a.Request.Protocol != "HTTP/1.1" || !slices.Equal(a.Request.Headers["user-agent"], []string{"curl/8.5.0"}) ||
 		!a.Request.Time.Equal(time.Date(2026, 1, 5, 10, 0, 0, 123456000, time.UTC)) || a.Request.ID != "6945723611380342375" {
 		t.Errorf("attributes = %+v", a)
 	}
@@ -164,7 +173,8 @@ func TestAttributesFromEnvoyFixtures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Request.Headers["x-tenant"] != "acme,globex" || b.Request.Path != "/api/items/new" || b.Source.Address.Unmap().String() != "10.0.0.8" ||
+	// A header sent twice keeps both values (encode_raw_headers sends one entry per line).
+	if !slices.Equal(b.Request.Headers["x-tenant"], []string{"acme", "globex"}) || b.Request.Path != "/api/items/new" || b.Source.Address.Unmap().String() != "10.0.0.8" ||
 		b.Destination.Port != 15102 || b.Request.Time.IsZero() {
 		t.Errorf("header_map attributes = %+v", b)
 	}
@@ -406,5 +416,60 @@ func TestNotReadyDeniesWith503(t *testing.T) {
 func toNamespace(ns string) func(*authv3.CheckRequest) {
 	return func(r *authv3.CheckRequest) {
 		r.Attributes.ContextExtensions = map[string]string{"service": "api", "namespace": ns}
+	}
+}
+
+// denyDebug denies requests to the backend whose x-debug header is "1".
+const denyDebug = `---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: backend-deny-debug-header, namespace: demo}
+spec:
+  selector: {service: backend}
+  action: DENY
+  rules:
+  - name: x-debug
+    when: [{header: x-debug, equals: "1"}]
+`
+
+// withHeaderLines replaces the request's headers by Envoy's header_map form (encode_raw_headers):
+// one entry per header line, in order.
+func withHeaderLines(kv ...string) func(*authv3.CheckRequest) {
+	return func(r *authv3.CheckRequest) {
+		hm := &corev3.HeaderMap{}
+		for k, v := range r.Attributes.Request.Http.Headers {
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+		}
+		r.Attributes.Request.Http.Headers, r.Attributes.Request.Http.HeaderMap = nil, hm
+	}
+}
+
+// A header sent twice reaches the policy as two values, never as "1,1": a DENY on one value
+// matches whichever line carries it.
+func TestRepeatedHeadersAreLists(t *testing.T) {
+	f := newFixture(t, denyDebug)
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		code  policy.Code
+	}{
+		{"once", []string{"x-debug", "1"}, policy.CodeDenied},
+		{"twice, the same value", []string{"x-debug", "1", "x-debug", "1"}, policy.CodeDenied},
+		{"twice, the second value", []string{"x-debug", "0", "X-Debug", "1"}, policy.CodeDenied},
+		{"twice, neither value", []string{"x-debug", "0", "x-debug", "2"}, policy.CodeAllowed},
+		{"once, the joined text", []string{"x-debug", "1,1"}, policy.CodeAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := f.srv.Check(context.Background(), request(t, withHeaderLines(tc.lines...)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := decisionCode(resp); got != tc.code {
+				t.Fatalf("code %s, want %s: %s", got, tc.code, describe(resp))
+			}
+		})
 	}
 }

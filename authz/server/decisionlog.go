@@ -33,13 +33,16 @@ type Record struct {
 	Audits      []policy.Match `json:"audits,omitempty"`
 	DryRun      *policy.DryRun `json:"dry_run,omitempty"`
 	Errors      []string       `json:"errors,omitempty"`
-	Source      RecordSource   `json:"source"`
-	Destination RecordDest     `json:"destination"`
-	Request     RecordRequest  `json:"request"`
-	JWT         *RecordJWT     `json:"jwt,omitempty"`
-	TraceID     string         `json:"trace_id,omitempty"`
-	DurationUS  int64          `json:"duration_us"`
-	EvalUS      int64          `json:"eval_us"`
+	// Caller is the SPIFFE ID of the proxy that asked (the gRPC peer), which Source, read from
+	// what that proxy sent, is only as true as.
+	Caller      string        `json:"caller,omitempty"`
+	Source      RecordSource  `json:"source"`
+	Destination RecordDest    `json:"destination"`
+	Request     RecordRequest `json:"request"`
+	JWT         *RecordJWT    `json:"jwt,omitempty"`
+	TraceID     string        `json:"trace_id,omitempty"`
+	DurationUS  int64         `json:"duration_us"`
+	EvalUS      int64         `json:"eval_us"`
 }
 
 // RecordSource is the caller.

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,13 +23,19 @@ import (
 )
 
 // TestGRPCWithMTLS runs the service over real gRPC on loopback with SPIFFE mTLS, the way the
-// standalone command does: only workloads of the trust domain may call it.
+// commands do: only proxies of the trust domain may call it, and each decision names the proxy
+// that asked.
 func TestGRPCWithMTLS(t *testing.T) {
-	f := newFixture(t, "")
 	ca := testca.New(t, "portcullis.local")
 	serverID := spiffeid.RequireFromString("spiffe://portcullis.local/ns/portcullis/sa/authz")
+	controlPlaneID := spiffeid.RequireFromString("spiffe://portcullis.local/ns/portcullis-system/sa/controlplane")
 	serverSVID := ca.SVID(t, serverID.String())
 	td := spiffeid.RequireTrustDomainFromString("portcullis.local")
+	revoked := ca.SVID(t, "spiffe://portcullis.local/ns/demo/sa/backend")
+	f := newFixture(t, "", func(o *Options) {
+		o.Callers = &Callers{TrustDomain: td, NotProxies: []spiffeid.ID{serverID, controlPlaneID},
+			Revoked: func(c *x509.Certificate) bool { return c.SerialNumber.Cmp(revoked.Leaf.SerialNumber) == 0 }}
+	})
 
 	g := grpc.NewServer(append(GRPCServerOptions(),
 		grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(serverSVID.X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td)))))...)
@@ -61,6 +69,33 @@ func TestGRPCWithMTLS(t *testing.T) {
 			t.Fatalf("%s", describe(resp))
 		}
 	})
+	t.Run("the decision names the proxy that asked", func(t *testing.T) {
+		recs := f.records(t)
+		if len(recs) != 1 || recs[0].Caller != "spiffe://portcullis.local/ns/demo/sa/backend" || recs[0].Source.Principal != "spiffe://portcullis.local/ns/demo/sa/frontend" {
+			t.Fatalf("records %+v", recs)
+		}
+	})
+	for name, tc := range map[string]struct {
+		svid *testca.SVID
+		want string
+	}{
+		"the control plane is not a proxy":   {ca.SVID(t, controlPlaneID.String()), "a mesh service, not a proxy"},
+		"the service itself is not a proxy":  {ca.SVID(t, serverID.String()), "a mesh service, not a proxy"},
+		"an SVID that is not a workload's":   {ca.SVID(t, "spiffe://portcullis.local/custom/thing"), "not a workload identity"},
+		"a revoked proxy":                    {revoked, "revoked"},
+		"an SVID with extra path after /sa/": {ca.SVID(t, "spiffe://portcullis.local/ns/demo/sa/backend/x"), "not a workload identity"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := len(f.records(t))
+			_, err := call(t, credentials.NewTLS(tlsconfig.MTLSClientConfig(tc.svid.X509SVID(), ca.Bundle(), tlsconfig.AuthorizeID(serverID))))
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want PermissionDenied: %s", err, tc.want)
+			}
+			if n := len(f.records(t)); n != before {
+				t.Errorf("a refused caller left %d decision records", n-before)
+			}
+		})
+	}
 	t.Run("no client certificate", func(t *testing.T) {
 		_, err := call(t, credentials.NewTLS(tlsconfig.TLSClientConfig(ca.Bundle(), tlsconfig.AuthorizeID(serverID))))
 		if status.Code(err) != codes.Unavailable {

@@ -100,8 +100,9 @@ type fixture struct {
 	yamlJWKS string
 }
 
-// newFixture runs a server on the test mesh (with extra documents) and waits until it is ready.
-func newFixture(t *testing.T, extra string) *fixture {
+// newFixture runs a server on the test mesh (with extra documents) and waits until it is ready;
+// configure changes its options.
+func newFixture(t *testing.T, extra string, configure ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{
 		pub: &source.Publisher{}, spans: tracetest.NewInMemoryExporter(), metrics: sdkmetric.NewManualReader(),
@@ -112,10 +113,14 @@ func newFixture(t *testing.T, extra string) *fixture {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(f.spans))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
-	srv, err := New(Options{
+	opts := Options{
 		Logger:         slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		TracerProvider: tp, Meter: mp.Meter("test"), Source: f.pub, DecisionLog: f.dlog,
-	})
+	}
+	for _, c := range configure {
+		c(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +238,7 @@ func httpCode(resp *authv3.CheckResponse) int {
 	return int(resp.GetDeniedResponse().GetStatus().GetCode())
 }
 
-func headerValue(resp *authv3.CheckResponse, name string) string {
+func responseHeader(resp *authv3.CheckResponse, name string) string {
 	hs := resp.GetDeniedResponse().GetHeaders()
 	if ok := resp.GetOkResponse(); ok != nil {
 		hs = ok.GetResponseHeadersToAdd()

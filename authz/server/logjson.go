@@ -41,6 +41,7 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	b = appendOmitEmpty(b, "caller", r.Caller)
 	b = append(b, `,"source":{`...)
 	b = appendMembers(b, "principal", r.Source.Principal, "address", r.Source.Address)
 	b = append(b, `},"destination":{`...)

@@ -18,6 +18,7 @@ type metrics struct {
 	checks    metric.Int64Counter
 	latency   metric.Float64Histogram
 	logErrors metric.Int64Counter
+	refused   metric.Int64Counter
 	// attrs caches the attribute sets of (code, policy) pairs: building them per request would
 	// allocate on the hot path.
 	attrs sync.Map // checkKey → checkAttrs
@@ -54,6 +55,10 @@ func newMetrics(m metric.Meter, s *Server) (*metrics, error) {
 	}
 	if out.logErrors, err = m.Int64Counter("portcullis_authz_decision_log_errors",
 		metric.WithDescription("Decision log records that could not be written.")); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if out.refused, err = m.Int64Counter("portcullis_authz_refused_callers",
+		metric.WithDescription("Checks refused because the caller is not a proxy (callers.go): no decision was made.")); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
 	if _, err = m.Int64ObservableGauge("portcullis_authz_policies",

@@ -42,6 +42,9 @@ type Options struct {
 	DecisionLog io.Writer
 	// JWT configures token verification; its Logger and Meter default to the server's.
 	JWT jwt.Options
+	// Callers refuses Checks from anyone but proxies (callers.go). Nil leaves who may call to
+	// the transport's authorization; every deployment sets it.
+	Callers *Callers
 	// Now is the clock; time.Now unless set.
 	Now func() time.Time
 }
@@ -59,7 +62,10 @@ type Server struct {
 	dlog     *DecisionLog
 	metrics  *metrics
 	now      func() time.Time
+	callers  *Callers
 	engine   atomic.Pointer[policy.Engine]
+	// lastRefusal is when a refused caller was last logged (UnixNano).
+	lastRefusal atomic.Int64
 	// metaValues caches dynamic-metadata values by string (see metaValue).
 	metaValues sync.Map
 
@@ -99,7 +105,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, now: opts.Now,
+		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, now: opts.Now, callers: opts.Callers,
 		tracer: opts.TracerProvider.Tracer("github.com/portcullis/portcullis/authz/server"),
 	}
 	if s.metrics, err = newMetrics(opts.Meter, s); err != nil {

@@ -2,6 +2,10 @@ package server
 
 import (
 	"context"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -34,14 +38,38 @@ func (c mdCarrier) Keys() []string {
 // Envoy's ext_authz client span from the gRPC metadata when Envoy traces the call, else the
 // request's own trace context from the HTTP headers in the CheckRequest. Either way the span
 // joins Envoy's trace.
-func parentContext(ctx context.Context, headers map[string]string) context.Context {
+func parentContext(ctx context.Context, h *authv3.AttributeContext_HttpRequest) context.Context {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if c := traceContext.Extract(ctx, mdCarrier(md)); trace.SpanContextFromContext(c).IsValid() {
 			return c
 		}
 	}
-	if headers != nil {
+	if h == nil {
+		return ctx
+	}
+	if headers := h.GetHeaders(); headers != nil {
 		return traceContext.Extract(ctx, propagation.MapCarrier(headers))
 	}
-	return ctx
+	return traceContext.Extract(ctx, headerMapCarrier(h.GetHeaderMap().GetHeaders()))
+}
+
+// headerMapCarrier reads Envoy's header_map form (encode_raw_headers) as a propagation carrier,
+// without building a map: only traceparent and tracestate are read.
+type headerMapCarrier []*corev3.HeaderValue
+
+func (c headerMapCarrier) Get(key string) string {
+	for _, h := range c {
+		if strings.EqualFold(h.GetKey(), key) {
+			return headerValue(h)
+		}
+	}
+	return ""
+}
+func (c headerMapCarrier) Set(string, string) {}
+func (c headerMapCarrier) Keys() []string {
+	keys := make([]string, len(c))
+	for i, h := range c {
+		keys[i] = h.GetKey()
+	}
+	return keys
 }

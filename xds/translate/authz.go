@@ -57,6 +57,9 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 		IncludeTlsSession:      true,
 		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		StatPrefix:             "portcullis",
+		// One entry per header line: Envoy's plain header map joins a header sent twice into
+		// "1,1", which a policy on "1" does not match while the application reads a "1".
+		EncodeRawHeaders: true,
 	}
 	if cfg.FailureModeAllow {
 		// Let the application see that a request was let through unchecked.

@@ -105,7 +105,13 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		// The caller's address is the peer's: nothing in front of the inbound listener is trusted
 		// to set X-Forwarded-For.
 		UseRemoteAddress: wrapperspb.Bool(true),
-		Tracing:          t.tracing("inbound"),
+		// "x_debug" is refused (400, or a reset stream on HTTP/2): servers that map headers to
+		// variables (CGI, Nginx's $http_, many frameworks) read it as X-Debug, which a policy
+		// on x-debug never sees.
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+		},
+		Tracing: t.tracing("inbound"),
 	}
 	if mtls {
 		// The application learns the caller's SPIFFE ID from X-Forwarded-Client-Cert; whatever a

@@ -246,9 +246,15 @@ func lintWhen(when []model.Condition, add func(k int, format string, args ...any
 }
 
 // singleValued reports whether an attribute has at most one value per request, so that two
-// different equals tests contradict each other. Claims and query parameters can be lists.
+// different equals tests contradict each other. Claims, query parameters and headers can be
+// lists (a header sent twice has two values, and each condition may match a different one).
 func singleValued(attr string) bool {
-	return !strings.HasPrefix(attr, "jwt.claims.") && !strings.HasPrefix(attr, "request.query.") && attr != "jwt.providers"
+	for _, list := range []string{"jwt.claims.", "request.query.", "request.headers."} {
+		if strings.HasPrefix(attr, list) {
+			return false
+		}
+	}
+	return attr != "jwt.providers"
 }
 
 func intersect(have, with []string, fixed bool) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,7 +105,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestParseRequest(t *testing.T) {
-	r, err := ParseRequest([]byte("method: post\npath: /a/./b?x=1\nheaders: {X-A: b}\ntime: 2026-01-05T10:00:00Z\n"))
+	r, err := ParseRequest([]byte("method: POST\npath: /a/./b?x=1\nheaders: {X-A: b, x-b: [c, d]}\ntime: 2026-01-05T10:00:00Z\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +113,10 @@ func TestParseRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Request.Method != "POST" || a.Request.Path != "/a/b" || a.Request.Query != "x=1" || a.Request.Headers["x-a"] != "b" || !a.Request.Time.Equal(testmesh.Monday10) || a.Destination.Namespace != "default" {
+	if a.Request.Method != "POST" || a.Request.Path != "/a/b" || a.Request.Query != "x=1" || !slices.Equal(a.Request.Headers["x-a"], []string{"b"}) || !slices.Equal(a.Request.Headers["x-b"], []string{"c", "d"}) || !a.Request.Time.Equal(testmesh.Monday10) || a.Destination.Namespace != "default" {
 		t.Errorf("attributes = %+v", a)
 	}
-	for _, bad := range []string{"methd: GET\n", "source: {principal: not-spiffe}\n", "path: relative\n", "time: yesterday\n", "source: {address: x}\n"} {
+	for _, bad := range []string{"methd: GET\n", "method: post\n", "headers: {x-a: {b: c}}\n", "source: {principal: not-spiffe}\n", "path: relative\n", "time: yesterday\n", "source: {address: x}\n"} {
 		r, err := ParseRequest([]byte(bad))
 		if err == nil {
 			_, err = r.Attributes(testmesh.Monday10)

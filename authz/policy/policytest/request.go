@@ -22,7 +22,7 @@ import (
 //	destination: {service: backend, namespace: demo, port: 8080}
 //	method: GET
 //	path: /api/items?page=2
-//	headers: {x-tenant: acme}
+//	headers: {x-tenant: acme, x-debug: ["0", "1"]}
 //	time: 2026-01-05T10:00:00Z
 //	jwt: {providers: [demo-idp], claims: {sub: alice, realm_access: {roles: [admin]}}}
 type RequestSpec struct {
@@ -38,16 +38,38 @@ type RequestSpec struct {
 	} `yaml:"destination" json:"destination"`
 	// Method is GET and Path "/" unless set; Path may carry a query and is normalised like a
 	// real request's.
-	Method   string            `yaml:"method" json:"method,omitempty"`
-	Path     string            `yaml:"path" json:"path,omitempty"`
-	Host     string            `yaml:"host" json:"host,omitempty"`
-	Scheme   string            `yaml:"scheme" json:"scheme,omitempty"`
-	Protocol string            `yaml:"protocol" json:"protocol,omitempty"`
-	SNI      string            `yaml:"sni" json:"sni,omitempty"`
-	Headers  map[string]string `yaml:"headers" json:"headers,omitempty"`
+	Method   string `yaml:"method" json:"method,omitempty"`
+	Path     string `yaml:"path" json:"path,omitempty"`
+	Host     string `yaml:"host" json:"host,omitempty"`
+	Scheme   string `yaml:"scheme" json:"scheme,omitempty"`
+	Protocol string `yaml:"protocol" json:"protocol,omitempty"`
+	SNI      string `yaml:"sni" json:"sni,omitempty"`
+	// Headers are values by name: one value, or a list for a header sent more than once.
+	Headers map[string]HeaderValues `yaml:"headers" json:"headers,omitempty"`
 	// Time is RFC 3339; the time of the run unless set.
 	Time string   `yaml:"time" json:"time,omitempty"`
 	JWT  *JWTSpec `yaml:"jwt" json:"jwt,omitempty"`
+}
+
+// HeaderValues are the values of one header: `x-a: b` is one value, `x-a: [b, c]` a header sent
+// twice.
+type HeaderValues []string
+
+// UnmarshalYAML takes a scalar or a sequence of scalars.
+func (h *HeaderValues) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*h = HeaderValues{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var vals []string
+		if err := n.Decode(&vals); err != nil {
+			return err
+		}
+		*h = vals
+		return nil
+	}
+	return fmt.Errorf("line %d: a header is a value or a list of values", n.Line)
 }
 
 // JWTSpec is a verified token given by its claims: tests say what a token asserts, not how it
@@ -77,9 +99,12 @@ func (r *RequestSpec) Attributes(now time.Time) (*policy.Attributes, error) {
 		a.Destination.Namespace = model.DefaultNamespace
 	}
 	a.Destination.Principal, a.Destination.Port = r.Destination.Principal, r.Destination.Port
-	a.Request.Method = strings.ToUpper(r.Method)
+	a.Request.Method = r.Method
 	if a.Request.Method == "" {
 		a.Request.Method = "GET"
+	}
+	if err := policy.CheckMethod(a.Request.Method); err != nil {
+		return nil, fmt.Errorf("method: %w (the service answers such a request 400)", err)
 	}
 	target := r.Path
 	if target == "" {
@@ -91,9 +116,10 @@ func (r *RequestSpec) Attributes(now time.Time) (*policy.Attributes, error) {
 	}
 	a.Request.Host = policy.HostWithoutPort(r.Host)
 	a.Request.Scheme, a.Request.Protocol, a.Request.SNI = r.Scheme, r.Protocol, r.SNI
-	a.Request.Headers = make(map[string]string, len(r.Headers))
+	a.Request.Headers = make(map[string][]string, len(r.Headers))
 	for k, v := range r.Headers {
-		a.Request.Headers[strings.ToLower(k)] = v
+		k = strings.ToLower(k)
+		a.Request.Headers[k] = append(a.Request.Headers[k], v...)
 	}
 	a.Request.Time = now
 	if r.Time != "" {

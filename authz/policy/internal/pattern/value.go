@@ -9,12 +9,15 @@ import (
 )
 
 // Value is an attribute's value: one string, or several (a list claim, a repeated query
-// parameter). It is passed by value so reading an attribute does not allocate.
+// parameter or header). It is passed by value so reading an attribute does not allocate.
 type Value struct {
 	One  string
 	Many []string
 	List bool // Many holds the value (it was a JSON array or repeated)
-	OK   bool // the attribute is present
+	// Lines marks Many as the values of a header sent more than once: each is tested as the
+	// value of a header sent once would be, so "contains" looks for a word in each.
+	Lines bool
+	OK    bool // the attribute is present
 }
 
 // Any reports whether f holds for the value, or for any element of a list; false when absent.
@@ -82,7 +85,12 @@ func ParseOperator(v *model.ValueMatch) (Operator, error) {
 }
 
 // Test reports whether the value satisfies the operator. A list satisfies it when any element
-// does; "contains" on a single string looks for a space-separated word (an OAuth scope).
+// does; "contains" on a single string (or on each value of a repeated header) looks for a
+// space-separated word (an OAuth scope), on a list for an element.
+//
+// There are no negated operators. One would have to mean "no element satisfies the operator"
+// (the negation of Test, as a not-list in a rule means no entry matches), never "some element
+// does not": otherwise repeating a header with a harmless value would satisfy it.
 func (o *Operator) Test(v Value) bool {
 	switch o.kind {
 	case opEquals:
@@ -90,10 +98,10 @@ func (o *Operator) Test(v Value) bool {
 	case opIn:
 		return v.Any(o.set.Has)
 	case opContains:
-		if v.List {
+		if v.List && !v.Lines {
 			return v.Any(func(s string) bool { return s == o.arg })
 		}
-		return v.OK && hasWord(v.One, o.arg)
+		return v.Any(func(s string) bool { return hasWord(s, o.arg) })
 	case opMatches:
 		return v.Any(o.re.MatchString)
 	}

@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Callers says who may ask for decisions: proxies. A proxy identity is a workload SVID of the
+// mesh's trust domain (spiffe://<trust domain>/ns/<namespace>/sa/<account>, the only shape the
+// CA issues to workloads) that has not been revoked and is not one of the mesh's own services,
+// which hold workload-shaped SVIDs too but never front an application: the control plane and
+// the authorization service itself. Anyone else could use the service to probe policies, fill
+// the decision log with made-up callers, or spend its CPU.
+type Callers struct {
+	TrustDomain spiffeid.TrustDomain
+	// NotProxies are the identities of the trust domain that are not proxies.
+	NotProxies []spiffeid.ID
+	// Revoked reports a revoked SVID (the CA's RevokedCert). Nil where the service cannot know:
+	// `portcullis authz` runs apart from the CA, and a revoked proxy's SVID is then refused only
+	// once it expires.
+	Revoked func(*x509.Certificate) bool
+}
+
+// refusedCaller is why a gRPC peer may not call Check.
+type refusedCaller struct {
+	id     string
+	reason string
+}
+
+func (e *refusedCaller) Error() string {
+	if e.id == "" {
+		return "authz: caller refused: " + e.reason
+	}
+	return fmt.Sprintf("authz: caller %s refused: %s", e.id, e.reason)
+}
+
+// peerIdentity returns the SPIFFE ID of the gRPC peer's certificate ("" when the call did not
+// come over mTLS, as in tests calling Check directly) and the certificate.
+func peerIdentity(ctx context.Context) (string, *x509.Certificate) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", nil
+	}
+	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		return "", nil
+	}
+	cert := tlsInfo.State.PeerCertificates[0]
+	id, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		return "", cert
+	}
+	return id.String(), cert
+}
+
+// check refuses a caller that is not a proxy.
+func (c *Callers) check(id string, cert *x509.Certificate) error {
+	if cert == nil {
+		return &refusedCaller{reason: "no client certificate (Check needs mTLS with a proxy's SVID)"}
+	}
+	if id == "" {
+		return &refusedCaller{reason: "the client certificate is not an X.509-SVID"}
+	}
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return &refusedCaller{id: id, reason: "not a SPIFFE ID"}
+	}
+	switch {
+	case sid.TrustDomain() != c.TrustDomain:
+		return &refusedCaller{id: id, reason: "not of trust domain " + c.TrustDomain.Name()}
+	case !isWorkloadPath(sid.Path()):
+		return &refusedCaller{id: id, reason: "not a workload identity (/ns/<namespace>/sa/<account>)"}
+	case slices.Contains(c.NotProxies, sid):
+		return &refusedCaller{id: id, reason: "a mesh service, not a proxy"}
+	case c.Revoked != nil && c.Revoked(cert):
+		return &refusedCaller{id: id, reason: "its certificate has been revoked"}
+	}
+	return nil
+}
+
+// isWorkloadPath reports whether path is /ns/<namespace>/sa/<account>.
+func isWorkloadPath(path string) bool {
+	parts := strings.Split(path, "/")
+	return len(parts) == 5 && parts[0] == "" && parts[1] == "ns" && parts[2] != "" && parts[3] == "sa" && parts[4] != ""
+}
+
+// refuse answers a caller that is not a proxy: a gRPC error, not a decision (no decision was
+// asked for by a proxy), logged at most once per logRefusalEvery and counted.
+func (s *Server) refuse(ctx context.Context, err error) error {
+	s.metrics.refused.Add(ctx, 1)
+	now := s.now()
+	if last := s.lastRefusal.Load(); last == 0 || now.Sub(time.Unix(0, last)) >= logRefusalEvery {
+		if s.lastRefusal.CompareAndSwap(last, now.UnixNano()) {
+			s.log.Warn("Check refused: the caller is not a proxy", "err", err)
+		}
+	}
+	var rc *refusedCaller
+	if errors.As(err, &rc) && rc.id == "" {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	return status.Error(codes.PermissionDenied, err.Error())
+}
+
+// logRefusalEvery bounds how often refused callers are logged: one caller can call at any rate.
+const logRefusalEvery = 10 * time.Second
