@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/portcullis/portcullis/xds/snapshot"
 	"github.com/portcullis/portcullis/xds/source"
@@ -33,6 +34,8 @@ type PlaneConfig struct {
 	Logger         *slog.Logger
 	Meter          metric.Meter // nil: no metrics
 	TracerProvider trace.TracerProvider
+	// Limits bound what one proxy can make the ADS server hold; zero fields take the defaults.
+	Limits Limits
 	// DisconnectGrace and Debounce override the registry's and the controller's defaults (tests).
 	DisconnectGrace time.Duration
 	Debounce        time.Duration
@@ -69,18 +72,26 @@ func NewPlane(ctx context.Context, cfg PlaneConfig) (*Plane, error) {
 	if err != nil {
 		return nil, err
 	}
-	ads := New(ctx, Options{Mesh: cfg.Mesh, Registry: registry, Ledger: ledger, Cache: c, Logger: cfg.Logger, Revoked: cfg.Revoked})
+	ads := New(ctx, Options{Mesh: cfg.Mesh, Registry: registry, Ledger: ledger, Cache: c, Logger: cfg.Logger, Revoked: cfg.Revoked, Limits: cfg.Limits})
 	return &Plane{Registry: registry, Ledger: ledger, Controller: ctl, ADS: ads}, nil
 }
 
 // Register adds ADS to a gRPC server.
 func (p *Plane) Register(g *grpc.Server) { p.ADS.Register(g) }
 
-// Run keeps the registry and every proxy's snapshot up to date until ctx ends.
+// Credentials wraps the transport credentials of the gRPC server ADS is registered on, so that a
+// stream ended for its certificate closes its connection too (Server.Credentials).
+func (p *Plane) Credentials(c credentials.TransportCredentials) credentials.TransportCredentials {
+	return p.ADS.Credentials(c)
+}
+
+// Run keeps the registry and every proxy's snapshot up to date, and checks the certificates of
+// open streams, until ctx ends.
 func (p *Plane) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Registry.Run(gctx) })
 	g.Go(func() error { return p.Controller.Run(gctx) })
+	g.Go(func() error { return p.ADS.Run(gctx) })
 	return g.Wait()
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/portcullis/portcullis/identity/securefile"
 	"github.com/portcullis/portcullis/telemetry/watch"
@@ -35,10 +37,12 @@ type Registry struct {
 	disconnectGrace time.Duration
 	file            string // where registrations are saved; "" saves nothing
 
-	mu      sync.Mutex
-	nodes   map[string]*registration
-	changed watch.Signal
-	dirty   bool
+	mu    sync.Mutex
+	nodes map[string]*registration
+	// perIdentity counts the nodes registered with each SPIFFE ID (Limits.NodesPerIdentity).
+	perIdentity identityCounts
+	changed     watch.Signal
+	dirty       bool
 }
 
 var _ snapshot.Registry = (*Registry)(nil)
@@ -71,7 +75,7 @@ func NewRegistry(opts RegistryOptions) (*Registry, error) {
 	if opts.RestartGrace <= 0 {
 		opts.RestartGrace = DefaultRestartGrace
 	}
-	r := &Registry{log: opts.Logger, disconnectGrace: opts.DisconnectGrace, nodes: map[string]*registration{}}
+	r := &Registry{log: opts.Logger, disconnectGrace: opts.DisconnectGrace, nodes: map[string]*registration{}, perIdentity: identityCounts{}}
 	if opts.DataDir != "" {
 		r.file = filepath.Join(opts.DataDir, "registrations.json")
 		saved, err := loadRegistrations(r.file)
@@ -82,6 +86,7 @@ func NewRegistry(opts RegistryOptions) (*Registry, error) {
 		now := time.Now()
 		for _, s := range saved {
 			r.nodes[s.NodeID] = &registration{Registration: s, streams: map[int64]bool{}, disconnected: now, grace: opts.RestartGrace}
+			r.perIdentity[s.Identity]++
 		}
 		if len(saved) > 0 {
 			r.log.Info("restored proxy registrations; they expire unless their proxies reconnect", "count", len(saved), "grace", opts.RestartGrace)
@@ -109,20 +114,32 @@ func (r *Registry) notify() {
 }
 
 // Connect registers a stream of a proxy. A proxy reconnecting with a different workload or
-// identity replaces its registration.
-func (r *Registry) Connect(reg snapshot.Registration, stream int64) {
+// identity replaces its registration. It refuses a stream beyond limits.StreamsPerNode for the
+// node, or a node beyond limits.NodesPerIdentity for the identity.
+func (r *Registry) Connect(reg snapshot.Registration, stream int64, limits Limits) error {
+	limits = limits.withDefaults()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	reg.Connected = true
 	n, ok := r.nodes[reg.NodeID]
+	if ok && len(n.streams) >= limits.StreamsPerNode {
+		return status.Errorf(codes.ResourceExhausted, "node %s has %d streams open, the most allowed", reg.NodeID, len(n.streams))
+	}
+	if (!ok || n.Identity != reg.Identity) && r.perIdentity[reg.Identity] >= limits.NodesPerIdentity {
+		return status.Errorf(codes.ResourceExhausted, "%s has %d nodes registered (connected or within their grace period), the most allowed", reg.Identity, r.perIdentity[reg.Identity])
+	}
 	if !ok {
 		n = &registration{streams: map[int64]bool{}}
 		r.nodes[reg.NodeID] = n
+	} else {
+		r.perIdentity.dec(n.Identity)
 	}
+	r.perIdentity[reg.Identity]++
 	n.Registration = reg
 	n.streams[stream] = true
 	n.disconnected = time.Time{}
 	r.notify()
+	return nil
 }
 
 // Disconnect ends a stream; when a proxy's last stream ends, its grace period starts.
@@ -164,6 +181,7 @@ func (r *Registry) expire(now time.Time) {
 	for node, n := range r.nodes {
 		if !n.disconnected.IsZero() && now.Sub(n.disconnected) >= n.grace {
 			delete(r.nodes, node)
+			r.perIdentity.dec(n.Identity)
 			r.log.Info("proxy gone: endpoint removed", "node", node)
 			r.notify()
 		}
@@ -226,4 +244,15 @@ func loadRegistrations(file string) ([]snapshot.Registration, error) {
 		out = append(out, reg)
 	}
 	return out, nil
+}
+
+// identityCounts counts nodes by identity; an identity with none has no entry.
+type identityCounts map[spiffeid.ID]int
+
+func (c identityCounts) dec(id spiffeid.ID) {
+	if c[id] <= 1 {
+		delete(c, id)
+		return
+	}
+	c[id]--
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/portcullis/portcullis/xds/bootstrap"
 	"github.com/portcullis/portcullis/xds/model"
@@ -41,14 +43,70 @@ type Options struct {
 	Logger   *slog.Logger
 	// Revoked reports whether a client certificate has been revoked (nil: none are).
 	Revoked func(*x509.Certificate) bool
+	// Limits bound what one proxy can make the server hold; zero fields take the defaults.
+	Limits Limits
+	// Now is the clock certificates are checked against; time.Now unless set.
+	Now func() time.Time
+	// RecheckInterval is how often open streams' certificates are checked (Run);
+	// DefaultRecheckInterval unless set.
+	RecheckInterval time.Duration
+}
+
+// Limits bound the state a proxy, or one holding a workload's SVID, makes the server keep
+// (docs/xds.md, "Limits"). A request beyond one ends its stream with RESOURCE_EXHAUSTED or
+// INVALID_ARGUMENT and a message naming the limit.
+type Limits struct {
+	// NodeBytes bounds the node (id and metadata) a stream registers: it is kept while the
+	// stream lives. DefaultNodeBytes unless set.
+	NodeBytes int
+	// ResourceNames bounds the resource names a stream subscribes to, per type.
+	// DefaultResourceNames unless set.
+	ResourceNames int
+	// StreamsPerNode bounds the streams open for one node at once: a proxy has one, two while it
+	// reconnects. DefaultStreamsPerNode unless set.
+	StreamsPerNode int
+	// NodesPerIdentity bounds the nodes registered with one SPIFFE ID, connected or within their
+	// grace period: the replicas of one workload. DefaultNodesPerIdentity unless set.
+	NodesPerIdentity int
+}
+
+// Default limits.
+const (
+	DefaultNodeBytes        = 64 << 10
+	DefaultResourceNames    = 16384
+	DefaultStreamsPerNode   = 4
+	DefaultNodesPerIdentity = 1024
+	// MaxRequestBytes bounds one xDS or certificate request (GRPCOptions); Envoy's are a few
+	// kilobytes, one naming every cluster of a large mesh a few hundred.
+	MaxRequestBytes = 1 << 20
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.NodeBytes <= 0 {
+		l.NodeBytes = DefaultNodeBytes
+	}
+	if l.ResourceNames <= 0 {
+		l.ResourceNames = DefaultResourceNames
+	}
+	if l.StreamsPerNode <= 0 {
+		l.StreamsPerNode = DefaultStreamsPerNode
+	}
+	if l.NodesPerIdentity <= 0 {
+		l.NodesPerIdentity = DefaultNodesPerIdentity
+	}
+	return l
 }
 
 // Server is the ADS service. Register it on a gRPC server whose TLS configuration verifies
 // client certificates against the mesh trust bundle when they are presented.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	xds  serverv3.Server
+	opts    Options
+	log     *slog.Logger
+	xds     serverv3.Server
+	limits  Limits
+	now     func() time.Time
+	recheck time.Duration
+	conns   *conns // set by Credentials
 
 	mu      sync.Mutex
 	streams map[int64]*stream
@@ -60,8 +118,18 @@ type Server struct {
 
 type stream struct {
 	peer  spiffeid.ID
+	cert  *x509.Certificate
 	delta bool
-	node  string // set once the first request registered the node
+	// end ends the stream (guard.go).
+	end context.CancelCauseFunc
+	// node is the node the first request registered, and every later request is given
+	// (pinned): go-control-plane takes the node of each request, so a request naming another
+	// would otherwise be answered with that node's configuration.
+	node   *corev3.Node
+	nodeID string
+	// names are the resource names a delta stream has subscribed to, by type, bounded by
+	// Limits.ResourceNames.
+	names map[string]map[string]struct{}
 }
 
 // New returns an ADS server answering from opts.Cache.
@@ -69,103 +137,134 @@ func New(ctx context.Context, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, streams: map[int64]*stream{}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.RecheckInterval <= 0 {
+		opts.RecheckInterval = DefaultRecheckInterval
+	}
+	s := &Server{opts: opts, log: opts.Logger, streams: map[int64]*stream{}, limits: opts.Limits.withDefaults(), now: opts.Now, recheck: opts.RecheckInterval}
 	s.xds = serverv3.NewServer(ctx, opts.Cache, s)
 	return s
 }
 
 // Register adds the ADS service (state of the world and delta) to g.
 func (s *Server) Register(g *grpc.Server) {
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads{s})
 }
 
 // GRPCOptions are the server options the control plane's gRPC server needs for long-lived xDS
-// streams: keepalive pings both ways so dead proxies and half-open connections are noticed.
+// streams: keepalive pings both ways so dead proxies and half-open connections are noticed;
+// requests bounded (MaxRequestBytes), and streams per connection (a proxy opens one).
 func GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(1 << 16),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxConcurrentStreams(256),
 		// Reused handler goroutines (write buffers are shared by default): certificate renewals
 		// are many small unary calls on the same server.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}
 }
 
-// peerID returns the SPIFFE ID of the stream's client certificate, refusing streams without one,
-// or with a revoked one.
-func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
+// peerID returns the SPIFFE ID of the stream's client certificate and the certificate, refusing
+// streams without one, or with one that has expired or been revoked.
+func (s *Server) peerID(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer")
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no peer")
 	}
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(tlsInfo.State.VerifiedChains) == 0 || len(tlsInfo.State.PeerCertificates) == 0 {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "xDS needs a client certificate (the workload's SVID)")
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "xDS needs a client certificate (the workload's SVID)")
 	}
 	cert := tlsInfo.State.PeerCertificates[0]
 	id, err := x509svid.IDFromCert(cert)
 	if err != nil {
-		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "client certificate is not an SVID: %v", err)
+		return spiffeid.ID{}, nil, status.Errorf(codes.Unauthenticated, "client certificate is not an SVID: %v", err)
+	}
+	// The handshake checked the certificate then; a connection outlives it.
+	if s.now().After(cert.NotAfter) {
+		return spiffeid.ID{}, nil, errCertExpired
 	}
 	if s.opts.Revoked != nil && s.opts.Revoked(cert) {
 		s.log.Warn("xDS stream refused: revoked certificate", "peer", id.String(), "serial", cert.SerialNumber.String())
-		return spiffeid.ID{}, status.Error(codes.PermissionDenied, "client certificate has been revoked")
+		return spiffeid.ID{}, nil, errCertRevoked
 	}
-	return id, nil
+	return id, cert, nil
 }
 
 func (s *Server) open(ctx context.Context, id int64, delta bool) error {
-	pid, err := s.peerID(ctx)
+	pid, cert, err := s.peerID(ctx)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.streams[id] = &stream{peer: pid, delta: delta}
+	s.streams[id] = &stream{peer: pid, cert: cert, delta: delta, end: streamCancel(ctx)}
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Server) closed(id int64, _ *corev3.Node) {
+func (s *Server) closed(id int64) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)
 	s.mu.Unlock()
-	if st == nil || st.node == "" {
+	if st == nil || st.nodeID == "" {
 		return
 	}
-	s.opts.Registry.Disconnect(st.node, id)
-	s.opts.Ledger.Disconnected(st.node, id)
-	s.log.Info("proxy disconnected", "node", st.node, "stream", id)
+	s.opts.Registry.Disconnect(st.nodeID, id)
+	s.opts.Ledger.Disconnected(st.nodeID, id)
+	s.log.Info("proxy disconnected", "node", st.nodeID, "stream", id)
 }
 
-// register resolves the stream's node on its first request and checks its identity.
-func (s *Server) register(id int64, node *corev3.Node) (string, error) {
+// register resolves the stream's node on its first request and checks its identity; later
+// requests must name the same node (or none).
+func (s *Server) register(id int64, node *corev3.Node) (*stream, error) {
 	s.mu.Lock()
 	st := s.streams[id]
 	s.mu.Unlock()
 	if st == nil {
-		return "", status.Error(codes.Internal, "unknown stream")
+		return nil, status.Error(codes.Internal, "unknown stream")
 	}
-	if st.node != "" {
-		return st.node, nil
+	if st.nodeID != "" {
+		if node != nil && node.GetId() != st.nodeID {
+			s.log.Warn("proxy refused: a request named another node than its stream registered", "node", st.nodeID,
+				"requested_node", truncate(node.GetId(), 128), "peer", st.peer.String(), "stream", id)
+			return nil, status.Errorf(codes.PermissionDenied, "this stream is node %s; a request named node %q", st.nodeID, truncate(node.GetId(), 128))
+		}
+		return st, nil
 	}
 	nodeID := node.GetId()
 	if nodeID == "" {
-		return "", status.Error(codes.InvalidArgument, "the first request must carry the node id")
+		return nil, status.Error(codes.InvalidArgument, "the first request must carry the node id")
+	}
+	if n := proto.Size(node); n > s.limits.NodeBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "the node is %d bytes, more than the %d allowed", n, s.limits.NodeBytes)
 	}
 	reg, err := s.resolve(nodeID, node, st.peer)
+	if err == nil {
+		err = s.opts.Registry.Connect(reg, id, s.limits)
+	}
 	if err != nil {
 		s.log.Warn("proxy refused", "node", nodeID, "peer", st.peer.String(), "err", err)
-		return "", err
+		return nil, err
 	}
 	s.mu.Lock()
-	st.node = nodeID
+	st.nodeID, st.node = nodeID, node
 	s.mu.Unlock()
-	s.opts.Registry.Connect(reg, id)
 	s.opts.Ledger.Connected(nodeID, st.peer.String(), st.delta)
 	s.log.Info("proxy connected", "node", nodeID, "identity", st.peer.String(), "delta", st.delta, "stream", id)
-	return nodeID, nil
+	return st, nil
+}
+
+// truncate bounds client-chosen text before it reaches a log or an error.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // resolve finds the workload a node is and checks that its certificate proves the workload's
@@ -235,7 +334,7 @@ func (s *Server) nodeOf(id int64) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[id]; st != nil {
-		return st.node
+		return st.nodeID
 	}
 	return ""
 }
@@ -246,15 +345,26 @@ func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 }
 
 // OnStreamClosed implements serverv3.Callbacks.
-func (s *Server) OnStreamClosed(id int64, node *corev3.Node) { s.closed(id, node) }
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) { s.closed(id) }
 
-// OnStreamRequest registers the node on its first request and records ACKs and NACKs.
+// OnStreamRequest registers the node on its first request, pins it on every request, and
+// records ACKs and NACKs.
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	return s.request(id, req, func(node string) {
+	st, err := s.request(id, req)
+	if err != nil {
+		return err
+	}
+	req.Node = st.node
+	// A state-of-the-world request names the whole subscription.
+	if n := len(req.GetResourceNames()); n > s.limits.ResourceNames {
+		return status.Errorf(codes.ResourceExhausted, "%d %s names in one request, more than the %d allowed", n, req.GetTypeUrl(), s.limits.ResourceNames)
+	}
+	s.record(st, id, req, func() {
 		if req.GetVersionInfo() != "" {
-			s.opts.Ledger.Acked(node, req.GetTypeUrl(), req.GetVersionInfo())
+			s.opts.Ledger.Acked(st.nodeID, req.GetTypeUrl(), req.GetVersionInfo())
 		}
 	})
+	return nil
 }
 
 // xdsRequest is what state-of-the-world and delta requests have in common.
@@ -265,21 +375,31 @@ type xdsRequest interface {
 	GetErrorDetail() *rpcstatus.Status
 }
 
-// request registers the stream's node on its first request, then records a NACK, or calls ack.
-func (s *Server) request(id int64, req xdsRequest, ack func(node string)) error {
-	node, err := s.register(id, req.GetNode())
+// request registers the stream's node on its first request and checks that the stream's node
+// and the type asked for are ones it may have. The caller pins the node on the request.
+func (s *Server) request(id int64, req xdsRequest) (*stream, error) {
+	st, err := s.register(id, req.GetNode())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.opts.Ledger.Requested(node, req.GetTypeUrl())
+	if !slices.Contains(snapshot.TypeURLs, req.GetTypeUrl()) {
+		// Every type would be a watch held for the stream's life.
+		return nil, status.Errorf(codes.InvalidArgument, "type %q is not served", truncate(req.GetTypeUrl(), 128))
+	}
+	return st, nil
+}
+
+// record records a NACK, or calls ack.
+func (s *Server) record(st *stream, id int64, req xdsRequest, ack func()) {
+	s.opts.Ledger.Requested(st.nodeID, req.GetTypeUrl())
 	if detail := req.GetErrorDetail(); detail != nil {
-		nack := s.opts.Ledger.Nacked(node, id, req.GetTypeUrl(), req.GetResponseNonce(), detail.GetMessage())
-		s.log.Warn("proxy rejected configuration (NACK); it keeps its previous one", "node", node, "type", req.GetTypeUrl(),
-			"version", nack.Version, "documents", nack.Documents, "error", detail.GetMessage())
-		return nil
+		msg := truncate(detail.GetMessage(), 4096)
+		nack := s.opts.Ledger.Nacked(st.nodeID, id, req.GetTypeUrl(), req.GetResponseNonce(), msg)
+		s.log.Warn("proxy rejected configuration (NACK); it keeps its previous one", "node", st.nodeID, "type", req.GetTypeUrl(),
+			"version", nack.Version, "documents", nack.Documents, "error", msg)
+		return
 	}
-	ack(node)
-	return nil
+	ack()
 }
 
 // OnStreamResponse records what was sent.
@@ -301,16 +421,58 @@ func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) erro
 }
 
 // OnDeltaStreamClosed implements serverv3.Callbacks.
-func (s *Server) OnDeltaStreamClosed(id int64, node *corev3.Node) { s.closed(deltaStream(id), node) }
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(deltaStream(id)) }
 
-// OnStreamDeltaRequest registers the node on its first request and records ACKs and NACKs.
+// OnStreamDeltaRequest registers the node on its first request, pins it on every request,
+// bounds the stream's subscriptions, and records ACKs and NACKs.
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	id = deltaStream(id)
-	return s.request(id, req, func(node string) {
+	st, err := s.request(id, req)
+	if err != nil {
+		return err
+	}
+	req.Node = st.node
+	if err := s.subscribe(st, req); err != nil {
+		return err
+	}
+	s.record(st, id, req, func() {
 		if req.GetResponseNonce() != "" {
-			s.opts.Ledger.AckedNonce(node, id, req.GetTypeUrl(), req.GetResponseNonce())
+			s.opts.Ledger.AckedNonce(st.nodeID, id, req.GetTypeUrl(), req.GetResponseNonce())
 		}
 	})
+	return nil
+}
+
+// subscribe follows a delta stream's subscriptions, which accumulate over its requests, and
+// refuses one that would exceed Limits.ResourceNames for its type.
+func (s *Server) subscribe(st *stream, req *discoveryv3.DeltaDiscoveryRequest) error {
+	sub, unsub := req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe()
+	if len(sub) == 0 && len(unsub) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.names == nil {
+		st.names = map[string]map[string]struct{}{}
+	}
+	names := st.names[req.GetTypeUrl()]
+	if names == nil {
+		names = map[string]struct{}{}
+		st.names[req.GetTypeUrl()] = names
+	}
+	for _, n := range unsub {
+		delete(names, n)
+	}
+	for _, n := range sub {
+		if _, ok := names[n]; ok {
+			continue
+		}
+		if len(names) >= s.limits.ResourceNames {
+			return status.Errorf(codes.ResourceExhausted, "more than the %d %s names allowed on one stream", s.limits.ResourceNames, req.GetTypeUrl())
+		}
+		names[n] = struct{}{}
+	}
+	return nil
 }
 
 // OnStreamDeltaResponse records what was sent.

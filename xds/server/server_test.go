@@ -67,6 +67,7 @@ type fixture struct {
 	mesh     *source.Publisher
 	registry *Registry
 	ledger   *snapshot.Ledger
+	plane    *Plane
 }
 
 func buildMesh(t testing.TB, docs string) *model.Mesh {
@@ -82,21 +83,27 @@ func buildMesh(t testing.TB, docs string) *model.Mesh {
 	return m
 }
 
-func newFixture(t *testing.T, docs string) *fixture {
+// newFixture serves ADS for the mesh of docs over mTLS on loopback, as the control plane does;
+// configure changes the plane's configuration.
+func newFixture(t *testing.T, docs string, configure ...func(*PlaneConfig)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{ca: testca.New(t, td), mesh: &source.Publisher{}}
 	f.mesh.Publish(buildMesh(t, docs))
-	plane, err := NewPlane(ctx, PlaneConfig{
+	cfg := PlaneConfig{
 		Mesh: f.mesh, DataDir: t.TempDir(), DisconnectGrace: 200 * time.Millisecond, Debounce: 5 * time.Millisecond,
 		Translate: translate.Options{AuthzAddress: "127.0.0.1:15011", AuthzID: controlPlaneID},
-	})
+	}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	plane, err := NewPlane(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.registry, f.ledger = plane.Registry, plane.Ledger
+	f.registry, f.ledger, f.plane = plane.Registry, plane.Ledger, plane
 	cpSVID := f.ca.Issue(t, controlPlaneID.String(), time.Hour)
-	g := grpc.NewServer(append(GRPCOptions(), grpc.Creds(credentials.NewTLS(f.ca.ServerTLS(cpSVID))))...)
+	g := grpc.NewServer(append(GRPCOptions(), grpc.Creds(plane.Credentials(credentials.NewTLS(f.ca.ServerTLS(cpSVID)))))...)
 	plane.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +148,12 @@ func (f *fixture) ads(t *testing.T, svidID, nodeID string, meta *structpb.Struct
 	if svidID != "" {
 		svid = f.ca.Issue(t, svidID, time.Hour)
 	}
-	conn := f.dial(t, f.ca.ClientTLS(svid, controlPlaneID))
+	return f.adsOn(t, f.dial(t, f.ca.ClientTLS(svid, controlPlaneID)), nodeID, meta)
+}
+
+// adsOn opens a state-of-the-world stream on conn.
+func (f *fixture) adsOn(t *testing.T, conn *grpc.ClientConn, nodeID string, meta *structpb.Struct) *adsClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)

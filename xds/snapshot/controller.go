@@ -200,8 +200,11 @@ func (c *Controller) Reconcile(ctx context.Context) {
 	close(work)
 	wg.Wait()
 
-	registered := map[string]bool{}
-	for _, r := range regs {
+	// Who is registered now, not when this reconcile began: a proxy that connected meanwhile
+	// must keep what it has.
+	now, _ := c.reg.Current()
+	registered := make(map[string]bool, len(now))
+	for _, r := range now {
 		registered[r.NodeID] = true
 	}
 	c.mu.Lock()
@@ -213,6 +216,15 @@ func (c *Controller) Reconcile(ctx context.Context) {
 			c.cache.ClearSnapshot(node)
 			c.ledger.Forget(node)
 			delete(c.state, node)
+		}
+	}
+	// Nodes that never had a snapshot (their configuration could not be built) leave a ledger
+	// entry and the cache's record of their watches: drop those too once the node is gone and
+	// no stream watches it.
+	c.ledger.ForgetExcept(registered)
+	for _, node := range c.cache.GetStatusKeys() {
+		if !registered[node] && c.cache.GetStatusInfo(node).GetNumWatches() == 0 && c.cache.GetStatusInfo(node).GetNumDeltaWatches() == 0 {
+			c.cache.ClearSnapshot(node)
 		}
 	}
 	if c.duration != nil {

@@ -160,6 +160,18 @@ func (l *Ledger) Forget(node string) {
 	l.changed.Notify()
 }
 
+// ForgetExcept drops every proxy not in keep (the registered ones).
+func (l *Ledger) ForgetExcept(keep map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for node := range l.proxies {
+		if !keep[node] {
+			delete(l.proxies, node)
+			l.changed.Notify()
+		}
+	}
+}
+
 // Sent records a response sent on a stream.
 func (l *Ledger) Sent(node string, stream int64, typeURL, version, nonce string) {
 	l.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/authz/server"
+	"github.com/portcullis/portcullis/identity/ca"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/telemetry/serve"
 	"github.com/portcullis/portcullis/xds/source"
@@ -138,13 +140,6 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err := docs.Load(); err != nil {
 		s.log.Warn("starting without a valid mesh; requests are denied (503) until the documents are fixed")
 	}
-	srv, err := server.New(server.Options{
-		Logger: s.log, TracerProvider: tracing.Provider, Meter: metrics.Meter("authz/server"),
-		Source: docs, Compiler: compiler, DecisionLog: decisions,
-	})
-	if err != nil {
-		return err
-	}
 	svids, err := x509Source(ctx, cfg.WorkloadAPISocket)
 	if err != nil {
 		return err
@@ -155,6 +150,16 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("authzservice: SVID: %w", err)
 	}
 	td := svid.ID.TrustDomain()
+	// Checks from proxies only. Revocations live with the CA, which this process does not run:
+	// a revoked proxy is refused here once its SVID expires (docs/security.md).
+	srv, err := server.New(server.Options{
+		Logger: s.log, TracerProvider: tracing.Provider, Meter: metrics.Meter("authz/server"),
+		Source: docs, Compiler: compiler, DecisionLog: decisions,
+		Callers: &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{svid.ID, ca.ControlPlaneID(td)}},
+	})
+	if err != nil {
+		return err
+	}
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(svids, svids, tlsconfig.AuthorizeMemberOf(td)))
 	grpcServer := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(creds))...)
 	srv.Register(grpcServer)

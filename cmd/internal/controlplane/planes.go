@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -94,7 +95,7 @@ func (p *meshPlanes) run(ctx context.Context) error {
 		return err
 	}
 	// The xDS port: certificate service and ADS, one gRPC server with keepalive.
-	xdsGRPC := grpc.NewServer(append(xdsserver.GRPCOptions(), grpc.Creds(id.serverTLS()))...)
+	xdsGRPC := grpc.NewServer(append(xdsserver.GRPCOptions(), grpc.Creds(plane.Credentials(id.serverTLS())))...)
 	id.certs.Register(xdsGRPC)
 	plane.Register(xdsGRPC)
 	p.admin.Handle("/debug/proxies", telemetry.JSONHandler(func() any { return plane.Ledger.Status() }))
@@ -121,12 +122,13 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	return group.Wait()
 }
 
-// serveAuthz serves the ext_authz service on the authz port: mTLS, any workload of the trust
-// domain (proxies call it).
+// serveAuthz serves the ext_authz service on the authz port: mTLS from the trust domain, Checks
+// from proxies only (authzserver.Callers).
 func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *identity, tracing *telemetry.Tracing) error {
 	authz, err := authzserver.New(authzserver.Options{
 		Logger: p.cfg.Logger.With("component", "authz"), TracerProvider: tracing.Provider, Meter: p.metrics.Meter("authz/server"),
 		Source: p.docs, Compiler: p.compiler, DecisionLog: p.decisions,
+		Callers: &authzserver.Callers{TrustDomain: id.td, NotProxies: []spiffeid.ID{id.self.ID()}, Revoked: id.authority.RevokedCert},
 	})
 	if err != nil {
 		return err
