@@ -119,13 +119,16 @@ lint: golangci-lint ## gofmt, go vet and golangci-lint (staticcheck, errcheck, r
 
 # make test fails fast: lint, then the short tests (no tool needed, a couple of minutes), and only
 # then the tool installs and the heavy suite.
-test: lint short envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite on its own (what CI runs)
-	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v -e /test/faults$$ -e /test/cluster$$ -e /test/clustermesh$$)
+test: lint short envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite and the attack suite on their own (what CI runs)
+	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v -e /test/faults$$ -e /test/attack$$ -e /test/cluster$$ -e /test/clustermesh$$)
 	@# Each Kubernetes cluster runs a dozen processes: one at a time, after the other packages.
 	go test -race -count=1 -p 1 -timeout 15m ./test/cluster ./test/clustermesh
 	@# The fault suite holds a steady load through real Envoys and counts every response: it runs
 	@# alone, so what it counts is the fault's cost and not other packages' tests on the 2 cores.
 	go test -race -count=1 -timeout 10m ./test/faults
+	@# The attack suite (docs/security.md) prints one line per attack: HELD or BROKEN, what must
+	@# happen, what did. It runs alone too: some attacks are timed by the control plane's budgets.
+	go test -race -count=1 -timeout 10m -v -run TestAttacks ./test/attack
 
 unit short: ## fast tests only (no Envoy or other processes); make test runs them first
 	go test -short -count=1 ./...
@@ -144,6 +147,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/source -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/jwt -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/policy -run '^$$' -fuzz FuzzNormalizePath -fuzztime $${FUZZTIME:-30s}
+	go test ./authz/policy -run '^$$' -fuzz '^FuzzCheckMethod$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./authz/policy -run '^$$' -fuzz '^FuzzHeaderConditions$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./authz/server -run '^$$' -fuzz '^FuzzAttributes$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/ca -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/attest -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $${FUZZTIME:-30s}

@@ -11,10 +11,11 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// DefaultRegoBudget is how long the Rego modules of one decision may evaluate in all: a module
-// costs tens of microseconds (docs/policies.md, "Performance"), the authorization call 250ms
-// unless the mesh says otherwise.
-const DefaultRegoBudget = 50 * time.Millisecond
+// DefaultRegoBudget is how long the Rego modules of one decision may evaluate in all, in wall
+// time: a module costs tens of microseconds (docs/policies.md, "Performance"), so only a module
+// written to run away reaches it, while a CPU-starved process still decides within it; the
+// authorization call has 250ms unless the mesh says otherwise.
+const DefaultRegoBudget = 100 * time.Millisecond
 
 // BudgetError is why a Rego evaluation was stopped: the decision's budget ran out, waiting for an
 // evaluation slot or evaluating. It fails closed like any evaluation error.

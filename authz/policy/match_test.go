@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,6 +337,64 @@ func FuzzNormalizePath(f *testing.F) {
 			if err != nil || again != path {
 				t.Fatalf("not idempotent: %q → %q → %q (%v)", target, path, again, err)
 			}
+		}
+	})
+}
+
+// FuzzCheckMethod checks what CheckMethod lets through: a method of at most 32 token characters
+// with no lower-case letter, so a policy on DELETE sees every spelling an application could
+// take for DELETE.
+func FuzzCheckMethod(f *testing.F) {
+	for _, s := range []string{"GET", "delete", "Delete", "M-SEARCH", "", "GET /", "DEL\x00", "GÉT", "PATCH"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, m string) {
+		err := CheckMethod(m)
+		if err != nil {
+			return
+		}
+		if m == "" || len(m) > maxMethodLen || strings.ToUpper(m) != m {
+			t.Fatalf("CheckMethod(%q) accepted it", m)
+		}
+		for i := 0; i < len(m); i++ {
+			if !isTokenChar(m[i]) {
+				t.Fatalf("CheckMethod(%q) accepted byte %q", m, m[i])
+			}
+		}
+	})
+}
+
+// FuzzHeaderConditions checks header lists against a DENY on one value, through a compiled
+// engine: whatever values a header is sent with, in whatever order, the request is denied
+// exactly when one of them is the value (a rule's equals, and Rego over headerValues).
+func FuzzHeaderConditions(f *testing.F) {
+	// A budget no fuzzing worker starved of CPU runs out of: this is about header values.
+	e, ps := NewCompiler(Options{RegoBudget: time.Minute}).Compile(testmesh.Build(f, testmesh.Policy("allow-all", "backend", "ALLOW", false, "    - {}")+`apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: deny-debug, namespace: demo}
+spec:
+  selector: {service: backend}
+  action: DENY
+  rules: [{name: debug, when: [{header: x-debug, equals: "1"}]}]
+---
+`+testmesh.Rego("deny-debug-rego", "DENY", "package m\nmatch if \"2\" in input.request.headerValues[\"x-debug\"]\n")))
+	if ps != nil {
+		f.Fatal(ps)
+	}
+	for _, s := range []string{"1", "0\n1", "1,1", "0\n0", "", "2", "0\n2\n1", " 1", "1 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lines string) {
+		vals := strings.Split(lines, "\n")
+		if len(vals) > 16 {
+			return
+		}
+		a := request(t)
+		a.Request.Headers = map[string][]string{"x-debug": vals}
+		d := e.Decide(context.Background(), a)
+		want := slices.Contains(vals, "1") || slices.Contains(vals, "2")
+		if d.Allow == want || len(d.Errors) > 0 {
+			t.Fatalf("x-debug %q: decision %s (%s, errors %v), want denied=%v", vals, d.Code, d.Reason, d.Errors, want)
 		}
 	})
 }

@@ -184,10 +184,7 @@ func headerLists(hs []*corev3.HeaderValue) map[string][]string {
 	m := make(map[string][]string, len(hs))
 	vals := make([]string, len(hs))
 	for i, h := range hs {
-		k := h.GetKey()
-		if hasUpper(k) {
-			k = strings.ToLower(k)
-		}
+		k := lowerASCII(h.GetKey())
 		vals[i] = headerValue(h)
 		if prev, ok := m[k]; ok {
 			m[k] = append(prev[:len(prev):len(prev)], vals[i])
@@ -214,18 +211,26 @@ func joinedHeaders(hs map[string]string) map[string][]string {
 	vals := make([]string, 0, len(hs))
 	for k, v := range hs {
 		vals = append(vals, v)
-		m[strings.ToLower(k)] = vals[len(vals)-1 : len(vals) : len(vals)]
+		m[lowerASCII(k)] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	return m
 }
 
-func hasUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			return true
+// lowerASCII lower-cases the ASCII letters of a header name, allocating only when it has one
+// in upper case; other bytes are kept as they are (strings.ToLower would replace bytes that are
+// not UTF-8).
+func lowerASCII(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' })
+	if i < 0 {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if c := b[i]; c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
 	}
-	return false
+	return string(b)
 }
 
 func truncate(s string, n int) string {

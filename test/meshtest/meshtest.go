@@ -65,15 +65,27 @@ func (c *Cluster) Write(name, content string) {
 	}
 }
 
-// StartControlPlane starts (or restarts) the control plane on the cluster's fixed addresses.
+// StartControlPlane starts (or restarts) the control plane on the cluster's fixed addresses,
+// its proxies calling the separate authorization service (StartAuthz) at AuthzAddr.
 // SVIDs live 10 minutes unless extra flags (which come last, so they win) say otherwise.
 func (c *Cluster) StartControlPlane(extra ...string) {
 	c.t.Helper()
+	c.startControlPlane(append([]string{"--external-authz", c.AuthzAddr,
+		"--external-authz-id", "spiffe://" + c.TrustDomain + "/ns/portcullis-system/sa/authz"}, extra...))
+}
+
+// StartControlPlaneWithAuthz starts (or restarts) the control plane serving authorization
+// itself on AuthzAddr, as a single process does by default.
+func (c *Cluster) StartControlPlaneWithAuthz(extra ...string) {
+	c.t.Helper()
+	c.startControlPlane(append([]string{"--authz-addr", c.AuthzAddr}, extra...))
+}
+
+func (c *Cluster) startControlPlane(extra []string) {
+	c.t.Helper()
 	args := append([]string{"controlplane", "--log-format", "json",
 		"--config", c.ConfigDir, "--data-dir", c.DataDir, "--admin-addr", "127.0.0.1:0",
-		"--xds-addr", c.XDSAddr, "--external-authz", c.AuthzAddr,
-		"--external-authz-id", "spiffe://" + c.TrustDomain + "/ns/portcullis-system/sa/authz",
-		"--svid-ttl", "10m"}, extra...)
+		"--xds-addr", c.XDSAddr, "--svid-ttl", "10m"}, extra...)
 	c.CP = proctest.Start(c.t, "controlplane", c.Bin, args...)
 	c.CP.Wait(c.t, "control plane serving", "xds_addr")
 	c.CPAdmin = c.CP.Wait(c.t, "admin server listening", "addr")
