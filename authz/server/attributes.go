@@ -179,13 +179,28 @@ func readDestination(ac *authv3.AttributeContext, d *policy.Destination) error {
 
 // headerLists builds the header lists from Envoy's header_map form (encode_raw_headers, which
 // the translator sets): one entry per header line, so a header sent twice keeps both values.
-// The values of headers sent once share one array.
+// The values of headers sent once share one array, and the raw values one string: a Check
+// costs a handful of allocations for its headers, not one per header.
 func headerLists(hs []*corev3.HeaderValue) map[string][]string {
 	m := make(map[string][]string, len(hs))
 	vals := make([]string, len(hs))
+	var raw strings.Builder
+	n := 0
+	for _, h := range hs {
+		n += len(h.GetRawValue())
+	}
+	raw.Grow(n)
+	for _, h := range hs {
+		raw.Write(h.GetRawValue())
+	}
+	all, off := raw.String(), 0
 	for i, h := range hs {
 		k := lowerASCII(h.GetKey())
-		vals[i] = headerValue(h)
+		if r := h.GetRawValue(); len(r) > 0 {
+			vals[i], off = all[off:off+len(r)], off+len(r)
+		} else {
+			vals[i] = h.GetValue()
+		}
 		if prev, ok := m[k]; ok {
 			m[k] = append(prev[:len(prev):len(prev)], vals[i])
 			continue

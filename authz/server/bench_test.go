@@ -58,6 +58,8 @@ func benchSetup(b *testing.B) (*Server, *authv3.CheckRequest, *authztest.Key) {
 		h.Method, h.Path = authztest.BenchMethod, authztest.BenchPath
 		h.Headers["x-tenant"] = authztest.BenchTenant
 		h.Headers["authorization"] = "Bearer " + key.Sign(b, authztest.BenchClaims(), nil)
+		// As the translator configures Envoy (encode_raw_headers): one entry per header line.
+		withHeaderLines()(r)
 	})
 	resp, err := srv.Check(context.Background(), req)
 	if err != nil || resp.GetOkResponse() == nil || resp.GetDynamicMetadata().GetFields()["rule"].GetStringValue() != "r49" {
