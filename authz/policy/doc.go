@@ -21,8 +21,11 @@
 //     (DENY unless set) applies;
 //   - AUDIT policies and dry-run policies of any action are evaluated, logged and traced, but
 //     never change the decision; the decision records what dry-run policies would have decided;
-//   - a Rego module that fails to evaluate fails closed: a DENY policy matches, an ALLOW policy
-//     does not;
+//   - an attribute may be a list (a JSON array claim, a repeated query parameter, a header sent
+//     more than once): a test matches when any element does; a claim path that names two claims
+//     is absent;
+//   - a Rego module that fails to evaluate, or runs out of the decision's budget (budget.go),
+//     fails closed: a DENY policy matches, an ALLOW policy does not;
 //   - from.jwt without providers is met by a token of a provider of the destination's namespace
 //     or of the root namespace, never of another namespace; named providers are found in the
 //     policy's namespace, else in the root namespace;
