@@ -209,7 +209,7 @@ func shortLivedAttacks(e *env, r *report) {
 		if err != nil {
 			return "no configuration: " + err.Error(), false
 		}
-		end, foreign := s.end(own, time.Until(leaf.NotAfter)+10*time.Second)
+		foreign, end := s.end(own, time.Until(leaf.NotAfter)+10*time.Second)
 		late := time.Since(leaf.NotAfter)
 		return fmt.Sprintf("%v, %s after expiry; %d new resources", end, late.Round(100*time.Millisecond), foreign),
 			grpcstatus.Code(end) == codes.Unauthenticated && strings.Contains(fmt.Sprint(end), "expired") && late < 3*time.Second && foreign == 0

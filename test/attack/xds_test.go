@@ -104,7 +104,7 @@ func (s *stream) first() ([][]byte, string, string, error) {
 }
 
 // end waits for the stream to end, counting responses with resources not in own.
-func (s *stream) end(own [][]byte, wait time.Duration) (err error, foreign int) {
+func (s *stream) end(own [][]byte, wait time.Duration) (foreign int, err error) {
 	deadline := time.After(wait)
 	for {
 		select {
@@ -116,9 +116,9 @@ func (s *stream) end(own [][]byte, wait time.Duration) (err error, foreign int) 
 				}
 			}
 		case err := <-s.errs:
-			return err, foreign
+			return foreign, err
 		case <-deadline:
-			return nil, foreign
+			return foreign, nil
 		}
 	}
 }
@@ -173,7 +173,7 @@ func adsAttacks(e *env, r *report) {
 			if err := s.send(&corev3.Node{Id: "backend-1.demo"}, resource.ClusterType, version, nonce, nil); err != nil {
 				return err.Error(), false
 			}
-			end, foreign := s.end(own, 10*time.Second)
+			foreign, end := s.end(own, 10*time.Second)
 			return fmt.Sprintf("%v; %d foreign resources", end, foreign), grpcstatus.Code(end) == codes.PermissionDenied && foreign == 0
 		})
 	}
@@ -190,7 +190,7 @@ func adsAttacks(e *env, r *report) {
 					s, err := openADS(ctx, conn, i%2 == 1)
 					if err == nil && s.send(registers(fmt.Sprintf("frontend-c%d", i), "frontend", e.frontPort), resource.ClusterType, "", "", nil) == nil {
 						if own, v, n, err := s.first(); err == nil && s.send(&corev3.Node{Id: fmt.Sprintf("ghost-%d.demo", i)}, resource.ClusterType, v, n, nil) == nil {
-							if end, foreign := s.end(own, 10*time.Second); grpcstatus.Code(end) == codes.PermissionDenied && foreign == 0 {
+							if foreign, end := s.end(own, 10*time.Second); grpcstatus.Code(end) == codes.PermissionDenied && foreign == 0 {
 								mu.Lock()
 								refused++
 								mu.Unlock()
@@ -249,7 +249,7 @@ func (e *env) refusedRequest(send func(*stream) error, code codes.Code) (string,
 	if err := send(s); err != nil && !errors.Is(err, io.EOF) {
 		return err.Error(), false
 	}
-	end, _ := s.end(nil, 10*time.Second)
+	_, end := s.end(nil, 10*time.Second)
 	return fmt.Sprint(end), grpcstatus.Code(end) == code
 }
 
@@ -299,7 +299,7 @@ func revocationAttacks(e *env, r *report) {
 		if err != nil || checkErr != nil {
 			return fmt.Sprintf("setup: stream %v, check %v", err, checkErr), false
 		}
-		end, foreign := s.end(own, 15*time.Second)
+		foreign, end := s.end(own, 15*time.Second)
 		return fmt.Sprintf("%v after %s; %d new resources", end, time.Since(revokedAt).Round(100*time.Millisecond), foreign),
 			grpcstatus.Code(end) == codes.PermissionDenied && strings.Contains(fmt.Sprint(end), "revoked") && foreign == 0
 	})
@@ -311,7 +311,7 @@ func revocationAttacks(e *env, r *report) {
 			return err.Error(), false
 		}
 		_ = s.send(registers("mallory-1", "mallory", e.malloryPort), resource.ClusterType, "", "", nil)
-		end, _ := s.end(nil, 10*time.Second)
+		_, end := s.end(nil, 10*time.Second)
 		return fmt.Sprint(end), grpcstatus.Code(end) == codes.PermissionDenied
 	})
 	r.check("revoked", "Check from the revoked workload, on its open connection", "PERMISSION_DENIED, no decision", func() (string, bool) {

@@ -74,7 +74,7 @@ func TestLimits(t *testing.T) {
 		c.send(resource.ClusterType, "", "", nil)
 		wantEnd(t, c, codes.ResourceExhausted, "node web-1.shop has 2 streams open")
 		for _, o := range open {
-			o.stream.CloseSend()
+			_ = o.stream.CloseSend()
 		}
 	})
 	t.Run("nodes per identity", func(t *testing.T) {
@@ -116,7 +116,7 @@ func TestNodeStateIsFreedWhenNodesGo(t *testing.T) {
 		// Then a request naming a node id nobody registered.
 		c.node = &corev3.Node{Id: fmt.Sprintf("ghost-%d.shop", i)}
 		c.send(resource.ListenerType, "", "", nil)
-		c.stream.CloseSend()
+		_ = c.stream.CloseSend()
 	}
 	cache := f.plane.ADS.opts.Cache
 	waitFor(t, func() bool { return len(cache.GetStatusKeys()) >= 1 }, "the nodes' watches")
