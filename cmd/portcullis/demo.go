@@ -18,7 +18,8 @@ func newDemoCommand(g *globals) *cobra.Command {
 		Long: `Run the demo mesh on loopback: the control plane with the documents of examples/demo/mesh
 (copied to a work directory you can edit), a frontend and a backend application, each with an
 agent and a real Envoy. It prints what to try — mTLS identities, allow, deny, a JWT-gated path,
-rate limiting — keeps running until Ctrl-C, then stops everything and removes its files.`,
+rate limiting — keeps running until Ctrl-C (SIGINT or SIGTERM; run from make, a signal to make
+alone stops it too), then stops everything and removes its files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Version, cfg.Out = g.version, cmd.OutOrStdout()
@@ -27,7 +28,8 @@ rate limiting — keeps running until Ctrl-C, then stops everything and removes 
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.EnvoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
-	fl.StringVar(&cfg.JaegerPath, "jaeger-path", "", "Jaeger v2 binary (make jaeger): traces are collected on 127.0.0.1:4317 and browsed on the admin port's /traces")
+	fl.StringVar(&cfg.JaegerPath, "jaeger-path", "", "Jaeger v2 binary (make jaeger): traces are collected on 127.0.0.1:4317 and browsed in Jaeger's UI on 127.0.0.1:16686 and on the admin port's /traces")
+	fl.StringVar(&cfg.JaegerUI, "jaeger-ui", "", "directory of the Jaeger UI's build (make jaeger builds it into .cache/jaeger-ui-<version>); without it Jaeger serves a placeholder page")
 	fl.StringVar(&cfg.WorkDir, "work-dir", "", "keep the demo's files (mesh documents, logs, data) here instead of a temporary directory")
 	fl.StringVar(&cfg.AdminAddr, "admin-addr", controlplane.DefaultAdminAddr, "control plane admin address")
 	fl.StringVar(&cfg.XDSAddr, "xds-addr", bootstrap.DefaultControlPlaneAddr, "control plane xDS and certificate address")

@@ -116,7 +116,7 @@ func Start(t testing.TB, bootstrap string, opts Options) *Envoy {
 	args := append([]string{
 		"-c", cfg,
 		"--admin-address-path", adminPath,
-		"--use-dynamic-base-id", // several Envoys on one machine
+		"--disable-hot-restart", // several Envoys on one machine, and no shared memory left in /dev/shm
 		"--concurrency", "1",
 		"--log-level", level,
 	}, opts.Args...)

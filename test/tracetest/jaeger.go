@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis/portcullis/telemetry"
+	"github.com/portcullis/portcullis/telemetry/traceview"
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/proctest"
 )
@@ -40,7 +40,22 @@ func JaegerBinary() string {
 	return p
 }
 
-// StartJaeger runs the cached Jaeger until the test ends, or returns nil when it is not built.
+// JaegerUI returns the cached build of the Jaeger UI (make jaeger), or "" when it has not been
+// built.
+func JaegerUI() string {
+	root, err := envoytest.RepoRoot()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(root, ".cache", "jaeger-ui-"+JaegerVersion)
+	if _, err := os.Stat(filepath.Join(p, "index.html")); err != nil {
+		return ""
+	}
+	return p
+}
+
+// StartJaeger runs the cached Jaeger (serving the cached UI when built) until the test ends, or
+// returns nil when it is not built.
 func StartJaeger(t testing.TB) *Jaeger {
 	t.Helper()
 	bin := JaegerBinary()
@@ -50,7 +65,7 @@ func StartJaeger(t testing.TB) *Jaeger {
 	}
 	j := &Jaeger{OTLP: loopback(t), QueryURL: "http://" + loopback(t)}
 	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(telemetry.JaegerConfig(j.OTLP, j.QueryURL[len("http://"):], loopback(t))), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(traceview.JaegerConfig(j.OTLP, j.QueryURL[len("http://"):], loopback(t), JaegerUI())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	proctest.Start(t, "jaeger", bin, "--config", cfg)
@@ -82,7 +97,7 @@ func (j *Jaeger) Spans(t testing.TB) []Span {
 	var out []Span
 	for _, svc := range services.Data {
 		var traces struct {
-			Data []telemetry.JaegerTrace `json:"data"`
+			Data []traceview.Trace `json:"data"`
 		}
 		getJSON(t, j.Client, j.QueryURL+"/api/traces?limit=1000&service="+svc, &traces)
 		for _, tr := range traces.Data {

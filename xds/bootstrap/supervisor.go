@@ -88,7 +88,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) start(cfg string) (<-chan error, error) {
 	adminPath := filepath.Join(s.Dir, "envoy-admin-address")
 	_ = os.Remove(adminPath) // a stale address must not be mistaken for the new process's
-	args := append([]string{"-c", cfg, "--admin-address-path", adminPath, "--use-dynamic-base-id"}, s.Args...)
+	// The supervisor restarts Envoy as a new process, never hot: without hot restart Envoy makes
+	// no shared memory (an envoy_shared_memory_* file in /dev/shm per run, left behind) and no
+	// base id to clash with other Envoys on the machine.
+	args := append([]string{"-c", cfg, "--admin-address-path", adminPath, "--disable-hot-restart"}, s.Args...)
 	cmd := exec.Command(s.EnvoyPath, args...)
 	out := s.Output
 	if out == nil {

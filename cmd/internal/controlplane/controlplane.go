@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/identity/securefile"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/telemetry/serve"
+	"github.com/portcullis/portcullis/telemetry/traceview"
 	"github.com/portcullis/portcullis/telemetry/watch"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
@@ -172,8 +173,9 @@ func (cp *ControlPlane) handleAdmin() {
 		}{cp.docs.Status(), m}
 	}))
 	if q := cp.cfg.JaegerQueryURL; q != "" {
-		cp.admin.Handle("/traces", telemetry.TraceViewer(q))
-		cp.admin.Handle("/traces/", telemetry.TraceViewer(q))
+		traces := traceview.Handler(q)
+		cp.admin.Handle("/traces", traces)
+		cp.admin.Handle("/traces/", traces)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/template"
 	"time"
@@ -20,7 +21,7 @@ import (
 	"github.com/portcullis/portcullis/examples"
 	"github.com/portcullis/portcullis/examples/demoapp"
 	"github.com/portcullis/portcullis/examples/demoidp"
-	"github.com/portcullis/portcullis/telemetry"
+	"github.com/portcullis/portcullis/telemetry/traceview"
 )
 
 // The demo's fixed loopback addresses; examples/demo/mesh names the workload ports.
@@ -38,13 +39,21 @@ type Config struct {
 	Out                           io.Writer // what to try, where to look
 	EnvoyPath                     string
 	JaegerPath                    string // "" runs without traces
+	JaegerUI                      string // the Jaeger UI's build (make jaeger); "" serves Jaeger's placeholder page
 	WorkDir                       string // "" is a temporary directory, removed at the end
 	AdminAddr, XDSAddr, AuthzAddr string
 }
 
-// Run runs the demo until ctx ends.
+// Run runs the demo until ctx ends, or until the process that started it is interrupted
+// without passing the signal on (make, see watchParent).
 func Run(ctx context.Context, f Config) error {
 	out := f.Out
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go watchParent(ctx, func(reason string) {
+		fmt.Fprintf(out, "\nStopping: %s.\n", reason)
+		cancel()
+	})
 	envoy, err := exec.LookPath(f.EnvoyPath)
 	if err != nil {
 		return fmt.Errorf("demo needs Envoy (make envoy, then --envoy-path .cache/bin/envoy): %w", err)
@@ -94,7 +103,7 @@ func Run(ctx context.Context, f Config) error {
 	group, gctx := errgroup.WithContext(ctx)
 	jaegerQuery := ""
 	if f.JaegerPath != "" {
-		if jaegerQuery, err = startDemoJaeger(gctx, group, f.JaegerPath, work); err != nil {
+		if jaegerQuery, err = startDemoJaeger(gctx, group, f.JaegerPath, f.JaegerUI, work); err != nil {
 			return err
 		}
 	}
@@ -130,7 +139,8 @@ func Run(ctx context.Context, f Config) error {
 		if err != nil {
 			return err
 		}
-		return printDemoHelp(out, demoHelp{Work: work, Admin: f.AdminAddr, Token: token, Jaeger: jaegerQuery})
+		return printDemoHelp(out, demoHelp{Work: work, Admin: f.AdminAddr, Token: token, Jaeger: jaegerQuery,
+			CLI: cliCommand(self, f.AdminAddr)})
 	})
 	err = group.Wait()
 	if ctx.Err() != nil {
@@ -138,6 +148,31 @@ func Run(ctx context.Context, f Config) error {
 		return nil
 	}
 	return err
+}
+
+// cliCommand is how the printed commands run this binary: as the user started it (./bin/portcullis
+// from the repository, which `make build` does not put on PATH), with the admin address when it
+// is not the default.
+func cliCommand(self, admin string) string {
+	name := self
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, self); err == nil && !strings.HasPrefix(rel, "..") {
+			name = "./" + rel
+		}
+	}
+	if onPath, err := exec.LookPath("portcullis"); err == nil && sameFile(onPath, self) {
+		name = "portcullis"
+	}
+	if admin != controlplane.DefaultAdminAddr {
+		name += " --admin-addr " + admin
+	}
+	return name
+}
+
+func sameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // startDemoAgent creates a join token and runs an agent with its Envoy for a demo workload,
@@ -148,19 +183,29 @@ func startDemoAgent(ctx context.Context, group *errgroup.Group, self, agentBin, 
 		"--service", service, "--out", token).CombinedOutput(); err != nil {
 		return fmt.Errorf("token for %s: %v: %s", name, err, out)
 	}
-	logFile, err := os.OpenFile(filepath.Join(work, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
 	cmd := exec.CommandContext(ctx, agentBin, "agent", "--controlplane", xdsAddr, "--token-file", token,
 		"--socket-dir", filepath.Join(work, name), "--admin-addr", admin,
 		"--envoy-path", envoy, "--workload", name, "--envoy-concurrency", "1")
+	return startChild(ctx, group, "agent "+name, filepath.Join(work, name+".log"), cmd)
+}
+
+// startChild starts a demo process with its output in logPath and waits for it in group. It
+// runs in a process group of its own, so a Ctrl-C reaches the demo alone, which stops its
+// children in order (SIGTERM when ctx ends) and says so; a process that exits before ctx
+// ends is an error that stops the demo.
+func startChild(ctx context.Context, group *errgroup.Group, name, logPath string, cmd *exec.Cmd) error {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Pdeathsig: a demo killed without cleanup still takes its children with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 8 * time.Second
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return fmt.Errorf("agent %s: %w", name, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	group.Go(func() error {
 		defer logFile.Close()
@@ -168,7 +213,7 @@ func startDemoAgent(ctx context.Context, group *errgroup.Group, self, agentBin, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("agent %s exited (see %s): %v", name, logFile.Name(), err)
+		return fmt.Errorf("%s exited (see %s): %v", name, logPath, err)
 	})
 	return nil
 }
@@ -218,7 +263,7 @@ func writeDemoMesh(dir string) error {
 	})
 }
 
-type demoHelp struct{ Work, Admin, Token, Jaeger string }
+type demoHelp struct{ Work, Admin, Token, Jaeger, CLI string }
 
 // Jaeger's loopback addresses in the demo; examples/demo/mesh exports to demoOTLP.
 const (
@@ -227,32 +272,26 @@ const (
 	demoJaegerGRPC  = "127.0.0.1:16685"
 )
 
-// startDemoJaeger runs Jaeger with in-memory storage on loopback and returns its query URL.
-func startDemoJaeger(ctx context.Context, group *errgroup.Group, bin, work string) (string, error) {
+// startDemoJaeger runs Jaeger with in-memory storage on loopback, serving the UI's build when
+// given, and returns its URL.
+func startDemoJaeger(ctx context.Context, group *errgroup.Group, bin, ui, work string) (string, error) {
 	cfg := filepath.Join(work, "jaeger.yaml")
-	if err := os.WriteFile(cfg, []byte(telemetry.JaegerConfig(demoOTLP, demoJaegerQuery, demoJaegerGRPC)), 0o600); err != nil {
-		return "", err
-	}
-	logFile, err := os.OpenFile(filepath.Join(work, "jaeger.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.CommandContext(ctx, bin, "--config", cfg)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 8 * time.Second
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return "", fmt.Errorf("jaeger: %w", err)
-	}
-	group.Go(func() error {
-		defer logFile.Close()
-		err := cmd.Wait()
-		if ctx.Err() != nil {
-			return nil
+	if ui != "" {
+		abs, err := filepath.Abs(ui)
+		if err != nil {
+			return "", err
 		}
-		return fmt.Errorf("jaeger exited (see %s): %v", logFile.Name(), err)
-	})
+		if !fileExists(filepath.Join(abs, "index.html")) {
+			return "", fmt.Errorf("demo: --jaeger-ui %s: no index.html (make jaeger builds the UI)", ui)
+		}
+		ui = abs
+	}
+	if err := os.WriteFile(cfg, []byte(traceview.JaegerConfig(demoOTLP, demoJaegerQuery, demoJaegerGRPC, ui)), 0o600); err != nil {
+		return "", err
+	}
+	if err := startChild(ctx, group, "jaeger", filepath.Join(work, "jaeger.log"), exec.CommandContext(ctx, bin, "--config", cfg)); err != nil {
+		return "", err
+	}
 	url := "http://" + demoJaegerQuery
 	if err := waitHTTP(ctx, url+"/api/services", 30*time.Second); err != nil {
 		return "", fmt.Errorf("jaeger not answering: %w", err)
@@ -273,21 +312,20 @@ Try:
               200; the backend names its caller: spiffe://portcullis.local/ns/demo/sa/frontend
   denied      curl -si 'http://127.0.0.1:18080/call?path=/debug/vars'
               403 by policy backend-deny-debug; the x-portcullis-decision-id header leads to the
-              decision in {{.Work}}/decisions.log (policy, rule, reason)
+              decision in {{.Work}}/decisions.log (policy, rule, reason) and to its trace
   no token    curl -si 'http://127.0.0.1:18080/call?path=/admin/stats'
               401: /admin/* needs a JWT with the admin role
-  JWT         curl -s -H 'Authorization: Bearer {{.Token}}' \
-                'http://127.0.0.1:18080/call?path=/admin/stats'
+  JWT         curl -s -H 'Authorization: Bearer {{.Token}}' 'http://127.0.0.1:18080/call?path=/admin/stats'
               200 (an admin token from the demo issuer, valid for 24h)
   429         for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/items'; done; echo
               the backend's bucket holds 20 and refills 10/s
-  mTLS only   curl -sv http://127.0.0.1:15102/api/items
-              refused: the backend's Envoy accepts only mesh certificates
+  mTLS only   curl -sSk https://127.0.0.1:15102/api/items
+              refused: the backend's Envoy wants a mesh certificate ("certificate required")
 
 Look:
-  portcullis proxy status                   what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
-  portcullis proxy config frontend-1.demo   the frontend Envoy's listeners, clusters, endpoints
-  http://{{.Admin}}/debug/authz             policies and JWT providers
+  {{.CLI}} proxy status                 what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
+  {{.CLI}} proxy config frontend-1      the frontend Envoy's listeners, clusters, endpoints
+  http://{{.Admin}}/debug/authz             policies and JWT providers, with their health
   http://{{.Admin}}/metrics                 Prometheus metrics
   {{.Work}}/mesh                            the documents: edit one (try a typo) and watch
                                             http://{{.Admin}}/debug/mesh; valid changes apply within a second
@@ -295,11 +333,10 @@ Look:
 
 {{if .Jaeger}}Traces (Jaeger, in memory): every request above is one trace — the frontend's outbound span,
 the backend's inbound span, and the authorization Check with its JWT and policy spans:
-  http://{{.Admin}}/traces                                        browse (Jaeger's own web UI is not
-                                                                    part of a Go-module build)
-  http://{{.Admin}}/traces?service=portcullis-controlplane&tag=authz.decision:DENY
-                                                                    denied requests: policy, rule, reason
-  {{.Jaeger}}/api/traces?service=backend              Jaeger's query API
+  {{.Jaeger}}/search?service=backend            Jaeger's UI: search, timelines, every span's tags
+  http://{{.Admin}}/traces                          requests: method, path, status, decision, policy, rule
+  http://{{.Admin}}/traces?decision=DENY            why each denied request was denied
+  http://{{.Admin}}/traces?decision_id=<id>         the trace of one x-portcullis-decision-id
 {{else}}Traces: run with Jaeger (make jaeger; make demo does) to see each request as one trace.
 {{end}}
 Ctrl-C stops the demo and removes its files.
