@@ -147,7 +147,9 @@ func parseDocument(file string, index int, root *yaml.Node) (*parsedDoc, model.P
 		for _, e := range c.errs {
 			ps = append(ps, model.Problem{File: file, Document: index, Kind: kind, Name: name, Field: string(e.Field), Line: c.lines[e.Field], Message: e.Message})
 		}
-		return nil, ps
+		// The document is refused either way; validating what did convert reports its other
+		// problems now, rather than after the first ones are fixed.
+		return nil, append(ps, c.validatePartial(origin, kind, value)...)
 	}
 	raw, err := json.Marshal(value)
 	if err != nil {
@@ -197,6 +199,46 @@ func lookup(n *yaml.Node, key string) *yaml.Node {
 type converter struct {
 	errs  model.FieldErrors
 	lines map[model.Path]int
+	// covered are fields whose validation would only repeat a problem already reported: the
+	// suggested name of an unknown field (absent, as it was misspelled).
+	covered []model.Path
+}
+
+// validatePartial validates a document that failed conversion, from the fields that converted
+// (the failed ones are left empty), and returns the problems conversion did not already cover:
+// none at or under a failed field, nor at the field holding it (which the failure emptied).
+func (c *converter) validatePartial(origin model.Origin, kind string, value any) model.Problems {
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil
+	}
+	obj := model.NewObject(kind)
+	if err := json.Unmarshal(raw, obj); err != nil {
+		return nil
+	}
+	covered, parents := slices.Clone(c.covered), map[model.Path]bool{}
+	for _, e := range c.errs {
+		covered = append(covered, e.Field)
+		parents[parentPath(e.Field)] = true
+	}
+	var ps model.Problems
+	for _, fe := range obj.Validate() {
+		if !parents[fe.Field] && !slices.ContainsFunc(covered, func(p model.Path) bool { return within(fe.Field, p) }) {
+			ps = append(ps, model.ProblemAt(origin, c.lines, obj, fe.Field, fe.Message))
+		}
+	}
+	return ps
+}
+
+// within reports whether field p is q or inside it.
+func within(p, q model.Path) bool {
+	rest, ok := strings.CutPrefix(string(p), string(q))
+	return ok && (rest == "" || strings.HasPrefix(rest, ".") || strings.HasPrefix(rest, "["))
+}
+
+// parentPath is the field holding p ("spec.rules[0]" for "spec.rules[0].to"; "" at the top).
+func parentPath(p model.Path) model.Path {
+	return p[:max(0, strings.LastIndexAny(string(p), ".["))]
 }
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
@@ -325,7 +367,11 @@ func (c *converter) convertStruct(n *yaml.Node, t reflect.Type, p model.Path, de
 		ft, ok := fields[k.Value]
 		if !ok {
 			c.lines[fp] = k.Line
-			c.errs.Addf(fp, "unknown field%s", suggest(k.Value, fields))
+			hint, best := suggest(k.Value, fields)
+			c.errs.Addf(fp, "unknown field%s", hint)
+			if best != "" {
+				c.covered = append(c.covered, p.Field(best))
+			}
 			continue
 		}
 		if _, dup := out[k.Value]; dup {
@@ -363,7 +409,8 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return fields
 }
 
-func suggest(got string, fields map[string]reflect.Type) string {
+// suggest returns " (did you mean ...?)" and the field meant, when one is close enough.
+func suggest(got string, fields map[string]reflect.Type) (string, string) {
 	best, bestDist := "", 3
 	for name := range fields {
 		if d := editDistance(strings.ToLower(got), strings.ToLower(name)); d < bestDist || (d == bestDist && name < best) {
@@ -371,9 +418,9 @@ func suggest(got string, fields map[string]reflect.Type) string {
 		}
 	}
 	if best == "" {
-		return ""
+		return "", ""
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return fmt.Sprintf(" (did you mean %q?)", best), best
 }
 
 func editDistance(a, b string) int {

@@ -48,8 +48,9 @@ func loadFiles(t *testing.T, files map[string]string) (*Dir, error) {
 func TestValidationProblems(t *testing.T) {
 	cases := []struct {
 		name string
-		doc  string // added to a valid mesh as policies.yaml
-		want []string
+		doc    string // added to a valid mesh as policies.yaml
+		want   []string
+		absent []string
 	}{{
 		name: "unknown field with suggestion",
 		doc: header + `kind: AuthorizationPolicy
@@ -61,6 +62,26 @@ spec:
         pathz: ["/x"]
 `,
 		want: []string{`policies.yaml: document 1 (AuthorizationPolicy/shop/p): spec.rules[0].to.pathz: unknown field (did you mean "paths"?) (line 8)`},
+	}, {
+		// An unknown field does not hide the document's other problems, and the field it was
+		// meant to be is not reported missing on top of it.
+		name: "unknown field and a validation problem in one document",
+		doc: header + `kind: AuthorizationPolicy
+metadata: {name: p, namespace: shop}
+spec:
+  selectr: {service: backend}
+  action: ALLOW
+  rules:
+    - to:
+        paths: ["admin"]
+        methodz: [GET]
+`,
+		want: []string{
+			`policies.yaml: document 1 (AuthorizationPolicy/shop/p): spec.selectr: unknown field (did you mean "selector"?) (line 5)`,
+			`policies.yaml: document 1 (AuthorizationPolicy/shop/p): spec.rules[0].to.methodz: unknown field (did you mean "methods"?) (line 10)`,
+			`policies.yaml: document 1 (AuthorizationPolicy/shop/p): spec.rules[0].to.paths[0]: must start with "/" (line 9)`,
+		},
+		absent: []string{"spec.selector:"},
 	}, {
 		name: "path must start with slash, reported with document index and line",
 		doc: validServices + "---\n" + header + `kind: AuthorizationPolicy
@@ -227,6 +248,11 @@ spec:
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("missing problem\n  %s\nin\n%s", w, got)
+				}
+			}
+			for _, a := range tc.absent {
+				if strings.Contains(got, a) {
+					t.Errorf("problem %q should not be reported:\n%s", a, got)
 				}
 			}
 			if ps := d.Status().Problems; len(ps) == 0 {

@@ -214,6 +214,7 @@ func (d *Dir) record(mesh *model.Mesh, problems model.Problems, files, docs int)
 	now := time.Now()
 	result := "ok"
 	d.mu.Lock()
+	fixed := len(d.status.Problems)
 	d.status.LastAttempt, d.status.Files, d.status.Documents = now, files, docs
 	d.status.Problems = problems
 	if mesh != nil {
@@ -229,6 +230,10 @@ func (d *Dir) record(mesh *model.Mesh, problems model.Problems, files, docs int)
 	d.mu.Unlock()
 	if d.loads != nil {
 		d.loads.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", result)))
+	}
+	if fixed > 0 && mesh != nil {
+		// Said once, so whoever fixed a broken document sees it took.
+		d.log.Info("mesh documents valid again; the problems of the last load are fixed", "dir", d.dir, "version", mesh.Version, "fixed_problems", fixed)
 	}
 	switch result {
 	case "ok":

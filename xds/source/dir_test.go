@@ -1,10 +1,13 @@
 package source
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -169,4 +172,61 @@ func TestDirStatusWhileLoading(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A load that fixes the previous one's problems says so once.
+func TestFixedDocumentsLogged(t *testing.T) {
+	dir := t.TempDir()
+	write := func(content string) {
+		if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs syncBuffer
+	d, err := NewDir(dir, DirOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(validMesh + "---\n" + validServices)
+	if err := d.Load(); err != nil {
+		t.Fatal(err)
+	}
+	write(validMesh + "---\n" + strings.Replace(validServices, "port: 8080", "prot: 8080", 1))
+	if err := d.Load(); err == nil {
+		t.Fatal("broken document loaded")
+	}
+	if strings.Contains(logs.String(), "valid again") {
+		t.Fatalf("'valid again' before the fix:\n%s", logs.String())
+	}
+	write(validMesh + "---\n" + validServices) // back to the live version: nothing to publish
+	if err := d.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "mesh documents valid again; the problems of the last load are fixed"); n != 1 {
+		t.Fatalf("'valid again' logged %d times, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "fixed_problems=1") {
+		t.Errorf("the fix does not say how many problems it fixed:\n%s", logs.String())
+	}
+	if err := d.Load(); err != nil || strings.Count(logs.String(), "valid again") != 1 {
+		t.Errorf("a second valid load logged 'valid again' again (%v):\n%s", err, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's and the test's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

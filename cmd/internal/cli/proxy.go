@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,14 +31,50 @@ func ProxyStatus(out io.Writer, adminAddr string) error {
 	return printProxyStatus(out, status)
 }
 
-// ProxyConfig prints a proxy's current resources as YAML.
+// ProxyConfig prints a proxy's current resources as YAML. The node is its full ID
+// (frontend-1.demo) or, when one registered proxy has it, its name without the namespace
+// (frontend-1); an unknown node is an error listing the known ones.
 func ProxyConfig(out io.Writer, adminAddr, node string) error {
-	body, err := adminGet(adminAddr, "/debug/proxies/config?node="+url.QueryEscape(node))
+	body, err := adminGet(adminAddr, "/debug/proxies")
 	if err != nil {
+		return err
+	}
+	var status []snapshot.ProxyStatus
+	if err := json.Unmarshal(body, &status); err != nil {
+		return fmt.Errorf("cli: reading /debug/proxies: %w", err)
+	}
+	if node, err = resolveNode(node, status); err != nil {
+		return err
+	}
+	if body, err = adminGet(adminAddr, "/debug/proxies/config?node="+url.QueryEscape(node)); err != nil {
 		return err
 	}
 	_, err = out.Write(body)
 	return err
+}
+
+// resolveNode finds a node by its ID or by its short name (the ID up to the first dot).
+func resolveNode(node string, status []snapshot.ProxyStatus) (string, error) {
+	var known, matches []string
+	for _, p := range status {
+		if p.Node == node {
+			return node, nil
+		}
+		known = append(known, p.Node)
+		if short, _, _ := strings.Cut(p.Node, "."); short == node {
+			matches = append(matches, p.Node)
+		}
+	}
+	switch {
+	case len(matches) == 1:
+		return matches[0], nil
+	case len(matches) > 1:
+		return "", fmt.Errorf("cli: %q names %d proxies: %s; give the full node ID", node, len(matches), strings.Join(matches, ", "))
+	case len(known) == 0:
+		return "", fmt.Errorf("cli: no proxy %q: no proxy has registered with the control plane", node)
+	}
+	slices.Sort(known)
+	return "", fmt.Errorf("cli: no proxy %q; known nodes: %s", node, strings.Join(known, ", "))
 }
 
 func adminGet(addr, path string) ([]byte, error) {
