@@ -361,3 +361,30 @@ func (e *Engine) CompiledAt() time.Time { return e.compiledAt }
 
 // Policies returns the number of compiled policies.
 func (e *Engine) Policies() int { return len(e.policies) }
+
+// PolicySummary is a compiled policy as /debug/authz lists it.
+type PolicySummary struct {
+	Policy string       `json:"policy"`
+	Action model.Action `json:"action"`
+	DryRun bool         `json:"dryRun,omitempty"`
+	// Scope is "mesh-wide" or "service namespace/name".
+	Scope string   `json:"scope"`
+	Rules []string `json:"rules,omitempty"`
+	Rego  bool     `json:"rego,omitempty"`
+}
+
+// Summaries lists the engine's policies in the order they are considered (by name).
+func (e *Engine) Summaries() []PolicySummary {
+	out := make([]PolicySummary, 0, len(e.policies))
+	for _, p := range e.policies {
+		s := PolicySummary{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Scope: "mesh-wide", Rego: p.rego != nil}
+		if p.selector != nil {
+			s.Scope = "service " + p.selector.String()
+		}
+		for _, r := range p.rules {
+			s.Rules = append(s.Rules, r.name)
+		}
+		out = append(out, s)
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"math/rand/v2"
 	"time"
 
@@ -31,26 +32,36 @@ var Codes = []Code{CodeAllowed, CodeAllowedDefault, CodeDenied, CodeDeniedDefaul
 // Decision is the outcome for one request: what was decided, by which policy and rule, and why.
 // The ID names it in the response, the decision log and the trace.
 type Decision struct {
-	ID    string
-	Allow bool
-	Code  Code
+	ID    string `json:"id"`
+	Allow bool   `json:"allow"`
+	Code  Code   `json:"code"`
 	// Policy ("namespace/name") and Rule that decided; both empty for the mesh default and for
 	// decisions made before policies (bad request, invalid token).
-	Policy string
-	Rule   string
+	Policy string `json:"policy,omitempty"`
+	Rule   string `json:"rule,omitempty"`
 	// Reason is a short human explanation, safe to log (never a token or header value).
-	Reason string
+	Reason string `json:"reason"`
 	// MeshVersion is the version of the mesh the engine was compiled from.
-	MeshVersion string
+	MeshVersion string `json:"meshVersion,omitempty"`
 	// Audits are the AUDIT policies that matched.
-	Audits []Match
+	Audits []Match `json:"audits,omitempty"`
 	// DryRun is set when dry-run policies apply: what they matched and the decision that would
 	// have been made had they been enforced.
-	DryRun *DryRun
+	DryRun *DryRun `json:"dryRun,omitempty"`
 	// Errors are Rego evaluation errors (each failed closed).
-	Errors []string
-	// Duration is the time spent evaluating policies.
-	Duration time.Duration
+	Errors []string `json:"errors,omitempty"`
+	// Duration is the time spent evaluating policies; in JSON, evalUs in microseconds (as the
+	// decision log and the authz.eval_us span attribute).
+	Duration time.Duration `json:"-"`
+}
+
+// MarshalJSON writes the decision with its evaluation time in microseconds.
+func (d Decision) MarshalJSON() ([]byte, error) {
+	type plain Decision // without this method
+	return json.Marshal(struct {
+		plain
+		EvalUs int64 `json:"evalUs"`
+	}{plain(d), d.Duration.Microseconds()})
 }
 
 // Match names a matching policy and rule.

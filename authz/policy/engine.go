@@ -53,14 +53,8 @@ func (p *policy) evaluate(ctx context.Context, a *Attributes, in *regoInput) (Ma
 	if !res.match {
 		return Match{}, false, nil
 	}
-	m := Match{Policy: p.name, Action: p.doc.Spec.Action, Rule: res.rule, Reason: res.reason}
-	if m.Rule == "" {
-		m.Rule = "rego"
-	}
-	if m.Reason == "" {
-		m.Reason = "rego module matched"
-	}
-	return m, true, nil
+	rule, reason := res.names()
+	return Match{Policy: p.name, Action: p.doc.Spec.Action, Rule: rule, Reason: reason}, true, nil
 }
 
 // evalRego evaluates the policy's module within the decision's budget.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,6 +49,12 @@ type regoQuery struct {
 type regoResult struct {
 	match        bool
 	reason, rule string
+}
+
+// names are the rule and reason a match is reported with: the module's own, or "rego" and
+// "rego module matched" when it sets none. Decisions and explanations both use them.
+func (r regoResult) names() (rule, reason string) {
+	return cmp.Or(r.rule, "rego"), cmp.Or(r.reason, "rego module matched")
 }
 
 func moduleHash(src string) string {

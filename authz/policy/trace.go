@@ -86,7 +86,10 @@ func (e *Engine) Trace(ctx context.Context, a *Attributes) []Evaluation {
 		}
 		if p.rego != nil {
 			res, err := p.evalRego(ctx, a, &in)
-			rt := &RegoTrace{Matched: res.match, Rule: res.rule, Reason: res.reason}
+			rt := &RegoTrace{Matched: res.match}
+			if res.match {
+				rt.Rule, rt.Reason = res.names() // as the decision names them
+			}
 			if err != nil {
 				rt.Error = err.Error()
 				rt.Matched = p.doc.Spec.Action == model.ActionDeny // fails closed, as in Decide

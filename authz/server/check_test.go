@@ -395,6 +395,19 @@ spec:
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || !st.Ready || len(st.Providers) != 1 || st.Providers[0].State != "ok" {
 		t.Errorf("/debug/authz = %s (%v)", rec.Body.String(), err)
 	}
+	// It lists the live policies, not a count: the one that allows /other with its scope.
+	var other *policy.PolicySummary
+	for i, p := range st.Policies {
+		if p.Policy == "demo/allow-other" {
+			other = &st.Policies[i]
+		}
+		if p.Policy == "demo/broken" {
+			t.Errorf("/debug/authz lists the policy that did not compile: %+v", p)
+		}
+	}
+	if other == nil || other.Action != "ALLOW" || other.Scope != "service demo/backend" || len(other.Rules) != 1 {
+		t.Errorf("/debug/authz policies = %+v, want demo/allow-other (ALLOW, service demo/backend, one rule)", st.Policies)
+	}
 }
 
 func TestNotReadyDeniesWith503(t *testing.T) {

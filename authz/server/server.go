@@ -212,23 +212,23 @@ func (s *Server) Ready() error {
 	return nil
 }
 
-// Status is what /debug/authz shows.
+// Status is what /debug/authz shows: the live policies and each JWT provider with its health.
 type Status struct {
-	Ready       bool                 `json:"ready"`
-	MeshVersion string               `json:"meshVersion,omitempty"`
-	CompiledAt  time.Time            `json:"compiledAt,omitzero"`
-	Policies    int                  `json:"policies"`
-	LastTried   string               `json:"lastTriedVersion,omitempty"`
-	LastError   string               `json:"lastError,omitempty"`
-	Providers   []jwt.ProviderStatus `json:"jwtProviders"`
-	TokenCache  int                  `json:"verifiedTokensCached"`
+	Ready       bool                   `json:"ready"`
+	MeshVersion string                 `json:"meshVersion,omitempty"`
+	CompiledAt  time.Time              `json:"compiledAt,omitzero"`
+	Policies    []policy.PolicySummary `json:"policies"`
+	LastTried   string                 `json:"lastTriedVersion,omitempty"`
+	LastError   string                 `json:"lastError,omitempty"`
+	Providers   []jwt.ProviderStatus   `json:"jwtProviders"`
+	TokenCache  int                    `json:"verifiedTokensCached"`
 }
 
 // Status returns the server's state.
 func (s *Server) Status() Status {
-	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen()}
+	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.PolicySummary{}}
 	if e := s.engine.Load(); e != nil {
-		st.Ready, st.MeshVersion, st.CompiledAt, st.Policies = true, e.Version(), e.CompiledAt(), e.Policies()
+		st.Ready, st.MeshVersion, st.CompiledAt, st.Policies = true, e.Version(), e.CompiledAt(), e.Summaries()
 	}
 	s.mu.Lock()
 	st.LastTried, st.LastError = s.lastTried, s.lastError

@@ -99,3 +99,36 @@ func TestExplainNamespaces(t *testing.T) {
 		t.Errorf("decision %s: tenant-a's ALLOW-all opened demo", x.Decision.Code)
 	}
 }
+
+// The JSON form names fields as the rest of the output does (camelCase, times in µs), and a
+// Rego module that names no rule is reported as rule "rego" in the header and the body alike.
+func TestExplainJSONAndRegoRule(t *testing.T) {
+	e, ps := policy.Compile(testmesh.Build(t, testmesh.Rego("allow", "ALLOW", "package m\nmatch := true\n")))
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	x := Decide(context.Background(), e, frontendGET(t))
+	js, err := json.Marshal(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"decision":{"id":"`, `"allow":true`, `"code":"allowed"`, `"rule":"rego"`, `"evalUs":`, `"rego":{"matched":true,"rule":"rego","reason":"rego module matched"}`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, js)
+		}
+	}
+	for _, bad := range []string{`"ID"`, `"Allow"`, `"Duration"`, `"MeshVersion"`} {
+		if strings.Contains(string(js), bad) {
+			t.Errorf("JSON has %s:\n%s", bad, js)
+		}
+	}
+	var b strings.Builder
+	if err := x.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rule rego\n", `rego: MATCH rule="rego" reason="rego module matched"`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
