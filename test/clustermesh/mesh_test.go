@@ -149,11 +149,11 @@ func TestMeshOnKubernetes(t *testing.T) {
 func meshImages(t *testing.T) []images.Image {
 	t.Helper()
 	jaeger := tracetest.JaegerBinary()
-	if jaeger == "" {
+	if jaeger == "" || tracetest.JaegerUI() == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("Jaeger is not built (make jaeger): CI=true, the cluster test must run")
+			t.Fatal("Jaeger or its UI is not built (make jaeger): CI=true, the cluster test must run")
 		}
-		t.Skip("SKIPPING: Jaeger is not built (make jaeger)")
+		t.Skip("SKIPPING: Jaeger or its UI is not built (make jaeger)")
 	}
 	return images.ForTest(t, jaeger, "portcullis", "portcullis-proxy", "jaeger")
 }
@@ -362,6 +362,16 @@ func (m *mesh) trace(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := &tracetest.Jaeger{QueryURL: "http://" + svc.Spec.ClusterIP + ":16686", Client: m.c.HTTPClient()}
+	// deploy/'s Jaeger serves the real UI, not the placeholder of a Go-module build.
+	if resp, err := j.Client.Get(j.QueryURL + "/search"); err != nil {
+		t.Errorf("Jaeger UI: %v", err)
+	} else {
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(page), "<title>Jaeger UI</title>") {
+			t.Errorf("Jaeger at %s/search serves no UI: %.300s", j.QueryURL, page)
+		}
+	}
 	proctest.Eventually(t, time.Minute, func() error {
 		spans := j.Spans(t)
 		var check tracetest.Span

@@ -22,6 +22,7 @@ import (
 
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/images"
+	"github.com/portcullis/portcullis/test/tracetest"
 )
 
 // inputs builds the binaries once per test binary; without Envoy or the Debian packages the
@@ -137,6 +138,14 @@ func TestReproducibleGzip(t *testing.T) {
 // PATH, and the files (the Dockerfile's layout); every entry owned by root at the epoch.
 func TestLayout(t *testing.T) {
 	in := inputs(t)
+	in.Jaeger, in.JaegerUI = tracetest.JaegerBinary(), tracetest.JaegerUI()
+	if in.Jaeger == "" || in.JaegerUI == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("Jaeger or its UI is not built (make jaeger; CI=true: the Jaeger image must be checked)")
+		}
+		t.Log("SKIPPING THE JAEGER IMAGE: Jaeger or its UI is not built (make jaeger)")
+		in.Jaeger = ""
+	}
 	specs, err := images.Project(in)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +168,12 @@ func TestLayout(t *testing.T) {
 			"usr/sbin/xtables-nft-multi", "usr/sbin/xtables-legacy-multi", "usr/lib/x86_64-linux-gnu/xtables/libxt_owner.so",
 			"usr/lib/x86_64-linux-gnu/xtables/libxt_REDIRECT.so", "bin/sh", "bin/busybox", "etc/protocols"}},
 		"pause": {"/pause", images.PauseUser, []string{"pause"}},
+		// The real UI, which deploy/base/jaeger.yaml serves with no change from upstream's image.
+		"jaeger": {"/cmd/jaeger-linux --set=extensions.jaeger_query.ui.assets_path=/usr/share/jaeger-ui", images.JaegerUser, []string{
+			"cmd/jaeger-linux", "usr/share/jaeger-ui/index.html", "usr/share/jaeger-ui/static", "etc/passwd"}},
+	}
+	if in.Jaeger == "" {
+		delete(want, "jaeger")
 	}
 	for _, r := range results {
 		w, ok := want[r.Name]
@@ -178,7 +193,7 @@ func TestLayout(t *testing.T) {
 		if got := strings.Join(cfg.Config.Entrypoint, " "); got != w.entrypoint || cfg.Config.User != w.user {
 			t.Errorf("%s: entrypoint %q user %q, want %q %q", r.Name, got, cfg.Config.User, w.entrypoint, w.user)
 		}
-		if r.Name != "pause" && !slices.Contains(cfg.Config.Env, images.Path) {
+		if r.Name != "pause" && r.Name != "jaeger" && !slices.Contains(cfg.Config.Env, images.Path) {
 			t.Errorf("%s: env %v: no PATH with /usr/local/bin (the injector runs its commands by name)", r.Name, cfg.Config.Env)
 		}
 		if cfg.OS != "linux" || cfg.Architecture != "amd64" || !cfg.Created.Time.Equal(images.Epoch) {

@@ -3,8 +3,10 @@ package images
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -44,7 +46,8 @@ type Inputs struct {
 	Debian RootFS
 	// Jaeger, when set, is the Jaeger binary `make jaeger` builds from source: it becomes the
 	// image deploy/base/jaeger.yaml names (JaegerRef), for clusters without a registry.
-	Jaeger string
+	// JaegerUI is the directory of the Jaeger UI's build (make jaeger), which it serves.
+	Jaeger, JaegerUI string
 }
 
 // JaegerRef is the Jaeger image deploy/base/jaeger.yaml runs: release 2.13.0, the Go module
@@ -58,20 +61,58 @@ const JaegerUser = "10001:10001"
 // jaegerPath is where the upstream image has the binary.
 const jaegerPath = "/cmd/jaeger-linux"
 
+// JaegerUIPath is where the Jaeger image has the UI's files.
+const JaegerUIPath = "/usr/share/jaeger-ui"
+
 // jaegerImage is Jaeger v2 from its binary (with the C library it is linked against, from
-// Debian): with no arguments it stores traces in memory, receives OTLP on 4317/4318 and serves
-// its query API and UI on 16686, on every interface.
-func jaegerImage(root RootFS, bin string) (Image, error) {
+// Debian) and the UI's build: with no arguments it stores traces in memory, receives OTLP on
+// 4317/4318 and serves its query API and UI on 16686, on every interface, as upstream's image.
+// Upstream's binary embeds the UI; one built from the Go module has a placeholder page instead,
+// so the entrypoint points Jaeger at the files (--set merges into whatever configuration runs,
+// the default all-in-one one or a --config the manifest gives) and deploy/ needs no change.
+func jaegerImage(root RootFS, bin, ui string) (Image, error) {
 	jaeger, err := binaryLayer(root, "jaeger", bin, jaegerPath)
+	if err != nil {
+		return Image{}, err
+	}
+	assets, err := treeLayer("jaeger-ui", ui, JaegerUIPath)
 	if err != nil {
 		return Image{}, err
 	}
 	return Image{
 		Name: "jaeger", Ref: JaegerRef,
-		Layers:     []Layer{baseLayer(), jaeger},
-		Entrypoint: []string{jaegerPath},
+		Layers:     []Layer{baseLayer(), jaeger, assets},
+		Entrypoint: []string{jaegerPath, "--set=extensions.jaeger_query.ui.assets_path=" + JaegerUIPath},
 		User:       JaegerUser,
 	}, nil
+}
+
+// treeLayer is the regular files under dir, at the same relative paths under path.
+func treeLayer(name, dir, path string) (Layer, error) {
+	l := Layer{Name: name}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			l.Entries = append(l.Entries, Entry{Path: filepath.Join(path, rel), Dir: true})
+		case d.Type().IsRegular():
+			l.Entries = append(l.Entries, Entry{Path: filepath.Join(path, rel), Src: p, Mode: 0o644})
+		}
+		return nil
+	})
+	if err != nil {
+		return Layer{}, fmt.Errorf("images: %s: %w", name, err)
+	}
+	if !slices.ContainsFunc(l.Entries, func(e Entry) bool { return e.Path == filepath.Join(path, "index.html") }) {
+		return Layer{}, fmt.Errorf("images: %s: no index.html in %s (make jaeger builds the UI)", name, dir)
+	}
+	return l, nil
 }
 
 // DebianPackages are what Inputs.Debian must hold (test/kube/fetch-debs.sh fetches them): the C
@@ -138,7 +179,7 @@ func Project(in Inputs) ([]Image, error) {
 		PauseImage(in.Pause),
 	}
 	if in.Jaeger != "" {
-		jaeger, err := jaegerImage(in.Debian, in.Jaeger)
+		jaeger, err := jaegerImage(in.Debian, in.Jaeger, in.JaegerUI)
 		if err != nil {
 			return nil, err
 		}

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/test/envoytest"
+	"github.com/portcullis/portcullis/test/tracetest"
 )
 
 // ForTest builds the project's images from this source for a test and returns those named (all
 // of them when none is). Without their inputs (Envoy, the Debian files) the test fails under
-// CI=true and is skipped, loudly, elsewhere. jaeger, when not empty, adds the Jaeger image.
+// CI=true and is skipped, loudly, elsewhere. jaeger, when not empty, adds the Jaeger image,
+// with the UI make jaeger builds beside it.
 func ForTest(t testing.TB, jaeger string, names ...string) []Image {
 	t.Helper()
 	root, err := envoytest.RepoRoot()
@@ -28,7 +30,14 @@ func ForTest(t testing.TB, jaeger string, names ...string) []Image {
 		}
 		t.Skipf("SKIPPING, NO IMAGES: %v", err)
 	}
-	in.Jaeger = jaeger
+	if in.Jaeger = jaeger; jaeger != "" {
+		if in.JaegerUI = tracetest.JaegerUI(); in.JaegerUI == "" {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("the Jaeger UI is not built (make jaeger; CI=true: the image and cluster tests must run)")
+			}
+			t.Skip("SKIPPING, NO JAEGER UI: make jaeger")
+		}
+	}
 	specs, err := Project(in)
 	if err != nil {
 		t.Fatal(err)

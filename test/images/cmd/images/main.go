@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&in.Pause, "pause", "bin/pause", "the pause binary (test/images/pause)")
 	flag.StringVar(&in.Envoy, "envoy", ".cache/bin/envoy", "the Envoy binary")
 	flag.StringVar(&in.Jaeger, "jaeger", "", "the Jaeger binary (make jaeger), for an image named as deploy/ names Jaeger's; none when empty")
+	flag.StringVar(&in.JaegerUI, "jaeger-ui", "", "the Jaeger UI's build (make jaeger), which the Jaeger image serves; required with -jaeger")
 	flag.StringVar(&debian, "debian", ".cache/debroot", "dpkg -x root of images.DebianPackages (test/kube/fetch-debs.sh)")
 	listDebian := flag.Bool("debian-packages", false, "print the Debian packages -debian must hold, and exit")
 	flag.Parse()
