@@ -317,10 +317,12 @@ Try:
               401: /admin/* needs a JWT with the admin role
   JWT         curl -s -H 'Authorization: Bearer {{.Token}}' 'http://127.0.0.1:18080/call?path=/admin/stats'
               200 (an admin token from the demo issuer, valid for 24h)
-  429         for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/items'; done; echo
-              the backend's bucket holds 20 and refills 10/s
-  mTLS only   curl -sSk https://127.0.0.1:15102/api/items
-              refused: the backend's Envoy wants a mesh certificate ("certificate required")
+  429         for i in $(seq 5); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/slow'; done; echo
+              200 200 429 ...: /api/slow takes 2 requests at once from each caller, then 1 a second
+              (the rest of the backend: a bucket of 20, refilled 10 a second)
+  mTLS only   curl -sS http://127.0.0.1:15102/api/items
+              "Empty reply from server": the backend's Envoy speaks only mTLS with a mesh
+              certificate, and closes a connection that has none
 
 Look:
   {{.CLI}} proxy status                 what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
