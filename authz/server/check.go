@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,10 +33,13 @@ const (
 	spanPolicy = "authz.policy.evaluate"
 )
 
-// checkSpanOptions start every Check span: built once, not per request.
-var checkSpanOptions = []trace.SpanStartOption{
-	trace.WithSpanKind(trace.SpanKindServer),
-	trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check")),
+// checkSpanOptions start every Check span: built once, not per request. Its attributes are all
+// set at the end, in one call (see annotate).
+var checkSpanOptions = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// rpcAttributes are the Check span's constant attributes.
+var rpcAttributes = [...]attribute.KeyValue{
+	attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.auth.v3.Authorization"), attribute.String("rpc.method", "Check"),
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check. It answers every proxy with a
@@ -102,8 +106,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	rec.Caller = caller
 	s.dlog.Write(rec)
 	if span.IsRecording() {
-		annotate(span, &d, status, attrs, &jr)
-		span.SetAttributes(attribute.String("authz.caller", caller))
+		annotate(span, &d, status, attrs, caller)
 	}
 	return resp, nil
 }
@@ -122,18 +125,24 @@ func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, he
 	ctx, span := s.tracer.Start(ctx, spanJWT)
 	defer span.End()
 	r := s.verifier.Verify(ctx, ns, headers)
-	span.SetAttributes(attribute.Bool("authz.jwt.present", r.Presented), attribute.Bool("authz.jwt.cache_hit", r.CacheHit))
-	if r.Presented {
-		span.SetAttributes(attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))
+	if !r.Presented {
+		span.SetAttributes(attribute.Bool("authz.jwt.present", false))
+		return r
 	}
+	attrs := attrPool.Get().(*attrBuffer)
+	defer attrPool.Put(attrs)
+	a := append(attrs[:0], attribute.Bool("authz.jwt.present", true), attribute.Bool("authz.jwt.cache_hit", r.CacheHit),
+		attribute.String("authz.jwt.issuer", r.Issuer), attribute.String("authz.jwt.kid", r.KeyID))
 	if r.Err != nil {
-		span.SetAttributes(attribute.String("authz.jwt.error", string(r.Err.Code)))
+		a = append(a, attribute.String("authz.jwt.error", string(r.Err.Code)))
 		span.SetStatus(codes.Error, string(r.Err.Code))
 	}
+	span.SetAttributes(a...)
 	return r
 }
 
-// decide evaluates policies, in a child span when the check is traced.
+// decide evaluates policies, in a child span when the check is traced. The decision itself is
+// on the Check span (annotate): this span says how long evaluation took and on which mesh.
 func (s *Server) decide(ctx context.Context, parent trace.Span, e *policy.Engine, a *policy.Attributes) policy.Decision {
 	if !parent.IsRecording() {
 		return e.Decide(ctx, a)
@@ -141,24 +150,25 @@ func (s *Server) decide(ctx context.Context, parent trace.Span, e *policy.Engine
 	ctx, span := s.tracer.Start(ctx, spanPolicy)
 	defer span.End()
 	d := e.Decide(ctx, a)
-	span.SetAttributes(
-		attribute.String("authz.decision_id", d.ID),
-		attribute.String("authz.decision", string(d.Outcome())),
-		attribute.String("authz.policy", d.Policy),
-		attribute.String("authz.rule", d.Rule),
-		attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
-		attribute.String("authz.mesh_version", d.MeshVersion),
-		attribute.Int("authz.audits", len(d.Audits)),
-	)
+	attrs := attrPool.Get().(*attrBuffer)
+	defer attrPool.Put(attrs)
+	as := append(attrs[:0], attribute.String("authz.mesh_version", d.MeshVersion), attribute.Int("authz.audits", len(d.Audits)))
 	if d.DryRun != nil {
-		span.SetAttributes(attribute.String("authz.dry_run.decision", string(outcome(d.DryRun.Allow))),
+		as = append(as, attribute.String("authz.dry_run.decision", string(outcome(d.DryRun.Allow))),
 			attribute.String("authz.dry_run.policy", d.DryRun.Policy), attribute.Bool("authz.dry_run.changed", d.DryRun.Changed))
 	}
+	span.SetAttributes(as...)
 	if len(d.Errors) > 0 {
 		span.SetStatus(codes.Error, "rego evaluation failed (failed closed)")
 	}
 	return d
 }
+
+// attrBuffer holds a span's attributes while they are handed to the SDK, which copies them:
+// pooled, so a traced check does not allocate a slice per span for them.
+type attrBuffer [16]attribute.KeyValue
+
+var attrPool = sync.Pool{New: func() any { return new(attrBuffer) }}
 
 func outcome(allow bool) string {
 	if allow {
@@ -167,12 +177,15 @@ func outcome(allow bool) string {
 	return "DENY"
 }
 
-// annotate puts the decision on the Check span.
-func annotate(span trace.Span, d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Result) {
-	// One SetAttributes call with the slice sized up front: the SDK grows the span's
-	// attribute slice once instead of per call (tracing's cost is per Check).
-	attrs := make([]attribute.KeyValue, 0, 13)
-	attrs = append(attrs,
+// annotate puts the request's decision on the Check span, every attribute in one call so the
+// SDK sizes the span's attribute slice once. A denial is the service working, not failing: the
+// span status stays unset, authz.decision says what happened. The token's details are on the
+// JWT span alone; authz.caller is the proxy that asked (its SVID).
+func annotate(span trace.Span, d *policy.Decision, status int, a *policy.Attributes, caller string) {
+	attrs := attrPool.Get().(*attrBuffer)
+	defer attrPool.Put(attrs)
+	as := append(attrs[:0], rpcAttributes[:]...)
+	as = append(as,
 		attribute.String("authz.decision_id", d.ID),
 		attribute.String("authz.decision", string(d.Outcome())),
 		attribute.String("authz.code", string(d.Code)),
@@ -181,22 +194,15 @@ func annotate(span trace.Span, d *policy.Decision, status int, a *policy.Attribu
 		attribute.String("authz.reason", d.Reason),
 		attribute.Int64("authz.eval_us", d.Duration.Microseconds()),
 		attribute.Int("http.response.status_code", status),
+		attribute.String("authz.caller", caller),
 	)
 	if a != nil {
-		attrs = append(attrs,
+		as = append(as,
 			attribute.String("authz.principal", a.Source.Principal),
 			attribute.String("authz.destination", a.Destination.Namespace+"/"+a.Destination.Service),
 		)
 	}
-	if jr.Presented {
-		attrs = append(attrs, attribute.String("authz.jwt.issuer", jr.Issuer), attribute.String("authz.jwt.kid", jr.KeyID), attribute.Bool("authz.jwt.cache_hit", jr.CacheHit))
-	}
-	span.SetAttributes(attrs...)
-	if !d.Allow {
-		// A denial is the service working, not failing: the span status stays unset, the
-		// decision attribute says what happened.
-		span.AddEvent("denied", trace.WithAttributes(attribute.String("authz.code", string(d.Code))))
-	}
+	span.SetAttributes(as...)
 }
 
 // httpStatus maps a decision code to the status a denied client sees.

@@ -242,8 +242,8 @@ func TestCheckSpans(t *testing.T) {
 	id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue()
 	for k, want := range map[string]string{
 		"authz.decision": "ALLOW", "authz.policy": "demo/backend-allow", "authz.rule": "admins", "authz.decision_id": id,
-		"authz.principal": "spiffe://portcullis.local/ns/demo/sa/frontend", "authz.jwt.issuer": "https://idp.test", "authz.jwt.kid": "k1",
-		"authz.jwt.cache_hit": "false", "authz.code": "allowed", "authz.reason": "rule admins matched",
+		"authz.principal": "spiffe://portcullis.local/ns/demo/sa/frontend", "authz.code": "allowed", "authz.reason": "rule admins matched",
+		"rpc.system": "grpc", "rpc.method": "Check", "http.response.status_code": "200",
 	} {
 		if got := check.attrs[k]; got != want {
 			t.Errorf("check span %s = %q, want %q", k, got, want)
@@ -258,8 +258,20 @@ func TestCheckSpans(t *testing.T) {
 			t.Errorf("%s is not a child of the check span", child)
 		}
 	}
-	if byName[spanJWT].attrs["authz.jwt.kid"] != "k1" || byName[spanPolicy].attrs["authz.rule"] != "admins" {
-		t.Errorf("child attributes: %v / %v", byName[spanJWT].attrs, byName[spanPolicy].attrs)
+	// The token's details are on the JWT span, the mesh on the policy span; neither repeats
+	// what the Check span says.
+	jwtSpan, policySpan := byName[spanJWT].attrs, byName[spanPolicy].attrs
+	if jwtSpan["authz.jwt.kid"] != "k1" || jwtSpan["authz.jwt.issuer"] != "https://idp.test" || jwtSpan["authz.jwt.cache_hit"] != "false" ||
+		policySpan["authz.mesh_version"] == "" {
+		t.Errorf("child attributes: %v / %v", jwtSpan, policySpan)
+	}
+	for k := range check.attrs {
+		if strings.HasPrefix(k, "authz.jwt.") {
+			t.Errorf("check span repeats the JWT span's %s", k)
+		}
+	}
+	if _, ok := policySpan["authz.decision"]; ok {
+		t.Errorf("policy span repeats the check span's decision: %v", policySpan)
 	}
 
 	// A second check of the same token hits the cache; trace context from gRPC metadata wins.
@@ -269,12 +281,27 @@ func TestCheckSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range f.spans.GetSpans() {
-		if s.Name == spanCheck {
+		if s.Name == spanJWT {
 			a := attrMap(s.Attributes)
 			if s.SpanContext.TraceID().String() != "11111111111111111111111111111111" || a["authz.jwt.cache_hit"] != "true" {
 				t.Errorf("second check: trace %s cache_hit %s", s.SpanContext.TraceID(), a["authz.jwt.cache_hit"])
 			}
 		}
+	}
+}
+
+// A request Envoy did not sample records no span: the check is decided and logged, and pays
+// nothing for tracing beyond reading the trace context.
+func TestUnsampledCheckRecordsNoSpan(t *testing.T) {
+	f := newFixture(t, "")
+	f.spans.Reset()
+	md := metadata.Pairs("traceparent", "00-33333333333333333333333333333333-4444444444444444-00")
+	resp, err := f.srv.Check(metadata.NewIncomingContext(context.Background(), md), request(t, setPath("/api/items")))
+	if err != nil || resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
+		t.Fatalf("%v %s", err, describe(resp))
+	}
+	if spans := f.spans.GetSpans(); len(spans) != 0 {
+		t.Errorf("an unsampled request recorded %v", names(spans))
 	}
 }
 

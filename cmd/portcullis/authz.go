@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis/portcullis/cmd/internal/authzservice"
+	"github.com/portcullis/portcullis/xds/model"
 )
 
 func newAuthzCommand(g *globals) *cobra.Command {
@@ -44,7 +45,7 @@ Decisions are written as JSON lines to --decision-log ("-" is stdout). The admin
 	fl.StringVar(&cfg.DecisionLog, "decision-log", "-", `decision log file (JSON lines, appended, mode 0600); "-" is stdout`)
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) for the service's spans; none when empty")
 	cfg.OTLP.Register(fl)
-	fl.Float64Var(&cfg.SamplingPercent, "trace-sampling", 100, "percent of traces sampled when the caller (Envoy) has not decided")
+	fl.Float64Var(&cfg.SamplingPercent, "trace-sampling", model.DefaultTracingSampling, "percent of traces sampled when the caller (Envoy) has not decided (requests follow Envoy's decision, Mesh.spec.tracing.samplingPercent)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }

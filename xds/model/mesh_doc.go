@@ -56,7 +56,7 @@ const (
 // Defaults of the Mesh document, documented in docs/documents.md.
 const (
 	DefaultAuthzTimeout         = 250 * time.Millisecond
-	DefaultTracingSampling      = 100.0
+	DefaultTracingSampling      = 1.0
 	DefaultMaxAuthzRequestBytes = 8192
 	// DefaultRootNamespace holds the mesh-wide AuthorizationPolicies and JWTProviders unless
 	// spec.rootNamespace names another: the namespace the control plane is installed in.
@@ -123,7 +123,9 @@ type TracingSettings struct {
 	Enabled bool `json:"enabled,omitempty"`
 	// Collector is the OTLP gRPC collector address, host:port.
 	Collector string `json:"collector,omitempty"`
-	// SamplingPercent is the share of requests traced, 0 to 100. 100 unless set.
+	// SamplingPercent is the share of requests traced, 0 to 100. 1 unless set: tracing every
+	// request costs the authorization service a third of its throughput (docs/benchmarks.md);
+	// the decision log has every decision either way.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	SamplingPercent *float64 `json:"samplingPercent,omitempty"`
