@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"html/template"
 	"net/http"
 	"slices"
 	"strconv"
@@ -40,8 +41,8 @@ type listPage struct {
 	Decisions []string
 	Scanned   int
 	From, To  time.Time
-	Older     string // query string of the next (older) page; "" when this is the last
-	Newest    string // query string of the first page
+	Older     template.URL // query string of the next (older) page; "" when this is the last
+	Newest    template.URL // query string of the first page
 }
 
 func (v *viewer) list(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +53,7 @@ func (v *viewer) list(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusBadRequest, listTemplate, &p)
 		return
 	}
-	p.From, p.To, p.Newest = v.now().Add(-f.Since), f.Before, f.query()
+	p.From, p.To, p.Newest = v.now().Add(-f.Since), f.Before, template.URL(f.query())
 	proxies, control, err := v.services(r.Context())
 	if err != nil {
 		p.Error = err.Error()
@@ -126,7 +127,7 @@ func (v *viewer) list(w http.ResponseWriter, r *http.Request) {
 		next = cutoff
 	}
 	if !next.IsZero() {
-		p.Older = f.query("before", strconv.FormatInt(next.UnixMicro(), 10))
+		p.Older = template.URL(f.query("before", strconv.FormatInt(next.UnixMicro(), 10)))
 	}
 	render(w, http.StatusOK, listTemplate, &p)
 }
