@@ -3,6 +3,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis/portcullis/cmd/internal/controlplane"
@@ -12,6 +14,7 @@ import (
 
 func newDemoCommand(g *globals) *cobra.Command {
 	cfg := demo.Config{}
+	var writeMesh string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a whole local mesh on loopback until Ctrl-C",
@@ -22,11 +25,19 @@ rate limiting — keeps running until Ctrl-C (SIGINT or SIGTERM; run from make, 
 alone stops it too), then stops everything and removes its files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if writeMesh != "" {
+				if err := demo.WriteMesh(writeMesh); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote the demo's documents and its issuer's key set to %s\n", writeMesh)
+				return nil
+			}
 			cfg.Version, cfg.Out = g.version, cmd.OutOrStdout()
 			return demo.Run(cmd.Context(), cfg)
 		},
 	}
 	fl := cmd.Flags()
+	fl.StringVar(&writeMesh, "write-mesh", "", "only write the demo's documents, with a key set for its JWTProvider, into this directory and exit (for a mesh run by hand)")
 	fl.StringVar(&cfg.EnvoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
 	fl.StringVar(&cfg.JaegerPath, "jaeger-path", "", "Jaeger v2 binary (make jaeger): traces are collected on 127.0.0.1:4317 and browsed in Jaeger's UI on 127.0.0.1:16686 and on the admin port's /traces")
 	fl.StringVar(&cfg.JaegerUI, "jaeger-ui", "", "directory of the Jaeger UI's build (make jaeger builds it into .cache/jaeger-ui-<version>); without it Jaeger serves a placeholder page")

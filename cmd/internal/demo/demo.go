@@ -68,19 +68,8 @@ func Run(ctx context.Context, f Config) error {
 		work = dir
 	}
 	configDir, dataDir := filepath.Join(work, "mesh"), filepath.Join(work, "data")
-	if err := writeDemoMesh(configDir); err != nil {
-		return err
-	}
-	idp, err := demoidp.New()
+	idp, err := writeMesh(configDir)
 	if err != nil {
-		return err
-	}
-	jwks, err := idp.JWKS()
-	if err != nil {
-		return err
-	}
-	// The demo's JWTProvider reads the key set from this file.
-	if err := os.WriteFile(filepath.Join(configDir, "jwks.json"), jwks, 0o600); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -246,6 +235,33 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	return last
 }
 
+// WriteMesh writes the demo's documents into dir, with the key set of a new demo issuer as the
+// JWTProvider's jwks.json: the mesh a control plane started by hand loads without a warning.
+func WriteMesh(dir string) error {
+	_, err := writeMesh(dir)
+	return err
+}
+
+// writeMesh writes the documents and the key set of a new issuer, and returns the issuer.
+func writeMesh(dir string) (*demoidp.IDP, error) {
+	if err := writeDemoMesh(dir); err != nil {
+		return nil, err
+	}
+	idp, err := demoidp.New()
+	if err != nil {
+		return nil, err
+	}
+	jwks, err := idp.JWKS()
+	if err != nil {
+		return nil, err
+	}
+	// The demo's JWTProvider reads the key set from this file.
+	if err := os.WriteFile(filepath.Join(dir, "jwks.json"), jwks, 0o600); err != nil {
+		return nil, err
+	}
+	return idp, nil
+}
+
 // writeDemoMesh copies the embedded demo documents into dir.
 func writeDemoMesh(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -325,20 +341,30 @@ Try:
               certificate, and closes a connection that has none
 
 Look:
-  {{.CLI}} proxy status                 what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
-  {{.CLI}} proxy config frontend-1      the frontend Envoy's listeners, clusters, endpoints
-  http://{{.Admin}}/debug/authz             policies and JWT providers, with their health
-  http://{{.Admin}}/metrics                 Prometheus metrics
-  {{.Work}}/mesh                            the documents: edit one (try a typo) and watch
-                                            http://{{.Admin}}/debug/mesh; valid changes apply within a second
-  {{.Work}}/*.log                           control plane, agent and Envoy logs
+  {{.CLI}} proxy status
+      what each Envoy has ACKed (http://{{.Admin}}/debug/proxies)
+  {{.CLI}} proxy config frontend-1
+      the frontend Envoy's listeners, clusters, endpoints
+  http://{{.Admin}}/debug/authz
+      the live policies and JWT providers, with their health
+  http://{{.Admin}}/metrics
+      Prometheus metrics
+  {{.Work}}/mesh
+      the documents: edit one (try a typo) and watch http://{{.Admin}}/debug/mesh;
+      valid changes apply within a second, a broken one changes nothing
+  {{.Work}}/*.log
+      control plane, agent and Envoy logs
 
 {{if .Jaeger}}Traces (Jaeger, in memory): every request above is one trace — the frontend's outbound span,
 the backend's inbound span, and the authorization Check with its JWT and policy spans:
-  {{.Jaeger}}/search?service=backend            Jaeger's UI: search, timelines, every span's tags
-  http://{{.Admin}}/traces                          requests: method, path, status, decision, policy, rule
-  http://{{.Admin}}/traces?decision=DENY            why each denied request was denied
-  http://{{.Admin}}/traces?decision_id=<id>         the trace of one x-portcullis-decision-id
+  {{.Jaeger}}/search?service=backend
+      Jaeger's UI: search, timelines, every span's tags
+  http://{{.Admin}}/traces
+      the requests: method, path, status, decision, code, policy, rule, reason
+  http://{{.Admin}}/traces?decision=DENY
+      why each denied request was denied
+  http://{{.Admin}}/traces?decision_id=<x-portcullis-decision-id>
+      the trace of one decision
 {{else}}Traces: run with Jaeger (make jaeger; make demo does) to see each request as one trace.
 {{end}}
 Ctrl-C stops the demo and removes its files.
