@@ -42,6 +42,7 @@ var allowed = map[string][]string{
 	"authz/policy/policytest":       {"authz/policy", "authz/policy/explain", "authz/jwt", "xds/model"},
 	"authz/server":                  {"authz/jwt", "authz/policy", "telemetry", "xds/model"},
 	"telemetry":                     {"telemetry/serve"},
+	"telemetry/traceview":           nil,
 	"telemetry/watch":               nil,
 	"telemetry/serve":               nil,
 	"cmd/internal/":                 {"cmd/internal/", "xds/", "identity/", "authz/", "telemetry", "telemetry/", "examples", "examples/", "deploy"},
