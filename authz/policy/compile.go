@@ -362,8 +362,8 @@ func (e *Engine) CompiledAt() time.Time { return e.compiledAt }
 // Policies returns the number of compiled policies.
 func (e *Engine) Policies() int { return len(e.policies) }
 
-// PolicySummary is a compiled policy as /debug/authz lists it.
-type PolicySummary struct {
+// Summary is a compiled policy as /debug/authz lists it.
+type Summary struct {
 	Policy string       `json:"policy"`
 	Action model.Action `json:"action"`
 	DryRun bool         `json:"dryRun,omitempty"`
@@ -374,10 +374,10 @@ type PolicySummary struct {
 }
 
 // Summaries lists the engine's policies in the order they are considered (by name).
-func (e *Engine) Summaries() []PolicySummary {
-	out := make([]PolicySummary, 0, len(e.policies))
+func (e *Engine) Summaries() []Summary {
+	out := make([]Summary, 0, len(e.policies))
 	for _, p := range e.policies {
-		s := PolicySummary{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Scope: "mesh-wide", Rego: p.rego != nil}
+		s := Summary{Policy: p.name, Action: p.doc.Spec.Action, DryRun: p.doc.Spec.DryRun, Scope: "mesh-wide", Rego: p.rego != nil}
 		if p.selector != nil {
 			s.Scope = "service " + p.selector.String()
 		}

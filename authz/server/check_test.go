@@ -423,7 +423,7 @@ spec:
 		t.Errorf("/debug/authz = %s (%v)", rec.Body.String(), err)
 	}
 	// It lists the live policies, not a count: the one that allows /other with its scope.
-	var other *policy.PolicySummary
+	var other *policy.Summary
 	for i, p := range st.Policies {
 		if p.Policy == "demo/allow-other" {
 			other = &st.Policies[i]

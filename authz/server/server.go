@@ -217,7 +217,7 @@ type Status struct {
 	Ready       bool                   `json:"ready"`
 	MeshVersion string                 `json:"meshVersion,omitempty"`
 	CompiledAt  time.Time              `json:"compiledAt,omitzero"`
-	Policies    []policy.PolicySummary `json:"policies"`
+	Policies    []policy.Summary `json:"policies"`
 	LastTried   string                 `json:"lastTriedVersion,omitempty"`
 	LastError   string                 `json:"lastError,omitempty"`
 	Providers   []jwt.ProviderStatus   `json:"jwtProviders"`
@@ -226,7 +226,7 @@ type Status struct {
 
 // Status returns the server's state.
 func (s *Server) Status() Status {
-	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.PolicySummary{}}
+	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.Summary{}}
 	if e := s.engine.Load(); e != nil {
 		st.Ready, st.MeshVersion, st.CompiledAt, st.Policies = true, e.Version(), e.CompiledAt(), e.Summaries()
 	}

@@ -71,17 +71,17 @@ func readDenied(t *testing.T, deniedOutput string) {
 	var traceHref string
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		do(t, ctx, "the /traces list", chromedp.Navigate("http://127.0.0.1:15014/traces?decision_id="+id))
-		n := get(t, ctx, "counting rows", chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll('tr[data-decision-id=%q]').length`, id)))
+		do(ctx, t, "the /traces list", chromedp.Navigate("http://127.0.0.1:15014/traces?decision_id="+id))
+		n := get(ctx, t, "counting rows", chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll('tr[data-decision-id=%q]').length`, id)))
 		if n == 1 {
-			row := get(t, ctx, "the row", chromedp.Text(rowSel))
+			row := get(ctx, t, "the row", chromedp.Text(rowSel))
 			if strings.Contains(row, reason) {
 				for _, want := range []string{"GET /debug/vars", "403", "DENY", policy, "no-debug", "frontend → backend"} {
 					if !strings.Contains(row, want) {
 						t.Errorf("/traces row lacks %q: %s", want, row)
 					}
 				}
-				traceHref = get(t, ctx, "the row's link", chromedp.AttributeValue(chromedp.CSS(string(rowSel)+" a"), "href")).Value
+				traceHref = get(ctx, t, "the row's link", chromedp.AttributeValue(chromedp.CSS(string(rowSel)+" a"), "href")).Value
 				break
 			}
 		}
@@ -91,13 +91,13 @@ func readDenied(t *testing.T, deniedOutput string) {
 		}
 		time.Sleep(time.Second)
 	}
-	do(t, ctx, "the trace page", chromedp.Navigate("http://127.0.0.1:15014/"+traceHref))
-	gotPolicy := get(t, ctx, "the policy", chromedp.Text(chromedp.CSS("#decision #policy")))
-	gotReason := get(t, ctx, "the reason", chromedp.Text(chromedp.CSS("#decision #reason")))
+	do(ctx, t, "the trace page", chromedp.Navigate("http://127.0.0.1:15014/"+traceHref))
+	gotPolicy := get(ctx, t, "the policy", chromedp.Text(chromedp.CSS("#decision #policy")))
+	gotReason := get(ctx, t, "the reason", chromedp.Text(chromedp.CSS("#decision #reason")))
 	if gotPolicy != policy || gotReason != reason {
 		t.Errorf("/traces trace page: policy %q reason %q, want %q %q", gotPolicy, gotReason, policy, reason)
 	}
-	timeline := get(t, ctx, "the timeline", chromedp.Text(chromedp.CSS("#timeline")))
+	timeline := get(ctx, t, "the timeline", chromedp.Text(chromedp.CSS("#timeline")))
 	for _, want := range []string{"outbound backend.demo", "inbound backend.demo", "authz.Check", "authz.policy.evaluate"} {
 		if !strings.Contains(timeline, want) {
 			t.Errorf("/traces timeline lacks %q", want)
@@ -110,15 +110,15 @@ func readDenied(t *testing.T, deniedOutput string) {
 	search := "http://127.0.0.1:16686/search?" + url.Values{"service": {"portcullis-controlplane"},
 		"tags": {fmt.Sprintf(`{"authz.decision_id":%q}`, id)}, "lookback": {"1h"}, "limit": {"20"}}.Encode()
 	checkSpan := `//*[contains(@class,"span-name") and contains(., "authz.Check")]`
-	do(t, ctx, "Jaeger's search", chromedp.Navigate(search))
-	if title := get(t, ctx, "the title", chromedp.Title()); title != "Jaeger UI" {
+	do(ctx, t, "Jaeger's search", chromedp.Navigate(search))
+	if title := get(ctx, t, "the title", chromedp.Title()); title != "Jaeger UI" {
 		t.Errorf("Jaeger's page title %q: not the Jaeger UI", title)
 	}
 	result := chromedp.CSS(`a[href^="/trace/"][class*="ResultItemTitle"]`)
-	do(t, ctx, "Jaeger's search result", chromedp.WaitVisible(result), chromedp.Click(result))
-	do(t, ctx, "the Check span in Jaeger's trace", chromedp.WaitVisible(checkSpan), chromedp.Click(checkSpan))
-	do(t, ctx, "the Check span's tags", chromedp.WaitVisible(`//*[contains(text(), "authz.reason")]`))
-	page := get(t, ctx, "Jaeger's trace page", chromedp.Text(chromedp.CSS("body")))
+	do(ctx, t, "Jaeger's search result", chromedp.WaitVisible(result), chromedp.Click(result))
+	do(ctx, t, "the Check span in Jaeger's trace", chromedp.WaitVisible(checkSpan), chromedp.Click(checkSpan))
+	do(ctx, t, "the Check span's tags", chromedp.WaitVisible(`//*[contains(text(), "authz.reason")]`))
+	page := get(ctx, t, "Jaeger's trace page", chromedp.Text(chromedp.CSS("body")))
 	for _, want := range []string{policy, reason, id, "inbound backend.demo", "outbound backend.demo"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("Jaeger's trace page lacks %q", want)
@@ -128,13 +128,13 @@ func readDenied(t *testing.T, deniedOutput string) {
 }
 
 // do runs browser steps, each page action bounded by 30 s.
-func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+func do(ctx context.Context, t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	get(t, ctx, what, chromedp.Steps(steps...))
+	get(ctx, t, what, chromedp.Steps(steps...))
 }
 
 // get runs an action that reads a value.
-func get[T any](t *testing.T, browser context.Context, what string, a chromedp.Action[T]) T {
+func get[T any](browser context.Context, t *testing.T, what string, a chromedp.Action[T]) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(browser, 30*time.Second)
 	defer cancel()

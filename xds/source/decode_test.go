@@ -47,7 +47,7 @@ func loadFiles(t *testing.T, files map[string]string) (*Dir, error) {
 
 func TestValidationProblems(t *testing.T) {
 	cases := []struct {
-		name string
+		name   string
 		doc    string // added to a valid mesh as policies.yaml
 		want   []string
 		absent []string
