@@ -86,7 +86,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	// counted).
 	deadCollector := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 	c.Write("mesh.yaml", strings.Replace(meshDoc, "  mtls: {mode: STRICT}\n",
-		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q}\n", deadCollector), 1))
+		fmt.Sprintf("  mtls: {mode: STRICT}\n  tracing: {enabled: true, collector: %q, samplingPercent: 100}\n", deadCollector), 1))
 	c.Write("services.yaml", meshtest.ServicesDoc("demo", frontendPort, backendPort))
 	c.Write("policies.yaml", policiesDoc("/api/*"))
 	c.StartControlPlane()
