@@ -214,14 +214,14 @@ func (s *Server) Ready() error {
 
 // Status is what /debug/authz shows: the live policies and each JWT provider with its health.
 type Status struct {
-	Ready       bool                   `json:"ready"`
-	MeshVersion string                 `json:"meshVersion,omitempty"`
-	CompiledAt  time.Time              `json:"compiledAt,omitzero"`
-	Policies    []policy.Summary `json:"policies"`
-	LastTried   string                 `json:"lastTriedVersion,omitempty"`
-	LastError   string                 `json:"lastError,omitempty"`
-	Providers   []jwt.ProviderStatus   `json:"jwtProviders"`
-	TokenCache  int                    `json:"verifiedTokensCached"`
+	Ready       bool                 `json:"ready"`
+	MeshVersion string               `json:"meshVersion,omitempty"`
+	CompiledAt  time.Time            `json:"compiledAt,omitzero"`
+	Policies    []policy.Summary     `json:"policies"`
+	LastTried   string               `json:"lastTriedVersion,omitempty"`
+	LastError   string               `json:"lastError,omitempty"`
+	Providers   []jwt.ProviderStatus `json:"jwtProviders"`
+	TokenCache  int                  `json:"verifiedTokensCached"`
 }
 
 // Status returns the server's state.
