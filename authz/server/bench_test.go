@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,8 @@ import (
 )
 
 // benchSetup runs a server on the 50-rule benchmark mesh and returns it with an Envoy-shaped
-// request that only the last rule allows, carrying a signed token.
+// request that only the last rule allows, carrying a signed token and, as the translator
+// configures Envoy (include_peer_certificate), the source's certificate.
 func benchSetup(b *testing.B) (*Server, *authv3.CheckRequest, *authztest.Key) {
 	b.Helper()
 	key := authztest.NewKey(b, "ES256", "k1")
@@ -54,9 +56,11 @@ func benchSetup(b *testing.B) (*Server, *authv3.CheckRequest, *authztest.Key) {
 	for srv.Ready() != nil {
 		time.Sleep(time.Millisecond)
 	}
+	source := testca.New(b, "portcullis.local").SVID(b, authztest.BenchPrincipal)
 	req := request(b, func(r *authv3.CheckRequest) {
 		h := r.Attributes.Request.Http
 		r.Attributes.Source.Principal = authztest.BenchPrincipal
+		r.Attributes.Source.Certificate = url.QueryEscape(string(source.CertPEM))
 		h.Method, h.Path = authztest.BenchMethod, authztest.BenchPath
 		h.Headers["x-tenant"] = authztest.BenchTenant
 		h.Headers["authorization"] = "Bearer " + key.Sign(b, authztest.BenchClaims(), nil)
