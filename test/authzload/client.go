@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -26,6 +28,8 @@ type material struct {
 	ca     *testca.CA
 	server *testca.SVID
 	proxy  *testca.SVID
+	// source is the calling workload's SVID, whose certificate Envoy passes in every Check.
+	source *testca.SVID
 	token  string
 	mesh   string
 }
@@ -60,6 +64,7 @@ func newMaterial() (m *material, err error) {
 		ca:     ca,
 		server: ca.SVID(t, serverID),
 		proxy:  ca.SVID(t, "spiffe://portcullis.local/ns/demo/sa/backend"),
+		source: ca.SVID(t, authztest.BenchPrincipal),
 		token:  key.Sign(t, claims, nil),
 		mesh:   authztest.BenchMesh(authztest.JWKS(key), false),
 	}, nil
@@ -91,7 +96,7 @@ func (rawCodec) Name() string                                  { return "proto" 
 
 func newClient(addr string, m *material, n int) (*client, error) {
 	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(m.proxy.X509SVID(), m.ca.Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID))))
-	b, err := proto.Marshal(benchRequest(m.token))
+	b, err := proto.Marshal(benchRequest(m.token, string(m.source.CertPEM)))
 	if err != nil {
 		return nil, err
 	}
@@ -117,18 +122,24 @@ func (c *client) close() {
 	}
 }
 
-// benchRequest is what Envoy sends for the benchmark request.
-func benchRequest(token string) *authv3.CheckRequest {
+// benchRequest is what Envoy sends for the benchmark request, configured as the translator
+// configures it: the headers as header_map, one entry per line (encode_raw_headers), and the
+// source's certificate, URL-encoded PEM (include_peer_certificate).
+func benchRequest(token, sourceCertPEM string) *authv3.CheckRequest {
+	var headers []*corev3.HeaderValue
+	for _, kv := range [][2]string{
+		{":authority", "backend.demo"}, {":method", authztest.BenchMethod}, {":path", authztest.BenchPath}, {":scheme", "http"},
+		{"authorization", "Bearer " + token}, {"x-tenant", authztest.BenchTenant}, {"user-agent", "authzload"},
+		{"x-request-id", "b2c2a9b4-1d3e-4b8e-9a55-2f5b0a3d9e11"}, {"accept", "*/*"},
+	} {
+		headers = append(headers, &corev3.HeaderValue{Key: kv[0], RawValue: []byte(kv[1])})
+	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      &authv3.AttributeContext_Peer{Principal: authztest.BenchPrincipal},
+		Source:      &authv3.AttributeContext_Peer{Principal: authztest.BenchPrincipal, Certificate: url.QueryEscape(sourceCertPEM)},
 		Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://portcullis.local/ns/demo/sa/backend"},
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id: "1", Method: authztest.BenchMethod, Path: authztest.BenchPath, Host: "backend.demo", Scheme: "http", Protocol: "HTTP/1.1",
-			Headers: map[string]string{
-				":authority": "backend.demo", ":method": authztest.BenchMethod, ":path": authztest.BenchPath, ":scheme": "http",
-				"authorization": "Bearer " + token, "x-tenant": authztest.BenchTenant, "user-agent": "authzload",
-				"x-request-id": "b2c2a9b4-1d3e-4b8e-9a55-2f5b0a3d9e11", "accept": "*/*",
-			},
+			HeaderMap: &corev3.HeaderMap{Headers: headers},
 		}},
 		ContextExtensions: map[string]string{"service": "backend", "namespace": "demo", "port": "8080"},
 	}}
