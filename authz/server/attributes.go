@@ -55,6 +55,12 @@ func isDNSLabel(s string) bool {
 // Attributes reads a CheckRequest into policy attributes. now is used when Envoy sent no request
 // time. Errors are client errors (400). The headers map is Envoy's own, shared, not copied.
 func Attributes(req *authv3.CheckRequest, now time.Time) (*policy.Attributes, error) {
+	return readAttributes(req, now, nil)
+}
+
+// readAttributes is Attributes with the peer certificates already parsed remembered in certs
+// (nil: parse every one).
+func readAttributes(req *authv3.CheckRequest, now time.Time, certs *peerCerts) (*policy.Attributes, error) {
 	ac := req.GetAttributes()
 	if ac == nil {
 		return nil, bad("the check request has no attributes")
@@ -64,7 +70,7 @@ func Attributes(req *authv3.CheckRequest, now time.Time) (*policy.Attributes, er
 		return nil, bad("not an HTTP request")
 	}
 	a := &policy.Attributes{}
-	if err := readSource(ac.GetSource(), &a.Source); err != nil {
+	if err := readSource(ac.GetSource(), &a.Source, certs); err != nil {
 		return nil, err
 	}
 	if err := readDestination(ac, &a.Destination); err != nil {
@@ -99,7 +105,7 @@ func Attributes(req *authv3.CheckRequest, now time.Time) (*policy.Attributes, er
 	return a, nil
 }
 
-func readSource(p *authv3.AttributeContext_Peer, s *policy.Source) error {
+func readSource(p *authv3.AttributeContext_Peer, s *policy.Source, certs *peerCerts) error {
 	if sa := p.GetAddress().GetSocketAddress(); sa != nil {
 		if addr, err := netip.ParseAddr(sa.GetAddress()); err == nil {
 			s.Address = addr
@@ -113,32 +119,23 @@ func readSource(p *authv3.AttributeContext_Peer, s *policy.Source) error {
 		principal = ""
 	}
 	if cert := p.GetCertificate(); cert != "" {
-		return crossCheckCertificate(cert, principal)
+		return crossCheckCertificate(cert, principal, certs)
 	}
 	return nil
 }
 
 // crossCheckCertificate checks that the peer certificate Envoy passes (URL-encoded PEM, when
 // include_peer_certificate is set) carries the principal Envoy reported. Envoy verified the
-// chain; a mismatch means the attributes cannot be trusted.
-func crossCheckCertificate(encoded, principal string) error {
-	raw, err := url.QueryUnescape(encoded)
-	if err != nil {
-		return bad("the peer certificate is not URL-encoded PEM")
-	}
-	block, _ := pem.Decode([]byte(raw))
-	if block == nil || block.Type != "CERTIFICATE" {
-		return bad("the peer certificate is not PEM")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return bad("the peer certificate does not parse")
-	}
-	var ids []string
-	for _, u := range cert.URIs {
-		if u.Scheme == "spiffe" {
-			ids = append(ids, u.String())
+// chain; a mismatch means the attributes cannot be trusted. The certificate's SPIFFE IDs come
+// from certs when it was parsed before (nil: parse it).
+func crossCheckCertificate(encoded, principal string, certs *peerCerts) error {
+	ids, ok := certs.get(encoded)
+	if !ok {
+		var err error
+		if ids, err = certificateIDs(encoded); err != nil {
+			return err
 		}
+		certs.add(encoded, ids)
 	}
 	switch {
 	case len(ids) > 1:
@@ -149,6 +146,30 @@ func crossCheckCertificate(encoded, principal string) error {
 		return bad("the peer certificate's SPIFFE ID does not match the source principal")
 	}
 	return nil
+}
+
+// certificateIDs parses a URL-encoded PEM certificate and returns its SPIFFE IDs (URI SANs of
+// scheme spiffe).
+func certificateIDs(encoded string) ([]string, error) {
+	raw, err := url.QueryUnescape(encoded)
+	if err != nil {
+		return nil, bad("the peer certificate is not URL-encoded PEM")
+	}
+	block, _ := pem.Decode([]byte(raw))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, bad("the peer certificate is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, bad("the peer certificate does not parse")
+	}
+	var ids []string
+	for _, u := range cert.URIs {
+		if u.Scheme == "spiffe" {
+			ids = append(ids, u.String())
+		}
+	}
+	return ids, nil
 }
 
 func readDestination(ac *authv3.AttributeContext, d *policy.Destination) error {

@@ -77,7 +77,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		d = s.early(start, policy.CodeUnavailable, "no valid mesh is loaded yet")
 	default:
 		var err error
-		if attrs, err = Attributes(req, start); err != nil {
+		if attrs, err = readAttributes(req, start, s.certs); err != nil {
 			d = s.early(start, policy.CodeBadRequest, err.Error())
 			d.MeshVersion = engine.Version()
 			break

@@ -63,6 +63,7 @@ type Server struct {
 	metrics  *metrics
 	now      func() time.Time
 	callers  *Callers
+	certs    *peerCerts
 	engine   atomic.Pointer[policy.Engine]
 	// lastRefusal is when a refused caller was last logged (UnixNano).
 	lastRefusal atomic.Int64
@@ -105,7 +106,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, now: opts.Now, callers: opts.Callers,
+		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, now: opts.Now, callers: opts.Callers, certs: newPeerCerts(),
 		tracer: opts.TracerProvider.Tracer("github.com/portcullis/portcullis/authz/server"),
 	}
 	if s.metrics, err = newMetrics(opts.Meter, s); err != nil {
