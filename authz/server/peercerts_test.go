@@ -83,3 +83,26 @@ func TestPeerCertificateCacheBounded(t *testing.T) {
 		t.Fatalf("%d certificates cached after garbage and one over %d bytes, want 0", n, maxCachedPeerCert)
 	}
 }
+
+// FuzzPeerCertificateCache decides the cross-check for arbitrary certificates and principals
+// with one cache shared by every input, and without: the answers must be the same, first sight
+// or hit.
+func FuzzPeerCertificateCache(f *testing.F) {
+	ca := testca.New(f, "portcullis.local")
+	for _, id := range []string{"spiffe://portcullis.local/ns/demo/sa/frontend", "spiffe://portcullis.local/ns/demo/sa/mallory"} {
+		cert := url.QueryEscape(string(ca.SVID(f, id).CertPEM))
+		f.Add(cert, id)
+		f.Add(cert, "spiffe://portcullis.local/ns/demo/sa/frontend")
+		f.Add(cert, "")
+	}
+	f.Add("garbage", "")
+	certs := newPeerCerts()
+	f.Fuzz(func(t *testing.T, cert, principal string) {
+		want := fmt.Sprint(crossCheckCertificate(cert, principal, nil))
+		for i := range 2 {
+			if got := fmt.Sprint(crossCheckCertificate(cert, principal, certs)); got != want {
+				t.Fatalf("with the cache (call %d): %s; without: %s", i, got, want)
+			}
+		}
+	})
+}
