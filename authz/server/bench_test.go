@@ -16,10 +16,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/portcullis/portcullis/telemetry"
@@ -244,4 +246,22 @@ func BenchmarkCheckGRPC(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkParentContext is reading a check's trace context when neither the gRPC metadata nor
+// the request carries one (Envoy not tracing): the metadata as gRPC passes it to a handler, the
+// request's header lines as the translator's Envoy sends them.
+func BenchmarkParentContext(b *testing.B) {
+	_, req, _ := benchSetup(b)
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(
+		":authority", "127.0.0.1:15020", "content-type", "application/grpc", "user-agent", "envoy/1.40.0",
+		"te", "trailers", "grpc-accept-encoding", "identity,deflate,gzip", "grpc-timeout", "250m",
+		"x-envoy-internal", "true", "x-request-id", "b2c2a9b4-1d3e-4b8e-9a55-2f5b0a3d9e11"))
+	h := req.GetAttributes().GetRequest().GetHttp()
+	b.ReportAllocs()
+	for b.Loop() {
+		if trace.SpanContextFromContext(parentContext(ctx, h)).IsValid() {
+			b.Fatal("a trace context where there is none")
+		}
+	}
 }

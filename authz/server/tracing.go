@@ -16,19 +16,22 @@ import (
 // server takes no global propagator.
 var traceContext = propagation.TraceContext{}
 
-// mdCarrier reads gRPC metadata as a propagation carrier.
-type mdCarrier metadata.MD
+// incomingCarrier reads the call's gRPC metadata as a propagation carrier, a key at a time:
+// metadata.FromIncomingContext copies every key and value of the call, which was 2 % of the
+// service's CPU under load, to read the one or two keys trace context has.
+type incomingCarrier struct{ ctx context.Context }
 
-func (c mdCarrier) Get(key string) string {
-	if v := metadata.MD(c).Get(key); len(v) > 0 {
+func (c incomingCarrier) Get(key string) string {
+	if v := metadata.ValueFromIncomingContext(c.ctx, key); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
-func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
-func (c mdCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
+func (incomingCarrier) Set(string, string) {}
+func (c incomingCarrier) Keys() []string {
+	md, _ := metadata.FromIncomingContext(c.ctx)
+	keys := make([]string, 0, len(md))
+	for k := range md {
 		keys = append(keys, k)
 	}
 	return keys
@@ -39,10 +42,8 @@ func (c mdCarrier) Keys() []string {
 // request's own trace context from the HTTP headers in the CheckRequest. Either way the span
 // joins Envoy's trace.
 func parentContext(ctx context.Context, h *authv3.AttributeContext_HttpRequest) context.Context {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if c := traceContext.Extract(ctx, mdCarrier(md)); trace.SpanContextFromContext(c).IsValid() {
-			return c
-		}
+	if c := traceContext.Extract(ctx, incomingCarrier{ctx}); trace.SpanContextFromContext(c).IsValid() {
+		return c
 	}
 	if h == nil {
 		return ctx
