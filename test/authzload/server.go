@@ -85,7 +85,9 @@ func serve(dir string) error {
 		defer func() { _ = tracing.Shutdown(context.Background()) }()
 		tp = tracing.Provider
 	}
-	srv, err := server.New(server.Options{Logger: log, TracerProvider: tp, Source: docs, Compiler: compiler, DecisionLog: decisions})
+	// Checks from proxies only, as the service refuses anyone else (cmd/internal/authzservice).
+	callers := &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{svid.ID}}
+	srv, err := server.New(server.Options{Logger: log, TracerProvider: tp, Source: docs, Compiler: compiler, DecisionLog: decisions, Callers: callers})
 	if err != nil {
 		return err
 	}
