@@ -46,54 +46,56 @@ func (e *refusedCaller) Error() string {
 	return fmt.Sprintf("authz: caller %s refused: %s", e.id, e.reason)
 }
 
-// peerIdentity returns the SPIFFE ID of the gRPC peer's certificate ("" when the call did not
-// come over mTLS, as in tests calling Check directly) and the certificate.
-func peerIdentity(ctx context.Context) (string, *x509.Certificate) {
+// peerIdentity returns the SPIFFE ID of the gRPC peer's certificate (zero when the call did not
+// come over mTLS, as in tests calling Check directly, or the certificate is not an SVID) and the
+// certificate.
+func peerIdentity(ctx context.Context) (spiffeid.ID, *x509.Certificate) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", nil
+		return spiffeid.ID{}, nil
 	}
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
-		return "", nil
+		return spiffeid.ID{}, nil
 	}
 	cert := tlsInfo.State.PeerCertificates[0]
 	id, err := x509svid.IDFromCert(cert)
 	if err != nil {
-		return "", cert
+		return spiffeid.ID{}, cert
 	}
-	return id.String(), cert
+	return id, cert
 }
 
 // check refuses a caller that is not a proxy.
-func (c *Callers) check(id string, cert *x509.Certificate) error {
+func (c *Callers) check(id spiffeid.ID, cert *x509.Certificate) error {
 	if cert == nil {
 		return &refusedCaller{reason: "no client certificate (Check needs mTLS with a proxy's SVID)"}
 	}
-	if id == "" {
+	if id.IsZero() {
 		return &refusedCaller{reason: "the client certificate is not an X.509-SVID"}
 	}
-	sid, err := spiffeid.FromString(id)
-	if err != nil {
-		return &refusedCaller{id: id, reason: "not a SPIFFE ID"}
-	}
 	switch {
-	case sid.TrustDomain() != c.TrustDomain:
-		return &refusedCaller{id: id, reason: "not of trust domain " + c.TrustDomain.Name()}
-	case !isWorkloadPath(sid.Path()):
-		return &refusedCaller{id: id, reason: "not a workload identity (/ns/<namespace>/sa/<account>)"}
-	case slices.Contains(c.NotProxies, sid):
-		return &refusedCaller{id: id, reason: "a mesh service, not a proxy"}
+	case id.TrustDomain() != c.TrustDomain:
+		return &refusedCaller{id: id.String(), reason: "not of trust domain " + c.TrustDomain.Name()}
+	case !isWorkloadPath(id.Path()):
+		return &refusedCaller{id: id.String(), reason: "not a workload identity (/ns/<namespace>/sa/<account>)"}
+	case slices.Contains(c.NotProxies, id):
+		return &refusedCaller{id: id.String(), reason: "a mesh service, not a proxy"}
 	case c.Revoked != nil && c.Revoked(cert):
-		return &refusedCaller{id: id, reason: "its certificate has been revoked"}
+		return &refusedCaller{id: id.String(), reason: "its certificate has been revoked"}
 	}
 	return nil
 }
 
-// isWorkloadPath reports whether path is /ns/<namespace>/sa/<account>.
+// isWorkloadPath reports whether path is /ns/<namespace>/sa/<account>, without allocating: it
+// runs on every Check.
 func isWorkloadPath(path string) bool {
-	parts := strings.Split(path, "/")
-	return len(parts) == 5 && parts[0] == "" && parts[1] == "ns" && parts[2] != "" && parts[3] == "sa" && parts[4] != ""
+	rest, ok := strings.CutPrefix(path, "/ns/")
+	if !ok {
+		return false
+	}
+	ns, account, ok := strings.Cut(rest, "/sa/")
+	return ok && ns != "" && account != "" && !strings.Contains(ns, "/") && !strings.Contains(account, "/")
 }
 
 // refuse answers a caller that is not a proxy: a gRPC error, not a decision (no decision was

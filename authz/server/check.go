@@ -46,9 +46,10 @@ var rpcAttributes = [...]attribute.KeyValue{
 // decision (never a gRPC error), so Envoy's failure mode only applies when the server is down;
 // a caller that is not a proxy (Options.Callers) gets a gRPC error and no decision.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
-	caller, cert := peerIdentity(ctx)
+	callerID, cert := peerIdentity(ctx)
+	caller := callerID.String()
 	if s.callers != nil {
-		if err := s.callers.check(caller, cert); err != nil {
+		if err := s.callers.check(callerID, cert); err != nil {
 			return nil, s.refuse(ctx, err)
 		}
 	}

@@ -138,3 +138,28 @@ func TestOpenDecisionLogTightensAnExistingFile(t *testing.T) {
 		t.Fatalf("decision log %q: the existing records must be kept and new ones appended", data)
 	}
 }
+
+func TestIsWorkloadPath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/ns/demo/sa/frontend":     true,
+		"/ns/a/sa/b":               true,
+		"/ns/demo/sa/":             false,
+		"/ns//sa/frontend":         false,
+		"/ns/demo/sa/frontend/x":   false,
+		"/ns/demo/x/sa/frontend":   false,
+		"/ns/a/sa/b/sa/c":          false,
+		"/ns/demo/frontend":        false,
+		"/sa/frontend/ns/demo":     false,
+		"ns/demo/sa/frontend":      false,
+		"/ns/demo/sa/frontend/":    false,
+		"/nsx/demo/sa/frontend":    false,
+		"/ns/portcullis/sa/authz":  true,
+		"":                         false,
+		"/":                        false,
+		"/ns/demo/sa/frontend/sa/": false,
+	} {
+		if got := isWorkloadPath(path); got != want {
+			t.Errorf("isWorkloadPath(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
