@@ -58,4 +58,13 @@ const (
 	ContextKeyNamespace = "namespace"
 	// ContextKeyPort is the service port the listener serves.
 	ContextKeyPort = "port"
+	// ContextKeyRateLimit lists, comma-separated, the verified attributes the route's rate limits
+	// key on (VerifiedKey): the authorization service returns their values in the dynamic
+	// metadata of an allowed request, under MetadataVerified.
+	ContextKeyRateLimit = "ratelimit"
 )
+
+// MetadataVerified is the field of the authorization decision's dynamic metadata (namespace
+// envoy.filters.http.ext_authz) holding the verified attributes a route asked for: a struct from
+// each VerifiedKey's text to its value, which the rate limit descriptors read.
+const MetadataVerified = "verified"

@@ -32,8 +32,8 @@ type ResolvedService struct {
 	// require of it.
 	IDs []spiffeid.ID
 	// RateLimits are the limits of every RateLimitPolicy selecting the service, policy by policy
-	// (sorted by name) and in document order within one.
-	RateLimits []RateLimit
+	// (sorted by name) and in document order within one, each with its policy's settings.
+	RateLimits []ResolvedRateLimit
 	// RateLimitPolicies are the policies RateLimits came from.
 	RateLimitPolicies []*RateLimitPolicyDoc
 	// AuthorizationPolicies are the policies the authorization service applies to requests for
@@ -62,7 +62,9 @@ func NewMeshContext(m *Mesh) *MeshContext {
 		if s == nil {
 			continue // Build checked the selector; unreachable
 		}
-		s.RateLimits = append(s.RateLimits, pol.Spec.Limits...)
+		for _, l := range pol.Spec.Limits {
+			s.RateLimits = append(s.RateLimits, ResolvedRateLimit{RateLimit: l, FailureMode: pol.Spec.FailureMode, TrustedProxyHops: pol.Spec.TrustedProxyHops})
+		}
 		s.RateLimitPolicies = append(s.RateLimitPolicies, pol)
 	}
 	for _, pol := range m.AuthorizationPolicies {

@@ -211,12 +211,18 @@ func (b *builder) checkReferences(docs []Document) {
 			if service(ns, o.Spec.Selector.Service) == nil {
 				b.report(d, "spec.selector.service", "Service %q not found in namespace %q", o.Spec.Selector.Service, ns)
 			}
+			authzOff := b.meshDoc != nil && b.meshDoc.Spec.Authz.Mode == AuthzOff
 			for j, l := range o.Spec.Limits {
 				key := ns + "/" + o.Spec.Selector.Service + "/" + l.Name
 				if prev, dup := limitNames[key]; dup {
 					b.report(d, Path("spec.limits").Index(j).Field("name"), "limit %q is already defined for service %q by %s document %d", l.Name, o.Spec.Selector.Service, prev.Origin.File, prev.Origin.Document)
 				}
 				limitNames[key] = d
+				if authzOff && l.Verified() {
+					// Authorization verifies what these limits key on; without it they would
+					// silently never apply.
+					b.report(d, Path("spec.limits").Index(j).Field("by"), "keys on a verified attribute, which needs authorization: the Mesh's authz.mode is OFF")
+				}
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -45,6 +46,9 @@ type ServiceSpec struct {
 	// +kubebuilder:validation:MaxItems=8
 	// +listType=set
 	Addresses []string `json:"addresses,omitempty"`
+	// CORS lets scripts on other origins call the service from a browser (Envoy's CORS filter,
+	// before authorization); without it browsers keep their same-origin rule.
+	CORS *CORSPolicy `json:"cors,omitempty"`
 }
 
 // ServicePort is one port the service's application serves.
@@ -116,6 +120,9 @@ func (d *ServiceDoc) Validate() FieldErrors {
 		}
 		addrs[ip] = true
 	}
+	if d.Spec.CORS != nil {
+		d.Spec.CORS.validate(&errs, p.Field("cors"))
+	}
 	return errs
 }
 
@@ -127,6 +134,9 @@ func (d *ServiceDoc) setDefaults() {
 		if d.Spec.Ports[i].Protocol == "" {
 			d.Spec.Ports[i].Protocol = ProtocolHTTP
 		}
+	}
+	if c := d.Spec.CORS; c != nil && len(c.AllowMethods) == 0 {
+		c.AllowMethods = slices.Clone(DefaultCORSMethods)
 	}
 }
 

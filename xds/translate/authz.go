@@ -2,6 +2,7 @@ package translate
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -97,18 +98,24 @@ func (t *translator) authzRetry() *corev3.RetryPolicy {
 	}
 }
 
-// extAuthzPerRoute names the destination for the authorization service, or, with the mesh's
-// authorization mode OFF, turns the filter off for the route: no request is authorized, and
-// turning authorization back on reaches open connections at their next request.
-func (t *translator) extAuthzPerRoute(in target) *extauthzv3.ExtAuthzPerRoute {
+// extAuthzPerRoute names the destination for the authorization service, and the verified
+// attributes the route's rate limits key on (model.ContextKeyRateLimit), which it returns in an
+// allowed request's dynamic metadata. With the mesh's authorization mode OFF it turns the filter
+// off for the route: no request is authorized, and turning authorization back on reaches open
+// connections at their next request.
+func (t *translator) extAuthzPerRoute(in target, rateLimitKeys []string) *extauthzv3.ExtAuthzPerRoute {
 	if t.p.Mesh.Config.Spec.Authz.Mode == model.AuthzOff {
 		return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}
 	}
+	ext := map[string]string{
+		model.ContextKeyService:   in.service.Ref.Name,
+		model.ContextKeyNamespace: in.service.Ref.Namespace,
+		model.ContextKeyPort:      strconv.Itoa(int(in.port)),
+	}
+	if len(rateLimitKeys) > 0 {
+		ext[model.ContextKeyRateLimit] = strings.Join(rateLimitKeys, ",")
+	}
 	return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
-		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{
-			model.ContextKeyService:   in.service.Ref.Name,
-			model.ContextKeyNamespace: in.service.Ref.Namespace,
-			model.ContextKeyPort:      strconv.Itoa(int(in.port)),
-		}},
+		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: ext},
 	}}
 }

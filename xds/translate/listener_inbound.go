@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -17,11 +18,10 @@ import (
 // routeTimeout bounds a request to the local application.
 const routeTimeout = 30 * time.Second
 
-// Filter names, as Envoy knows them.
+// Filter names, as Envoy knows them (the rate limit and CORS filters' are with them).
 const (
-	filterLocalRateLimit = "envoy.filters.http.local_ratelimit"
-	filterExtAuthz       = "envoy.filters.http.ext_authz"
-	filterRouter         = "envoy.filters.http.router"
+	filterExtAuthz = "envoy.filters.http.ext_authz"
+	filterRouter   = "envoy.filters.http.router"
 )
 
 // inbound builds the listener mesh traffic arrives on, its routes, and the cluster of the local
@@ -82,10 +82,12 @@ func (t *translator) serviceName() string {
 }
 
 // inboundHCM is the HTTP connection manager of an inbound filter chain. Its filters, in order:
-// local rate limit, ext_authz, router. The first two are in every inbound listener whatever the
-// policies say: the routes (RDS) switch them on and configure them per route, and ext_authz's
-// own settings come over ECDS, so a policy, rate limit or authorization setting changed later
-// reaches the next request on connections already open, and the listener stays as it is.
+// CORS, local rate limit (before authorization), ext_authz, local rate limit on verified
+// attributes, the global rate limits (fail closed, fail open), router. All but the router are in
+// every inbound listener whatever the documents say: the routes (RDS) switch them on and
+// configure them per route, and ext_authz's own settings come over ECDS, so a policy, rate limit,
+// CORS or authorization setting changed later reaches the next request on connections already
+// open, and the listener stays as it is.
 func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 	t.inboundAuthz = true
 	hcm := &hcmv3.HttpConnectionManager{
@@ -93,8 +95,12 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: rds(route),
 		HttpFilters: []*hcmv3.HttpFilter{
-			t.httpFilter(filterLocalRateLimit, rateLimitFilter()),
+			t.httpFilter(filterCORS, &corsv3.Cors{}),
+			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
 			extAuthzFilter(),
+			t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix)),
+			t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed)),
+			t.httpFilter(filterGlobalOpen, t.globalRateLimitFilter(model.FailOpen)),
 			t.router(),
 		},
 		// Paths are normalised before authorization sees them, so "/a/../admin" cannot slip past

@@ -39,16 +39,19 @@ func (t *translator) routeConfig(name string, vhosts []*routev3.VirtualHost) {
 
 // inboundRoute builds the route configuration of one service port a proxy serves, and returns
 // its name: every request to the local application, with the per-route settings of the filters
-// every inbound listener has — ext_authz naming the destination (or disabled, when the mesh's
-// authorization mode is OFF), and the service's rate limits when a RateLimitPolicy selects it.
+// every inbound listener has — ext_authz naming the destination and the verified attributes the
+// rate limits key on (or disabled, when the mesh's authorization mode is OFF), the service's rate
+// limits when a RateLimitPolicy selects it, and its CORS policy.
 func (t *translator) inboundRoute(in target) string {
 	name := InboundRouteName(in.app, in.service.Ref)
-	perFilter := map[string]*anypb.Any{filterExtAuthz: t.any(t.extAuthzPerRoute(in))}
-	if len(in.service.RateLimits) > 0 {
-		perFilter[filterLocalRateLimit] = t.any(t.localRateLimit(in.service))
-		for _, pol := range in.service.RateLimitPolicies {
-			t.source(name, pol)
-		}
+	perFilter := map[string]*anypb.Any{}
+	keys := t.rateLimitRoute(in.service, perFilter)
+	perFilter[filterExtAuthz] = t.any(t.extAuthzPerRoute(in, keys))
+	for _, pol := range in.service.RateLimitPolicies {
+		t.source(name, pol)
+	}
+	if cors := corsPolicy(in.service); cors != nil {
+		perFilter[filterCORS] = t.any(cors)
 	}
 	t.routeConfig(name, []*routev3.VirtualHost{{
 		Name:    "inbound",
