@@ -20,6 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/xds/model"
 )
 
 // HeaderDecisionID carries the decision id to the application (allowed requests) and to the
@@ -97,6 +98,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 
 	status := httpStatus(d.Code)
 	resp = s.response(&d, status)
+	if keys := req.GetAttributes().GetContextExtensions()[model.ContextKeyRateLimit]; keys != "" && d.Allow && attrs != nil {
+		resp.DynamicMetadata.Fields[model.MetadataVerified] = verifiedAttributes(keys, attrs)
+	}
 	took := s.now().Sub(start)
 	s.metrics.record(ctx, &d, took.Seconds())
 	traceID := ""
