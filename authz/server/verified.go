@@ -43,7 +43,8 @@ func verifiedValue(k model.VerifiedKey, a *policy.Attributes) string {
 			return "jwt:" + strconv.Quote(a.JWT.Issuer) + v.Values[0]
 		}
 	}
-	ip := clientIP(a.Source.Address, a.Request.Headers["x-forwarded-for"], k.Hops)
+	// X-Forwarded-For sent on several lines is one list, the lines in order (RFC 9110 5.3).
+	ip := clientIP(a.Source.Address, strings.Join(a.Request.Headers["x-forwarded-for"], ","), k.Hops)
 	if !ip.IsValid() {
 		return ""
 	}

@@ -19,7 +19,8 @@ authorization on its own. It loads the mesh documents in --config (policies, JWT
 re-read on change, the last good set stays live) and serves
 envoy.service.auth.v3.Authorization/Check on --listen with mutual TLS: its own X.509-SVID and
 the trust bundle come from the SPIFFE Workload API (--workload-api-socket), and only workloads
-of its trust domain may call it.
+of its trust domain may call it. On the same port it serves the global rate limit service
+(envoy.service.ratelimit.v3) for Global limits, with their buckets in --ratelimit-redis.
 
 Decisions are written as JSON lines to --decision-log ("-" is stdout). The admin port serves:
 
@@ -45,6 +46,7 @@ Decisions are written as JSON lines to --decision-log ("-" is stdout). The admin
 	fl.StringVar(&cfg.DecisionLog, "decision-log", "-", `decision log file (JSON lines, appended, mode 0600); "-" is stdout`)
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) for the service's spans; none when empty")
 	cfg.OTLP.Register(fl)
+	cfg.RateLimit.Register(fl)
 	fl.Float64Var(&cfg.SamplingPercent, "trace-sampling", model.DefaultTracingSampling, "percent of traces sampled when the caller (Envoy) has not decided (requests follow Envoy's decision, Mesh.spec.tracing.samplingPercent)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd

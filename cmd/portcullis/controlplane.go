@@ -39,7 +39,8 @@ Once the first valid mesh is loaded it starts the CA for the mesh's trust domain
 --data-dir on first start, or from --ca-cert/--ca-key) and serves, with the control plane's own
 SVID:
   --xds-addr    the certificate service and ADS (state of the world and delta) to proxies;
-  --authz-addr  the ext_authz service, mTLS from proxies only.
+  --authz-addr  the ext_authz service, mTLS from proxies only, and the global rate limit
+                service for Global limits (buckets in --ratelimit-redis).
 A later mesh with another trust domain is refused and the last good mesh stays live. See
 docs/identity.md, docs/xds.md and docs/policies.md.
 
@@ -80,6 +81,7 @@ and the elected leader writes each resource's Accepted and Programmed conditions
 	fl.StringVar(&cfg.DecisionLog, "decision-log", "-", "where authorization decisions are logged as JSON lines: a file (0600), or - for stdout")
 	fl.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP gRPC collector for the control plane's spans (default: the Mesh's spec.tracing.collector when tracing is enabled)")
 	cfg.OTLP.Register(fl)
+	cfg.RateLimit.Register(fl)
 	fl.StringVar(&cfg.JaegerQueryURL, "jaeger-query-url", "", "Jaeger's query API (http://host:port): the admin port then serves a trace browser on /traces")
 	registerCAFlags(fl, &cfg.CA)
 	fl.BoolVar(&kubernetes, "kubernetes", false, "read the mesh from the Kubernetes API (CRDs, Services, EndpointSlices) instead of --config; serve the injection webhook; accept service-account tokens")

@@ -41,6 +41,7 @@ var allowed = map[string][]string{
 	"authz/policy/explain":          {"authz/policy", "xds/model"},
 	"authz/policy/policytest":       {"authz/policy", "authz/policy/explain", "authz/jwt", "xds/model"},
 	"authz/server":                  {"authz/jwt", "authz/policy", "telemetry", "xds/model"},
+	"authz/ratelimit":               {"xds/model"},
 	"telemetry":                     {"telemetry/serve"},
 	"telemetry/traceview":           nil,
 	"telemetry/watch":               nil,

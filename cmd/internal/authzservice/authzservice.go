@@ -22,6 +22,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/ratelimit"
 	"github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/identity/ca"
 	"github.com/portcullis/portcullis/telemetry"
@@ -60,6 +61,8 @@ type Config struct {
 	OTLPEndpoint      string // "" exports no spans
 	OTLP              telemetry.ExportTLS
 	SamplingPercent   float64 // of traces the caller (Envoy) has not decided
+	// RateLimit is the Redis of the global rate limit service, served next to ext_authz.
+	RateLimit ratelimit.Redis
 }
 
 // Service is the authorization service, ready to run.
@@ -140,6 +143,14 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err := docs.Load(); err != nil {
 		s.log.Warn("starting without a valid mesh; requests are denied (503) until the documents are fixed")
 	}
+	limits, err := ratelimit.New(ratelimit.Options{
+		Logger: cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
+		Meter: metrics.Meter("authz/ratelimit"), Redis: cfg.RateLimit,
+	})
+	if err != nil {
+		return err
+	}
+	defer limits.Close()
 	svids, err := x509Source(ctx, cfg.WorkloadAPISocket)
 	if err != nil {
 		return err
@@ -163,6 +174,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(svids, svids, tlsconfig.AuthorizeMemberOf(td)))
 	grpcServer := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(creds))...)
 	srv.Register(grpcServer)
+	limits.Register(grpcServer)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 

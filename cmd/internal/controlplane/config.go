@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/portcullis/portcullis/authz/ratelimit"
 	"github.com/portcullis/portcullis/telemetry"
 )
 
@@ -51,6 +52,9 @@ type Config struct {
 	OTLP           telemetry.ExportTLS
 	JaegerQueryURL string // the admin port serves a trace browser over it on /traces
 	CA             CAConfig
+	// RateLimit is the Redis of the global rate limit service, served next to ext_authz (not with
+	// ExternalAuthz: the external replicas serve it).
+	RateLimit ratelimit.Redis
 }
 
 // CAConfig are the CA's settings.

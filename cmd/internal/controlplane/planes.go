@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/ratelimit"
 	authzserver "github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/identity/attest"
 	"github.com/portcullis/portcullis/telemetry"
@@ -133,13 +134,24 @@ func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *
 	if err != nil {
 		return err
 	}
+	limits, err := ratelimit.New(ratelimit.Options{
+		Logger: p.cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
+		Meter: p.metrics.Meter("authz/ratelimit"), Redis: p.cfg.RateLimit,
+	})
+	if err != nil {
+		return err
+	}
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(id.self, id.self, tlsconfig.AuthorizeMemberOf(id.td)))
 	srv := grpc.NewServer(append(authzserver.GRPCServerOptions(), grpc.Creds(creds))...)
 	authz.Register(srv)
+	limits.Register(srv)
 	p.admin.Handle("/debug/authz", authz.DebugHandler())
 	p.admin.AddReadiness("authz", authz.Ready)
 	group.Go(func() error { return authz.Run(ctx) })
-	group.Go(func() error { return serve.GRPC(ctx, "controlplane: authz", srv, p.ports.authz, serve.DefaultGrace) })
+	group.Go(func() error {
+		defer limits.Close()
+		return serve.GRPC(ctx, "controlplane: authz", srv, p.ports.authz, serve.DefaultGrace)
+	})
 	return nil
 }
 
