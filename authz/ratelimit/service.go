@@ -43,8 +43,8 @@ const (
 )
 
 // redisTimeout bounds one Redis round trip when the caller's deadline does not come sooner:
-// Envoy's own timeout for the call is 100 ms.
-const redisTimeout = 100 * time.Millisecond
+// Envoy's own timeout for the call is the same.
+const redisTimeout = 250 * time.Millisecond
 
 // keyPrefix starts every bucket key; the service in braces is a Redis Cluster hash tag, so the
 // buckets of one request (one service) are in one slot, as one script needs.
@@ -115,7 +115,10 @@ func New(opts Options) (*Service, error) {
 			DialTimeout: redisTimeout, ReadTimeout: redisTimeout, WriteTimeout: redisTimeout,
 			ContextTimeoutEnabled: true,
 			// A script that ran but whose answer was lost must not run again: it took tokens.
-			MaxRetries:      -1,
+			MaxRetries: -1,
+			// Redis down must cost a refused connection, not a request's whole timeout spent
+			// redialling: the failure mode applies at once (fail open adds no latency).
+			DialerRetries:   1,
 			DisableIdentity: true,
 			// Every connection has the script loaded (a restarted Redis has forgotten it), so a
 			// request costs one EVALSHA and never a NOSCRIPT answer and a second trip.

@@ -53,23 +53,19 @@ func verifiedValue(k model.VerifiedKey, a *policy.Attributes) string {
 
 // clientIP is the client's address behind hops trusted proxies: the connection's peer when hops
 // is 0 (X-Forwarded-For is ignored: anyone can write it); else the entry hops places from the
-// right of X-Forwarded-For as the peer sent it — the address the farthest trusted proxy appended.
-// The inbound proxy appends the peer's address itself, so a last entry equal to the peer is
-// dropped first. With fewer entries, or an entry that is not an IP address, the peer.
+// right of X-Forwarded-For — the address the farthest trusted proxy appended. The inbound proxy
+// passes the header on as the peer sent it (skip_xff_append). With fewer entries, or an entry
+// that is not an IP address, the peer.
 func clientIP(peer netip.Addr, xff string, hops uint32) netip.Addr {
 	peer = peer.Unmap()
 	if hops == 0 || xff == "" {
 		return peer
 	}
 	entries := strings.Split(xff, ",")
-	n := len(entries)
-	if last, err := netip.ParseAddr(strings.TrimSpace(entries[n-1])); err == nil && last.Unmap() == peer {
-		n--
-	}
-	if int(hops) > n {
+	if int(hops) > len(entries) {
 		return peer
 	}
-	addr, err := netip.ParseAddr(strings.TrimSpace(entries[n-int(hops)]))
+	addr, err := netip.ParseAddr(strings.TrimSpace(entries[len(entries)-int(hops)]))
 	if err != nil || addr.Zone() != "" {
 		return peer
 	}

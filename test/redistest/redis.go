@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +88,13 @@ func (r *Redis) Start() {
 
 // Stop stops the server (SIGTERM); Start brings it back on the same address.
 func (r *Redis) Stop() { r.proc.Stop() }
+
+// Pause stops the server (SIGSTOP) until Resume: connections stay open and nothing answers, as
+// when the network to Redis drops packets.
+func (r *Redis) Pause() { _ = syscall.Kill(r.proc.Pid(), syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (r *Redis) Resume() { _ = syscall.Kill(r.proc.Pid(), syscall.SIGCONT) }
 
 // ping sends PING (after AUTH) and expects PONG.
 func (r *Redis) ping() error {

@@ -50,7 +50,7 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
 			Timeout:         durationpb.New(authz.Timeout.Duration),
-			RetryPolicy:     t.authzRetry(),
+			RetryPolicy:     t.authzRetry(authz.Timeout.Duration),
 		}},
 		TransportApiVersion:    corev3.ApiVersion_V3,
 		FailureModeAllow:       authz.FailureMode == model.FailOpen,
@@ -72,22 +72,22 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 	return cfg
 }
 
-// authzRetry retries a Check that no authorization server saw — the connection refused or reset,
+// authzRetry retries a call (a Check, or a global rate limit call) that no server saw — the connection refused or reset,
 // the stream refused, the server going away (UNAVAILABLE) — on a new connection, within the
-// check's timeout: a replica that stops (a rolling restart) costs no request.
+// call's timeout: a replica that stops (a rolling restart) costs no request.
 //
 // Envoy makes the back-off's max_interval the per-try timeout of a gRPC service's retries
-// (Http::Utility::convertCoreToRouteRetryPolicy). It is the check's whole timeout: with 50ms, a
+// (Http::Utility::convertCoreToRouteRetryPolicy). It is the call's whole timeout: with 50ms, a
 // Check that took longer (a Rego module near its budget, a JWKS fetch for an unknown key id)
 // was cut, evaluated again twice, and answered 503 — three decisions' work for none. Two
 // retries from 10ms never back off that far.
-func (t *translator) authzRetry() *corev3.RetryPolicy {
+func (t *translator) authzRetry(timeout time.Duration) *corev3.RetryPolicy {
 	return &corev3.RetryPolicy{
 		RetryOn:    "connect-failure,refused-stream,reset,unavailable",
 		NumRetries: wrapperspb.UInt32(2),
 		RetryBackOff: &corev3.BackoffStrategy{
 			BaseInterval: durationpb.New(10 * time.Millisecond),
-			MaxInterval:  durationpb.New(max(t.p.Mesh.Config.Spec.Authz.Timeout.Duration, 10*time.Millisecond)),
+			MaxInterval:  durationpb.New(max(timeout, 10*time.Millisecond)),
 		},
 		// Another instance when there is one (several authz replicas behind one name).
 		RetryHostPredicate: []*corev3.RetryPolicy_RetryHostPredicate{{

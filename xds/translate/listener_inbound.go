@@ -109,8 +109,11 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		MergeSlashes:                 true,
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 		// The caller's address is the peer's: nothing in front of the inbound listener is trusted
-		// to set X-Forwarded-For.
+		// to set X-Forwarded-For. The header goes on as the peer sent it (Envoy would append the
+		// peer, or its own host address for a peer on loopback): rate limits keyed on the client
+		// IP count a policy's trusted proxy hops from its right.
 		UseRemoteAddress: wrapperspb.Bool(true),
+		SkipXffAppend:    true,
 		// "x_debug" is refused (400, or a reset stream on HTTP/2): servers that map headers to
 		// variables (CGI, Nginx's $http_, many frameworks) read it as X-Debug, which a policy
 		// on x-debug never sees.

@@ -69,8 +69,10 @@ const (
 const GlobalRateLimitDomain = "portcullis"
 
 // globalRateLimitTimeout bounds a call to the rate limit service (its Redis round trip on
-// loopback is a fraction of a millisecond); past it the limit's failure mode applies.
-const globalRateLimitTimeout = 100 * time.Millisecond
+// loopback is a fraction of a millisecond, but a loaded machine can stall a process for tens of
+// milliseconds: the same bound as an authorization call by default); past it the limit's failure
+// mode applies.
+const globalRateLimitTimeout = 250 * time.Millisecond
 
 // localRateLimitFilter is a local rate limit filter of an inbound connection manager: off, with
 // no bucket of its own, until a route turns it on (localRateLimit).
@@ -89,7 +91,9 @@ func (t *translator) globalRateLimitFilter(mode model.FailureMode) *ratelimitv3.
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
 			GrpcService: &corev3.GrpcService{
 				TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
-				RetryPolicy:     t.authzRetry(),
+				// Its own timeout, not the Mesh's authorization timeout: this filter is in the
+				// listener, which a change to Mesh.spec.authz must not replace.
+				RetryPolicy: t.authzRetry(globalRateLimitTimeout),
 			},
 			TransportApiVersion: corev3.ApiVersion_V3,
 		},
