@@ -198,7 +198,7 @@ func TestMeshEndToEnd(t *testing.T) {
 			t.Errorf("codes %v, x-ratelimit-limit %q; want 3 allowed then 429 with rate-limit headers", codes, limitHeader)
 		}
 		// The backend's agent reports what its Envoy refused.
-		if _, body, err := meshtest.Get("http://" + backend.Admin + "/metrics"); err != nil || !strings.Contains(body, "portcullis_proxy_rate_limited_total 2") {
+		if _, body, err := meshtest.Get("http://" + backend.Admin + "/metrics"); err != nil || !strings.Contains(body, `portcullis_proxy_rate_limited_total{scope="local",service="demo/backend"} 2`) {
 			t.Errorf("agent metrics lack the 2 rate-limited requests (%v):\n%s", err, meshtest.GrepLines(body, "portcullis_proxy"))
 		}
 	})

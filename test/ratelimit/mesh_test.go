@@ -349,6 +349,10 @@ func TestRateLimitsAndCORS(t *testing.T) {
 		if got := fmt.Sprint(statuses(t, 1, backendURL("/quota"), bearer(token("erin")))); got != "[200]" {
 			t.Errorf("erin after dave: %s", got)
 		}
+		// The backend proxies' agents report the 429s of the global limits.
+		if n := sumSamples(t, "portcullis_proxy_rate_limited_total", `scope="global"`, `service="shop/backend"`, backend1.Admin, backend2.Admin); n != 60-globalQuota+1 {
+			t.Errorf("the backend agents report %d requests over a global limit, want %d", n, 60-globalQuota+1)
+		}
 		// Nothing but the rate limit service's own calls touched Redis: one EVALSHA per
 		// request under a global limit.
 		if n, err := redis.Calls("evalsha"); err != nil || n < 60+6+1 {
@@ -378,6 +382,11 @@ func TestRateLimitsAndCORS(t *testing.T) {
 		}
 		if v := sampleValue(metrics, "portcullis_ratelimit_redis_up"); v != "0" {
 			t.Errorf("portcullis_ratelimit_redis_up %q, want 0", v)
+		}
+		for _, mode := range []string{"closed", "open"} {
+			if n := sumSamples(t, "portcullis_proxy_ratelimit_errors_total", `failure_mode="`+mode+`"`, `service="shop/backend"`, backend1.Admin, backend2.Admin); n < 5 {
+				t.Errorf("the backend agents report %d failed calls for fail-%s limits, want the 5 made", n, mode)
+			}
 		}
 		redis.Start()
 		// A restarted Redis without persistence starts with full buckets (documented).
@@ -445,6 +454,24 @@ func hasSample(text, metric, label1, label2 string) bool {
 		}
 	}
 	return false
+}
+
+// sumSamples adds up the samples of metric with both labels across the agents' /metrics.
+func sumSamples(t *testing.T, metric, label1, label2 string, admins ...string) int {
+	t.Helper()
+	n := 0
+	for _, a := range admins {
+		for _, l := range strings.Split(get(t, "http://"+a+"/metrics"), "\n") {
+			if strings.HasPrefix(l, metric+"{") && strings.Contains(l, label1) && strings.Contains(l, label2) {
+				v, err := strconv.Atoi(l[strings.LastIndexByte(l, ' ')+1:])
+				if err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				n += v
+			}
+		}
+	}
+	return n
 }
 
 // sampleValue returns the value of the first sample of metric.

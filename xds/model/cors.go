@@ -22,19 +22,23 @@ type CORSPolicy struct {
 	// (any origin). Wildcards are refused with AllowCredentials.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=300
 	// +listType=set
 	AllowOrigins []string `json:"allowOrigins"`
 	// AllowMethods are the methods cross-origin requests may use. GET, HEAD, POST unless set.
 	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=32
 	// +listType=set
 	AllowMethods []string `json:"allowMethods,omitempty"`
 	// AllowHeaders are the request headers cross-origin requests may send beyond the
 	// CORS-safelisted ones (e.g. Authorization, Content-Type: application/json).
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
 	// +listType=set
 	AllowHeaders []string `json:"allowHeaders,omitempty"`
 	// ExposeHeaders are the response headers scripts may read beyond the safelisted ones.
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=256
 	// +listType=set
 	ExposeHeaders []string `json:"exposeHeaders,omitempty"`
 	// MaxAge is how long browsers may cache a preflight's answer, at most 24h; their default
@@ -137,6 +141,10 @@ func (c *CORSPolicy) validate(errs *FieldErrors, p Path) {
 		}
 	}
 	for i, m := range c.AllowMethods {
+		if len(m) > 32 {
+			errs.Addf(p.Field("allowMethods").Index(i), "is longer than 32 characters")
+			continue
+		}
 		if m == "*" {
 			errs.Addf(p.Field("allowMethods").Index(i), "list the methods: \"*\" is refused")
 			continue
@@ -148,6 +156,10 @@ func (c *CORSPolicy) validate(errs *FieldErrors, p Path) {
 		names []string
 	}{{"allowHeaders", c.AllowHeaders}, {"exposeHeaders", c.ExposeHeaders}} {
 		for i, h := range f.names {
+			if len(h) > 256 {
+				errs.Addf(p.Field(f.name).Index(i), "is longer than 256 characters")
+				continue
+			}
 			if h == "*" {
 				errs.Addf(p.Field(f.name).Index(i), "list the headers: \"*\" is refused")
 			} else if !isHeaderName(h) {

@@ -55,13 +55,13 @@ const (
 	filterGlobalOpen   = "portcullis.ratelimit.global_open"
 )
 
-// Stat prefixes: the filters' counters, which the agent reports (ratelimit.http_local_rate_limit.
+// Stat prefixes: the filters' counters, which the agent reports — ratelimit.http_local_rate_limit.
 // rate_limited, ratelimit_verified.http_local_rate_limit.rate_limited, and the global filters'
-// over_limit, error and failure_mode_allowed).
+// cluster.<route cluster>.ratelimit.global_<closed|open>.<ok|over_limit|error|failure_mode_allowed>.
 const (
 	rlStatPrefix         = "ratelimit"
 	rlVerifiedStatPrefix = "ratelimit_verified"
-	rlGlobalStatPrefix   = "ratelimit_global"
+	rlGlobalStatPrefix   = "global"
 )
 
 // GlobalRateLimitDomain is the filter-level domain of the global rate limit filters; every route

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,20 +24,21 @@ import (
 )
 
 // startProxy waits for the first SVID (the node id and the certificate names come from it),
-// writes Envoy's bootstrap and returns the supervisor that runs Envoy with it.
-func (s *Sidecar) startProxy(ctx context.Context) (*bootstrap.Supervisor, error) {
+// writes Envoy's bootstrap and returns the supervisor that runs Envoy with it, and the proxy's
+// service as namespace/name (its service account's name for a workload that serves none).
+func (s *Sidecar) startProxy(ctx context.Context) (*bootstrap.Supervisor, string, error) {
 	p := s.cfg.Proxy
 	id, err := watch.Wait(ctx, s.agent, func(id *agent.Identity) bool { return id != nil })
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ns, sa, err := model.ParseWorkloadID(id.ID())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	reg, err := p.registration(ns, sa)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cluster := p.Service
 	if cluster == "" {
@@ -50,37 +52,39 @@ func (s *Sidecar) startProxy(ctx context.Context) (*bootstrap.Supervisor, error)
 		Delta: p.Delta, Workload: reg,
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	raw, err := bootstrap.JSON(b)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var out io.Writer = os.Stderr
 	if p.EnvoyLog != "" {
 		file, err := os.OpenFile(p.EnvoyLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("sidecar: envoy log: %w", err)
+			return nil, "", fmt.Errorf("sidecar: envoy log: %w", err)
 		}
 		out = file
 	}
 	dir := filepath.Join(s.cfg.SocketDir, "envoy")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("sidecar: %w", err)
+		return nil, "", fmt.Errorf("sidecar: %w", err)
 	}
 	s.log.Info("starting envoy", "node", node, "identity", id.ID().String(), "delta", p.Delta, "registered_by_flags", reg != nil)
 	return &bootstrap.Supervisor{
 		EnvoyPath: p.EnvoyPath, Bootstrap: raw, Dir: dir, Output: out, Logger: s.log.With("component", "envoy"),
 		Args: []string{"--concurrency", strconv.Itoa(p.EnvoyConcurrency), "--log-level", "warn"},
-	}, nil
+	}, ns + "/" + cluster, nil
 }
 
-// registerProxyMetrics exports what Envoy alone counts — requests its local rate limit refused and
-// the results of its ext_authz calls — read from its admin /stats at scrape time.
-func registerProxyMetrics(m *telemetry.Metrics, s *bootstrap.Supervisor) error {
+// registerProxyMetrics exports what Envoy alone counts — requests its rate limits refused, the
+// results of its ext_authz calls and of its calls to the global rate limit service — read from
+// its admin /stats at scrape time, each labelled with the proxy's service (namespace/name), so
+// alerts can say which service is affected.
+func registerProxyMetrics(m *telemetry.Metrics, s *bootstrap.Supervisor, service string) error {
 	meter := m.Meter("identity/agent/envoy")
 	limited, err := meter.Int64ObservableCounter("portcullis_proxy_rate_limited",
-		metric.WithDescription("Requests the proxy's local rate limit answered with 429 (Envoy's ratelimit.http_local_rate_limit.rate_limited)."))
+		metric.WithDescription("Requests the proxy's rate limits answered with 429, by scope: local (the local rate limit filters, before and after authorization) or global (the global rate limit service said over limit)."))
 	if err != nil {
 		return err
 	}
@@ -89,20 +93,57 @@ func registerProxyMetrics(m *telemetry.Metrics, s *bootstrap.Supervisor) error {
 	if err != nil {
 		return err
 	}
+	rlErrors, err := meter.Int64ObservableCounter("portcullis_proxy_ratelimit_errors",
+		metric.WithDescription("Calls to the global rate limit service that failed (it or its Redis unreachable), by the limit's failure mode: closed (answered 503) or open (let through)."))
+	if err != nil {
+		return err
+	}
+	svc := attribute.String("service", service)
 	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		counters, err := s.Counters(ctx, "rate_limited|ext_authz")
+		counters, err := s.Counters(ctx, "rate_limited|ext_authz|ratelimit.global_")
 		if err != nil {
 			return nil // Envoy restarting: no sample rather than a failed scrape
 		}
-		o.ObserveInt64(limited, int64(counters["ratelimit.http_local_rate_limit.rate_limited"]))
+		c := proxyCounters(counters)
+		o.ObserveInt64(limited, int64(c.localLimited), metric.WithAttributes(svc, attribute.String("scope", "local")))
+		o.ObserveInt64(limited, int64(c.globalLimited), metric.WithAttributes(svc, attribute.String("scope", "global")))
+		o.ObserveInt64(rlErrors, int64(c.globalErrors[model.FailClosed]), metric.WithAttributes(svc, attribute.String("failure_mode", "closed")))
+		o.ObserveInt64(rlErrors, int64(c.globalErrors[model.FailOpen]), metric.WithAttributes(svc, attribute.String("failure_mode", "open")))
 		for _, r := range []string{"ok", "denied", "error", "failure_mode_allowed"} {
-			o.ObserveInt64(authz, int64(counters["http.inbound.ext_authz.portcullis."+r]), metric.WithAttributes(attribute.String("result", r)))
+			o.ObserveInt64(authz, int64(counters["http.inbound.ext_authz.portcullis."+r]), metric.WithAttributes(svc, attribute.String("result", r)))
 		}
 		return nil
-	}, limited, authz)
+	}, limited, authz, rlErrors)
 	return err
+}
+
+// rateLimitCounters are the rate limit counters of one Envoy, summed over its filters.
+type rateLimitCounters struct {
+	localLimited, globalLimited uint64
+	globalErrors                map[model.FailureMode]uint64
+}
+
+// proxyCounters sums Envoy's rate limit counters: the local filters' rate_limited
+// (<stat prefix>.http_local_rate_limit.rate_limited) and the global filters' over_limit and
+// error, which Envoy keeps per route target cluster
+// (cluster.<cluster>.ratelimit.global_<closed|open>.<counter>).
+func proxyCounters(counters map[string]uint64) rateLimitCounters {
+	c := rateLimitCounters{globalErrors: map[model.FailureMode]uint64{}}
+	for name, v := range counters {
+		switch {
+		case strings.HasSuffix(name, ".http_local_rate_limit.rate_limited"):
+			c.localLimited += v
+		case strings.HasSuffix(name, ".ratelimit.global_closed.over_limit"), strings.HasSuffix(name, ".ratelimit.global_open.over_limit"):
+			c.globalLimited += v
+		case strings.HasSuffix(name, ".ratelimit.global_closed.error"):
+			c.globalErrors[model.FailClosed] += v
+		case strings.HasSuffix(name, ".ratelimit.global_open.error"):
+			c.globalErrors[model.FailOpen] += v
+		}
+	}
+	return c
 }
 
 // forwardSignals passes SIGUSR1 (reopen logs) on to Envoy.

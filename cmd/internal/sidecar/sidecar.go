@@ -89,7 +89,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return sup.Ready(context.Background())
 		})
 		group.Go(func() error {
-			sup, err := s.startProxy(gctx)
+			sup, service, err := s.startProxy(gctx)
 			if err != nil {
 				if gctx.Err() != nil {
 					return nil
@@ -98,7 +98,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 			envoy.Store(sup)
 			go forwardSignals(gctx, sup)
-			if err := registerProxyMetrics(s.metrics, sup); err != nil {
+			if err := registerProxyMetrics(s.metrics, sup, service); err != nil {
 				return err
 			}
 			return sup.Run(gctx)

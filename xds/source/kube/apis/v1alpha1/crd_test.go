@@ -197,7 +197,19 @@ spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInt
 		{"rate limit key", `
 kind: RateLimitPolicy
 metadata: {name: r, namespace: crdtest}
-spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {}}]}`, `needs exactly one of header or sourcePrincipal`},
+spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim or clientIP`},
+		{"rate limit keys", `
+kind: RateLimitPolicy
+metadata: {name: r, namespace: crdtest}
+spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {jwtClaim: sub, clientIP: true}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim or clientIP`},
+		{"rate limit scope", `
+kind: RateLimitPolicy
+metadata: {name: r, namespace: crdtest}
+spec: {selector: {service: s}, limits: [{name: l, scope: global, bucket: {maxTokens: 2, fillInterval: 1s}}]}`, `Unsupported value: "global"`},
+		{"cors wildcard with credentials", `
+kind: Service
+metadata: {name: s, namespace: crdtest}
+spec: {ports: [{name: http, port: 80}], cors: {allowOrigins: ["https://*.example.com"], allowCredentials: true}}`, `a wildcard origin is not allowed with allowCredentials`},
 		{"workload mode", `
 kind: Workload
 metadata: {name: w, namespace: crdtest}
