@@ -28,6 +28,9 @@ KUBE_ASSETS := .cache/kube-assets-$(KUBE_VERSION)
 # module proxy, and containerd, runc and the CNI plugins from Debian, installed on the host.
 COREDNS_VERSION := v1.15.0
 CLUSTER_DEBS := containerd runc containernetworking-plugins iptables
+# promtool, built from the Prometheus module (v0.316.0 is Prometheus 3.16.0), tests the alerting
+# rules in deploy/prometheus (test/alerts).
+PROMTOOL_VERSION := v0.316.0
 # Image tarballs (test/images): built without a registry or a container engine.
 IMAGE_DIR ?= bin/images
 IMAGE_TAG ?= latest
@@ -37,7 +40,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO_TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
 
-.PHONY: all build test unit short lint golangci-lint bench demo envoy jaeger chromium kube netns-tools cluster-tools coredns image-debs images cluster generate fuzz clean help proto
+.PHONY: all build test unit short lint golangci-lint bench demo envoy jaeger chromium kube netns-tools cluster-tools redis promtool coredns image-debs images cluster generate fuzz clean help proto
 
 all: build
 
@@ -101,6 +104,16 @@ cluster-tools: ## containerd, runc, the CNI plugins and iptables for the single-
 		apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null || { apt-get update -qq && apt-get install -y -qq $(CLUSTER_DEBS) >/dev/null; }; \
 	else echo "cluster-tools: containerd, runc, CNI plugins or iptables missing and not root; the cluster test will skip"; fi
 
+redis: ## Debian's redis-server for the global rate limit tests and benchmarks (root); the tests start their own, on a free loopback port
+	@if command -v redis-server >/dev/null; then echo "redis: $$(redis-server --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }; \
+	else echo "redis: redis-server missing and not root; the global rate limit tests will skip"; fi
+
+promtool: .cache ## promtool $(PROMTOOL_VERSION) built into .cache/bin for the alerting rules' tests (cold ~4 CPU-minutes; skipped when built)
+	./test/alerts/build-promtool.sh $(PROMTOOL_VERSION) "$$(cd .cache && pwd -P)"
+	ln -sfn promtool-$(PROMTOOL_VERSION) .cache/bin/promtool
+
 coredns: .cache ## CoreDNS $(COREDNS_VERSION) built into .cache/bin for the cluster's DNS (cold ~4 min on 2 cores; skipped when built)
 	./test/kube/build-coredns.sh $(COREDNS_VERSION) "$$(cd .cache && pwd -P)"
 
@@ -138,7 +151,7 @@ lint: golangci-lint ## gofmt, go vet and golangci-lint (staticcheck, errcheck, r
 
 # make test fails fast: lint, then the short tests (no tool needed, a couple of minutes), and only
 # then the tool installs and the heavy suite.
-test: lint short envoy jaeger chromium kube netns-tools cluster-tools coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, Chromium, a real API server and a single-node cluster, then the short fault suite and the attack suite on their own (what CI runs)
+test: lint short envoy jaeger chromium kube netns-tools cluster-tools redis promtool coredns image-debs ## unit and integration tests, with real Envoy, Jaeger, Chromium, Redis, a real API server and a single-node cluster, the alerting rules with promtool, then the short fault suite and the attack suite on their own (what CI runs)
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $$(go list ./... | grep -v -e /test/faults$$ -e /test/attack$$ -e /test/cluster$$ -e /test/clustermesh$$)
 	@# Each Kubernetes cluster runs a dozen processes: one at a time, after the other packages.
 	go test -race -count=1 -p 1 -timeout 15m ./test/cluster ./test/clustermesh

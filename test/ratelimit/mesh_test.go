@@ -289,6 +289,11 @@ func TestRateLimitsAndCORS(t *testing.T) {
 		if got := fmt.Sprint(statuses(t, 4, apiURL("/user/items"), bearer(token("carol")))); got != "[200 200 200 429]" {
 			t.Errorf("carol after the attempts: %s, want her own three then 429", got)
 		}
+		// The api's agent reports its Envoy's denials (what PortcullisAuthorizationDenialSpike
+		// in deploy/prometheus reads): at least the nine 401s above.
+		if n := sumSamples(t, "portcullis_proxy_authz_checks_total", `result="denied"`, `service="shop/api"`, api.Admin); n < 9 {
+			t.Errorf("the api agent reports %d denied checks, want at least the 9 made", n)
+		}
 	})
 
 	t.Run("unauthenticated requests are limited by client IP", func(t *testing.T) {
