@@ -339,11 +339,11 @@ func (b TokenBucket) Entry() string {
 func ParseBucketEntry(s string) (TokenBucket, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) == 3 {
-		max, err1 := strconv.ParseUint(parts[0], 10, 32)
+		most, err1 := strconv.ParseUint(parts[0], 10, 32)
 		per, err2 := strconv.ParseUint(parts[1], 10, 32)
 		ms, err3 := strconv.ParseUint(parts[2], 10, 32)
-		if err1 == nil && err2 == nil && err3 == nil && max > 0 && per > 0 && per <= max && ms > 0 {
-			return TokenBucket{MaxTokens: uint32(max), TokensPerFill: uint32(per), FillInterval: Duration{time.Duration(ms) * time.Millisecond}}, nil
+		if err1 == nil && err2 == nil && err3 == nil && most > 0 && per > 0 && per <= most && ms > 0 {
+			return TokenBucket{MaxTokens: uint32(most), TokensPerFill: uint32(per), FillInterval: Duration{time.Duration(ms) * time.Millisecond}}, nil
 		}
 	}
 	return TokenBucket{}, fmt.Errorf("bucket %q: want <maxTokens>/<tokensPerFill>/<fillInterval ms>, each at least 1, tokensPerFill at most maxTokens", s)
