@@ -70,6 +70,10 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	Meter          metric.Meter
 	Redis          Redis
+	// Authorize refuses a caller that may not call ShouldRateLimit with the gRPC error to answer
+	// (authz/server's Callers.Authorize: proxies only, as for Check). Nil leaves who may call to
+	// the transport (tests calling the service directly).
+	Authorize func(context.Context) error
 }
 
 // Service serves ShouldRateLimit. Create it with New, Register it on the authorization service's
@@ -77,13 +81,14 @@ type Options struct {
 type Service struct {
 	rlsv3.UnimplementedRateLimitServiceServer
 
-	log     *slog.Logger
-	tracer  trace.Tracer
-	client  *redis.Client // nil without Redis
-	script  *redis.Script
-	checks  metric.Int64Counter
-	seconds metric.Float64Histogram
-	redisUp atomic.Int64 // 1 after a successful round trip, 0 after a failed one, -1 before any
+	log       *slog.Logger
+	tracer    trace.Tracer
+	authorize func(context.Context) error
+	client    *redis.Client // nil without Redis
+	script    *redis.Script
+	checks    metric.Int64Counter
+	seconds   metric.Float64Histogram
+	redisUp   atomic.Int64 // 1 after a successful round trip, 0 after a failed one, -1 before any
 }
 
 // New returns a service; it connects to Redis on its first call.
@@ -97,7 +102,7 @@ func New(opts Options) (*Service, error) {
 		return nil, errors.New("ratelimit: a meter is required")
 	}
 	s := &Service{
-		log: opts.Logger, script: redis.NewScript(bucketScript),
+		log: opts.Logger, script: redis.NewScript(bucketScript), authorize: opts.Authorize,
 		tracer: opts.TracerProvider.Tracer("github.com/portcullis/portcullis/authz/ratelimit"),
 	}
 	s.redisUp.Store(-1)
@@ -134,7 +139,7 @@ func New(opts Options) (*Service, error) {
 func (s *Service) registerMetrics(m metric.Meter) error {
 	var err error
 	if s.checks, err = m.Int64Counter("portcullis_ratelimit_checks",
-		metric.WithDescription("Global rate limit calls by service and result: ok, over_limit, error (Redis unavailable: the limits' failure mode applied)."),
+		metric.WithDescription("Global rate limit calls by service and result: ok, over_limit, error (Redis unavailable: the limits' failure mode applied), refused (the caller is not a proxy; service empty)."),
 	); err != nil {
 		return err
 	}
@@ -178,9 +183,16 @@ type bucket struct {
 }
 
 // ShouldRateLimit decides one request against the buckets of its descriptors, in one Redis round
-// trip. It answers UNAVAILABLE when Redis cannot (Envoy then applies the failure mode) and
-// INVALID_ARGUMENT for descriptors the translator would not have written.
+// trip. It answers UNAVAILABLE when Redis cannot (Envoy then applies the failure mode),
+// INVALID_ARGUMENT for descriptors the translator would not have written, and the Authorize
+// error, before anything else, to a caller that is not a proxy.
 func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if s.authorize != nil {
+		if err := s.authorize(ctx); err != nil {
+			s.checks.Add(ctx, 1, metric.WithAttributes(attribute.String("service", ""), attribute.String("result", "refused")))
+			return nil, err
+		}
+	}
 	start := time.Now()
 	ctx, span := s.tracer.Start(parentContext(ctx), "ratelimit.ShouldRateLimit", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "envoy.service.ratelimit.v3.RateLimitService"),

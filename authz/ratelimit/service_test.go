@@ -33,13 +33,17 @@ type fixture struct {
 	metrics *sdkmetric.ManualReader
 }
 
-func newService(t *testing.T, r Redis) *fixture {
+func newService(t *testing.T, r Redis) *fixture { return newServiceWith(t, Options{Redis: r}) }
+
+// newServiceWith returns a service with opts, its logger, tracer provider and meter the fixture's.
+func newServiceWith(t *testing.T, opts Options) *fixture {
 	t.Helper()
 	f := &fixture{spans: tracetest.NewInMemoryExporter(), metrics: sdkmetric.NewManualReader()}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(f.spans))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
-	svc, err := New(Options{Logger: slog.New(slog.DiscardHandler), TracerProvider: tp, Meter: mp.Meter("test"), Redis: r})
+	opts.Logger, opts.TracerProvider, opts.Meter = slog.New(slog.DiscardHandler), tp, mp.Meter("test")
+	svc, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

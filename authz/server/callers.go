@@ -98,6 +98,26 @@ func isWorkloadPath(path string) bool {
 	return ok && ns != "" && account != "" && !strings.Contains(ns, "/") && !strings.Contains(account, "/")
 }
 
+// Authorize refuses a gRPC caller that is not a proxy with the error Check answers it:
+// Unauthenticated without an SVID, PermissionDenied for any other identity. The other services on
+// the authorization port (the global rate limit service) call it first: a workload that could
+// call them could spend another caller's buckets.
+func (c *Callers) Authorize(ctx context.Context) error {
+	if err := c.check(peerIdentity(ctx)); err != nil {
+		return refusalStatus(err)
+	}
+	return nil
+}
+
+// refusalStatus is the gRPC error of a refused caller.
+func refusalStatus(err error) error {
+	var rc *refusedCaller
+	if errors.As(err, &rc) && rc.id == "" {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	return status.Error(codes.PermissionDenied, err.Error())
+}
+
 // refuse answers a caller that is not a proxy: a gRPC error, not a decision (no decision was
 // asked for by a proxy), logged at most once per logRefusalEvery and counted.
 func (s *Server) refuse(ctx context.Context, err error) error {
@@ -108,11 +128,7 @@ func (s *Server) refuse(ctx context.Context, err error) error {
 			s.log.Warn("Check refused: the caller is not a proxy", "err", err)
 		}
 	}
-	var rc *refusedCaller
-	if errors.As(err, &rc) && rc.id == "" {
-		return status.Error(codes.Unauthenticated, err.Error())
-	}
-	return status.Error(codes.PermissionDenied, err.Error())
+	return refusalStatus(err)
 }
 
 // logRefusalEvery bounds how often refused callers are logged: one caller can call at any rate.

@@ -143,14 +143,6 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err := docs.Load(); err != nil {
 		s.log.Warn("starting without a valid mesh; requests are denied (503) until the documents are fixed")
 	}
-	limits, err := ratelimit.New(ratelimit.Options{
-		Logger: cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
-		Meter: metrics.Meter("authz/ratelimit"), Redis: cfg.RateLimit,
-	})
-	if err != nil {
-		return err
-	}
-	defer limits.Close()
 	svids, err := x509Source(ctx, cfg.WorkloadAPISocket)
 	if err != nil {
 		return err
@@ -161,16 +153,25 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("authzservice: SVID: %w", err)
 	}
 	td := svid.ID.TrustDomain()
-	// Checks from proxies only. Revocations live with the CA, which this process does not run:
-	// a revoked proxy is refused here once its SVID expires (docs/security.md).
+	// Checks and rate limit calls from proxies only. Revocations live with the CA, which this
+	// process does not run: a revoked proxy is refused here once its SVID expires
+	// (docs/security.md).
+	callers := &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{svid.ID, ca.ControlPlaneID(td)}}
 	srv, err := server.New(server.Options{
 		Logger: s.log, TracerProvider: tracing.Provider, Meter: metrics.Meter("authz/server"),
-		Source: docs, Compiler: compiler, DecisionLog: decisions,
-		Callers: &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{svid.ID, ca.ControlPlaneID(td)}},
+		Source: docs, Compiler: compiler, DecisionLog: decisions, Callers: callers,
 	})
 	if err != nil {
 		return err
 	}
+	limits, err := ratelimit.New(ratelimit.Options{
+		Logger: cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
+		Meter: metrics.Meter("authz/ratelimit"), Redis: cfg.RateLimit, Authorize: callers.Authorize,
+	})
+	if err != nil {
+		return err
+	}
+	defer limits.Close()
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(svids, svids, tlsconfig.AuthorizeMemberOf(td)))
 	grpcServer := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(creds))...)
 	srv.Register(grpcServer)

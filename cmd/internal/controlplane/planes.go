@@ -123,20 +123,20 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	return group.Wait()
 }
 
-// serveAuthz serves the ext_authz service on the authz port: mTLS from the trust domain, Checks
-// from proxies only (authzserver.Callers).
+// serveAuthz serves the ext_authz and global rate limit services on the authz port: mTLS from
+// the trust domain, calls from proxies only (authzserver.Callers).
 func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *identity, tracing *telemetry.Tracing) error {
+	callers := &authzserver.Callers{TrustDomain: id.td, NotProxies: []spiffeid.ID{id.self.ID()}, Revoked: id.authority.RevokedCert}
 	authz, err := authzserver.New(authzserver.Options{
 		Logger: p.cfg.Logger.With("component", "authz"), TracerProvider: tracing.Provider, Meter: p.metrics.Meter("authz/server"),
-		Source: p.docs, Compiler: p.compiler, DecisionLog: p.decisions,
-		Callers: &authzserver.Callers{TrustDomain: id.td, NotProxies: []spiffeid.ID{id.self.ID()}, Revoked: id.authority.RevokedCert},
+		Source: p.docs, Compiler: p.compiler, DecisionLog: p.decisions, Callers: callers,
 	})
 	if err != nil {
 		return err
 	}
 	limits, err := ratelimit.New(ratelimit.Options{
 		Logger: p.cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
-		Meter: p.metrics.Meter("authz/ratelimit"), Redis: p.cfg.RateLimit,
+		Meter: p.metrics.Meter("authz/ratelimit"), Redis: p.cfg.RateLimit, Authorize: callers.Authorize,
 	})
 	if err != nil {
 		return err
