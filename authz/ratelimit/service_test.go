@@ -36,7 +36,7 @@ type fixture struct {
 func newService(t *testing.T, r Redis) *fixture { return newServiceWith(t, Options{Redis: r}) }
 
 // newServiceWith returns a service with opts, its logger, tracer provider and meter the fixture's.
-func newServiceWith(t *testing.T, opts Options) *fixture {
+func newServiceWith(t testing.TB, opts Options) *fixture {
 	t.Helper()
 	f := &fixture{spans: tracetest.NewInMemoryExporter(), metrics: sdkmetric.NewManualReader()}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(f.spans))
