@@ -18,6 +18,10 @@
 // from /proc during the 1,000 rps runs. Figures are reported with b.ReportMetric; run with
 // -benchtime 1x -count N and take medians with test/benchmedian.
 //
+// BenchmarkPerUserLimit, on the same mesh with authorization on, alternates runs at 1,000 rps
+// without and with a Local limit keyed on the verified sub, and reports what the limit adds to
+// the p50 and p99 (issue 17).
+//
 // BenchmarkChangeReachesOpenConnection, on the same mesh, times how long a rate limit and turning
 // authorization on take to reach requests on a connection that is already open, and counts the
 // connections each change costs.
