@@ -187,8 +187,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzParseRedirectFlags$$' -fuzztime $${FUZZTIME:-30s}
 
-demo: build envoy jaeger ## a whole local mesh on loopback with Jaeger and its UI; Ctrl-C (or SIGINT/SIGTERM to make) stops it
-	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path $(JAEGER_BIN) --jaeger-ui $(JAEGER_UI)
+demo: build envoy jaeger redis ## a whole local mesh on loopback with Jaeger and its UI, and Redis for its Global limit; Ctrl-C (or SIGINT/SIGTERM to make) stops it
+	./bin/portcullis demo --envoy-path $(ENVOY_BIN) --jaeger-path $(JAEGER_BIN) --jaeger-ui $(JAEGER_UI) --redis-path "$$(command -v redis-server)"
 
 clean: ## remove build output (the tool cache stays; rm -rf $(CACHE_DIR) to drop it)
 	rm -rf bin

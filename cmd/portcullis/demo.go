@@ -41,6 +41,7 @@ alone stops it too), then stops everything and removes its files.`,
 	fl.StringVar(&cfg.EnvoyPath, "envoy-path", "envoy", "Envoy binary for the demo's proxies")
 	fl.StringVar(&cfg.JaegerPath, "jaeger-path", "", "Jaeger v2 binary (make jaeger): traces are collected on 127.0.0.1:4317 and browsed in Jaeger's UI on 127.0.0.1:16686 and on the admin port's /traces")
 	fl.StringVar(&cfg.JaegerUI, "jaeger-ui", "", "directory of the Jaeger UI's build (make jaeger builds it into .cache/jaeger-ui-<version>); without it Jaeger serves a placeholder page")
+	fl.StringVar(&cfg.RedisPath, "redis-path", "", "redis-server binary (make redis): the Global limit's buckets, on 127.0.0.1:16379; without it that limit is not enforced (its failure mode, open)")
 	fl.StringVar(&cfg.WorkDir, "work-dir", "", "keep the demo's files (mesh documents, logs, data) here instead of a temporary directory")
 	fl.StringVar(&cfg.AdminAddr, "admin-addr", controlplane.DefaultAdminAddr, "control plane admin address")
 	fl.StringVar(&cfg.XDSAddr, "xds-addr", bootstrap.DefaultControlPlaneAddr, "control plane xDS and certificate address")

@@ -54,6 +54,7 @@ var expected = map[string]*regexp.Regexp{
 	"no token":                      regexp.MustCompile(`HTTP/1.1 401`),
 	"JWT":                           regexp.MustCompile(`"path":"/admin/stats"`),
 	"429":                           regexp.MustCompile(`^200 .*429 `),
+	"quota":                         regexp.MustCompile(`^200 200 200 429 `),
 	"mTLS only":                     regexp.MustCompile(`Empty reply from server`),
 	"./bin/portcullis proxy status": regexp.MustCompile(`(?s)backend-1\.demo .*yes.*frontend-1\.demo .*yes`),
 	"./bin/portcullis proxy config frontend-1": regexp.MustCompile(`(?s)outbound.*backend`),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis/portcullis/test/envoytest"
+	"github.com/portcullis/portcullis/test/redistest"
 	"github.com/portcullis/portcullis/test/tracetest"
 )
 
@@ -43,6 +44,7 @@ func requireTools(t *testing.T) string {
 		}
 		t.Skip("SKIPPING, JAEGER OR ITS UI NOT BUILT: run make jaeger")
 	}
+	redistest.Require(t) // the demo's Global limit (make demo passes redis-server)
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Fatalf("make: %v", err)
 	}

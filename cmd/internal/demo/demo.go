@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/portcullis/portcullis/authz/ratelimit"
 	"github.com/portcullis/portcullis/cmd/internal/controlplane"
 	"github.com/portcullis/portcullis/examples"
 	"github.com/portcullis/portcullis/examples/demoapp"
@@ -31,6 +33,8 @@ const (
 	demoBackendMesh   = "127.0.0.1:15102"
 	demoFrontendAdmin = "127.0.0.1:15121"
 	demoBackendAdmin  = "127.0.0.1:15122"
+	// demoRedis holds the buckets of the demo's Global limit.
+	demoRedis = "127.0.0.1:16379"
 )
 
 // Config is what the demo runs with; cmd/portcullis fills it from flags.
@@ -40,6 +44,7 @@ type Config struct {
 	EnvoyPath                     string
 	JaegerPath                    string // "" runs without traces
 	JaegerUI                      string // the Jaeger UI's build (make jaeger); "" serves Jaeger's placeholder page
+	RedisPath                     string // redis-server for the Global limit; "" runs it without (its failure mode: open)
 	WorkDir                       string // "" is a temporary directory, removed at the end
 	AdminAddr, XDSAddr, AuthzAddr string
 }
@@ -96,10 +101,17 @@ func Run(ctx context.Context, f Config) error {
 			return err
 		}
 	}
+	var redis ratelimit.Redis
+	if f.RedisPath != "" {
+		if err := startDemoRedis(gctx, group, f.RedisPath, work); err != nil {
+			return err
+		}
+		redis.Addr = demoRedis
+	}
 	cp, err := controlplane.New(controlplane.Config{
 		Version: f.Version, Logger: slog.New(slog.NewTextHandler(cpLog, nil)), Stdout: io.Discard,
 		ConfigDir: configDir, DataDir: dataDir, AdminAddr: f.AdminAddr, XDSAddr: f.XDSAddr, AuthzAddr: f.AuthzAddr,
-		DecisionLog: decisionLog, JaegerQueryURL: jaegerQuery,
+		DecisionLog: decisionLog, JaegerQueryURL: jaegerQuery, RateLimit: redis,
 	})
 	if err != nil {
 		return err
@@ -129,7 +141,7 @@ func Run(ctx context.Context, f Config) error {
 			return err
 		}
 		return printDemoHelp(out, demoHelp{Work: work, Admin: f.AdminAddr, Token: token, Jaeger: jaegerQuery,
-			CLI: cliCommand(self, f.AdminAddr)})
+			CLI: cliCommand(self, f.AdminAddr), Redis: redis.Addr != ""})
 	})
 	err = group.Wait()
 	if ctx.Err() != nil {
@@ -279,7 +291,10 @@ func writeDemoMesh(dir string) error {
 	})
 }
 
-type demoHelp struct{ Work, Admin, Token, Jaeger, CLI string }
+type demoHelp struct {
+	Work, Admin, Token, Jaeger, CLI string
+	Redis                           bool
+}
 
 // Jaeger's loopback addresses in the demo; examples/demo/mesh exports to demoOTLP.
 const (
@@ -287,6 +302,31 @@ const (
 	demoJaegerQuery = "127.0.0.1:16686"
 	demoJaegerGRPC  = "127.0.0.1:16685"
 )
+
+// startDemoRedis runs redis-server on loopback for the Global limit's buckets: no persistence,
+// nothing written but its log, and waits until it answers.
+func startDemoRedis(ctx context.Context, group *errgroup.Group, bin, work string) error {
+	_, port, _ := strings.Cut(demoRedis, ":")
+	cmd := exec.CommandContext(ctx, bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", work)
+	if err := startChild(ctx, group, "redis", filepath.Join(work, "redis.log"), cmd); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", demoRedis, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis not answering on %s (see %s): %w", demoRedis, filepath.Join(work, "redis.log"), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
 
 // startDemoJaeger runs Jaeger with in-memory storage on loopback, serving the UI's build when
 // given, and returns its URL.
@@ -336,7 +376,10 @@ Try:
   429         for i in $(seq 5); do curl -s -o /dev/null -w '%{http_code} ' 'http://127.0.0.1:18080/call?path=/api/slow'; done; echo
               200 200 429 ...: /api/slow takes 2 requests at once from each caller, then 1 a second
               (the rest of the backend: a bucket of 20, refilled 10 a second)
-  mTLS only   curl -sS http://127.0.0.1:15102/api/items
+{{if .Redis}}  quota       for i in $(seq 4); do curl -s -o /dev/null -w '%{http_code} ' -H 'Authorization: Bearer {{.Token}}' 'http://127.0.0.1:18080/call?path=/admin/export'; done; echo
+              200 200 200 429: /admin/export allows each user (the token's sub) 3 a minute across
+              every backend proxy (a Global limit, buckets in Redis on 127.0.0.1:16379)
+{{end}}  mTLS only   curl -sS http://127.0.0.1:15102/api/items
               "Empty reply from server": the backend's Envoy speaks only mTLS with a mesh
               certificate, and closes a connection that has none
 
