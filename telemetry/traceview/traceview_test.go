@@ -116,6 +116,9 @@ func rows(page string) [][2]string {
 }
 
 func TestTraceBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Jaeger (not a -short test)")
+	}
 	j := tracetest.StartJaeger(t)
 	if j == nil {
 		if os.Getenv("CI") == "true" {

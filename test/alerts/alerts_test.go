@@ -47,6 +47,9 @@ func repoRoot(t *testing.T) string {
 
 // TestRules: promtool finds the rules valid and their unit tests pass.
 func TestRules(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs promtool (not a -short test: make test's short pass runs before it is built)")
+	}
 	root := repoRoot(t)
 	promtool, err := findPromtool(root)
 	if err != nil {

@@ -62,10 +62,14 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Require returns the Envoy binary, or ends the test: failing it under CI=true (where Envoy must
-// be installed) and skipping it elsewhere.
+// Require returns the Envoy binary, or ends the test: skipping it under -short (a test that runs
+// Envoy is not a short one, and make test's short pass runs before the tools are installed),
+// failing it under CI=true (where Envoy must be installed) and skipping it elsewhere.
 func Require(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs Envoy (not a -short test)")
+	}
 	p, err := Find()
 	if err == nil {
 		return p

@@ -31,10 +31,14 @@ func Find() (string, error) {
 	return p, nil
 }
 
-// Require returns the redis-server binary, or ends the test: failing it under CI=true (where
-// Redis must be installed) and skipping it elsewhere.
+// Require returns the redis-server binary, or ends the test: skipping it under -short (make
+// test's short pass runs before Redis is installed), failing it under CI=true (where Redis must
+// be installed) and skipping it elsewhere.
 func Require(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs Redis (not a -short test)")
+	}
 	p, err := Find()
 	if err == nil {
 		return p
