@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strconv"
 	"testing"
@@ -11,9 +10,6 @@ import (
 	commonrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/test/redistest"
@@ -32,21 +28,7 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 	serverID := spiffeid.RequireFromString("spiffe://portcullis.local/ns/portcullis/sa/authz")
 	callers := &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{serverID}}
 	f := newServiceWith(b, Options{Redis: Redis{Addr: r.Addr}, Authorize: callers.Authorize})
-	g := grpc.NewServer(append(server.GRPCServerOptions(),
-		grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(ca.SVID(b, serverID.String()).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td)))))...)
-	f.svc.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }() // returns when stopped
-	b.Cleanup(g.Stop)
-	proxy := ca.SVID(b, "spiffe://portcullis.local/ns/shop/sa/api")
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
-		tlsconfig.MTLSClientConfig(proxy.X509SVID(), ca.Bundle(), tlsconfig.AuthorizeID(serverID)))))
-	if err != nil {
-		b.Fatal(err)
-	}
+	conn := dialAs(b, serveMTLS(b, f, ca, serverID), ca, "spiffe://portcullis.local/ns/shop/sa/api", serverID)
 	b.Cleanup(func() { _ = conn.Close() })
 	client := rlsv3.NewRateLimitServiceClient(conn)
 	reqs := make([]*rlsv3.RateLimitRequest, 100)

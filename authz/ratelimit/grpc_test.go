@@ -34,22 +34,10 @@ func TestOnlyProxiesCall(t *testing.T) {
 	controlPlaneID := spiffeid.RequireFromString("spiffe://portcullis.local/ns/portcullis-system/sa/controlplane")
 	callers := &server.Callers{TrustDomain: td, NotProxies: []spiffeid.ID{serverID, controlPlaneID}}
 	f := newServiceWith(t, Options{Redis: Redis{Addr: r.Addr}, Authorize: callers.Authorize})
-
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsconfig.MTLSServerConfig(ca.SVID(t, serverID.String()).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td)))))
-	f.svc.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }() // returns when stopped
-	t.Cleanup(g.Stop)
+	addr := serveMTLS(t, f, ca, serverID)
 	call := func(t *testing.T, id string) (*rlsv3.RateLimitResponse, error) {
 		t.Helper()
-		creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(ca.SVID(t, id).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeID(serverID)))
-		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(creds))
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := dialAs(t, addr, ca, id, serverID)
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -82,4 +70,32 @@ func TestOnlyProxiesCall(t *testing.T) {
 			t.Errorf("proxy call %d: %v %v, want %v", i, resp.GetOverallCode(), err, want)
 		}
 	}
+}
+
+// serveMTLS serves the fixture's service over real gRPC with SPIFFE mTLS as serverID, with the
+// server options the commands use, until the test ends; it returns the loopback address.
+func serveMTLS(t testing.TB, f *fixture, ca *testca.CA, serverID spiffeid.ID) string {
+	t.Helper()
+	tlsConf := tlsconfig.MTLSServerConfig(ca.SVID(t, serverID.String()).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeMemberOf(serverID.TrustDomain()))
+	g := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tlsConf)))...)
+	f.svc.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }() // returns when stopped
+	t.Cleanup(g.Stop)
+	return ln.Addr().String()
+}
+
+// dialAs connects to the service at addr as the workload id, expecting serverID; the caller
+// closes the connection.
+func dialAs(t testing.TB, addr string, ca *testca.CA, id string, serverID spiffeid.ID) *grpc.ClientConn {
+	t.Helper()
+	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(ca.SVID(t, id).X509SVID(), ca.Bundle(), tlsconfig.AuthorizeID(serverID)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
