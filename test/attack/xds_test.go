@@ -48,21 +48,14 @@ func openADS(ctx context.Context, conn *grpc.ClientConn, delta bool) (*stream, e
 		s.send = func(node *corev3.Node, typeURL, _, nonce string, names []string) error {
 			return st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typeURL, ResponseNonce: nonce, ResourceNamesSubscribe: names})
 		}
-		go func() {
-			for {
-				r, err := st.Recv()
-				if err != nil {
-					s.errs <- err
-					return
-				}
-				var res [][]byte
-				for _, x := range r.GetResources() {
-					res = append(res, x.GetResource().GetValue())
-				}
-				s.resps <- res
-				s.last <- struct{ version, nonce string }{"", r.GetNonce()}
+		go s.pump(func() ([][]byte, string, string, error) {
+			r, err := st.Recv()
+			var res [][]byte
+			for _, x := range r.GetResources() {
+				res = append(res, x.GetResource().GetValue())
 			}
-		}()
+			return res, "", r.GetNonce(), err
+		})
 		return s, nil
 	}
 	st, err := c.StreamAggregatedResources(ctx)
@@ -72,22 +65,29 @@ func openADS(ctx context.Context, conn *grpc.ClientConn, delta bool) (*stream, e
 	s.send = func(node *corev3.Node, typeURL, version, nonce string, names []string) error {
 		return st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names})
 	}
-	go func() {
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				s.errs <- err
-				return
-			}
-			var res [][]byte
-			for _, x := range r.GetResources() {
-				res = append(res, x.GetValue())
-			}
-			s.resps <- res
-			s.last <- struct{ version, nonce string }{r.GetVersionInfo(), r.GetNonce()}
+	go s.pump(func() ([][]byte, string, string, error) {
+		r, err := st.Recv()
+		var res [][]byte
+		for _, x := range r.GetResources() {
+			res = append(res, x.GetValue())
 		}
-	}()
+		return res, r.GetVersionInfo(), r.GetNonce(), err
+	})
 	return s, nil
+}
+
+// pump hands each response's resources, version and nonce to the test until the stream ends,
+// then its error.
+func (s *stream) pump(recv func() (resources [][]byte, version, nonce string, err error)) {
+	for {
+		res, version, nonce, err := recv()
+		if err != nil {
+			s.errs <- err
+			return
+		}
+		s.resps <- res
+		s.last <- struct{ version, nonce string }{version, nonce}
+	}
 }
 
 // first waits for the first response; it returns its resources and version and nonce.
