@@ -100,6 +100,9 @@ func TestControlPlaneRBAC(t *testing.T) {
 		{"update", "secrets", "portcullis-system", "another", false},
 		{"delete", "secrets", "portcullis-system", "portcullis-ca", false},
 		{"list", "secrets", "portcullis-system", "", false},
+		// The Redis password: read, never changed.
+		{"get", "secrets", "portcullis-system", "portcullis-redis", true},
+		{"update", "secrets", "portcullis-system", "portcullis-redis", false},
 		// Used join tokens, one ConfigMap each.
 		{"get", "configmaps", "portcullis-system", "portcullis-used-token-0123456789abcdef0123456789abcdef", true},
 	} {

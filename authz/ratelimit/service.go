@@ -56,6 +56,10 @@ type Redis struct {
 	Addr string
 	// PasswordFile holds the password (Redis AUTH), for a Redis that requires one.
 	PasswordFile string
+	// Password is the password itself when it comes from elsewhere than a file (on Kubernetes,
+	// the Secret the control plane shares with deploy/'s Redis); PasswordFile wins when both are
+	// set. Never logged.
+	Password string
 }
 
 // Register adds the Redis flags.
@@ -107,7 +111,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s.redisUp.Store(-1)
 	if opts.Redis.Addr != "" {
-		password := ""
+		password := opts.Redis.Password
 		if f := opts.Redis.PasswordFile; f != "" {
 			b, err := os.ReadFile(f)
 			if err != nil {

@@ -103,6 +103,7 @@ func registerKubernetesFlags(fl *pflag.FlagSet, k *controlplane.KubernetesConfig
 	fl.StringVar(&k.Namespace, "namespace", envOr("POD_NAMESPACE", "portcullis-system"), "the control plane's namespace (Lease, CA Secret)")
 	fl.StringVar(&k.PodName, "pod-name", envOr("POD_NAME", ""), "this replica's name, its identity in leader election (default: the host name)")
 	fl.StringVar(&k.CASecret, "ca-secret", "portcullis-ca", "Secret holding the CA state every replica shares: roots and their keys, revocations, the join-token key (created by the first replica)")
+	fl.StringVar(&k.RedisSecret, "ratelimit-redis-secret", "", "Secret holding the password of --ratelimit-redis (key password), created with a random one by the first replica if missing; deploy/'s Redis reads the same Secret")
 	fl.StringVar(&k.WebhookAddr, "webhook-addr", controlplane.DefaultWebhookAddr, "HTTPS address of the injection webhook (certificate from the mesh CA)")
 	fl.StringVar(&k.WebhookService, "webhook-service", "portcullis-webhook", "the webhook's Service, named in its certificate as <service>.<namespace>.svc")
 	fl.StringVar(&k.WebhookConfig, "webhook-config", "portcullis-injector", "MutatingWebhookConfiguration whose caBundle the leader keeps equal to the mesh roots")

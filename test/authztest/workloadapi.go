@@ -2,10 +2,11 @@ package authztest
 
 import (
 	"crypto/x509"
-	"github.com/portcullis/portcullis/test/testca"
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/portcullis/portcullis/test/testca"
 
 	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"

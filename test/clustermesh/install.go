@@ -29,6 +29,7 @@ import (
 const (
 	SystemNamespace = "portcullis-system"
 	ControlPlane    = "portcullis-controlplane"
+	Redis           = "portcullis-redis"
 	DemoNamespace   = "demo"
 	TrustDomain     = "demo.portcullis.local"
 )
@@ -98,6 +99,10 @@ func Install(ctx context.Context, opts Options) (*Demo, error) {
 	}
 	d.ControlPlaneReady = time.Since(begin)
 	logf("control plane: 2 of 2 replicas ready after %s", d.ControlPlaneReady.Round(time.Millisecond))
+	// Redis starts once the first replica has created its password Secret.
+	if err := WaitAvailable(ctx, k, SystemNamespace, Redis, 1); err != nil {
+		return nil, err
+	}
 	for name, n := range map[string]int32{"backend": 2, "frontend": 1} {
 		if err := WaitAvailable(ctx, k, DemoNamespace, name, n); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -95,6 +96,9 @@ func TestMeshOnKubernetes(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second) // refill, for what follows
 	})
+	t.Run("a Global limit holds across proxies and replicas, in Redis", func(t *testing.T) {
+		m.globalLimit(t)
+	})
 	t.Run("a pod outside the mesh is refused under STRICT", func(t *testing.T) {
 		m.outsider(t)
 	})
@@ -155,7 +159,7 @@ func meshImages(t *testing.T) []images.Image {
 		}
 		t.Skip("SKIPPING: Jaeger or its UI is not built (make jaeger)")
 	}
-	return images.ForTest(t, jaeger, "portcullis", "portcullis-proxy", "jaeger")
+	return images.ForTest(t, jaeger, "portcullis", "portcullis-proxy", "jaeger", "redis")
 }
 
 type mesh struct {
@@ -281,6 +285,35 @@ func (m *mesh) underLoad(t *testing.T, what string, change func()) {
 
 // outsider runs the demo frontend in a namespace without injection: its plaintext call to the
 // backend Service must be refused by the backend's proxy.
+// globalLimit: the demo's /admin/export allows each user 3 requests a minute across both
+// backend proxies, whichever control plane replica each proxy's rate limit call reaches: with
+// buckets per proxy or per replica, or Redis unreachable (the limit fails open), more pass.
+func (m *mesh) globalLimit(t *testing.T) {
+	user := func(sub string) http.Header {
+		token, err := m.demo.IDP.Token(sub, []string{"admin"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return http.Header{"Authorization": {"Bearer " + token}}
+	}
+	carol := user(fmt.Sprintf("carol-%d", time.Now().UnixNano()))
+	var codes []int
+	for range 8 {
+		code, body, h := m.call("/admin/export", carol)
+		if code != http.StatusOK && code != http.StatusTooManyRequests {
+			t.Fatalf("GET /admin/export: %d %s %v", code, body, h)
+		}
+		codes = append(codes, code)
+		time.Sleep(50 * time.Millisecond) // well inside each proxy's Local limit
+	}
+	if want := []int{200, 200, 200, 429, 429, 429, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("8 exports by one user: %v, want %v (3 a minute, across every proxy)", codes, want)
+	}
+	if code, body, _ := m.call("/admin/export", user(fmt.Sprintf("dave-%d", time.Now().UnixNano()))); code != http.StatusOK {
+		t.Fatalf("another user's first export: %d %s, want 200 (a bucket of their own)", code, body)
+	}
+}
+
 func (m *mesh) outsider(t *testing.T) {
 	t.Helper()
 	const ns = "outside"

@@ -168,6 +168,9 @@ func TestLayout(t *testing.T) {
 			"usr/sbin/xtables-nft-multi", "usr/sbin/xtables-legacy-multi", "usr/lib/x86_64-linux-gnu/xtables/libxt_owner.so",
 			"usr/lib/x86_64-linux-gnu/xtables/libxt_REDIRECT.so", "bin/sh", "bin/busybox", "etc/protocols"}},
 		"pause": {"/pause", images.PauseUser, []string{"pause"}},
+		// Debian's redis-server at upstream's path, for deploy/base/redis.yaml.
+		"redis": {"/usr/local/bin/redis-server", images.RedisUser, []string{
+			"usr/local/bin/redis-server", "lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "etc/passwd"}},
 		// The real UI, which deploy/base/jaeger.yaml serves with no change from upstream's image.
 		"jaeger": {"/cmd/jaeger-linux --set=extensions.jaeger_query.ui.assets_path=/usr/share/jaeger-ui", images.JaegerUser, []string{
 			"cmd/jaeger-linux", "usr/share/jaeger-ui/index.html", "usr/share/jaeger-ui/static", "etc/passwd"}},

@@ -115,12 +115,41 @@ func treeLayer(name, dir, path string) (Layer, error) {
 	return l, nil
 }
 
+// RedisRef is the Redis image deploy/base/redis.yaml runs: upstream's 7.0.15, the release
+// Debian 12 packages, which the image built here holds.
+const RedisRef = "docker.io/library/redis:7.0.15"
+
+// RedisUser is the user deploy/base/redis.yaml runs Redis as (upstream image's redis user).
+const RedisUser = "999:999"
+
+// redisPath is where upstream's image has redis-server (on its PATH, which deploy/ relies on).
+const redisPath = "/usr/local/bin/redis-server"
+
+// redisImage is Debian's redis-server (the package installs it as a link to redis-check-rdb,
+// which acts by the name it runs under) with its libraries, at upstream's path.
+func redisImage(root RootFS) (Image, error) {
+	redis, err := binaryLayer(root, "redis", filepath.Join(string(root), "/usr/bin/redis-check-rdb"), redisPath)
+	if err != nil {
+		return Image{}, err
+	}
+	return Image{
+		Name: "redis", Ref: RedisRef,
+		Layers:     []Layer{baseLayer(), redis},
+		Entrypoint: []string{redisPath},
+		User:       RedisUser,
+		Env:        []string{Path},
+	}, nil
+}
+
 // DebianPackages are what Inputs.Debian must hold (test/kube/fetch-debs.sh fetches them): the C
 // library and loader for Envoy and iptables, iptables with its libraries and extensions,
-// busybox for a shell in the init image, netbase's /etc/protocols and the CA bundle.
+// busybox for a shell in the init image, netbase's /etc/protocols, the CA bundle, and Redis
+// (redis-tools has the binary) with its libraries.
 var DebianPackages = []string{
 	"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12", "libnftnl11", "libmnl0",
 	"libnetfilter-conntrack3", "libnfnetlink0", "netbase", "busybox-static", "ca-certificates",
+	"redis-tools", "libatomic1", "liblzf1", "libjemalloc2", "libsystemd0", "libssl3", "libstdc++6",
+	"libgcc-s1", "libcap2", "libgcrypt20", "liblzma5", "libzstd1", "liblz4-1", "libgpg-error0",
 }
 
 // Image is one image to build: its layers, bottom first, and its configuration.
@@ -153,7 +182,9 @@ func PauseImage(pause string) Image {
 //     iptables (both back ends; nft by default, as Debian's alternatives choose). One image for
 //     both, as Istio's proxyv2: a pod pulls one image, and the sidecar build's 10 MiB of Go stand
 //     in for the full binary's 60;
-//   - pause: the sandbox.
+//   - pause: the sandbox;
+//   - redis: Debian's Redis as upstream's redis:7.0.15 (deploy/base/redis.yaml);
+//   - jaeger, when Inputs.Jaeger is set.
 //
 // Layers are shared where the content is: base files everywhere.
 func Project(in Inputs) ([]Image, error) {
@@ -178,6 +209,11 @@ func Project(in Inputs) ([]Image, error) {
 		{Name: "portcullis-proxy", Layers: []Layer{base, envoy, iptables, agent}, Entrypoint: []string{AgentPath}, User: ProxyUser, Env: env},
 		PauseImage(in.Pause),
 	}
+	redis, err := redisImage(in.Debian)
+	if err != nil {
+		return nil, err
+	}
+	imgs = append(imgs, redis)
 	if in.Jaeger != "" {
 		jaeger, err := jaegerImage(in.Debian, in.Jaeger, in.JaegerUI)
 		if err != nil {

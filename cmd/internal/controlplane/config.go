@@ -71,6 +71,9 @@ type KubernetesConfig struct {
 	Namespace  string // the control plane's: Lease, CA Secret
 	PodName    string // this replica's identity in leader election ("" is the host name)
 	CASecret   string // the Secret holding the CA state every replica shares (identity/ca/kubestate)
+	// RedisSecret, when set, holds the password of the Redis of Global rate limits (key
+	// "password"); the first replica creates it with a random one (deploy/base/redis.yaml).
+	RedisSecret string
 	// WebhookAddr serves the injection webhook; WebhookService is its Service (named in its
 	// certificate), WebhookConfig the MutatingWebhookConfiguration whose caBundle the leader
 	// keeps equal to the mesh roots.

@@ -134,9 +134,15 @@ func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *
 	if err != nil {
 		return err
 	}
+	redis := p.cfg.RateLimit
+	if k := p.kube; k != nil && k.cfg.RedisSecret != "" && redis.PasswordFile == "" {
+		if redis.Password, err = redisPassword(ctx, k.client, k.cfg.Namespace, k.cfg.RedisSecret); err != nil {
+			return err
+		}
+	}
 	limits, err := ratelimit.New(ratelimit.Options{
 		Logger: p.cfg.Logger.With("component", "ratelimit"), TracerProvider: tracing.Provider,
-		Meter: p.metrics.Meter("authz/ratelimit"), Redis: p.cfg.RateLimit, Authorize: callers.Authorize,
+		Meter: p.metrics.Meter("authz/ratelimit"), Redis: redis, Authorize: callers.Authorize,
 	})
 	if err != nil {
 		return err

@@ -113,7 +113,7 @@ Ctrl-C stops the cluster and removes everything it made.
 
 const meshHelp = `
 The mesh is installed as a user installs it (portcullis install --overlay demo): the control
-plane at 2 replicas, Jaeger, and in namespace demo (labelled for injection) a frontend and two
+plane at 2 replicas, Jaeger, Redis (Global rate limits), and in namespace demo (labelled for injection) a frontend and two
 backends, each with its injected proxy. Control plane ready after %[2]s, demo after %[3]s.
 
   export KUBECONFIG=%[1]s
@@ -132,6 +132,10 @@ Try:
                 'http://127.0.0.1:18080/call?path=/admin/stats'            200
   429         seq 100 | xargs -P 20 -I{} curl -s -o /dev/null -w '%%{http_code}\n' 'http://127.0.0.1:18080/call?path=/api/items' | sort | uniq -c
               about 60 200 and 40 429: each backend's proxy holds a bucket of 20, refilled 10 a second
+  Global      for i in 1 2 3 4; do curl -s -o /dev/null -w '%%{http_code} ' -H 'Authorization: Bearer %[4]s' \
+                'http://127.0.0.1:18080/call?path=/admin/export'; done
+              200 200 200 429: 3 exports a minute per user across both backends and both control
+              plane replicas, in deploy/'s Redis
 
 Look:
   bin/portcullis proxy status               what each Envoy ACKed (through the forwarded admin port)
