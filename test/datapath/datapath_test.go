@@ -3,7 +3,9 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +15,8 @@ import (
 	"github.com/portcullis/portcullis/test/procstat"
 )
 
-// Run lengths: one iteration measures three maxima and seven fixed-rate runs in about 90 s.
+// Run lengths: each configuration's maximum and its fixed-rate run take about 14 s; one round
+// of every configuration about 90 s.
 const (
 	peakCallers  = 16
 	peakWarmup   = 1 * time.Second
@@ -22,10 +25,14 @@ const (
 	fixedRun     = 8 * time.Second
 	// minHeld is the share of the asked rate a fixed run must achieve to count.
 	minHeld = 0.97
+	// rounds is how many times one iteration measures every configuration, in rotated order, so
+	// a change in the machine's load falls on all of them.
+	rounds = 2
 )
 
-// BenchmarkDataPath measures what the mesh adds to a request; see the package documentation.
-// One iteration is one complete measurement (about 90 s); run it with -benchtime 1x.
+// BenchmarkDataPath measures what the mesh adds to a request, side by side with two bare Envoys;
+// see the package documentation. One iteration is one complete measurement (about 3 minutes);
+// run it with -benchtime 1x.
 func BenchmarkDataPath(b *testing.B) {
 	sum := map[string]float64{}
 	var units []string
@@ -58,71 +65,163 @@ func percentilesOf(l loadgen.Latencies) percentiles {
 	return percentiles{l.Percentile(50), l.Percentile(90), l.Percentile(99)}
 }
 
-// config is one way a request reaches the application, and what was measured of it.
+// config is one way a request reaches the application, and what was measured of it in each
+// round.
 type config struct {
-	name       string
-	do         loadgen.Do
-	max        float64     // closed-loop maximum, rps
-	at1k       percentiles // at 1,000 rps
-	atHalf     percentiles // at half of max
-	directHalf percentiles // the direct path at this config's half of max
-	cpu        []float64   // per mesh process, % of a core per 1,000 rps, during the 1,000 rps run
-	rss        []float64   // per mesh process, MiB, at the end of the 1,000 rps run
+	name  string
+	about string
+	do    loadgen.Do
+	// setup puts the configuration in place before it is measured (nil: nothing to change).
+	setup func(b *testing.B)
+	procs []proc // the processes whose CPU and RSS are reported
+
+	max  []float64
+	at1k []percentiles // at 1,000 rps
+	cpu  [][]float64   // per round, per process: % of a core per 1,000 rps, during the 1,000 rps run
+	rss  [][]float64   // per round, per process: MiB at the end of the 1,000 rps run
+}
+
+// result is a configuration's medians over the rounds.
+type result struct {
+	max      float64
+	at1k     percentiles
+	cpu, rss []float64
+}
+
+func (c *config) result() result {
+	r := result{max: median(c.max)}
+	for i := range r.at1k {
+		r.at1k[i] = medianAt(c.at1k, i)
+	}
+	column := func(rows [][]float64, i int) []float64 {
+		var col []float64
+		for _, row := range rows {
+			col = append(col, row[i])
+		}
+		return col
+	}
+	for i := range c.procs {
+		r.cpu = append(r.cpu, median(column(c.cpu, i)))
+		r.rss = append(r.rss, median(column(c.rss, i)))
+	}
+	return r
+}
+
+// median of v: the middle value, or the mean of the two middle ones.
+func median[T ~int64 | ~float64](v []T) T {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianAt is the median of the runs' i-th percentile.
+func medianAt(runs []percentiles, i int) time.Duration {
+	v := make([]time.Duration, len(runs))
+	for j, r := range runs {
+		v[j] = r[i]
+	}
+	return median(v)
 }
 
 func measure(b *testing.B) []metric {
 	ctx := b.Context()
 	m := startMesh(b)
 	defer m.close()
+	pair := startBare(b, m.appPort, func(f func()) { m.stoppers = append(m.stoppers, f) })
 	client := loadgen.NewClient(2 * peakCallers)
 	// Every request carries the token, whichever path it takes, so the paths differ only in
 	// what they do with it.
 	header := http.Header{"Authorization": {"Bearer " + m.token}}
-	direct := &config{name: "direct", do: loadgen.HTTP{Client: client, URL: m.appURL, Header: header}.Do}
-	noauthz := &config{name: "noauthz", do: loadgen.HTTP{Client: client, URL: m.meshURL, Header: header}.Do}
-	authz := &config{name: "authz", do: noauthz.do}
+	meshDo := loadgen.HTTP{Client: client, URL: m.meshURL, Header: header}.Do
+	denied := []want{{"", http.StatusUnauthorized}, {m.silver, http.StatusForbidden}}
+	configs := []*config{
+		{name: "direct", about: "the load generator → the application", do: loadgen.HTTP{Client: client, URL: m.appURL, Header: header}.Do},
+		{name: "bare", about: "two bare Envoys, mTLS (testdata/bare-*.yaml)", do: loadgen.HTTP{Client: client, URL: pair.url, Header: header}.Do, procs: pair.procs},
+		{name: "mesh", about: "the mesh, authorization OFF", do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) { m.apply(b, "OFF", policies(), want{"", http.StatusOK}) }},
+		{name: "extauthz", about: fmt.Sprintf("JWT + %d-rule ABAC, ext_authz", abacRules), do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) {
+				m.apply(b, "ENFORCE", policies(), append([]want{{m.token, http.StatusOK}}, denied...)...)
+			}},
+		{name: "rego", about: "the same decision in Rego, ext_authz", do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) {
+				m.apply(b, "ENFORCE", policyDocs(regoPolicy), want{m.token, http.StatusOK}, want{m.silver, http.StatusForbidden})
+			}},
+	}
 
-	start, err := otherLoadStart(m.procs)
+	start, err := otherLoadStart(append(slices.Clone(m.procs), pair.procs...))
 	if err != nil {
 		b.Fatal(err)
 	}
-	direct.max = peak(ctx, b, direct)
-	authz.max = peak(ctx, b, authz)
-	authz.at1k, authz.cpu, authz.rss = fixedMeasured(ctx, b, authz, m.procs)
-	authz.atHalf = fixed(ctx, b, authz, authz.max/2)
-
-	m.authzOff(b)
-	direct.at1k = fixed(ctx, b, direct, 1000)
-	authz.directHalf = fixed(ctx, b, direct, authz.max/2)
-	noauthz.max = peak(ctx, b, noauthz)
-	noauthz.at1k, noauthz.cpu, noauthz.rss = fixedMeasured(ctx, b, noauthz, m.procs)
-	noauthz.atHalf = fixed(ctx, b, noauthz, noauthz.max/2)
-	noauthz.directHalf = fixed(ctx, b, direct, noauthz.max/2)
+	for round := range rounds {
+		for i := range configs {
+			c := configs[(i+round)%len(configs)]
+			if c.setup != nil {
+				c.setup(b)
+			}
+			c.max = append(c.max, peak(ctx, b, c))
+			at1k, cpu, rss := fixedMeasured(ctx, b, c, c.procs)
+			c.at1k, c.cpu, c.rss = append(c.at1k, at1k), append(c.cpu, cpu), append(c.rss, rss)
+		}
+	}
 	other, err := start.percentUntilNow()
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Log(table(direct, noauthz, authz, m.procs, other))
+	results := map[string]result{}
+	for _, c := range configs {
+		results[c.name] = c.result()
+	}
+	b.Log(table(configs, results, other))
 
+	direct, bare := results["direct"], results["bare"]
 	ms := []metric{{"direct-max-rps", direct.max}, {"other-cpu%", other}}
-	for _, c := range []*config{noauthz, authz} {
-		ms = append(ms, metric{c.name + "-max-rps", c.max})
+	for _, c := range configs[1:] {
+		r := results[c.name]
+		ms = append(ms, metric{c.name + "-max-rps", r.max})
 		for i, p := range percentileNames {
-			ms = append(ms, metric{c.name + "-added-" + p + "-ms", ms1(c.at1k[i] - direct.at1k[i])})
+			ms = append(ms, metric{c.name + "-added-" + p + "-ms", ms1(r.at1k[i] - direct.at1k[i])})
 		}
-		for i, p := range percentileNames {
-			ms = append(ms, metric{c.name + "-halfmax-added-" + p + "-ms", ms1(c.atHalf[i] - c.directHalf[i])})
+		for i, p := range c.procs {
+			ms = append(ms, metric{c.name + "-" + p.name + "-cpu%/krps", r.cpu[i]})
+			if c.name != "bare" {
+				ms = append(ms, metric{c.name + "-" + p.name + "-rss-MiB", r.rss[i]})
+			}
 		}
-	}
-	for i, p := range m.procs {
-		ms = append(ms, metric{p.name + "-cpu%/krps", authz.cpu[i]}, metric{p.name + "-rss-MiB", authz.rss[i]})
-	}
-	// Without ext_authz only the Envoys' share changes much; the table has every process.
-	for i, p := range m.procs[:2] {
-		ms = append(ms, metric{"noauthz-" + p.name + "-cpu%/krps", noauthz.cpu[i]})
+		if c.name != "bare" {
+			rt := ratios(r, bare, direct)
+			ms = append(ms, metric{c.name + "-maxrps-x-bare", rt.max}, metric{c.name + "-backend-envoy-cpu-x-bare", rt.backendCPU})
+			if !math.IsNaN(rt.p99) {
+				ms = append(ms, metric{c.name + "-p99-x-bare", rt.p99})
+			}
+		}
 	}
 	return ms
 }
+
+// ratio is a configuration's figures over the bare pair's, measured in the same run.
+type ratio struct{ p99, max, backendCPU float64 }
+
+// ratios: added p99 over the bare pair's added p99, maximum rate over the bare pair's, and the
+// backend Envoy's CPU per 1,000 rps over the bare backend Envoy's (the processes are listed
+// frontend Envoy, backend Envoy first in both). When the bare pair adds no measurable p99 (on a
+// busy machine the direct path's own tail can exceed it), the p99 ratio is NaN: not reported.
+func ratios(r, bare, direct result) ratio {
+	rt := ratio{p99: math.NaN(), max: r.max / bare.max, backendCPU: r.cpu[1] / bare.cpu[1]}
+	if base := ms1(bare.at1k[2] - direct.at1k[2]); base >= minAddedP99 {
+		rt.p99 = ms1(r.at1k[2]-direct.at1k[2]) / base
+	}
+	return rt
+}
+
+// minAddedP99 is the smallest added p99 of the bare pair, in ms, a ratio is taken over.
+const minAddedP99 = 0.05
 
 func ms1(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -203,37 +302,32 @@ func fixedMeasured(ctx context.Context, b *testing.B, c *config, procs []proc) (
 	return p, before.percentPerKRPS(after, rate), rss
 }
 
-// table is a compact human summary of one iteration, in the 9 lines a benchmark's log keeps.
-func table(direct, noauthz, authz *config, procs []proc, other float64) string {
+// table is a human summary of one iteration: every configuration's medians, then the ratios to
+// the bare pair the targets are written in.
+func table(configs []*config, results map[string]result, other float64) string {
 	var s strings.Builder
-	cells := func(at, base percentiles, added bool) {
-		for i := range at {
-			fmt.Fprintf(&s, " %6.3f", ms1(at[i]))
-			if added {
-				fmt.Fprintf(&s, " (%+.3f)", ms1(at[i]-base[i]))
+	direct, bare := results["direct"], results["bare"]
+	fmt.Fprintf(&s, "medians of %d rounds; latency from due at 1,000 rps, added over direct; other CPU load on the machine: %.0f %% of a core\n", rounds, other)
+	s.WriteString("config     max rps | added p50    p90    p99 ms | ×bare: p99  max rps  backend Envoy CPU | CPU %/krps: front Envoy, back Envoy, authz | about\n")
+	for _, c := range configs {
+		r := results[c.name]
+		fmt.Fprintf(&s, "%-9s %8.0f |", c.name, r.max)
+		for i := range r.at1k {
+			fmt.Fprintf(&s, " %6.3f", ms1(r.at1k[i]-direct.at1k[i]))
+		}
+		if c.name == "direct" || c.name == "bare" {
+			s.WriteString(" |      -        -                  -")
+		} else {
+			rt := ratios(r, bare, direct)
+			fmt.Fprintf(&s, " | %9.2f %8.2f %18.2f", rt.p99, rt.max, rt.backendCPU) // NaN prints NaN
+		}
+		s.WriteString(" |")
+		for i, p := range c.procs {
+			if i < 2 || p.name == "authz" {
+				fmt.Fprintf(&s, " %5.1f", r.cpu[i])
 			}
 		}
-	}
-	fmt.Fprintf(&s, "latency from due in ms (added over direct at the same rate); other CPU load on the machine: %.0f %% of a core\n", other)
-	s.WriteString("path     max rps | p50 p90 p99 at 1,000 rps | half of the mesh max: rate, p50 p90 p99\n")
-	for _, c := range []*config{noauthz, authz} {
-		fmt.Fprintf(&s, "direct   %7.0f |", direct.max)
-		cells(direct.at1k, direct.at1k, false)
-		fmt.Fprintf(&s, " | %5.0f", c.max/2)
-		cells(c.directHalf, c.directHalf, false)
-		fmt.Fprintf(&s, "\n%-8s %7.0f |", c.name, c.max)
-		cells(c.at1k, direct.at1k, true)
-		fmt.Fprintf(&s, " | %5.0f", c.max/2)
-		cells(c.atHalf, c.directHalf, true)
-		s.WriteString("\n")
-	}
-	s.WriteString("cpu%/krps authz/noauthz:")
-	for i, p := range procs {
-		fmt.Fprintf(&s, " %s %.1f/%.1f", p.name, authz.cpu[i], noauthz.cpu[i])
-	}
-	s.WriteString("\nRSS MiB:")
-	for i, p := range procs {
-		fmt.Fprintf(&s, " %s %.1f", p.name, authz.rss[i])
+		fmt.Fprintf(&s, " | %s\n", c.about)
 	}
 	return s.String()
 }

@@ -1,22 +1,27 @@
 // Package datapath is the data-path benchmark (`make bench`): what the mesh adds to a request.
 //
 // BenchmarkDataPath stands up a local mesh of real processes (control plane, a separate
-// authorization service with its agent, a frontend and a backend agent each with its Envoy) and
-// drives HTTP load from the benchmark process, in one run on one machine, against:
+// authorization service with its agent, a frontend and a backend agent each with its Envoy) and,
+// beside it, two bare Envoys (testdata/bare-*.yaml: mTLS with SPIFFE IDs checked and nothing
+// else), and drives HTTP load from the benchmark process, in one run on one machine, through
+// each configuration (issue 16):
 //
 //   - direct: the load generator → the backend application;
-//   - noauthz: → frontend Envoy (outbound) → mTLS → backend Envoy (inbound, rate limit far
-//     above the load) → application, with the Mesh's authz mode OFF (ext_authz off on the
-//     route: no call to the authorization service);
-//   - authz: the same path with ext_authz deciding every request (SPIFFE ID of the caller, a
-//     JWT verified against a file JWKS and an ABAC condition on one of its claims).
+//   - bare: → bare frontend Envoy → mTLS → bare backend Envoy → application: the limit here;
+//   - mesh: → frontend Envoy (outbound) → mTLS → backend Envoy (inbound, rate limit far above the
+//     load) → application, with the Mesh's authz mode OFF (no call to the authorization service);
+//   - extauthz: the same path with ext_authz deciding every request: the caller's SPIFFE ID, a
+//     JWT verified against a file JWKS and an ABAC condition on one of its claims, the last of
+//     a 50-rule policy;
+//   - rego: the same decision written in Rego.
 //
-// For each it measures the closed-loop maximum rate, then fixed-rate latency (coordinated
-// omission corrected: from when each request was due) at 1,000 rps and at half of that
-// configuration's maximum. Added latency is the mesh percentile minus the direct percentile at
-// the same rate. CPU (percent of one core per 1,000 rps) and RSS of every mesh process are read
-// from /proc during the 1,000 rps runs. Figures are reported with b.ReportMetric; run with
-// -benchtime 1x -count N and take medians with test/benchmedian.
+// Every round measures each configuration, in an order rotated from round to round: its
+// closed-loop maximum rate, then 1,000 rps with coordinated omission corrected (latency from
+// when each request was due), with the CPU (percent of one core per 1,000 rps) and RSS of every
+// process of the configuration read from /proc. Added latency is a configuration's percentile
+// minus the direct path's. The medians over the rounds are reported with b.ReportMetric, with
+// each mesh configuration's ratios to the bare pair (added p99, maximum rate, backend Envoy CPU);
+// run with -benchtime 1x -count N and take medians with test/benchmedian. The log has the table.
 //
 // BenchmarkPerUserLimit, on the same mesh with authorization on, alternates runs at 1,000 rps
 // without and with a Local limit keyed on the verified sub, and reports what the limit adds to

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,10 +39,70 @@ spec:
 `, trustDomain, authzMode)
 }
 
-// policies: the backend admits the frontend's SPIFFE ID carrying a valid token whose tier claim
-// is gold (ABAC on a claim), and rate-limits the service with a bucket a hundred times the
-// largest load, so the filter runs on every request and never refuses one.
-func policies() string {
+// abacRules is how many rules the ABAC policy has (issue 16 compares paths with a 50-rule
+// policy); only the last admits the benchmark's requests, so every request tries them all.
+const abacRules = 50
+
+// abacPolicy admits the frontend's SPIFFE ID carrying a valid token whose tier claim is gold
+// (ABAC on a claim) to GET /api/*, after abacRules-1 rules for other callers, paths and tiers.
+func abacPolicy() string {
+	var rules strings.Builder
+	for i := 1; i < abacRules; i++ {
+		fmt.Fprintf(&rules, `    - name: client-%[1]d
+      from:
+        principals: ["spiffe://bench.test/ns/bench/sa/client-%[1]d"]
+        jwt:
+          providers: [idp]
+          claims: [{claim: tier, equals: gold-%[1]d}]
+      to: {methods: [GET, POST], paths: ["/v%[1]d/*"]}
+`, i)
+	}
+	return `apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: backend-allow, namespace: bench}
+spec:
+  selector: {service: backend}
+  action: ALLOW
+  rules:
+` + rules.String() + `    - name: frontend-gold-users
+      from:
+        principals: ["spiffe://bench.test/ns/bench/sa/frontend"]
+        jwt:
+          providers: [idp]
+          claims: [{claim: tier, equals: gold}]
+      to: {methods: [GET], paths: ["/api/*"]}
+`
+}
+
+// regoPolicy decides what the ABAC policy's matching rule does, in Rego (the PBAC path: the
+// same input document, evaluated by OPA in the authorization service).
+const regoPolicy = `apiVersion: portcullis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: backend-allow, namespace: bench}
+spec:
+  selector: {service: backend}
+  action: ALLOW
+  rego:
+    module: |
+      package bench.backend
+
+      default match := false
+
+      match if {
+        input.source.principal == "spiffe://bench.test/ns/bench/sa/frontend"
+        input.request.method == "GET"
+        startswith(input.request.path, "/api/")
+        input.jwt.claims.tier == "gold"
+      }
+`
+
+// policies are the benchmark's documents with the ABAC policy.
+func policies() string { return policyDocs(abacPolicy()) }
+
+// policyDocs are the JWT provider, the given authorization policy and a rate limit on the
+// service with a bucket a hundred times the largest load, so the filter runs on every request
+// and never refuses one. The RateLimitPolicy comes last: BenchmarkPerUserLimit appends a limit.
+func policyDocs(authz string) string {
 	return `apiVersion: portcullis.dev/v1alpha1
 kind: JWTProvider
 metadata: {name: idp, namespace: bench}
@@ -50,21 +111,7 @@ spec:
   algorithms: [ES256]
   jwks: {file: jwks.json}
 ---
-apiVersion: portcullis.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: backend-allow, namespace: bench}
-spec:
-  selector: {service: backend}
-  action: ALLOW
-  rules:
-    - name: frontend-gold-users
-      from:
-        principals: ["spiffe://bench.test/ns/bench/sa/frontend"]
-        jwt:
-          providers: [idp]
-          claims: [{claim: tier, equals: gold}]
-      to: {methods: [GET], paths: ["/api/*"]}
----
+` + authz + `---
 apiVersion: portcullis.dev/v1alpha1
 kind: RateLimitPolicy
 metadata: {name: backend-limit, namespace: bench}
@@ -87,7 +134,8 @@ var app = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 // mesh is one running benchmark mesh.
 type mesh struct {
 	c        *meshtest.Cluster
-	appURL   string   // the backend application, directly
+	appURL   string // the backend application, directly
+	appPort  int
 	meshURL  string   // the frontend's outbound listener for the backend
 	token    string   // a token the policy admits
 	silver   string   // a valid token the ABAC condition refuses
@@ -116,6 +164,7 @@ func startMesh(b *testing.B) *mesh {
 	m.stoppers = append(m.stoppers, backendApp.Close, frontendApp.Close)
 	m.appURL = backendApp.URL + path
 	backendPort, frontendPort := backendApp.Listener.Addr().(*net.TCPAddr).Port, frontendApp.Listener.Addr().(*net.TCPAddr).Port
+	m.appPort = backendPort
 
 	m.c.Write("mesh.yaml", meshDoc("ENFORCE"))
 	m.c.Write("services.yaml", meshtest.ServicesDoc(namespace, frontendPort, backendPort))
@@ -202,16 +251,26 @@ func (m *mesh) expect(token string, want int) error {
 	return nil
 }
 
-// authzOff flips the Mesh to authorization OFF and waits until both proxies have ACKed it and a
-// request without a token passes. The change is in the backend's routes (RDS), which Envoy
-// applies to the next request on every connection, so every request measured after it has it.
-func (m *mesh) authzOff(b *testing.B) {
+// want is a request's expected answer: with token (none when empty), status.
+type want struct {
+	token  string
+	status int
+}
+
+// apply writes the Mesh with authorization mode and the policy documents, and waits until both
+// proxies have ACKed them and every request of wants gets its status. The changes are in the
+// backend's routes and ECDS, which Envoy applies to the next request on every connection, so
+// every request measured after it has them.
+func (m *mesh) apply(b *testing.B, mode, docs string, wants ...want) {
 	b.Helper()
-	m.c.Write("mesh.yaml", meshDoc("OFF"))
+	m.c.Write("mesh.yaml", meshDoc(mode))
+	m.c.Write("policies.yaml", docs)
 	proctest.Eventually(b, 30*time.Second, func() error {
-		if err := m.expect("", http.StatusOK); err != nil {
-			return err
+		for _, w := range wants {
+			if err := m.expect(w.token, w.status); err != nil {
+				return err
+			}
 		}
 		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
-	}, "authorization OFF in both proxies")
+	}, "the configuration in both proxies")
 }

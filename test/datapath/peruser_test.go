@@ -3,7 +3,6 @@ package datapath
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,14 +110,4 @@ func (m *mesh) verifiedLimitOK() (uint64, error) {
 		}
 	}
 	return n, nil
-}
-
-// medianAt is the median of the runs' i-th percentile.
-func medianAt(runs []percentiles, i int) time.Duration {
-	v := make([]time.Duration, len(runs))
-	for j, r := range runs {
-		v[j] = r[i]
-	}
-	slices.Sort(v)
-	return v[len(v)/2]
 }

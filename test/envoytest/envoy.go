@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,6 +100,8 @@ type Options struct {
 	LogLevel string
 	// Env adds environment variables.
 	Env []string
+	// Concurrency is Envoy's number of worker threads; 1 unless set.
+	Concurrency int
 }
 
 // Start runs Envoy with the given bootstrap (YAML) and waits until it is ready. The bootstrap's
@@ -117,11 +120,12 @@ func Start(t testing.TB, bootstrap string, opts Options) *Envoy {
 	if level == "" {
 		level = "info"
 	}
+	workers := max(opts.Concurrency, 1)
 	args := append([]string{
 		"-c", cfg,
 		"--admin-address-path", adminPath,
 		"--disable-hot-restart", // several Envoys on one machine, and no shared memory left in /dev/shm
-		"--concurrency", "1",
+		"--concurrency", strconv.Itoa(workers),
 		"--log-level", level,
 	}, opts.Args...)
 	e := &Envoy{log: &syncBuffer{}, exited: make(chan struct{})}
@@ -199,6 +203,9 @@ func (e *Envoy) Stop() {
 		}
 	})
 }
+
+// Pid is the Envoy process's ID.
+func (e *Envoy) Pid() int { return e.cmd.Process.Pid }
 
 // Log returns what Envoy has printed so far.
 func (e *Envoy) Log() string { return e.log.String() }
