@@ -75,6 +75,18 @@ func newMetrics(m metric.Meter, s *Server) (*metrics, error) {
 }
 
 func (m *metrics) record(ctx context.Context, d *policy.Decision, seconds float64) {
+	a := m.attrsOf(d)
+	m.checks.Add(ctx, 1, a.counter...)
+	m.latency.Record(ctx, seconds, a.latency...)
+}
+
+// count counts a decision Envoy made (accesslog.go): in the same counter as the service's own,
+// so dashboards and alerts see every decision; the latency histogram is the service's alone.
+func (m *metrics) count(ctx context.Context, d *policy.Decision) {
+	m.checks.Add(ctx, 1, m.attrsOf(d).counter...)
+}
+
+func (m *metrics) attrsOf(d *policy.Decision) checkAttrs {
 	k := checkKey{d.Code, d.Policy}
 	v, ok := m.attrs.Load(k)
 	if !ok {
@@ -82,7 +94,5 @@ func (m *metrics) record(ctx context.Context, d *policy.Decision, seconds float6
 		lat := attribute.NewSet(attribute.String("decision", string(d.Outcome())))
 		v, _ = m.attrs.LoadOrStore(k, checkAttrs{[]metric.AddOption{metric.WithAttributeSet(set)}, []metric.RecordOption{metric.WithAttributeSet(lat)}})
 	}
-	a := v.(checkAttrs)
-	m.checks.Add(ctx, 1, a.counter...)
-	m.latency.Record(ctx, seconds, a.latency...)
+	return v.(checkAttrs)
 }

@@ -68,3 +68,39 @@ const (
 // envoy.filters.http.ext_authz) holding the verified attributes a route asked for: a struct from
 // each VerifiedKey's text to its value, which the rate limit descriptors read.
 const MetadataVerified = "verified"
+
+// What the translator and the authorization service agree on for requests Envoy decides itself
+// (RBAC filters, Mesh.spec.authz.engine auto): Envoy names each RBAC policy NativePolicyID, each
+// RBAC filter reports its result in dynamic metadata under its stat prefix, and the inbound
+// listener's gRPC access log sends every such request to the authorization service under
+// AccessLogName, tagged with the destination, which writes the decision-log record ext_authz
+// would have written.
+const (
+	// AccessLogName is the log_name of the inbound listeners' decision access log.
+	AccessLogName = "portcullis-decisions"
+	// AccessLogTagService, AccessLogTagNamespace and AccessLogTagPort are the access log's custom
+	// tags naming the destination (literal values the translator sets, never request data).
+	AccessLogTagService   = "portcullis.service"
+	AccessLogTagNamespace = "portcullis.namespace"
+	AccessLogTagPort      = "portcullis.port"
+	// RBACDenyPrefix and RBACAllowPrefix are the rules_stat_prefix of the RBAC filter holding
+	// the DENY policies and of the one holding the ALLOW policies: Envoy writes
+	// <prefix>enforced_effective_policy_id and <prefix>enforced_engine_result under
+	// envoy.filters.http.rbac (shadow rules, the dry-run policies, write shadow_*).
+	RBACDenyPrefix  = "portcullis_deny_"
+	RBACAllowPrefix = "portcullis_allow_"
+)
+
+// NativePolicyID names a rule of a policy ("namespace/name") in Envoy's RBAC configuration:
+// "namespace/name/rule", which response details and metadata report back.
+func NativePolicyID(policy, rule string) string { return policy + "/" + rule }
+
+// ParseNativePolicyID splits what NativePolicyID made.
+func ParseNativePolicyID(id string) (policy, rule string, ok bool) {
+	ns, rest, _ := strings.Cut(id, "/")
+	name, rule, _ := strings.Cut(rest, "/")
+	if ns == "" || name == "" || rule == "" || strings.Contains(rule, "/") {
+		return "", "", false
+	}
+	return ns + "/" + name, rule, true
+}

@@ -66,3 +66,19 @@ func TestMeshFieldLine(t *testing.T) {
 		}
 	}
 }
+
+func TestNativePolicyIDRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		policy, rule string
+	}{{"demo/backend-allow", "frontend-reads"}, {"portcullis-system/mesh-deny", "rules[3]"}} {
+		p, r, ok := ParseNativePolicyID(NativePolicyID(tc.policy, tc.rule))
+		if !ok || p != tc.policy || r != tc.rule {
+			t.Errorf("%s %s: got %q %q %v", tc.policy, tc.rule, p, r, ok)
+		}
+	}
+	for _, bad := range []string{"", "none", "demo/policy", "demo/policy/", "/policy/rule", "a/b/c/d"} {
+		if p, r, ok := ParseNativePolicyID(bad); ok {
+			t.Errorf("%q parsed as %q %q", bad, p, r)
+		}
+	}
+}

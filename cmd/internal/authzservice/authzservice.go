@@ -175,6 +175,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(svids, svids, tlsconfig.AuthorizeMemberOf(td)))
 	grpcServer := grpc.NewServer(append(server.GRPCServerOptions(), grpc.Creds(creds))...)
 	srv.Register(grpcServer)
+	srv.AccessLog().Register(grpcServer)
 	limits.Register(grpcServer)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(grpcServer, healthServer)

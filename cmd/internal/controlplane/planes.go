@@ -150,6 +150,7 @@ func (p *meshPlanes) serveAuthz(ctx context.Context, group *errgroup.Group, id *
 	creds := credentials.NewTLS(tlsconfig.MTLSServerConfig(id.self, id.self, tlsconfig.AuthorizeMemberOf(id.td)))
 	srv := grpc.NewServer(append(authzserver.GRPCServerOptions(), grpc.Creds(creds))...)
 	authz.Register(srv)
+	authz.AccessLog().Register(srv)
 	limits.Register(srv)
 	p.admin.Handle("/debug/authz", authz.DebugHandler())
 	p.admin.AddReadiness("authz", authz.Ready)

@@ -1,0 +1,242 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	alogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// Envoy's names for what its filters write.
+const (
+	rbacMetadata      = "envoy.filters.http.rbac"
+	rbacDeniedDetails = "rbac_access_denied_matched_policy["
+	spanEnvoyDecision = "authz.envoy_decision"
+)
+
+// AccessLog serves envoy.service.accesslog.v3.AccessLogService beside Check: the inbound proxies'
+// record of the requests their RBAC filters decided (Mesh.spec.authz.engine auto), from which it
+// writes the decision-log records, metrics and spans Check writes for the requests it decides,
+// with the same schema, so the audit trail does not depend on where a decision was made.
+type AccessLog struct {
+	alsv3.UnimplementedAccessLogServiceServer
+	s *Server
+}
+
+// AccessLog returns the access log service of s; register it on the same gRPC server.
+func (s *Server) AccessLog() *AccessLog { return &AccessLog{s: s} }
+
+// Register adds the service to a gRPC server.
+func (a *AccessLog) Register(r grpc.ServiceRegistrar) { alsv3.RegisterAccessLogServiceServer(r, a) }
+
+// StreamAccessLogs takes the entries of one proxy's stream. Only proxies may send them (the same
+// callers as Check); a stream under another log name is refused, so no other access log of the
+// proxy's lands in the decision log.
+func (a *AccessLog) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
+	s := a.s
+	ctx := stream.Context()
+	callerID, cert := peerIdentity(ctx)
+	if s.callers != nil {
+		if err := s.callers.check(callerID, cert); err != nil {
+			return s.refuse(ctx, err)
+		}
+	}
+	caller := callerID.String()
+	named := false
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if id := msg.GetIdentifier(); id != nil {
+			if id.GetLogName() != model.AccessLogName {
+				return status.Errorf(codes.InvalidArgument, "access log %q: this service takes only %q", id.GetLogName(), model.AccessLogName)
+			}
+			named = true
+		}
+		if !named {
+			return status.Error(codes.InvalidArgument, "the stream's first message names no log")
+		}
+		for _, e := range msg.GetHttpLogs().GetLogEntry() {
+			s.recordEnvoyDecision(ctx, caller, e)
+		}
+	}
+}
+
+// recordEnvoyDecision writes the record, metric and span of one request an RBAC filter decided.
+// An entry without RBAC results (the access log's filter lets none through) is skipped.
+func (s *Server) recordEnvoyDecision(ctx context.Context, caller string, e *alogv3.HTTPAccessLogEntry) {
+	c := e.GetCommonProperties()
+	rbac := c.GetMetadata().GetFilterMetadata()[rbacMetadata].GetFields()
+	if rbac == nil {
+		return
+	}
+	start := c.GetStartTime().AsTime()
+	code := int(e.GetResponse().GetResponseCode().GetValue())
+	d := envoyDecision(rbac, e.GetResponse().GetResponseCodeDetails(), code)
+	d.ID = c.GetStreamId()
+	if d.ID == "" {
+		d.ID = policy.NewDecisionID(start)
+	}
+	if engine := s.engine.Load(); engine != nil {
+		d.MeshVersion = engine.Version()
+	}
+	status := httpStatus(d.Code)
+	rec := &Record{
+		Time: start.UTC(), DecisionID: d.ID, Decision: string(d.Outcome()), Code: d.Code, HTTPStatus: status,
+		Policy: d.Policy, Rule: d.Rule, Reason: d.Reason, MeshVersion: d.MeshVersion, DryRun: d.DryRun,
+		Caller: caller, DurationUS: c.GetDuration().AsDuration().Microseconds(),
+		Source: RecordSource{Principal: peerPrincipal(c), Address: socketIP(c.GetDownstreamRemoteAddress())},
+		Request: RecordRequest{
+			ID: e.GetRequest().GetRequestId(), Method: e.GetRequest().GetRequestMethod().String(),
+			Path: strings.SplitN(e.GetRequest().GetPath(), "?", 2)[0], Host: e.GetRequest().GetAuthority(),
+			Protocol: protocolName(e.GetProtocolVersion()),
+		},
+	}
+	tags := c.GetCustomTags()
+	rec.Destination = RecordDest{Service: tags[model.AccessLogTagService], Namespace: tags[model.AccessLogTagNamespace]}
+	if p, err := strconv.ParseUint(tags[model.AccessLogTagPort], 10, 16); err == nil {
+		rec.Destination.Port = uint32(p)
+	}
+	// The request's own trace context (the access log sends its traceparent), not the stream's.
+	parent := traceContext.Extract(context.Background(), propagation.MapCarrier{"traceparent": e.GetRequest().GetRequestHeaders()["traceparent"]})
+	if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+		rec.TraceID = sc.TraceID().String()
+	}
+	s.metrics.count(ctx, &d)
+	s.dlog.Write(rec)
+	end := start.Add(c.GetDuration().AsDuration())
+	_, span := s.tracer.Start(parent, spanEnvoyDecision, trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(start))
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("authz.engine", "envoy"),
+			attribute.String("authz.decision_id", d.ID),
+			attribute.String("authz.decision", string(d.Outcome())),
+			attribute.String("authz.code", string(d.Code)),
+			attribute.String("authz.policy", d.Policy),
+			attribute.String("authz.rule", d.Rule),
+			attribute.String("authz.reason", d.Reason),
+			attribute.Int("http.response.status_code", status),
+			attribute.String("authz.caller", caller),
+			attribute.String("authz.principal", rec.Source.Principal),
+			attribute.String("authz.destination", rec.Destination.Namespace+"/"+rec.Destination.Service),
+		)
+	}
+	span.End(trace.WithTimestamp(end))
+}
+
+// envoyDecision reads what the RBAC filters decided: the DENY filter's match denies; else the
+// ALLOW filter's result (its match allows, its refusal is the mesh default DENY); with no ALLOW
+// filter the mesh default ALLOW; dry-run policies are the shadow rules (envoyDryRun). code is the status Envoy
+// answered, which tells a denial by the DENY filter (403 with its policy in the details) apart.
+func envoyDecision(rbac map[string]*structpb.Value, details string, code int) policy.Decision {
+	str := func(k string) string { return rbac[k].GetStringValue() }
+	var d policy.Decision
+	denyID, allowResult := str(model.RBACDenyPrefix+"enforced_effective_policy_id"), str(model.RBACAllowPrefix+"enforced_engine_result")
+	switch {
+	case str(model.RBACDenyPrefix+"enforced_engine_result") == "denied" && denyID != "":
+		d.Code = policy.CodeDenied
+		d.Policy, d.Rule, _ = model.ParseNativePolicyID(denyID)
+		d.Reason = "a DENY rule matched (decided in Envoy)"
+	case allowResult == "denied":
+		d.Code = policy.CodeDeniedDefault
+		d.Reason = "no ALLOW policy matched; the mesh default is DENY (decided in Envoy)"
+	case allowResult == "allowed":
+		d.Allow, d.Code = true, policy.CodeAllowed
+		d.Policy, d.Rule, _ = model.ParseNativePolicyID(str(model.RBACAllowPrefix + "enforced_effective_policy_id"))
+		d.Reason = "an ALLOW rule matched (decided in Envoy)"
+	default:
+		d.Allow, d.Code = true, policy.CodeAllowedDefault
+		d.Reason = "no ALLOW policy matched; the mesh default is ALLOW (decided in Envoy)"
+	}
+	// Envoy's answer is the ground truth: a 403 whose details name an RBAC policy is a denial
+	// whatever the metadata said.
+	if code == http.StatusForbidden && strings.HasPrefix(details, rbacDeniedDetails) && d.Allow {
+		d.Allow, d.Code = false, policy.CodeDeniedDefault
+		d.Reason = "denied in Envoy: " + details
+	}
+	d.DryRun = envoyDryRun(d, str)
+	return d
+}
+
+// envoyDryRun is what the dry-run policies would have decided, from the shadow rules: the DENY
+// filter's are the dry-run DENY policies (a match would deny), the ALLOW filter's the enforced
+// and the dry-run ALLOW policies together (their result replaces the ALLOW filter's). Nil when
+// the filters have no shadow rules: no dry-run policy applies.
+func envoyDryRun(d policy.Decision, str func(string) string) *policy.DryRun {
+	denyShadow, allowShadow := str(model.RBACDenyPrefix+"shadow_engine_result"), str(model.RBACAllowPrefix+"shadow_engine_result")
+	if denyShadow == "" && allowShadow == "" {
+		return nil
+	}
+	dr := &policy.DryRun{Allow: d.Allow, Code: d.Code, Policy: d.Policy, Rule: d.Rule}
+	if allowShadow != "" && d.Code != policy.CodeDenied {
+		if p, r, ok := model.ParseNativePolicyID(str(model.RBACAllowPrefix + "shadow_effective_policy_id")); ok && allowShadow == "allowed" {
+			dr.Allow, dr.Code, dr.Policy, dr.Rule = true, policy.CodeAllowed, p, r
+			if p != d.Policy || r != d.Rule {
+				dr.Matches = append(dr.Matches, policy.Match{Policy: p, Rule: r, Action: model.ActionAllow})
+			}
+		} else if allowShadow == "denied" {
+			dr.Allow, dr.Code, dr.Policy, dr.Rule = false, policy.CodeDeniedDefault, "", ""
+		}
+	}
+	if p, r, ok := model.ParseNativePolicyID(str(model.RBACDenyPrefix + "shadow_effective_policy_id")); ok && denyShadow == "denied" {
+		dr.Matches = append(dr.Matches, policy.Match{Policy: p, Rule: r, Action: model.ActionDeny})
+		if d.Code != policy.CodeDenied {
+			dr.Allow, dr.Code, dr.Policy, dr.Rule = false, policy.CodeDenied, p, r
+		}
+	}
+	dr.Changed = dr.Allow != d.Allow
+	return dr
+}
+
+// peerPrincipal is the SPIFFE ID among the peer certificate's URI SANs, as Envoy reports it.
+func peerPrincipal(c *alogv3.AccessLogCommon) string {
+	for _, san := range c.GetTlsProperties().GetPeerCertificateProperties().GetSubjectAltName() {
+		if u := san.GetUri(); strings.HasPrefix(u, "spiffe://") {
+			return u
+		}
+	}
+	return ""
+}
+
+func socketIP(a *corev3.Address) string {
+	ip, err := netip.ParseAddr(a.GetSocketAddress().GetAddress())
+	if err != nil {
+		return ""
+	}
+	return ip.Unmap().String()
+}
+
+func protocolName(v alogv3.HTTPAccessLogEntry_HTTPVersion) string {
+	switch v {
+	case alogv3.HTTPAccessLogEntry_HTTP10:
+		return "HTTP/1.0"
+	case alogv3.HTTPAccessLogEntry_HTTP11:
+		return "HTTP/1.1"
+	case alogv3.HTTPAccessLogEntry_HTTP2:
+		return "HTTP/2"
+	case alogv3.HTTPAccessLogEntry_HTTP3:
+		return "HTTP/3"
+	}
+	return ""
+}
