@@ -1,5 +1,6 @@
 // Package model is the mesh's intermediate representation: the document kinds users write
-// (Mesh, Service, Workload, JWTProvider, AuthorizationPolicy, RateLimitPolicy) as Go types, their
+// (Mesh, Service, Workload, JWTProvider, AuthorizationPolicy, RateLimitPolicy,
+// CredentialRevocation) as Go types, their
 // validation, and the validated, source-independent Mesh that translators and the authorization
 // engine read.
 //

@@ -24,14 +24,15 @@ type Document struct {
 // it between goroutines and must not modify it.
 type Mesh struct {
 	// Version is a content hash of every document; equal meshes have equal versions.
-	Version               string                    `json:"version"`
-	TrustDomain           spiffeid.TrustDomain      `json:"-"`
-	Config                *MeshDoc                  `json:"mesh"`
-	Services              []*ServiceDoc             `json:"services"`
-	Workloads             []*WorkloadDoc            `json:"workloads"`
-	JWTProviders          []*JWTProviderDoc         `json:"jwtProviders"`
-	AuthorizationPolicies []*AuthorizationPolicyDoc `json:"authorizationPolicies"`
-	RateLimitPolicies     []*RateLimitPolicyDoc     `json:"rateLimitPolicies"`
+	Version               string                     `json:"version"`
+	TrustDomain           spiffeid.TrustDomain       `json:"-"`
+	Config                *MeshDoc                   `json:"mesh"`
+	Services              []*ServiceDoc              `json:"services"`
+	Workloads             []*WorkloadDoc             `json:"workloads"`
+	JWTProviders          []*JWTProviderDoc          `json:"jwtProviders"`
+	AuthorizationPolicies []*AuthorizationPolicyDoc  `json:"authorizationPolicies"`
+	RateLimitPolicies     []*RateLimitPolicyDoc      `json:"rateLimitPolicies"`
+	CredentialRevocations []*CredentialRevocationDoc `json:"credentialRevocations"`
 
 	origins         map[kindRef]Origin
 	lines           map[kindRef]map[Path]int
@@ -324,6 +325,8 @@ func (b *builder) mesh(docs []Document) (*Mesh, error) {
 			m.AuthorizationPolicies = append(m.AuthorizationPolicies, o)
 		case *RateLimitPolicyDoc:
 			m.RateLimitPolicies = append(m.RateLimitPolicies, o)
+		case *CredentialRevocationDoc:
+			m.CredentialRevocations = append(m.CredentialRevocations, o)
 		}
 	}
 	m.TrustDomain = spiffeid.RequireTrustDomainFromString(m.Config.Spec.TrustDomain)
@@ -332,6 +335,7 @@ func (b *builder) mesh(docs []Document) (*Mesh, error) {
 	sortByRef(m.JWTProviders)
 	sortByRef(m.AuthorizationPolicies)
 	sortByRef(m.RateLimitPolicies)
+	sortByRef(m.CredentialRevocations)
 	v, err := contentHash(m)
 	if err != nil {
 		return nil, err

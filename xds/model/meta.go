@@ -15,12 +15,13 @@ const DefaultNamespace = "default"
 
 // The document kinds, in the order their documentation lists them.
 const (
-	KindMesh                = "Mesh"
-	KindService             = "Service"
-	KindWorkload            = "Workload"
-	KindJWTProvider         = "JWTProvider"
-	KindAuthorizationPolicy = "AuthorizationPolicy"
-	KindRateLimitPolicy     = "RateLimitPolicy"
+	KindMesh                 = "Mesh"
+	KindService              = "Service"
+	KindWorkload             = "Workload"
+	KindJWTProvider          = "JWTProvider"
+	KindAuthorizationPolicy  = "AuthorizationPolicy"
+	KindRateLimitPolicy      = "RateLimitPolicy"
+	KindCredentialRevocation = "CredentialRevocation"
 )
 
 // TypeMeta is the apiVersion and kind every document starts with.
@@ -169,9 +170,11 @@ func NewObject(kind string) Object {
 		return &AuthorizationPolicyDoc{}
 	case KindRateLimitPolicy:
 		return &RateLimitPolicyDoc{}
+	case KindCredentialRevocation:
+		return &CredentialRevocationDoc{}
 	}
 	return nil
 }
 
 // Kinds lists the document kinds, in documentation order.
-var Kinds = []string{KindMesh, KindService, KindWorkload, KindJWTProvider, KindAuthorizationPolicy, KindRateLimitPolicy}
+var Kinds = []string{KindMesh, KindService, KindWorkload, KindJWTProvider, KindAuthorizationPolicy, KindRateLimitPolicy, KindCredentialRevocation}

@@ -222,5 +222,8 @@ func DocumentVersions(m *model.Mesh) map[string]string {
 	for _, d := range m.RateLimitPolicies {
 		add(d)
 	}
+	for _, d := range m.CredentialRevocations {
+		add(d)
+	}
 	return out
 }

@@ -268,6 +268,7 @@ func (c *converter) convert(n *yaml.Node, t reflect.Type, p model.Path, depth in
 		}
 		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
 			c.errs.Addf(p, "%v", err)
+			return nil // emptied, so validatePartial can still decode the rest of the document
 		}
 		return n.Value
 	}

@@ -123,6 +123,21 @@ type RateLimitPolicy struct {
 	Status            Status                    `json:"status,omitempty"`
 }
 
+// CredentialRevocation lists JWTs refused before their expiry (docs/documents.md). Who may write
+// it in the root namespace may revoke any user's tokens: grant it like the root namespace's
+// JWTProviders.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:categories=portcullis,shortName=revocation
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type CredentialRevocation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              model.CredentialRevocationSpec `json:"spec"`
+	Status            Status                         `json:"status,omitempty"`
+}
+
 // Resource is the plural resource name of a kind, as the API server serves it.
 func Resource(kind string) string {
 	switch kind {
@@ -138,6 +153,8 @@ func Resource(kind string) string {
 		return "authorizationpolicies"
 	case model.KindRateLimitPolicy:
 		return "ratelimitpolicies"
+	case model.KindCredentialRevocation:
+		return "credentialrevocations"
 	}
 	return ""
 }
