@@ -28,7 +28,10 @@ type Token struct {
 	Providers []string
 	Issuer    string
 	Subject   string
-	Audience  []string
+	// ID is the "jti" claim when it is a string (RFC 7519), "" otherwise: what revocations name
+	// a single token by.
+	ID       string
+	Audience []string
 	// KeyID and Algorithm come from the token's header.
 	KeyID     string
 	Algorithm string
@@ -198,7 +201,7 @@ func decodeClaims(payload []byte) (map[string]any, error) {
 
 // registered holds the registered claims of a token, checked for type.
 type registered struct {
-	issuer, subject             string
+	issuer, subject, id         string
 	audience                    []string
 	expiry, notBefore, issuedAt time.Time
 	hasExp                      bool
@@ -214,6 +217,8 @@ func parseRegistered(raw map[string]any) (registered, error) {
 	if r.subject, err = optionalString(raw, "sub"); err != nil {
 		return r, err
 	}
+	// Lenient: a jti of another type was never refused, and only revocation by jti reads it.
+	r.id, _ = raw["jti"].(string)
 	switch aud := raw["aud"].(type) {
 	case nil:
 	case string:
@@ -304,7 +309,7 @@ func NewToken(providers []string, claims map[string]any) (*Token, error) {
 	slices.Sort(ps)
 	return &Token{
 		Providers: slices.Compact(ps),
-		Issuer:    r.issuer, Subject: r.subject, Audience: r.audience,
+		Issuer:    r.issuer, Subject: r.subject, ID: r.id, Audience: r.audience,
 		Expiry: r.expiry, NotBefore: r.notBefore, IssuedAt: r.issuedAt,
 		Claims: NewClaims(raw),
 	}, nil

@@ -507,7 +507,7 @@ func (v *Verifier) verify(ctx context.Context, loc *location, raw string) Result
 		return res
 	}
 	t := &Token{
-		Issuer: parsed.claims.issuer, Subject: parsed.claims.subject, Audience: parsed.claims.audience,
+		Issuer: parsed.claims.issuer, Subject: parsed.claims.subject, ID: parsed.claims.id, Audience: parsed.claims.audience,
 		KeyID: parsed.header.Kid, Algorithm: parsed.header.Alg,
 		Expiry: parsed.claims.expiry, NotBefore: parsed.claims.notBefore, IssuedAt: parsed.claims.issuedAt,
 		Claims: NewClaims(parsed.raw),

@@ -21,13 +21,14 @@ const (
 	CodeDeniedDefault  Code = "denied_default"  // no ALLOW matched; the mesh default is DENY (403)
 	CodeJWTRequired    Code = "jwt_required"    // denied by default, and a token would have helped (401)
 	CodeJWTInvalid     Code = "jwt_invalid"     // the request carried a token that failed verification (401)
+	CodeRevoked        Code = "revoked"         // the credential was revoked (401)
 	CodeBadRequest     Code = "bad_request"     // the request could not be read (400)
 	CodeUnavailable    Code = "unavailable"     // no valid mesh is loaded yet (503)
 	CodeError          Code = "error"           // the server failed; fails closed (500)
 )
 
 // Codes lists every code, for metrics and documentation.
-var Codes = []Code{CodeAllowed, CodeAllowedDefault, CodeDenied, CodeDeniedDefault, CodeJWTRequired, CodeJWTInvalid, CodeBadRequest, CodeUnavailable, CodeError}
+var Codes = []Code{CodeAllowed, CodeAllowedDefault, CodeDenied, CodeDeniedDefault, CodeJWTRequired, CodeJWTInvalid, CodeRevoked, CodeBadRequest, CodeUnavailable, CodeError}
 
 // Decision is the outcome for one request: what was decided, by which policy and rule, and why.
 // The ID names it in the response, the decision log and the trace.

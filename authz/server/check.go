@@ -20,6 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/revocation"
 	"github.com/portcullis/portcullis/xds/model"
 )
 
@@ -69,9 +70,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	defer span.End()
 
 	var (
-		d     policy.Decision
-		attrs *policy.Attributes
-		jr    jwt.Result
+		d       policy.Decision
+		attrs   *policy.Attributes
+		jr      jwt.Result
+		revoked *revocation.Entry
 	)
 	engine := s.engine.Load()
 	switch engine {
@@ -85,9 +87,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			break
 		}
 		if s.verifier.Covers(attrs.Destination.Namespace) {
-			jr = s.verifyJWT(ctx, span, attrs.Destination.Namespace, attrs.Request.Headers)
+			jr, revoked = s.verifyJWT(ctx, span, attrs.Destination.Namespace, attrs.Request.Headers, start)
 			if jr.Err != nil {
 				d = s.early(start, policy.CodeJWTInvalid, "invalid JWT: "+string(jr.Err.Code))
+				d.MeshVersion = engine.Version()
+				break
+			}
+			if revoked != nil {
+				d = s.early(start, policy.CodeRevoked, "JWT revoked by "+revoked.Document+" "+revoked.Field())
 				d.MeshVersion = engine.Version()
 				break
 			}
@@ -109,6 +116,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	rec := newRecord(&d, status, attrs, &jr, traceID, took, start)
 	rec.Caller = caller
+	if revoked != nil && rec.JWT != nil {
+		rec.JWT.Revoked = &RecordRevocation{Revocation: revoked.Document, Entry: revoked.Field(), Reason: revoked.Reason}
+	}
 	s.dlog.Write(rec)
 	if span.IsRecording() {
 		annotate(span, &d, status, attrs, caller)
@@ -121,19 +131,21 @@ func (s *Server) early(now time.Time, code policy.Code, reason string) policy.De
 	return policy.Decision{ID: policy.NewDecisionID(now), Code: code, Reason: reason}
 }
 
-// verifyJWT verifies the tokens of a request for a destination in namespace ns, in a child span
-// when the check is traced.
-func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, headers map[string][]string) jwt.Result {
+// verifyJWT verifies the tokens of a request for a destination in namespace ns and looks the
+// verified one up in the revocations, in a child span when the check is traced.
+func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, headers map[string][]string, now time.Time) (jwt.Result, *revocation.Entry) {
 	if !parent.IsRecording() {
-		return s.verifier.Verify(ctx, ns, headers)
+		r := s.verifier.Verify(ctx, ns, headers)
+		return r, s.revocations.Load().Revoked(r.Token, now)
 	}
 	ctx, span := s.tracer.Start(ctx, spanJWT)
 	defer span.End()
 	r := s.verifier.Verify(ctx, ns, headers)
 	if !r.Presented {
 		span.SetAttributes(attribute.Bool("authz.jwt.present", false))
-		return r
+		return r, nil
 	}
+	revoked := s.revocations.Load().Revoked(r.Token, now)
 	attrs := attrPool.Get().(*attrBuffer)
 	defer attrPool.Put(attrs)
 	a := append(attrs[:0], attribute.Bool("authz.jwt.present", true), attribute.Bool("authz.jwt.cache_hit", r.CacheHit),
@@ -142,8 +154,12 @@ func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, he
 		a = append(a, attribute.String("authz.jwt.error", string(r.Err.Code)))
 		span.SetStatus(codes.Error, string(r.Err.Code))
 	}
+	if revoked != nil {
+		a = append(a, attribute.Bool("authz.jwt.revoked", true), attribute.String("authz.jwt.revocation", revoked.Document+" "+revoked.Field()))
+		span.SetStatus(codes.Error, string(policy.CodeRevoked))
+	}
 	span.SetAttributes(a...)
-	return r
+	return r, revoked
 }
 
 // decide evaluates policies, in a child span when the check is traced. The decision itself is
@@ -215,7 +231,7 @@ func httpStatus(c policy.Code) int {
 	switch c {
 	case policy.CodeAllowed, policy.CodeAllowedDefault:
 		return http.StatusOK
-	case policy.CodeJWTRequired, policy.CodeJWTInvalid:
+	case policy.CodeJWTRequired, policy.CodeJWTInvalid, policy.CodeRevoked:
 		return http.StatusUnauthorized
 	case policy.CodeBadRequest:
 		return http.StatusBadRequest
@@ -303,7 +319,8 @@ func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse 
 	case http.StatusUnauthorized:
 		body.Error = "unauthenticated"
 		challenge := `Bearer realm="portcullis"`
-		if d.Code == policy.CodeJWTInvalid {
+		if d.Code == policy.CodeJWTInvalid || d.Code == policy.CodeRevoked {
+			// RFC 6750: invalid_token covers a revoked one.
 			challenge += `, error="invalid_token"`
 		}
 		hs = append(hs, header("www-authenticate", challenge))

@@ -75,6 +75,15 @@ type RecordJWT struct {
 	Providers []string `json:"providers,omitempty"`
 	CacheHit  bool     `json:"cache_hit"`
 	Error     string   `json:"error,omitempty"`
+	// Revoked is the revocation entry that refused the (verified) token.
+	Revoked *RecordRevocation `json:"revoked,omitempty"`
+}
+
+// RecordRevocation names the CredentialRevocation entry that matched a token.
+type RecordRevocation struct {
+	Revocation string `json:"revocation"` // namespace/name of the document
+	Entry      string `json:"entry"`      // its field path, "spec.jwts[3]"
+	Reason     string `json:"reason,omitempty"`
 }
 
 func newRecord(d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Result, traceID string, took time.Duration, now time.Time) *Record {

@@ -78,6 +78,13 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `"cache_hit":`...)
 		b = strconv.AppendBool(b, j.CacheHit)
 		b = appendOmitEmpty(b, "error", j.Error)
+		if rv := j.Revoked; rv != nil {
+			b = append(b, `,"revoked":{`...)
+			b = appendString(append(b, `"revocation":`...), rv.Revocation)
+			b = appendString(append(b, `,"entry":`...), rv.Entry)
+			b = appendOmitEmpty(b, "reason", rv.Reason)
+			b = append(b, '}')
+		}
 		b = append(b, '}')
 	}
 	b = appendOmitEmpty(b, "trace_id", r.TraceID)

@@ -22,14 +22,16 @@ func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
 		Source:      RecordSource{Principal: "spiffe://td/ns/a/sa/b", Address: "10.0.0.1"},
 		Destination: RecordDest{Service: "backend", Namespace: "demo", Port: 8080},
 		Request:     RecordRequest{ID: "1", Method: "GET", Path: "/a", Host: "h", Protocol: "HTTP/1.1"},
-		JWT:         &RecordJWT{Issuer: "i", Subject: "s", KeyID: "k", Providers: []string{"demo/p1", "demo/p2"}, CacheHit: true, Error: "x"},
-		TraceID:     "abc", DurationUS: 12, EvalUS: 3,
+		JWT: &RecordJWT{Issuer: "i", Subject: "s", KeyID: "k", Providers: []string{"demo/p1", "demo/p2"}, CacheHit: true, Error: "x",
+			Revoked: &RecordRevocation{Revocation: "demo/r", Entry: "spec.jwts[1]", Reason: "<stolen> \"laptop\""}},
+		TraceID: "abc", DurationUS: 12, EvalUS: 3,
 	}
 	for name, r := range map[string]*Record{
-		"full":          full,
-		"empty":         {},
-		"jwt with none": {JWT: &RecordJWT{}},
-		"only port":     {Destination: RecordDest{Port: 1}},
+		"full":               full,
+		"empty":              {},
+		"jwt with none":      {JWT: &RecordJWT{}},
+		"only port":          {Destination: RecordDest{Port: 1}},
+		"revoked, no reason": {JWT: &RecordJWT{Issuer: "i", Revoked: &RecordRevocation{Revocation: "demo/r", Entry: "spec.jwts[0]"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			want, err := json.Marshal(r)

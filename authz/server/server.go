@@ -20,6 +20,7 @@ import (
 
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
+	"github.com/portcullis/portcullis/authz/revocation"
 	"github.com/portcullis/portcullis/telemetry"
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -65,6 +66,8 @@ type Server struct {
 	callers  *Callers
 	certs    *peerCerts
 	engine   atomic.Pointer[policy.Engine]
+	// revocations are the live mesh's, swapped with the engine.
+	revocations atomic.Pointer[revocation.Index]
 	// lastRefusal is when a refused caller was last logged (UnixNano).
 	lastRefusal atomic.Int64
 	// metaValues caches dynamic-metadata values by string (see metaValue).
@@ -191,13 +194,17 @@ func (s *Server) apply(m *model.Mesh) {
 	if err := s.verifier.Update(m); err != nil {
 		s.log.Error("some JWT providers could not be started", "version", m.Version, "err", err)
 	}
+	// Revocations before the engine, as providers: once a request is decided on this mesh, its
+	// revocations apply.
+	rev := revocation.New(m, s.now())
+	s.revocations.Store(rev)
 	s.engine.Store(e)
 	s.metrics.attrs.Clear()
 	s.metaValues.Clear()
 	s.mu.Lock()
 	s.lastError = ""
 	s.mu.Unlock()
-	s.log.Info("authorization policies loaded", "version", m.Version, "policies", e.Policies(), "jwt_providers", len(m.JWTProviders))
+	s.log.Info("authorization policies loaded", "version", m.Version, "policies", e.Policies(), "jwt_providers", len(m.JWTProviders), "revocations", rev.Len())
 }
 
 // Ready reports whether the server decides requests: a mesh has been loaded.
@@ -223,11 +230,13 @@ type Status struct {
 	LastError   string               `json:"lastError,omitempty"`
 	Providers   []jwt.ProviderStatus `json:"jwtProviders"`
 	TokenCache  int                  `json:"verifiedTokensCached"`
+	// Revocations counts the JWT revocation entries live when the mesh was loaded.
+	Revocations int `json:"revocations"`
 }
 
 // Status returns the server's state.
 func (s *Server) Status() Status {
-	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.Summary{}}
+	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.Summary{}, Revocations: s.revocations.Load().Len()}
 	if e := s.engine.Load(); e != nil {
 		st.Ready, st.MeshVersion, st.CompiledAt, st.Policies = true, e.Version(), e.CompiledAt(), e.Summaries()
 	}
