@@ -136,3 +136,26 @@ func (p *provider) lastError() string {
 	}
 	return p.status.LastError
 }
+
+// Unverified is what a token claims, read WITHOUT verifying its signature: for tools choosing
+// which token to revoke (`portcullis revoke jwt --token-file`), never for deciding a request.
+type Unverified struct {
+	Issuer, Subject, ID string
+	// Expiry and IssuedAt are zero when the token has no exp or iat.
+	Expiry, IssuedAt time.Time
+}
+
+// ParseUnverified decodes a compact JWS's claims without verifying it, with the same limits and
+// checks of shape as Verify.
+func ParseUnverified(raw string) (Unverified, error) {
+	raw = strings.TrimSpace(raw)
+	if len(raw) > MaxTokenBytes {
+		return Unverified{}, reject(CodeTooLarge, "", "token is %d bytes, more than the %d allowed", len(raw), MaxTokenBytes)
+	}
+	p, err := parseCompact(raw)
+	if err != nil {
+		return Unverified{}, err
+	}
+	c := &p.claims
+	return Unverified{Issuer: c.issuer, Subject: c.subject, ID: c.id, Expiry: c.expiry, IssuedAt: c.issuedAt}, nil
+}

@@ -14,6 +14,7 @@ func commands(g *globals) []*cobra.Command {
 		newAgentCommand(g),
 		newProxyCommand(g),
 		newTokenCommand(g),
+		newRevokeCommand(g),
 		newCACommand(g),
 		newInitIPTablesCommand(g),
 		newInstallCommand(g),
