@@ -210,6 +210,14 @@ spec: {selector: {service: s}, limits: [{name: l, scope: global, bucket: {maxTok
 kind: Service
 metadata: {name: s, namespace: crdtest}
 spec: {ports: [{name: http, port: 80}], cors: {allowOrigins: ["https://*.example.com"], allowCredentials: true}}`, `a wildcard origin is not allowed with allowCredentials`},
+		{"revocation time", `
+kind: CredentialRevocation
+metadata: {name: r, namespace: crdtest}
+spec: {jwts: [{issuer: https://idp, jti: a, expires: tomorrow}]}`, `spec.jwts[0].expires: Invalid value: "tomorrow"`},
+		{"revocation reason length", `
+kind: CredentialRevocation
+metadata: {name: r, namespace: crdtest}
+spec: {jwts: [{issuer: https://idp, jti: a, expires: "2026-12-05T14:00:00Z", reason: "` + strings.Repeat("x", 257) + `"}]}`, `spec.jwts[0].reason: Too long`},
 		{"workload mode", `
 kind: Workload
 metadata: {name: w, namespace: crdtest}
