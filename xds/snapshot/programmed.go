@@ -222,8 +222,5 @@ func DocumentVersions(m *model.Mesh) map[string]string {
 	for _, d := range m.RateLimitPolicies {
 		add(d)
 	}
-	for _, d := range m.CredentialRevocations {
-		add(d)
-	}
 	return out
 }

@@ -124,7 +124,9 @@ func (w *StatusWriter) Sync(ctx context.Context) {
 			}
 			key := objectKey{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
 			conds := []metav1.Condition{accepted(st)}
-			if counted {
+			// A CredentialRevocation is applied by the authorization services and sent to no proxy:
+			// Accepted (valid, in the live mesh) is all there is to say.
+			if counted && kind != model.KindCredentialRevocation {
 				conds = append(conds, programmed(st, live, global, sum(reports, key.String(), st.generation)))
 			}
 			if err := w.write(ctx, kind, u, conds); err != nil && ctx.Err() == nil {
