@@ -42,3 +42,24 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseUnverified: reading a token for `portcullis revoke --token-file` never panics, and
+// what it reads is what the verifier would read.
+func FuzzParseUnverified(f *testing.F) {
+	key := authztest.NewKey(f, "ES256", "k1")
+	claims := authztest.Claims(issuer, "alice")
+	claims["jti"] = "j-1"
+	good := key.Sign(f, claims, nil)
+	for _, seed := range []string{good, good[:len(good)/2], "a.b.c", "e30.e30.", "e30.eyJqdGkiOjF9.AA", strings.Repeat("A", MaxTokenBytes+1)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		u, err := ParseUnverified(tok)
+		if err != nil && u != (Unverified{}) {
+			t.Fatalf("an error and claims: %+v", u)
+		}
+		if strings.TrimSpace(tok) == good && (err != nil || u.Issuer != issuer || u.Subject != "alice" || u.ID != "j-1" || u.Expiry.IsZero()) {
+			t.Fatalf("the signed seed read as %+v, %v", u, err)
+		}
+	})
+}

@@ -20,6 +20,9 @@ func FuzzDecode(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte(validMesh + "---\n" + validServices))
+	f.Add([]byte(validMesh + "---\n" + revocationHeader + `    - {issuer: https://idp.test, jti: t1, expires: "2026-12-05T14:00:00Z"}
+    - {issuer: https://idp.test, subject: alice, issuedBefore: "2026-12-05T10:00:00Z", expires: "2026-12-05T09:00:00Z"}
+`))
 	f.Add([]byte("a: &x [*x, *x]\n"))
 	f.Add([]byte("---\n- 1\n--- !!binary 00\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
