@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,7 +105,7 @@ spec: {ports: [{name: http, port: %d}]}
 	c.StartControlPlane()
 	authzAgent := c.StartAgent("authz-agent", "portcullis-system", "authz")
 	authzAgent.WaitReady(t)
-	c.StartAuthz(authzAgent)
+	_, authzAdmin := c.StartAuthz(authzAgent)
 
 	toA, toB := proctest.FreePort(t), proctest.FreePort(t)
 	agents := []*meshtest.Agent{
@@ -161,5 +163,75 @@ spec: {ports: [{name: http, port: %d}]}
 				t.Errorf("GET %s: %d %v, want %d", tc.path, code, err, tc.want)
 			}
 		})
+	}
+
+	t.Run("revocations", func(t *testing.T) { revokeAcrossTenants(t, c, authzAdmin, key, get, toA, toB) })
+}
+
+// revokeAcrossTenants runs `portcullis revoke` on the mesh directory the authorization service
+// watches. tenant-a revokes a token of its own provider, which is refused at tenant-a within 2 s,
+// and tries to revoke a token of the root namespace's provider, which does nothing; the root
+// namespace's list then revokes that token at every tenant.
+func revokeAcrossTenants(t *testing.T, c *meshtest.Cluster, authzAdmin string, key *authztest.Key, get func(int, string, ...string) (int, error), toA, toB int) {
+	tokenFile := func(iss, sub, jti string) (string, string) {
+		claims := authztest.Claims(iss, sub)
+		claims["jti"] = jti
+		tok := key.Sign(t, claims, nil)
+		f := filepath.Join(c.Work, jti+".jwt")
+		if err := os.WriteFile(f, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return tok, f
+	}
+	evil, evilFile := tokenFile("https://evil.e2e.test", "mallory", "evil-1")
+	corp, corpFile := tokenFile("https://corp.e2e.test", "alice", "corp-1")
+	refusedWithin := func(what string, f func() error) {
+		t.Helper()
+		took := proctest.Eventually(t, 2*time.Second, f, what)
+		t.Logf("%s after %s", what, took.Round(time.Millisecond))
+	}
+	status := func(want, to int, path string, kv ...string) func() error {
+		return func() error {
+			if code, err := get(to, path, kv...); err != nil || code != want {
+				return fmt.Errorf("GET %s: %d %v, want %d", path, code, err, want)
+			}
+			return nil
+		}
+	}
+
+	tenantList := filepath.Join(c.ConfigDir, "tenant-a-revocations.yaml")
+	c.Portcullis("revoke", "jwt", "--file", tenantList, "--namespace", "tenant-a", "--token-file", evilFile, "--reason", "e2e")
+	refusedWithin("tenant-a's revoked token refused at tenant-a", status(401, toA, "/private", "Authorization", "Bearer "+evil))
+	out := c.Portcullis("revoke", "jwt", "--file", tenantList, "--token-file", corpFile)
+	if !strings.Contains(out, `warning: no JWTProvider of namespace "tenant-a" has issuer "https://corp.e2e.test"`) {
+		t.Errorf("no warning that tenant-a's entry revokes nothing:\n%s", out)
+	}
+	// Once the authorization service has loaded tenant-a's second entry, it does nothing: the
+	// token is the root namespace's provider's, at tenant-a and at tenant-b.
+	proctest.Eventually(t, 2*time.Second, func() error {
+		_, body, err := meshtest.Get("http://" + authzAdmin + "/debug/authz")
+		var st struct{ Revocations int }
+		if err == nil {
+			err = json.Unmarshal([]byte(body), &st)
+		}
+		if err != nil || st.Revocations != 2 {
+			return fmt.Errorf("/debug/authz: %d revocations (%v), want 2", st.Revocations, err)
+		}
+		return nil
+	}, "the authorization service loading tenant-a's second entry")
+	for _, check := range []func() error{status(200, toA, "/private", "X-Corp-Token", corp), status(200, toB, "/api/items", "X-Corp-Token", corp)} {
+		if err := check(); err != nil {
+			t.Errorf("tenant-a revoked the root provider's token: %v", err)
+		}
+	}
+
+	c.Portcullis("revoke", "jwt", "--file", filepath.Join(c.ConfigDir, "revocations.yaml"), "--token-file", corpFile)
+	refusedWithin("the root namespace's revocation refused at tenant-b", status(401, toB, "/api/items", "X-Corp-Token", corp))
+	if err := status(401, toA, "/private", "X-Corp-Token", corp)(); err != nil {
+		t.Errorf("the root namespace's revocation at tenant-a: %v", err)
+	}
+	list := c.Portcullis("revoke", "list", "--file", tenantList)
+	if strings.Count(list, " live ") != 2 {
+		t.Errorf("revoke list:\n%s", list)
 	}
 }
