@@ -53,6 +53,19 @@ const (
 	AuthzOff AuthzMode = "OFF"
 )
 
+// AuthzEngine says where the policies of a route are decided.
+// +kubebuilder:validation:Enum=auto;extAuthz
+type AuthzEngine string
+
+const (
+	// EngineExtAuthz sends every request to the authorization service (the default).
+	EngineExtAuthz AuthzEngine = "extAuthz"
+	// EngineAuto has Envoy decide, with its RBAC filter, the routes whose policies it can
+	// express exactly, and sends the others to the authorization service (docs/policies.md,
+	// "Where a policy is decided").
+	EngineAuto AuthzEngine = "auto"
+)
+
 // Defaults of the Mesh document, documented in docs/documents.md.
 const (
 	DefaultAuthzTimeout         = 250 * time.Millisecond
@@ -106,6 +119,9 @@ type AuthzSettings struct {
 	// Mode is ENFORCE (default: every inbound request is authorized) or OFF (ext_authz is
 	// turned off on every route; AuthorizationPolicies are not applied).
 	Mode AuthzMode `json:"mode,omitempty"`
+	// Engine is extAuthz (default: the authorization service decides every request) or auto
+	// (Envoy decides the routes whose policies its RBAC filter expresses exactly).
+	Engine AuthzEngine `json:"engine,omitempty"`
 	// FailureMode is CLOSED (default: deny when authorization is unreachable) or OPEN.
 	FailureMode FailureMode `json:"failureMode,omitempty"`
 	// Timeout bounds each authorization call. 250ms unless set.
@@ -168,6 +184,11 @@ func (d *MeshDoc) Validate() FieldErrors {
 	default:
 		errs.Addf(ap.Field("mode"), "must be ENFORCE or OFF, not %q", s.Authz.Mode)
 	}
+	switch s.Authz.Engine {
+	case "", EngineAuto, EngineExtAuthz:
+	default:
+		errs.Addf(ap.Field("engine"), "must be auto or extAuthz, not %q", s.Authz.Engine)
+	}
 	switch s.Authz.FailureMode {
 	case "", FailClosed, FailOpen:
 	default:
@@ -202,6 +223,9 @@ func (d *MeshDoc) setDefaults() {
 	}
 	if s.Authz.Mode == "" {
 		s.Authz.Mode = AuthzEnforce
+	}
+	if s.Authz.Engine == "" {
+		s.Authz.Engine = EngineExtAuthz
 	}
 	if s.Authz.FailureMode == "" {
 		s.Authz.FailureMode = FailClosed

@@ -107,6 +107,38 @@ func TestMeshAuthzMode(t *testing.T) {
 	}
 }
 
+func TestMeshAuthzEngine(t *testing.T) {
+	for _, tc := range []struct {
+		engine  AuthzEngine
+		want    AuthzEngine // after defaulting
+		wantErr string
+	}{
+		{engine: "", want: EngineExtAuthz},
+		{engine: EngineAuto, want: EngineAuto},
+		{engine: EngineExtAuthz, want: EngineExtAuthz},
+		{engine: "AUTO", wantErr: `spec.authz.engine: must be auto or extAuthz, not "AUTO"`},
+		{engine: "rbac", wantErr: `spec.authz.engine: must be auto or extAuthz, not "rbac"`},
+	} {
+		d := &MeshDoc{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: KindMesh}, Metadata: ObjectMeta{Name: "m"},
+			Spec: MeshSpec{TrustDomain: "td.local", Authz: AuthzSettings{Engine: tc.engine}}}
+		errs := d.Validate()
+		if tc.wantErr != "" {
+			if len(errs) != 1 || string(errs[0].Field)+": "+errs[0].Message != tc.wantErr {
+				t.Errorf("engine %q: errors %v, want %q", tc.engine, errs, tc.wantErr)
+			}
+			continue
+		}
+		if len(errs) > 0 {
+			t.Errorf("engine %q: unexpected errors %v", tc.engine, errs)
+			continue
+		}
+		d.setDefaults()
+		if d.Spec.Authz.Engine != tc.want {
+			t.Errorf("engine %q defaults to %q, want %q", tc.engine, d.Spec.Authz.Engine, tc.want)
+		}
+	}
+}
+
 func TestUnenforcedPolicies(t *testing.T) {
 	policies := []*AuthorizationPolicyDoc{{}, {}}
 	for mode, want := range map[AuthzMode]int{AuthzEnforce: 0, AuthzOff: 2} {
