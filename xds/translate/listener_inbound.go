@@ -6,6 +6,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -82,7 +83,7 @@ func (t *translator) serviceName() string {
 }
 
 // inboundHCM is the HTTP connection manager of an inbound filter chain. Its filters, in order:
-// CORS, local rate limit (before authorization), ext_authz, local rate limit on verified
+// CORS, local rate limit (before authorization), the two RBAC filters (rbac.go), ext_authz, local rate limit on verified
 // attributes, the global rate limits (fail closed, fail open), router. All but the router are in
 // every inbound listener whatever the documents say: the routes (RDS) switch them on and
 // configure them per route, and ext_authz's own settings come over ECDS, so a policy, rate limit,
@@ -97,6 +98,8 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		HttpFilters: []*hcmv3.HttpFilter{
 			t.httpFilter(filterCORS, &corsv3.Cors{}),
 			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
+			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{}),
+			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{}),
 			extAuthzFilter(),
 			t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix)),
 			t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed)),

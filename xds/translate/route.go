@@ -53,19 +53,20 @@ func (t *translator) inboundRoute(in target) string {
 	if cors := corsPolicy(in.service); cors != nil {
 		perFilter[filterCORS] = t.any(cors)
 	}
-	t.routeConfig(name, []*routev3.VirtualHost{{
-		Name:    "inbound",
-		Domains: []string{"*"},
-		Routes: []*routev3.Route{{
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(in.app)},
-				Timeout:          durationpb.New(routeTimeout),
-			}},
-			Decorator:            spanName("inbound", in.service.Ref),
-			TypedPerFilterConfig: perFilter,
+	route := &routev3.Route{
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppClusterName(in.app)},
+			Timeout:          durationpb.New(routeTimeout),
 		}},
-	}})
+		Decorator:            spanName("inbound", in.service.Ref),
+		TypedPerFilterConfig: perFilter,
+	}
+	routes := []*routev3.Route{route}
+	if native := t.nativeRoute(name, in, keys, route); native != nil {
+		routes = []*routev3.Route{native, route}
+	}
+	t.routeConfig(name, []*routev3.VirtualHost{{Name: "inbound", Domains: []string{"*"}, Routes: routes}})
 	t.source(name, in.service.Doc, t.p.Mesh.Config)
 	if t.p.Mesh.Config.Spec.Authz.Mode != model.AuthzOff {
 		// Not in the route's bytes: the route names the destination, and the authorization

@@ -71,6 +71,9 @@ type Resources struct {
 	// can count the proxies it reaches. An inbound route also names the authorization policies
 	// and JWT providers the authorization service applies to its requests.
 	Sources map[string][]string
+	// Authz says, under the mesh's engine auto, where the policies of each inbound route (by
+	// name) are decided: in Envoy (RBAC) or by the authorization service, and why.
+	Authz map[string]AuthzPlacement
 }
 
 // Translate builds the resources of one proxy. On any error it returns every error found and no

@@ -134,7 +134,7 @@ func goldenFiles(t testing.TB, dir string) map[string][]byte {
 	if err != nil {
 		return map[string][]byte{errorFile: []byte(err.Error() + "\n")}
 	}
-	return map[string][]byte{
+	files := map[string][]byte{
 		"listeners.yaml":  toYAML(t, res.Listeners),
 		"routes.yaml":     toYAML(t, res.Routes),
 		"clusters.yaml":   toYAML(t, res.Clusters),
@@ -142,6 +142,14 @@ func goldenFiles(t testing.TB, dir string) map[string][]byte {
 		"extensions.yaml": toYAML(t, res.Extensions),
 		"sources.yaml":    sourcesYAML(t, res.Sources),
 	}
+	if res.Authz != nil {
+		out, err := yaml.Marshal(res.Authz)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["authz.yaml"] = out
+	}
+	return files
 }
 
 // sourcesYAML renders Resources.Sources, resource names in order.

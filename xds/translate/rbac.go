@@ -1,0 +1,511 @@
+package translate
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portcullis/portcullis/xds/model"
+)
+
+// The two RBAC filters of every inbound connection manager, in this order before ext_authz: the
+// first denies what a DENY policy matches, the second lets through only what an ALLOW policy
+// matches (under a mesh default of DENY). Their listener configuration is empty (no rules: they
+// let everything through); a route decided in Envoy configures them (RBACPerRoute), so a policy
+// change is a route (RDS) change.
+const (
+	filterRBACDeny  = "portcullis.rbac.deny"
+	filterRBACAllow = "portcullis.rbac.allow"
+)
+
+// AuthzPlacement says where the policies of one inbound route are decided under the mesh's
+// engine `auto`.
+type AuthzPlacement struct {
+	// Native is set when Envoy's RBAC filters decide the route's plain requests.
+	Native bool `json:"native"`
+	// Reason says why the route stays on ext_authz: the first shape found that RBAC cannot
+	// express exactly ("rego", "jwt", "time", ...), prefixed by the policy, "" when Native.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Shapes that keep a route on ext_authz; Reason starts with one of them after the policy name.
+const (
+	NotNativeRego         = "rego"
+	NotNativeJWT          = "jwt"
+	NotNativeJWTProvider  = "jwt provider" // tokens are verified (and invalid ones refused) for every request
+	NotNativeAudit        = "audit"
+	NotNativeDryRun       = "dry run"
+	NotNativeTime         = "time"
+	NotNativeHosts        = "hosts"
+	NotNativeAttribute    = "attribute"
+	NotNativeHeaderRegex  = "header matches"
+	NotNativeHeaderName   = "header name"
+	NotNativeSourceIPv6   = "sourceIPs IPv6"
+	NotNativeVerifiedKeys = "verified rate limits" // the limits key on attributes ext_authz returns
+	NotNativeRegexpSize   = "regexp size"          // over what Envoy's RE2 accepts
+)
+
+// maxRegexp bounds the length of a regular expression made from a policy. Envoy refuses one
+// whose RE2 program has more than 100 instructions; measured, the program of the expressions
+// made here is at most 4 more than their length.
+const maxRegexp = 90
+
+// The requests a native route decides: the engine reads them exactly as Envoy's RBAC filters
+// do. Everything else — a path that still has percent-encoding, dot or empty segments, ";",
+// non-ASCII or a query the authorization service refuses, a method it may refuse, a header a
+// policy reads that was sent twice (Envoy's matchers see the lines joined with ",", the engine
+// each line) or holds bytes outside printable ASCII — falls through to the route's ext_authz
+// twin, whose answer (often 400) stays the engine's. Sending more to ext_authz is always
+// faithful; the expressions stay small because Envoy refuses a regular expression whose RE2
+// program exceeds 100 instructions.
+const (
+	// plainTarget is a target of RFC 3986 pchars, "/" and "?" without "%" and ";": what
+	// policy.NormalizePath returns unchanged unless it has dot or empty segments (dotOrEmpty),
+	// with a query url.ParseQuery accepts.
+	plainTarget = `/[A-Za-z0-9._~!$&'()*+,=:@/?-]*`
+	// dotOrEmpty finds a "." or ".." segment, or an empty one ("//"), anywhere in the target
+	// (in the query too: more than needed, never less).
+	dotOrEmpty = `.*/\.{1,2}(?:[/?].*)?|.*//.*`
+	// knownMethod is a method policy.CheckMethod accepts; other canonical ones go to ext_authz.
+	knownMethod = `GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH`
+	// plainHeader is a header value read the same either way: printable ASCII without ",".
+	plainHeader = `[ -+\--~]*`
+)
+
+// rbacRoute is the outcome of translating the policies of one service port for Envoy.
+type rbacRoute struct {
+	deny, allow *rbacfilterv3.RBACPerRoute // allow nil under a mesh default of ALLOW
+	gate        []*routev3.HeaderMatcher   // what a request needs to be decided natively
+}
+
+// nativeAuthz translates the policies that apply to a service port (the engine's selection:
+// model.ResolvedService.AuthorizationPolicies) into RBAC, or says why it cannot. The engine
+// denies when a DENY policy matches, else allows when an ALLOW policy matches, else applies the
+// mesh default; the two filters make the same decision.
+func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.Decision, rateLimitKeys []string) (*rbacRoute, AuthzPlacement) {
+	if len(rateLimitKeys) > 0 {
+		return nil, AuthzPlacement{Reason: NotNativeVerifiedKeys}
+	}
+	if len(svc.JWTProviders) > 0 {
+		return nil, AuthzPlacement{Reason: NotNativeJWTProvider + " " + model.RefOf(svc.JWTProviders[0]).String()}
+	}
+	rt := &rbacTranslator{port: port, headers: map[string]bool{}}
+	deny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
+	allow := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+	for _, pol := range svc.AuthorizationPolicies {
+		name := model.RefOf(pol).String()
+		switch {
+		case pol.Spec.Rego != nil:
+			return nil, AuthzPlacement{Reason: name + ": " + NotNativeRego}
+		case pol.Spec.DryRun:
+			// RBAC's shadow rules report only in stats and dynamic metadata: until Envoy-decided
+			// requests write decision-log records, a dry run decided there would show nothing.
+			return nil, AuthzPlacement{Reason: name + ": " + NotNativeDryRun}
+		case pol.Spec.Action == model.ActionAudit:
+			return nil, AuthzPlacement{Reason: name + ": " + NotNativeAudit}
+		}
+		into := allow
+		if pol.Spec.Action == model.ActionDeny {
+			into = deny
+		}
+		for i := range pol.Spec.Rules {
+			r := &pol.Spec.Rules[i]
+			p, ok, reason := rt.rule(r)
+			if reason != "" {
+				return nil, AuthzPlacement{Reason: name + ": " + reason}
+			}
+			if !ok {
+				continue // never matches this port
+			}
+			key := name + "/" + r.RuleName(i)
+			if prev, dup := into.Policies[key]; dup {
+				p = orIDs(prev.Principals[0], p)
+			}
+			into.Policies[key] = &rbacv3.Policy{
+				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+				Principals:  []*rbacv3.Principal{p},
+			}
+		}
+	}
+	out := &rbacRoute{deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny}}}
+	if defaultDecision != model.DecisionAllow {
+		out.allow = &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: allow}}
+	}
+	notDotOrEmpty := regexHeader(":path", dotOrEmpty)
+	notDotOrEmpty.InvertMatch = true
+	out.gate = []*routev3.HeaderMatcher{regexHeader(":path", plainTarget), notDotOrEmpty, regexHeader(":method", knownMethod)}
+	names := make([]string, 0, len(rt.headers))
+	for h := range rt.headers {
+		names = append(names, h)
+	}
+	slices.Sort(names)
+	for _, h := range names {
+		m := regexHeader(h, plainHeader)
+		m.TreatMissingHeaderAsEmpty = true
+		out.gate = append(out.gate, m)
+	}
+	return out, AuthzPlacement{Native: true}
+}
+
+// rbacTranslator translates rules for one destination port and collects the headers they read.
+type rbacTranslator struct {
+	port    uint32
+	headers map[string]bool
+}
+
+// rule translates one rule to a principal that matches what the rule matches. ok is false when
+// the rule can never match on this port; reason is set when the rule is not expressible.
+func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, reason string) {
+	var all []*rbacv3.Principal
+	if f := r.From; f != nil {
+		if f.JWT != nil {
+			return nil, false, NotNativeJWT
+		}
+		if len(f.Principals) > 0 {
+			all = append(all, principals(f.Principals))
+		}
+		if len(f.NotPrincipals) > 0 {
+			all = append(all, notID(principals(f.NotPrincipals)))
+		}
+		if len(f.Namespaces) > 0 {
+			p, reason := namespaces(f.Namespaces)
+			if reason != "" {
+				return nil, false, reason
+			}
+			all = append(all, p)
+		}
+		if len(f.NotNamespaces) > 0 {
+			p, reason := namespaces(f.NotNamespaces)
+			if reason != "" {
+				return nil, false, reason
+			}
+			all = append(all, notID(p))
+		}
+	}
+	if t := r.To; t != nil {
+		if len(t.Hosts) > 0 {
+			return nil, false, NotNativeHosts
+		}
+		if len(t.Ports) > 0 && !slices.Contains(t.Ports, rt.port) {
+			return nil, false, "" // the route's port is fixed: the rule never matches here
+		}
+		if len(t.Methods) > 0 {
+			all = append(all, methods(t.Methods))
+		}
+		if len(t.NotMethods) > 0 {
+			all = append(all, notID(methods(t.NotMethods)))
+		}
+		if len(t.Paths) > 0 {
+			p, reason := paths(t.Paths)
+			if reason != "" {
+				return nil, false, reason
+			}
+			all = append(all, p)
+		}
+		if len(t.NotPaths) > 0 {
+			p, reason := paths(t.NotPaths)
+			if reason != "" {
+				return nil, false, reason
+			}
+			all = append(all, notID(p))
+		}
+	}
+	for k := range r.When {
+		c, never, reason := rt.condition(&r.When[k])
+		if reason != "" {
+			return nil, false, fmt.Sprintf("when[%d]: %s", k, reason)
+		}
+		if never {
+			return nil, false, ""
+		}
+		all = append(all, c)
+	}
+	return andIDs(all...), true, ""
+}
+
+// headerName is a header a native route may read: not a pseudo-header, not "host" (the engine
+// sees it as ":authority").
+var headerName = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+// condition translates one when condition; never is set when it can match no request.
+func (rt *rbacTranslator) condition(c *model.Condition) (p *rbacv3.Principal, never bool, reason string) {
+	switch {
+	case c.Time != nil:
+		return nil, false, NotNativeTime
+	case len(c.SourceIPs) > 0:
+		return sourceIPs(c.SourceIPs)
+	case len(c.NotSourceIPs) > 0:
+		p, never, reason := sourceIPs(c.NotSourceIPs)
+		if reason != "" {
+			return nil, false, reason
+		}
+		if never {
+			return anyPrincipal(), false, ""
+		}
+		return notID(p), false, ""
+	}
+	name := c.Header
+	if name == "" {
+		h, ok := strings.CutPrefix(c.Attribute, "request.headers.")
+		if !ok {
+			return nil, false, NotNativeAttribute + " " + c.Attribute
+		}
+		name = h
+	}
+	name = strings.ToLower(name)
+	if !headerName.MatchString(name) || name == "host" {
+		return nil, false, NotNativeHeaderName + " " + name
+	}
+	var values []*matcherv3.StringMatcher
+	switch v := &c.ValueMatch; {
+	case v.Equals != nil:
+		values = append(values, exact(*v.Equals))
+	case v.In != nil:
+		for _, s := range v.In {
+			values = append(values, exact(s))
+		}
+	case v.Contains != nil:
+		// A space-separated word of the value (an OAuth scope); "" is no word.
+		if *v.Contains == "" {
+			return nil, true, ""
+		}
+		re := `(?:.* )?` + regexp.QuoteMeta(*v.Contains) + `(?: .*)?`
+		if len(re) > maxRegexp {
+			return nil, false, NotNativeRegexpSize
+		}
+		values = append(values, regex(re))
+	default:
+		return nil, false, NotNativeHeaderRegex
+	}
+	if len(values) == 0 {
+		return nil, true, ""
+	}
+	rt.headers[name] = true
+	ids := make([]*rbacv3.Principal, len(values))
+	for i, m := range values {
+		ids[i] = headerPrincipal(name, m)
+	}
+	return orIDs(ids...), false, ""
+}
+
+// sourceIPs matches the direct peer's address. The engine reads an IPv4-mapped IPv6 peer as
+// IPv4, Envoy as IPv6: each IPv4 range is matched in both forms. IPv6 ranges are left to
+// ext_authz (one covering ::ffff:0:0/96 would match a mapped peer in Envoy and not in the
+// engine).
+func sourceIPs(list []string) (p *rbacv3.Principal, never bool, reason string) {
+	var ids []*rbacv3.Principal
+	for _, s := range list {
+		var pfx netip.Prefix
+		if strings.Contains(s, "/") {
+			var err error
+			if pfx, err = netip.ParsePrefix(s); err != nil {
+				return nil, false, "sourceIPs " + s // validated by the model: unreachable
+			}
+		} else {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, false, "sourceIPs " + s
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		pfx = pfx.Masked()
+		if !pfx.Addr().Is4() {
+			return nil, false, NotNativeSourceIPv6
+		}
+		mapped := netip.PrefixFrom(netip.AddrFrom16(pfx.Addr().As16()), pfx.Bits()+96)
+		for _, q := range []netip.Prefix{pfx, mapped} {
+			ids = append(ids, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr(q)}})
+		}
+	}
+	if len(ids) == 0 {
+		return nil, true, ""
+	}
+	return orIDs(ids...), false, ""
+}
+
+// principals matches SPIFFE IDs as pattern.Principal does: exact, "prefix*", "*suffix", "*" any
+// authenticated workload. Mesh certificates carry one SPIFFE ID (a URI SAN, checked against the
+// trust domain by the listener's validation context), which is what RBAC's principal_name
+// reads first.
+func principals(list []string) *rbacv3.Principal {
+	ids := make([]*rbacv3.Principal, 0, len(list))
+	for _, s := range list {
+		var m *matcherv3.StringMatcher
+		switch {
+		case s == "*":
+			m = prefix("spiffe://")
+		case strings.HasPrefix(s, "*"):
+			m = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s[1:]}}
+		case strings.HasSuffix(s, "*"):
+			m = prefix(s[:len(s)-1])
+		default:
+			m = exact(s)
+		}
+		ids = append(ids, authenticated(m))
+	}
+	return orIDs(ids...)
+}
+
+// namespaces matches the namespace the engine derives from a workload ID,
+// spiffe://<td>/ns/<namespace>/sa/<account>.
+func namespaces(list []string) (*rbacv3.Principal, string) {
+	ids := make([]*rbacv3.Principal, len(list))
+	for i, ns := range list {
+		re := `spiffe://[^/]+/ns/` + regexp.QuoteMeta(ns) + `/sa/[^/]+`
+		if len(re) > maxRegexp {
+			return nil, NotNativeRegexpSize
+		}
+		ids[i] = authenticated(regex(re))
+	}
+	return orIDs(ids...), ""
+}
+
+func methods(list []string) *rbacv3.Principal {
+	ids := make([]*rbacv3.Principal, len(list))
+	for i, m := range list {
+		ids[i] = headerPrincipal(":method", exact(m))
+	}
+	return orIDs(ids...)
+}
+
+// paths matches normalised paths as pattern.Path does.
+func paths(list []string) (*rbacv3.Principal, string) {
+	ids := make([]*rbacv3.Principal, len(list))
+	for i, p := range list {
+		var m *matcherv3.StringMatcher
+		switch {
+		case !strings.Contains(p, "*"):
+			m = exact(p)
+		case strings.HasSuffix(p, "/*") && strings.Count(p, "*") == 1:
+			m = prefix(p[:len(p)-1])
+		default:
+			re := globRegexp(p)
+			if len(re) > maxRegexp {
+				return nil, NotNativeRegexpSize
+			}
+			m = regex(re)
+		}
+		ids[i] = &rbacv3.Principal{Identifier: &rbacv3.Principal_UrlPath{UrlPath: &matcherv3.PathMatcher{
+			Rule: &matcherv3.PathMatcher_Path{Path: m},
+		}}}
+	}
+	return orIDs(ids...), ""
+}
+
+// globRegexp is the RE2 expression (matched in full) of a path glob: "**" any number of
+// segments (to the end when last), "*" one non-empty segment, "*" inside a segment any
+// characters but "/".
+func globRegexp(p string) string {
+	var b strings.Builder
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "**" && i == len(segs)-1:
+			b.WriteString(`(?:/.*)?`)
+		case s == "**":
+			b.WriteString(`(?:/[^/]*)*`)
+		case s == "*":
+			b.WriteString(`/[^/]+`)
+		default:
+			parts := strings.Split(s, "*")
+			for j := range parts {
+				parts[j] = regexp.QuoteMeta(parts[j])
+			}
+			b.WriteString("/" + strings.Join(parts, `[^/]*`))
+		}
+	}
+	return b.String()
+}
+
+func exact(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+}
+
+func prefix(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}
+}
+
+func regex(re string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}
+}
+
+func regexHeader(name, re string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regex(re)}}
+}
+
+func headerPrincipal(name string, m *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Header{Header: &routev3.HeaderMatcher{
+		Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: m},
+	}}}
+}
+
+func authenticated(m *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: m}}}
+}
+
+func cidr(p netip.Prefix) *corev3.CidrRange {
+	return &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))}
+}
+
+func anyPrincipal() *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+}
+
+func notID(p *rbacv3.Principal) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+}
+
+// andIDs matches when all match; with none, always.
+func andIDs(ids ...*rbacv3.Principal) *rbacv3.Principal {
+	switch len(ids) {
+	case 0:
+		return anyPrincipal()
+	case 1:
+		return ids[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ids}}}
+}
+
+func orIDs(ids ...*rbacv3.Principal) *rbacv3.Principal {
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ids}}}
+}
+
+// nativeRoute returns the route that has Envoy decide the plain requests of a service port
+// (engine auto, policies expressible), to go before the ext_authz route like it, and records
+// where the route's policies are decided; nil when ext_authz decides them all.
+func (t *translator) nativeRoute(name string, in target, rateLimitKeys []string, extAuthz *routev3.Route) *routev3.Route {
+	authz := t.p.Mesh.Config.Spec.Authz
+	if authz.Mode == model.AuthzOff || authz.Engine != model.EngineAuto {
+		return nil
+	}
+	r, placement := nativeAuthz(in.service, in.port, t.p.Mesh.Config.Spec.DefaultDecision, rateLimitKeys)
+	if t.res.Authz == nil {
+		t.res.Authz = map[string]AuthzPlacement{}
+	}
+	t.res.Authz[name] = placement
+	if r == nil {
+		return nil
+	}
+	native := proto.Clone(extAuthz).(*routev3.Route)
+	native.Match.Headers = r.gate
+	native.TypedPerFilterConfig[filterExtAuthz] = t.any(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	native.TypedPerFilterConfig[filterRBACDeny] = t.any(r.deny)
+	if r.allow != nil {
+		native.TypedPerFilterConfig[filterRBACAllow] = t.any(r.allow)
+	}
+	return native
+}
