@@ -98,8 +98,8 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		HttpFilters: []*hcmv3.HttpFilter{
 			t.httpFilter(filterCORS, &corsv3.Cors{}),
 			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
-			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{}),
-			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{}),
+			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{RulesStatPrefix: "deny."}),
+			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{RulesStatPrefix: "allow."}),
 			extAuthzFilter(),
 			t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix)),
 			t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed)),

@@ -21,8 +21,8 @@ import (
 
 // The two RBAC filters of every inbound connection manager, in this order before ext_authz: the
 // first denies what a DENY policy matches, the second lets through only what an ALLOW policy
-// matches (under a mesh default of DENY). Their listener configuration is empty (no rules: they
-// let everything through); a route decided in Envoy configures them (RBACPerRoute), so a policy
+// matches (under a mesh default of DENY). Their listener configuration has no rules (they
+// let everything through) and names their stats (http.inbound.rbac.deny.allowed, ...); a route decided in Envoy configures them (RBACPerRoute), so a policy
 // change is a route (RDS) change.
 const (
 	filterRBACDeny  = "portcullis.rbac.deny"
