@@ -54,6 +54,7 @@ const (
 	NotNativeSourceIPv6   = "sourceIPs IPv6"
 	NotNativeVerifiedKeys = "verified rate limits" // the limits key on attributes ext_authz returns
 	NotNativeRegexpSize   = "regexp size"          // over what Envoy's RE2 accepts
+	NotNativeNonASCII     = "non-ASCII pattern"    // RE2 refuses invalid UTF-8; native routes see ASCII only
 )
 
 // maxRegexp bounds the length of a regular expression made from a policy. Envoy refuses one
@@ -167,6 +168,9 @@ type rbacTranslator struct {
 // rule translates one rule to a principal that matches what the rule matches. ok is false when
 // the rule can never match on this port; reason is set when the rule is not expressible.
 func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, reason string) {
+	if !asciiRule(r) {
+		return nil, false, NotNativeNonASCII
+	}
 	var all []*rbacv3.Principal
 	if f := r.From; f != nil {
 		if f.JWT != nil {
@@ -232,6 +236,34 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 		all = append(all, c)
 	}
 	return andIDs(all...), true, ""
+}
+
+// asciiRule reports whether every pattern and value of a rule is printable ASCII.
+func asciiRule(r *model.Rule) bool {
+	var all []string
+	if f := r.From; f != nil {
+		all = slices.Concat(f.Principals, f.NotPrincipals, f.Namespaces, f.NotNamespaces)
+	}
+	if t := r.To; t != nil {
+		all = slices.Concat(all, t.Methods, t.NotMethods, t.Paths, t.NotPaths, t.Hosts)
+	}
+	for _, c := range r.When {
+		all = append(all, c.Header, c.Attribute)
+		all = append(all, c.In...)
+		for _, v := range []*string{c.Equals, c.Contains, c.Matches} {
+			if v != nil {
+				all = append(all, *v)
+			}
+		}
+	}
+	for _, s := range all {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] > 0x7e {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // headerName is a header a native route may read: not a pseudo-header, not "host" (the engine

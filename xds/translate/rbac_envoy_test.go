@@ -346,41 +346,13 @@ func (h *diffHarness) waitAck(t *testing.T) {
 	}
 }
 
-// meshOf builds the mesh of a policy set under an engine setting.
-func (h *diffHarness) meshOf(t *testing.T, set *genSet, engine model.AuthzEngine) *model.Mesh {
-	t.Helper()
-	meta := func(kind, ns, name string) (model.TypeMeta, model.ObjectMeta) {
-		return model.TypeMeta{APIVersion: model.APIVersion, Kind: kind}, model.ObjectMeta{Namespace: ns, Name: name}
-	}
-	var docs []model.Document
-	add := func(o model.Object) { docs = append(docs, model.Document{Object: o}) }
-	mt, mm := meta(model.KindMesh, "", "default")
-	add(&model.MeshDoc{TypeMeta: mt, Metadata: mm, Spec: model.MeshSpec{
-		TrustDomain: genTrustDomain, MTLS: model.MTLSSettings{Mode: model.MTLSPermissive},
-		DefaultDecision: set.defaultDecision, Authz: model.AuthzSettings{Engine: engine, Timeout: &model.Duration{Duration: 5 * time.Second}},
-	}})
-	st, sm := meta(model.KindService, genNamespace, genService)
-	add(&model.ServiceDoc{TypeMeta: st, Metadata: sm, Spec: model.ServiceSpec{
-		ServiceAccounts: []string{genService}, Ports: []model.ServicePort{{Name: "http", Port: genPort}},
-	}})
-	wt, wm := meta(model.KindWorkload, genNamespace, "backend-1")
-	add(&model.WorkloadDoc{TypeMeta: wt, Metadata: wm, Spec: model.WorkloadSpec{
-		Service: genService, Address: "127.0.0.1", InboundPort: 15001, AppPort: h.appPort, ServicePort: genPort,
-	}})
-	for _, p := range set.policies {
-		add(p)
-	}
-	m, problems := model.Build(docs)
-	if len(problems) > 0 {
-		t.Fatalf("generated mesh refused: %v\n%s", problems, set)
-	}
-	return m
-}
-
 // translateAs translates backend-1 under an engine setting, its listener and route renamed.
 func (h *diffHarness) translateAs(t *testing.T, set *genSet, engine model.AuthzEngine, listener string) (*model.Mesh, *Resources) {
 	t.Helper()
-	m := h.meshOf(t, set, engine)
+	m, problems := genMesh(set, engine, h.appPort)
+	if len(problems) > 0 {
+		t.Fatalf("generated mesh refused: %v\n%s", problems, set)
+	}
 	w := m.Workload("backend-1.demo")
 	if w == nil {
 		t.Fatal("no workload backend-1.demo")

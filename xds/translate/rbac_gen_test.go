@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -263,4 +264,31 @@ func genRequestFor(r *rand.Rand) *genRequest {
 		q.headers = append(q.headers, [2]string{"x-empty", ""})
 	}
 	return q
+}
+
+// genMesh is the mesh of a policy set: backend.demo served by backend-1 (PERMISSIVE, so
+// plaintext callers reach it unauthenticated) with its application on appPort.
+func genMesh(set *genSet, engine model.AuthzEngine, appPort uint32) (*model.Mesh, model.Problems) {
+	meta := func(kind, ns, name string) (model.TypeMeta, model.ObjectMeta) {
+		return model.TypeMeta{APIVersion: model.APIVersion, Kind: kind}, model.ObjectMeta{Namespace: ns, Name: name}
+	}
+	var docs []model.Document
+	add := func(o model.Object) { docs = append(docs, model.Document{Object: o}) }
+	mt, mm := meta(model.KindMesh, "", "default")
+	add(&model.MeshDoc{TypeMeta: mt, Metadata: mm, Spec: model.MeshSpec{
+		TrustDomain: genTrustDomain, MTLS: model.MTLSSettings{Mode: model.MTLSPermissive},
+		DefaultDecision: set.defaultDecision, Authz: model.AuthzSettings{Engine: engine, Timeout: &model.Duration{Duration: 5 * time.Second}},
+	}})
+	st, sm := meta(model.KindService, genNamespace, genService)
+	add(&model.ServiceDoc{TypeMeta: st, Metadata: sm, Spec: model.ServiceSpec{
+		ServiceAccounts: []string{genService}, Ports: []model.ServicePort{{Name: "http", Port: genPort}},
+	}})
+	wt, wm := meta(model.KindWorkload, genNamespace, "backend-1")
+	add(&model.WorkloadDoc{TypeMeta: wt, Metadata: wm, Spec: model.WorkloadSpec{
+		Service: genService, Address: "127.0.0.1", InboundPort: 15001, AppPort: appPort, ServicePort: genPort,
+	}})
+	for _, p := range set.policies {
+		add(p)
+	}
+	return model.Build(docs)
 }
