@@ -92,6 +92,7 @@ type proxyState struct {
 	fingerprint string
 	versions    map[string]string
 	resources   map[string]types.Resource // by hash, to keep them interned while unchanged
+	authz       map[string]translate.AuthzPlacement
 }
 
 // NewController returns a controller publishing into c and recording into ledger.
@@ -331,7 +332,12 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 		}
 		return
 	}
-	next := &proxyState{fingerprint: fp, versions: versions, resources: resourcesByHash(snap)}
+	next := &proxyState{fingerprint: fp, versions: versions, resources: resourcesByHash(snap), authz: res.Authz}
+	var before map[string]translate.AuthzPlacement
+	if st != nil {
+		before = st.authz
+	}
+	c.logPlacements(p.NodeID, before, res.Authz)
 	c.mu.Lock()
 	c.state[p.NodeID] = next
 	c.mu.Unlock()
@@ -352,6 +358,21 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	}
 	if c.pushes != nil {
 		c.pushes.Add(ctx, 1)
+	}
+}
+
+// logPlacements logs, under engine auto, where each inbound route's policies are decided when
+// that changes: in Envoy, or by the authorization service and why.
+func (c *Controller) logPlacements(node string, before, after map[string]translate.AuthzPlacement) {
+	for route, p := range after {
+		if prev, ok := before[route]; ok && prev == p {
+			continue
+		}
+		if p.Native {
+			c.log.Info("route decided in Envoy (RBAC)", "node", node, "route", route)
+		} else {
+			c.log.Info("route decided by the authorization service", "node", node, "route", route, "reason", p.Reason)
+		}
 	}
 }
 
