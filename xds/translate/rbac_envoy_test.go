@@ -65,7 +65,7 @@ const (
 // a set the generator made inexpressible must have no request decided by RBAC, and an
 // expressible set must have RBAC decide at least its plain requests.
 func TestRBACDecidesAsTheEngine(t *testing.T) {
-	bin := envoytest.Require(t)
+	envoytest.Require(t) // Start finds the same binary
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv(diffSeedEnvName); s != "" {
 		var err error
@@ -74,7 +74,7 @@ func TestRBACDecidesAsTheEngine(t *testing.T) {
 		}
 	}
 	t.Logf("seed %d (%s=%d go test -run %s reproduces it)", seed, diffSeedEnvName, seed, t.Name())
-	h := newDiffHarness(t, bin)
+	h := newDiffHarness(t)
 	for i, c := range diffRegressions() {
 		h.check(t, fmt.Sprintf("regression %d", i), c.set, c.requests)
 	}
@@ -169,7 +169,7 @@ type diffHarness struct {
 	sets, nativeSets, requests, native, early int
 }
 
-func newDiffHarness(t *testing.T, bin string) *diffHarness {
+func newDiffHarness(t *testing.T) *diffHarness {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ca := testca.New(t, genTrustDomain)
