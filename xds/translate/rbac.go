@@ -47,7 +47,7 @@ const (
 	NotNativeAudit        = "audit"
 	NotNativeDryRun       = "dry run"
 	NotNativeTime         = "time"
-	NotNativeHosts        = "hosts"
+	NotNativeHosts        = "hosts" // with a port, an IPv6 literal or a trailing dot
 	NotNativeAttribute    = "attribute"
 	NotNativeHeaderRegex  = "header matches"
 	NotNativeHeaderName   = "header name"
@@ -80,6 +80,9 @@ const (
 	dotOrEmpty = `.*/\.{1,2}(?:[/?].*)?|.*//.*`
 	// knownMethod is a method policy.CheckMethod accepts; other canonical ones go to ext_authz.
 	knownMethod = `GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH`
+	// plainAuthority is a host name with an optional numeric port: what policy.HostWithoutPort
+	// reads as the name, lower-cased, with one trailing dot removed.
+	plainAuthority = `[A-Za-z0-9.-]+(?::[0-9]+)?`
 	// plainHeader is a header value read the same either way: printable ASCII without ",".
 	plainHeader = `[ -+\--~]*`
 )
@@ -146,6 +149,9 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 	notDotOrEmpty := regexHeader(":path", dotOrEmpty)
 	notDotOrEmpty.InvertMatch = true
 	out.gate = []*routev3.HeaderMatcher{regexHeader(":path", plainTarget), notDotOrEmpty, regexHeader(":method", knownMethod)}
+	if rt.authority {
+		out.gate = append(out.gate, regexHeader(":authority", plainAuthority))
+	}
 	names := make([]string, 0, len(rt.headers))
 	for h := range rt.headers {
 		names = append(names, h)
@@ -163,6 +169,9 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 type rbacTranslator struct {
 	port    uint32
 	headers map[string]bool
+	// authority is set when a rule reads the host: the native route then takes only a plain
+	// authority (plainAuthority).
+	authority bool
 }
 
 // rule translates one rule to a principal that matches what the rule matches. ok is false when
@@ -199,7 +208,12 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 	}
 	if t := r.To; t != nil {
 		if len(t.Hosts) > 0 {
-			return nil, false, NotNativeHosts
+			p, reason := hosts(t.Hosts)
+			if reason != "" {
+				return nil, false, reason
+			}
+			rt.authority = true
+			all = append(all, p)
 		}
 		if len(t.Ports) > 0 && !slices.Contains(t.Ports, rt.port) {
 			return nil, false, "" // the route's port is fixed: the rule never matches here
@@ -399,6 +413,34 @@ func namespaces(list []string) (*rbacv3.Principal, string) {
 			return nil, NotNativeRegexpSize
 		}
 		ids[i] = authenticated(regex(re))
+	}
+	return orIDs(ids...), ""
+}
+
+// hosts matches a plain authority as pattern.Host matches the engine's host (lower case,
+// without port and one trailing dot): exact, "*.suffix" or "prefix.*", a wildcard standing for
+// at least one character.
+func hosts(list []string) (*rbacv3.Principal, string) {
+	const port = `\.?(?::[0-9]+)?`
+	ids := make([]*rbacv3.Principal, len(list))
+	for i, h := range list {
+		h = strings.ToLower(h)
+		var re string
+		switch {
+		case strings.ContainsAny(h, ":[]") || strings.HasSuffix(h, "."):
+			return nil, NotNativeHosts // a port, an IPv6 literal, or a dot the engine's host never ends with
+		case strings.HasPrefix(h, "*."):
+			re = `(?i)[^:]+` + regexp.QuoteMeta(h[1:]) + port
+		case strings.HasSuffix(h, ".*"):
+			// The rest must be more than the one trailing dot the engine removes.
+			re = `(?i)` + regexp.QuoteMeta(h[:len(h)-1]) + `(?:[^:.][^:]*|\.[^:]+)(?::[0-9]+)?`
+		default:
+			re = `(?i)` + regexp.QuoteMeta(h) + port
+		}
+		if len(re) > maxRegexp {
+			return nil, NotNativeRegexpSize
+		}
+		ids[i] = headerPrincipal(":authority", regex(re))
 	}
 	return orIDs(ids...), ""
 }

@@ -135,6 +135,21 @@ func diffRegressions() []diffCase {
 			{caller: frontend, method: "GET", target: "/admin?a=%zz"},
 		},
 	}, {
+		// Hosts: case, the port and one trailing dot do not count; a wildcard is one character
+		// at least, which the trailing dot the engine removes is not.
+		set: &genSet{defaultDecision: model.DecisionDeny, expressible: true, policies: []*model.AuthorizationPolicyDoc{
+			allow(model.Rule{To: &model.Operation{Hosts: []string{"backend.*", "*.demo.svc"}}}),
+		}},
+		requests: []*genRequest{
+			{caller: frontend, host: "backend..", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: "backend.", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: "Backend.X:80", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: ".demo.svc", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: "a.demo.svc.", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: "a.demo.svc..", method: "GET", target: "/", plain: true},
+			{caller: frontend, host: "a:b.demo.svc", method: "GET", target: "/"},
+		},
+	}, {
 		// "*" is any authenticated workload, never a plaintext caller.
 		set: &genSet{defaultDecision: model.DecisionDeny, expressible: true, policies: []*model.AuthorizationPolicyDoc{
 			allow(model.Rule{From: &model.Source{Principals: []string{"*"}}}),
@@ -530,7 +545,11 @@ func (h *diffHarness) send(t *testing.T, listener string, q *genRequest) int {
 			h.clients[key] = c
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: backend\r\n", q.method, q.target)
+		host := q.host
+		if host == "" {
+			host = "backend"
+		}
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", q.method, q.target, host)
 		for _, kv := range q.headers {
 			fmt.Fprintf(&b, "%s: %s\r\n", kv[0], kv[1])
 		}

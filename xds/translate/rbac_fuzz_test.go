@@ -87,7 +87,7 @@ func engineAttributes(t *testing.T, q *genRequest) *policy.Attributes {
 	if a.Request.Path, a.Request.Query, err = policy.NormalizePath(q.target); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
-	a.Request.Host = "backend"
+	a.Request.Host = policy.HostWithoutPort(q.host)
 	a.Request.Headers = map[string][]string{}
 	for _, kv := range q.headers {
 		// Envoy removes a value's surrounding whitespace.
@@ -157,8 +157,11 @@ func rbacEval(t *testing.T, p *rbacv3.Principal, q *genRequest) bool {
 
 // headerLine is a header as Envoy's matchers read it: the values of its lines joined with ",".
 func headerLine(h *routev3.HeaderMatcher, q *genRequest) (string, bool) {
-	if h.GetName() == ":method" {
+	switch h.GetName() {
+	case ":method":
 		return q.method, true
+	case ":authority":
+		return q.host, true
 	}
 	var vals []string
 	for _, kv := range q.headers {

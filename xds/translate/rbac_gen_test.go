@@ -55,6 +55,9 @@ var (
 		"/files/x/r1%2Epdf",
 	}
 	genAttackMethods = []string{"get", "PROPFIND", "Get", "TRACE"}
+	genHostPatterns  = []string{"backend", "*.demo.svc", "backend.*", "Backend.Demo", "*.svc"}
+	genPlainHosts    = []string{"backend", "BACKEND", "backend.", "backend:8080", "x.demo.svc", "backend.demo", "Backend.Demo.:80", "demo.svc", "backend.demo.svc", "backend..", ".demo.svc"}
+	genAttackHosts   = []string{"[::1]:8080", "backend:abc", "backend:", "b\u212aend", "backend\xc3\xa9", "backend:80:90", "[backend]"}
 	genTenants       = []string{"acme", "globex", "ACME", "acme ", "initech"}
 	genScopes        = []string{"write", "read write", "writer", "read", "write read", ""}
 )
@@ -144,8 +147,8 @@ func genPolicySet(r *rand.Rand) *genSet {
 			p.Spec.Rego = &model.RegoPolicy{Module: "package p\n\nmatch if input.request.method == \"POST\"\n"}
 			why = "rego"
 		case 4:
-			p.Spec.Rules[0].To = &model.Operation{Hosts: []string{"backend"}}
-			why = "hosts"
+			p.Spec.Rules[0].When = append(p.Spec.Rules[0].When, model.Condition{SourceIPs: []string{"::/0"}})
+			why = "sourceIPs IPv6"
 		case 5:
 			p.Spec.Rules[0].When = append(p.Spec.Rules[0].When, model.Condition{Header: "x-tenant", ValueMatch: model.ValueMatch{Matches: ptr("ac.*")}})
 			why = "header matches"
@@ -196,7 +199,10 @@ func genRule(r *rand.Rand) model.Rule {
 	if r.IntN(6) == 0 {
 		to.Ports = []uint32{pick(r, []uint32{genPort, 9999})}
 	}
-	if len(to.Methods)+len(to.NotMethods)+len(to.Paths)+len(to.NotPaths)+len(to.Ports) > 0 {
+	if r.IntN(5) == 0 {
+		to.Hosts = some(r, genHostPatterns, 2)
+	}
+	if len(to.Methods)+len(to.NotMethods)+len(to.Paths)+len(to.NotPaths)+len(to.Ports)+len(to.Hosts) > 0 {
 		rule.To = to
 	}
 	for range r.IntN(3) {
@@ -223,6 +229,7 @@ func genRule(r *rand.Rand) model.Rule {
 // genRequest is one request as sent on the wire.
 type genRequest struct {
 	caller  string // SPIFFE ID of the client certificate, "" for plaintext
+	host    string // the Host header
 	method  string
 	target  string
 	headers [][2]string // in order; a name may repeat
@@ -232,11 +239,17 @@ type genRequest struct {
 }
 
 func (q *genRequest) String() string {
-	return fmt.Sprintf("%s %q from %q headers %q", q.method, q.target, q.caller, q.headers)
+	return fmt.Sprintf("%s %q host %q from %q headers %q", q.method, q.target, q.host, q.caller, q.headers)
 }
 
 func genRequestFor(r *rand.Rand) *genRequest {
-	q := &genRequest{caller: pick(r, genCallers), method: pick(r, genMethods), target: pick(r, genPlainPaths), plain: true}
+	q := &genRequest{caller: pick(r, genCallers), host: "backend", method: pick(r, genMethods), target: pick(r, genPlainPaths), plain: true}
+	switch r.IntN(6) {
+	case 0, 1:
+		q.host = pick(r, genPlainHosts)
+	case 2:
+		q.host, q.plain = pick(r, genAttackHosts), false
+	}
 	if r.IntN(4) == 0 {
 		q.target, q.plain = pick(r, genAttackPaths), false
 	}
