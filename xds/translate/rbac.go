@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -21,9 +22,9 @@ import (
 
 // The two RBAC filters of every inbound connection manager, in this order before ext_authz: the
 // first denies what a DENY policy matches, the second lets through only what an ALLOW policy
-// matches (under a mesh default of DENY). Their listener configuration has no rules (they
-// let everything through) and names their stats (http.inbound.rbac.deny.allowed, ...); a route decided in Envoy configures them (RBACPerRoute), so a policy
-// change is a route (RDS) change.
+// matches (under a mesh default of DENY). Their listener configuration has no rules (they let
+// everything through) and names their stats (http.inbound.rbac.deny.allowed, ...); a route
+// decided in Envoy configures them (RBACPerRoute), so a policy change is a route (RDS) change.
 const (
 	filterRBACDeny  = "portcullis.rbac.deny"
 	filterRBACAllow = "portcullis.rbac.allow"
@@ -63,13 +64,14 @@ const (
 const maxRegexp = 90
 
 // The requests a native route decides: the engine reads them exactly as Envoy's RBAC filters
-// do. Everything else — a path that still has percent-encoding, dot or empty segments, ";",
-// non-ASCII or a query the authorization service refuses, a method it may refuse, a header a
-// policy reads that was sent twice (Envoy's matchers see the lines joined with ",", the engine
-// each line) or holds bytes outside printable ASCII — falls through to the route's ext_authz
-// twin, whose answer (often 400) stays the engine's. Sending more to ext_authz is always
-// faithful; the expressions stay small because Envoy refuses a regular expression whose RE2
-// program exceeds 100 instructions.
+// do. Everything else falls through to the route's ext_authz twin, whose answer (often 400)
+// stays the engine's: a path that still has percent-encoding, dot or empty segments, ";",
+// non-ASCII or a query the authorization service refuses; a method it may refuse; a header a
+// policy reads that was sent twice or holds a "," (the engine tests each line; how Envoy's
+// matchers combine lines differs between matchers and releases) or bytes outside printable
+// ASCII; an authority that is not a host name with a numeric port. Sending more to ext_authz
+// is always faithful; the expressions stay small because Envoy refuses a regular expression
+// whose RE2 program exceeds 100 instructions.
 const (
 	// plainTarget is a target of RFC 3986 pchars, "/" and "?" without "%" and ";": what
 	// policy.NormalizePath returns unchanged unless it has dot or empty segments (dotOrEmpty),
@@ -152,12 +154,7 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 	if rt.authority {
 		out.gate = append(out.gate, regexHeader(":authority", plainAuthority))
 	}
-	names := make([]string, 0, len(rt.headers))
-	for h := range rt.headers {
-		names = append(names, h)
-	}
-	slices.Sort(names)
-	for _, h := range names {
+	for _, h := range slices.Sorted(maps.Keys(rt.headers)) {
 		m := regexHeader(h, plainHeader)
 		m.TreatMissingHeaderAsEmpty = true
 		out.gate = append(out.gate, m)
