@@ -182,6 +182,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	go test ./authz/policy -run '^$$' -fuzz '^FuzzCheckMethod$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/policy -run '^$$' -fuzz '^FuzzHeaderConditions$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./authz/server -run '^$$' -fuzz '^FuzzAttributes$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./xds/translate -run '^$$' -fuzz '^FuzzRBACTranslation$$' -fuzztime $${FUZZTIME:-30s}
+	go test ./xds/translate -run '^$$' -fuzz '^FuzzGlobRegexp$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/ca -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./identity/attest -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s}
 	go test ./xds/inject -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $${FUZZTIME:-30s}
