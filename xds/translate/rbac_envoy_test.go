@@ -2,6 +2,7 @@ package translate
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -174,6 +176,7 @@ type diffHarness struct {
 	clients map[string]*diffConn // by listener and caller
 	ports   map[string]int       // listener ports
 	svids   map[string]*testca.SVID
+	h2      map[string]*http.Client // by listener and caller
 
 	mu      sync.Mutex
 	acked   string // last RDS version Envoy accepted
@@ -191,7 +194,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	backendID := model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService)
 	authzID := spiffeid.RequireFromString("spiffe://td.test/ns/portcullis-system/sa/authz")
 	backend := ca.SVID(t, backendID.String())
-	h := &diffHarness{ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, ackSeen: make(chan struct{}, 1)}
+	h := &diffHarness{ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)
@@ -537,6 +540,9 @@ type diffConn struct {
 // the status, -1 when Envoy closed the connection without one.
 func (h *diffHarness) send(t *testing.T, listener string, q *genRequest) int {
 	t.Helper()
+	if q.h2 {
+		return h.sendH2(t, listener, q)
+	}
 	key := listener + "|" + q.caller
 	for attempt := 0; ; attempt++ {
 		c := h.clients[key]
@@ -576,6 +582,37 @@ func (h *diffHarness) send(t *testing.T, listener string, q *genRequest) int {
 		}
 		return resp.StatusCode
 	}
+}
+
+// sendH2 sends a request over HTTP/2 (Go's client: header names in lower case, the target as
+// generated). A request the client refuses to send is -2 on both listeners alike.
+func (h *diffHarness) sendH2(t *testing.T, listener string, q *genRequest) int {
+	t.Helper()
+	key := listener + "|" + q.caller
+	c := h.h2[key]
+	if c == nil {
+		cfg := h.ca.ClientTLS(h.svid(t, q.caller), model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService))
+		cfg.NextProtos = []string{"h2"}
+		tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+		t.Cleanup(tr.CloseIdleConnections)
+		c = &http.Client{Transport: tr, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		h.h2[key] = c
+	}
+	u := &url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(h.ports[listener]), Opaque: q.target}
+	req := &http.Request{Method: q.method, URL: u, Host: cmp.Or(q.host, "backend"), Header: http.Header{}, Proto: "HTTP/2.0", ProtoMajor: 2}
+	for _, kv := range q.headers {
+		req.Header.Add(kv[0], kv[1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return -2
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s: answered over %s, not HTTP/2", q, resp.Proto)
+	}
+	return resp.StatusCode
 }
 
 func (h *diffHarness) dial(t *testing.T, listener, caller string) *diffConn {

@@ -230,6 +230,7 @@ func genRule(r *rand.Rand) model.Rule {
 type genRequest struct {
 	caller  string // SPIFFE ID of the client certificate, "" for plaintext
 	host    string // the Host header
+	h2      bool   // sent over HTTP/2 (callers with a certificate only)
 	method  string
 	target  string
 	headers [][2]string // in order; a name may repeat
@@ -239,7 +240,11 @@ type genRequest struct {
 }
 
 func (q *genRequest) String() string {
-	return fmt.Sprintf("%s %q host %q from %q headers %q", q.method, q.target, q.host, q.caller, q.headers)
+	proto := "HTTP/1.1"
+	if q.h2 {
+		proto = "HTTP/2"
+	}
+	return fmt.Sprintf("%s %s %q host %q from %q headers %q", proto, q.method, q.target, q.host, q.caller, q.headers)
 }
 
 func genRequestFor(r *rand.Rand) *genRequest {
@@ -276,6 +281,8 @@ func genRequestFor(r *rand.Rand) *genRequest {
 	if r.IntN(5) == 0 {
 		q.headers = append(q.headers, [2]string{"x-empty", ""})
 	}
+	// HTTP/2 carries what HTTP/1.1's codec refuses: a lower-case method, for one.
+	q.h2 = q.caller != "" && r.IntN(4) == 0
 	return q
 }
 
