@@ -125,6 +125,11 @@ func NewController(mesh source.Source, reg Registry, c *Cache, ledger *Ledger, o
 			metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5)); err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
+		if _, err = m.Int64ObservableGauge("portcullis_xds_authz_routes",
+			metric.WithDescription("Inbound routes under Mesh authz.engine auto, by where their policies are decided (envoy, ext_authz) and, for ext_authz, the shape RBAC cannot express."),
+			metric.WithInt64Callback(ctl.observePlacements)); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
 		if _, err = m.Int64ObservableGauge("portcullis_xds_proxies", metric.WithDescription("Registered proxies (connected or in their grace period)."),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 				ctl.mu.Lock()
@@ -359,6 +364,28 @@ func (c *Controller) publish(ctx context.Context, p *model.Proxy, endpoints map[
 	if c.pushes != nil {
 		c.pushes.Add(ctx, 1)
 	}
+}
+
+// observePlacements counts the inbound routes of every proxy by where their policies are
+// decided.
+func (c *Controller) observePlacements(_ context.Context, o metric.Int64Observer) error {
+	type key struct{ decided, shape string }
+	counts := map[key]int64{}
+	c.mu.Lock()
+	for _, st := range c.state {
+		for _, p := range st.authz {
+			k := key{"ext_authz", p.Shape}
+			if p.Native {
+				k = key{"envoy", ""}
+			}
+			counts[k]++
+		}
+	}
+	c.mu.Unlock()
+	for k, n := range counts {
+		o.Observe(n, metric.WithAttributes(attribute.String("decided", k.decided), attribute.String("reason", k.shape)))
+	}
+	return nil
 }
 
 // logPlacements logs, under engine auto, where each inbound route's policies are decided when

@@ -35,9 +35,39 @@ const (
 type AuthzPlacement struct {
 	// Native is set when Envoy's RBAC filters decide the route's plain requests.
 	Native bool `json:"native"`
-	// Reason says why the route stays on ext_authz: the first shape found that RBAC cannot
-	// express exactly ("rego", "jwt", "time", ...), prefixed by the policy, "" when Native.
+	// Shape is the first shape found that RBAC cannot express exactly, one of the NotNative
+	// constants ("rego", "jwt", "time", ...); "" when Native.
+	Shape string `json:"shape,omitempty"`
+	// Reason is the shape where it was found: the policy, rule condition and attribute.
 	Reason string `json:"reason,omitempty"`
+}
+
+// notNative places a route on ext_authz for the reason given.
+func notNative(reason string) AuthzPlacement {
+	return AuthzPlacement{Shape: shapeOf(reason), Reason: reason}
+}
+
+// shapes are the NotNative constants, for shapeOf.
+var shapes = []string{
+	NotNativeRego, NotNativeJWT, NotNativeJWTProvider, NotNativeAudit, NotNativeDryRun, NotNativeTime,
+	NotNativeHosts, NotNativeAttribute, NotNativeHeaderRegex, NotNativeHeaderName, NotNativeSourceIPv6,
+	NotNativeVerifiedKeys, NotNativeRegexpSize, NotNativeNonASCII,
+}
+
+// shapeOf finds the shape in a reason: its last part ("demo/p: when[0]: attribute
+// request.query.id" → "attribute"), the longest shape it is or starts with.
+func shapeOf(reason string) string {
+	last := reason
+	if i := strings.LastIndex(reason, ": "); i >= 0 {
+		last = reason[i+2:]
+	}
+	found := ""
+	for _, s := range shapes {
+		if (last == s || strings.HasPrefix(last, s+" ")) && len(s) > len(found) {
+			found = s
+		}
+	}
+	return found
 }
 
 // Shapes that keep a route on ext_authz; Reason starts with one of them after the policy name.
@@ -101,10 +131,10 @@ type rbacRoute struct {
 // mesh default; the two filters make the same decision.
 func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.Decision, rateLimitKeys []string) (*rbacRoute, AuthzPlacement) {
 	if len(rateLimitKeys) > 0 {
-		return nil, AuthzPlacement{Reason: NotNativeVerifiedKeys}
+		return nil, notNative(NotNativeVerifiedKeys)
 	}
 	if len(svc.JWTProviders) > 0 {
-		return nil, AuthzPlacement{Reason: NotNativeJWTProvider + " " + model.RefOf(svc.JWTProviders[0]).String()}
+		return nil, notNative(NotNativeJWTProvider + " " + model.RefOf(svc.JWTProviders[0]).String())
 	}
 	rt := &rbacTranslator{port: port, headers: map[string]bool{}}
 	deny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
@@ -113,13 +143,13 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 		name := model.RefOf(pol).String()
 		switch {
 		case pol.Spec.Rego != nil:
-			return nil, AuthzPlacement{Reason: name + ": " + NotNativeRego}
+			return nil, notNative(name + ": " + NotNativeRego)
 		case pol.Spec.DryRun:
 			// RBAC's shadow rules report only in stats and dynamic metadata: until Envoy-decided
 			// requests write decision-log records, a dry run decided there would show nothing.
-			return nil, AuthzPlacement{Reason: name + ": " + NotNativeDryRun}
+			return nil, notNative(name + ": " + NotNativeDryRun)
 		case pol.Spec.Action == model.ActionAudit:
-			return nil, AuthzPlacement{Reason: name + ": " + NotNativeAudit}
+			return nil, notNative(name + ": " + NotNativeAudit)
 		}
 		into := allow
 		if pol.Spec.Action == model.ActionDeny {
@@ -129,7 +159,7 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 			r := &pol.Spec.Rules[i]
 			p, ok, reason := rt.rule(r)
 			if reason != "" {
-				return nil, AuthzPlacement{Reason: name + ": " + reason}
+				return nil, notNative(name + ": " + reason)
 			}
 			if !ok {
 				continue // never matches this port
@@ -353,12 +383,12 @@ func sourceIPs(list []string) (p *rbacv3.Principal, never bool, reason string) {
 		if strings.Contains(s, "/") {
 			var err error
 			if pfx, err = netip.ParsePrefix(s); err != nil {
-				return nil, false, "sourceIPs " + s // validated by the model: unreachable
+				return nil, false, NotNativeAttribute + " sourceIPs " + s // validated by the model: unreachable
 			}
 		} else {
 			a, err := netip.ParseAddr(s)
 			if err != nil {
-				return nil, false, "sourceIPs " + s
+				return nil, false, NotNativeAttribute + " sourceIPs " + s
 			}
 			pfx = netip.PrefixFrom(a, a.BitLen())
 		}

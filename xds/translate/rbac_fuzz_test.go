@@ -43,8 +43,8 @@ func FuzzRBACTranslation(f *testing.F) {
 			t.Fatalf("the translator says native=%v (%s), the generator expressible=%v (%s)\n%s", placement.Native, placement.Reason, set.expressible, set.why, set)
 		}
 		if !placement.Native {
-			if route != nil || placement.Reason == "" {
-				t.Fatalf("not native, yet a route (%v) or no reason (%q)", route != nil, placement.Reason)
+			if route != nil || placement.Reason == "" || placement.Shape == "" {
+				t.Fatalf("not native, yet a route (%v), or no reason (%q) or shape (%q)", route != nil, placement.Reason, placement.Shape)
 			}
 			return
 		}
