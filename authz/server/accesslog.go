@@ -162,9 +162,13 @@ func envoyDecision(rbac map[string]*structpb.Value, details string, code int) po
 		d.Code = policy.CodeDeniedDefault
 		d.Reason = "no ALLOW policy matched; the mesh default is DENY (decided in Envoy)"
 	case allowResult == "allowed":
-		d.Allow, d.Code = true, policy.CodeAllowed
-		d.Policy, d.Rule, _ = model.ParseNativePolicyID(str(model.RBACAllowPrefix + "enforced_effective_policy_id"))
-		d.Reason = "an ALLOW rule matched (decided in Envoy)"
+		var ok bool
+		d.Allow = true
+		if d.Policy, d.Rule, ok = model.ParseNativePolicyID(str(model.RBACAllowPrefix + "enforced_effective_policy_id")); ok {
+			d.Code, d.Reason = policy.CodeAllowed, "an ALLOW rule matched (decided in Envoy)"
+		} else { // model.NativeDefaultPolicyID
+			d.Code, d.Reason = policy.CodeAllowedDefault, "no ALLOW policy matched; the mesh default is ALLOW (decided in Envoy)"
+		}
 	default:
 		d.Allow, d.Code = true, policy.CodeAllowedDefault
 		d.Reason = "no ALLOW policy matched; the mesh default is ALLOW (decided in Envoy)"

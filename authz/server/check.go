@@ -26,7 +26,7 @@ import (
 
 // HeaderDecisionID carries the decision id to the application (allowed requests) and to the
 // client (every response), so a user reporting a denial can quote it.
-const HeaderDecisionID = "x-portcullis-decision-id"
+const HeaderDecisionID = model.HeaderDecisionID
 
 // Span and attribute names. The attributes are documented in docs/policies.md.
 const (

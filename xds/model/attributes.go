@@ -84,11 +84,19 @@ const (
 	AccessLogTagNamespace = "portcullis.namespace"
 	AccessLogTagPort      = "portcullis.port"
 	// RBACDenyPrefix and RBACAllowPrefix are the rules_stat_prefix of the RBAC filter holding
-	// the DENY policies and of the one holding the ALLOW policies: Envoy writes
-	// <prefix>enforced_effective_policy_id and <prefix>enforced_engine_result under
-	// envoy.filters.http.rbac (shadow rules, the dry-run policies, write shadow_*).
-	RBACDenyPrefix  = "portcullis_deny_"
-	RBACAllowPrefix = "portcullis_allow_"
+	// the DENY policies and of the one holding the ALLOW policies (their stats are
+	// http.inbound.rbac.deny.* and .allow.*): Envoy writes <prefix>enforced_effective_policy_id
+	// and <prefix>enforced_engine_result, and <prefix>shadow_* for shadow rules, under
+	// envoy.filters.http.rbac.
+	RBACDenyPrefix  = "deny."
+	RBACAllowPrefix = "allow."
+	// NativeDefaultPolicyID is the ALLOW filter's last policy under a mesh default of ALLOW:
+	// it matches what no ALLOW policy did (Envoy tries policies in name order, and "~" sorts
+	// after every namespace), so the ALLOW policy that matched is reported when one did.
+	NativeDefaultPolicyID = "~default"
+	// HeaderDecisionID carries the decision id to the application (allowed requests) and to the
+	// client (every answer).
+	HeaderDecisionID = "x-portcullis-decision-id"
 )
 
 // NativePolicyID names a rule of a policy ("namespace/name") in Envoy's RBAC configuration:

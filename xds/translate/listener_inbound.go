@@ -1,15 +1,20 @@
 package translate
 
 import (
+	"strconv"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -44,7 +49,7 @@ func (t *translator) inbound() {
 	}
 	tlsChain := &listenerv3.FilterChain{
 		Name:            "mtls",
-		Filters:         []*listenerv3.Filter{t.inboundHCM(route, true)},
+		Filters:         []*listenerv3.Filter{t.inboundHCM(route, in, true)},
 		TransportSocket: t.downstreamTLS(),
 	}
 	if t.p.Mesh.Config.Spec.MTLS.Mode == model.MTLSPermissive {
@@ -56,7 +61,7 @@ func (t *translator) inbound() {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain, {
 			Name:             "plaintext",
 			FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"},
-			Filters:          []*listenerv3.Filter{t.inboundHCM(route, false)},
+			Filters:          []*listenerv3.Filter{t.inboundHCM(route, in, false)},
 		}}
 	} else {
 		l.FilterChains = []*listenerv3.FilterChain{tlsChain}
@@ -89,7 +94,7 @@ func (t *translator) serviceName() string {
 // configure them per route, and ext_authz's own settings come over ECDS, so a policy, rate limit,
 // CORS or authorization setting changed later reaches the next request on connections already
 // open, and the listener stays as it is.
-func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
+func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.Filter {
 	t.inboundAuthz = true
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:     "inbound",
@@ -98,8 +103,8 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		HttpFilters: []*hcmv3.HttpFilter{
 			t.httpFilter(filterCORS, &corsv3.Cors{}),
 			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
-			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{RulesStatPrefix: "deny."}),
-			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{RulesStatPrefix: "allow."}),
+			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACDenyPrefix}),
+			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACAllowPrefix}),
 			extAuthzFilter(),
 			t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix)),
 			t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed)),
@@ -123,7 +128,8 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},
-		Tracing: t.tracing("inbound"),
+		Tracing:   t.tracing("inbound"),
+		AccessLog: []*accesslogv3.AccessLog{t.decisionLog(in)},
 	}
 	if mtls {
 		// The application learns the caller's SPIFFE ID from X-Forwarded-Client-Cert; whatever a
@@ -132,6 +138,41 @@ func (t *translator) inboundHCM(route string, mtls bool) *listenerv3.Filter {
 		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
 	}
 	return t.hcmFilter(hcm)
+}
+
+// decisionLog sends the requests the route's RBAC filters decided (engine auto) to the
+// authorization service's access log service, which writes their decision-log records
+// (authz/server's accesslog.go): the entries of requests whose DENY filter ran with rules, tagged
+// with the destination. Requests ext_authz decided are not sent: the service logged them.
+func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
+	als := &grpcalsv3.HttpGrpcAccessLogConfig{
+		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
+			LogName:             model.AccessLogName,
+			TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcService: &corev3.GrpcService{
+				TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: AuthzCluster}},
+			},
+			CustomTags: []*tracingtypev3.CustomTag{
+				literalTag(model.AccessLogTagService, in.service.Ref.Name),
+				literalTag(model.AccessLogTagNamespace, in.service.Ref.Namespace),
+				literalTag(model.AccessLogTagPort, strconv.FormatUint(uint64(in.port), 10)),
+			},
+		},
+		// The request's trace: the decision's span joins it.
+		AdditionalRequestHeadersToLog: []string{"traceparent"},
+	}
+	decided := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_MetadataFilter{MetadataFilter: &accesslogv3.MetadataFilter{
+		Matcher: &matcherv3.MetadataMatcher{
+			Filter: "envoy.filters.http.rbac",
+			Path:   []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: model.RBACDenyPrefix + "enforced_engine_result"}}},
+			Value:  &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}},
+		},
+	}}}
+	return &accesslogv3.AccessLog{
+		Name:       "envoy.access_loggers.http_grpc",
+		Filter:     decided,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: t.any(als)},
+	}
 }
 
 func (t *translator) hcmFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {

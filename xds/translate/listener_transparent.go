@@ -40,12 +40,13 @@ func (t *translator) transparentInbound() {
 			continue // one application port, one chain: the first service (by name) keeps it
 		}
 		seen[in.AppPort] = true
-		route := t.inboundRoute(target{service: in.Service, port: in.Port, app: in.AppPort})
+		tgt := target{service: in.Service, port: in.Port, app: in.AppPort}
+		route := t.inboundRoute(tgt)
 		chainName := route // "inbound|<appPort>|<service>.<namespace>"
 		tls := &listenerv3.FilterChain{
 			Name:             chainName,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(in.AppPort)},
-			Filters:          []*listenerv3.Filter{t.inboundHCM(route, true)},
+			Filters:          []*listenerv3.Filter{t.inboundHCM(route, tgt, true)},
 			TransportSocket:  t.downstreamTLS(),
 		}
 		chains = append(chains, tls)
@@ -54,7 +55,7 @@ func (t *translator) transparentInbound() {
 			chains = append(chains, &listenerv3.FilterChain{
 				Name:             chainName + "|plaintext",
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(in.AppPort), TransportProtocol: "raw_buffer"},
-				Filters:          []*listenerv3.Filter{t.inboundHCM(route, false)},
+				Filters:          []*listenerv3.Filter{t.inboundHCM(route, tgt, false)},
 			})
 		}
 		t.appCluster(in.AppPort, in.Service, in.Port)

@@ -174,9 +174,17 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 			}
 		}
 	}
-	out := &rbacRoute{deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny}}}
-	if defaultDecision != model.DecisionAllow {
-		out.allow = &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: allow}}
+	out := &rbacRoute{deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny, RulesStatPrefix: model.RBACDenyPrefix}}}
+	if defaultDecision == model.DecisionAllow && len(allow.Policies) > 0 {
+		// Under a default of ALLOW the ALLOW policies change no decision, but the decision log
+		// names the one that matched (authz/server's access log): a last policy matching the rest.
+		allow.Policies[model.NativeDefaultPolicyID] = &rbacv3.Policy{
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}},
+		}
+	}
+	if defaultDecision != model.DecisionAllow || len(allow.Policies) > 0 {
+		out.allow = &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: allow, RulesStatPrefix: model.RBACAllowPrefix}}
 	}
 	notDotOrEmpty := regexHeader(":path", dotOrEmpty)
 	notDotOrEmpty.InvertMatch = true
@@ -604,6 +612,14 @@ func (t *translator) nativeRoute(name string, in target, rateLimitKeys []string,
 	native := proto.Clone(extAuthz).(*routev3.Route)
 	native.Match.Headers = r.gate
 	native.TypedPerFilterConfig[filterExtAuthz] = t.any(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	// The decision id Envoy's decision is logged under (authz/server's access log), to the
+	// application and the client as ext_authz gives its own; whatever the client sent is replaced.
+	id := []*corev3.HeaderValueOption{{
+		Header:       &corev3.HeaderValue{Key: model.HeaderDecisionID, Value: "%STREAM_ID%"},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}}
+	native.RequestHeadersToAdd = append(native.RequestHeadersToAdd, id...)
+	native.ResponseHeadersToAdd = append(native.ResponseHeadersToAdd, id...)
 	native.TypedPerFilterConfig[filterRBACDeny] = t.any(r.deny)
 	if r.allow != nil {
 		native.TypedPerFilterConfig[filterRBACAllow] = t.any(r.allow)

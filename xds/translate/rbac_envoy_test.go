@@ -2,9 +2,11 @@ package translate
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -94,6 +96,7 @@ func TestRBACDecidesAsTheEngine(t *testing.T) {
 	}
 	t.Logf("%d policy sets (%d expressible), %d requests on each listener: %d decided by RBAC, %d by ext_authz, %d refused before authorization",
 		h.sets, h.nativeSets, h.requests, h.native, h.requests-h.native-h.early, h.early)
+	h.checkDecisionLog(t)
 }
 
 // diffCase is a policy set and requests kept because they once found a difference.
@@ -185,6 +188,82 @@ type diffHarness struct {
 	version int
 
 	sets, nativeSets, requests, native, early int
+	// envoyDecided maps the decision id of each request the native listener's RBAC filters
+	// decided (the stream id Envoy answers with) to the status answered; decisions is the
+	// authorization service's decision log, where each must have its record (issue 16 item 3).
+	envoyDecided map[string]int
+	decisions    *lockedBuffer
+}
+
+// lockedBuffer is an io.Writer safe for the decision log's flusher and the test's reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// noteDecision keeps the decision id a native listener's answer carries when Envoy decided it:
+// a stream id (a UUID), where the authorization service's ids are 26 characters.
+func (h *diffHarness) noteDecision(listener string, resp *http.Response) {
+	if id := resp.Header.Get(model.HeaderDecisionID); listener == diffNative && len(id) == 36 {
+		h.envoyDecided[id] = resp.StatusCode
+	}
+}
+
+// checkDecisionLog: every request Envoy decided has exactly one decision-log record, under the id
+// Envoy answered with, with the status Envoy answered and the destination, and nothing else was
+// logged from Envoy's side.
+func (h *diffHarness) checkDecisionLog(t *testing.T) {
+	t.Helper()
+	if len(h.envoyDecided) != h.native {
+		t.Errorf("%d answers carried an Envoy decision id, RBAC decided %d requests", len(h.envoyDecided), h.native)
+	}
+	var recs []authzserver.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs = recs[:0]
+		for _, line := range strings.Split(strings.TrimSpace(h.decisions.String()), "\n") {
+			var r authzserver.Record
+			if line == "" {
+				continue
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("decision log line %q: %v", line, err)
+			}
+			if len(r.DecisionID) == 36 {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) >= len(h.envoyDecided) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		status, ok := h.envoyDecided[r.DecisionID]
+		switch {
+		case !ok || seen[r.DecisionID]:
+			t.Errorf("record %s: no such Envoy decision, or a second record", r.DecisionID)
+		case r.HTTPStatus != status || r.Destination.Service != genService || (status == http.StatusOK) != (r.Decision == "ALLOW"):
+			t.Errorf("record %+v: Envoy answered %d", r, status)
+		}
+		seen[r.DecisionID] = true
+	}
+	if len(seen) != len(h.envoyDecided) {
+		t.Errorf("%d of %d Envoy decisions have a decision-log record", len(seen), len(h.envoyDecided))
+	}
 }
 
 func newDiffHarness(t *testing.T) *diffHarness {
@@ -194,7 +273,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	backendID := model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService)
 	authzID := spiffeid.RequireFromString("spiffe://td.test/ns/portcullis-system/sa/authz")
 	backend := ca.SVID(t, backendID.String())
-	h := &diffHarness{ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
+	h := &diffHarness{envoyDecided: map[string]int{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)
@@ -203,7 +282,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	// The authorization service, over mTLS as proxies reach it.
 	var err error
 	h.authz, err = authzserver.New(authzserver.Options{
-		Logger: slog.New(slog.DiscardHandler), TracerProvider: noop.NewTracerProvider(), Source: h.mesh, DecisionLog: io.Discard,
+		Logger: slog.New(slog.DiscardHandler), TracerProvider: noop.NewTracerProvider(), Source: h.mesh, DecisionLog: h.decisions,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +291,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	authzLis := listen(t)
 	authzGRPC := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerTLS(ca.SVID(t, authzID.String())))))
 	h.authz.Register(authzGRPC)
+	h.authz.AccessLog().Register(authzGRPC)
 	go func() { _ = authzGRPC.Serve(authzLis) }()
 	t.Cleanup(authzGRPC.Stop)
 	h.opts = Options{AuthzAddress: authzLis.Addr().String(), AuthzID: authzID}
@@ -576,6 +656,7 @@ func (h *diffHarness) send(t *testing.T, listener string, q *genRequest) int {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
+		h.noteDecision(listener, resp)
 		if resp.Close {
 			_ = c.conn.Close()
 			delete(h.clients, key)
@@ -609,6 +690,7 @@ func (h *diffHarness) sendH2(t *testing.T, listener string, q *genRequest) int {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
+	h.noteDecision(listener, resp)
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("%s: answered over %s, not HTTP/2", q, resp.Proto)
 	}
