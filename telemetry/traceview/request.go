@@ -33,7 +33,15 @@ const (
 	tagStatus     = "http.status_code"
 	tagFlags      = "response_flags"
 	spanCheck     = "authz.Check"
+	// spanEnvoyDecision is the authorization service's record of a decision Envoy's RBAC made
+	// (engine auto): the same authz.* tags as a Check.
+	spanEnvoyDecision = "authz.envoy_decision"
 )
+
+// isDecisionSpan tells the spans that carry a decision's authz.* tags.
+func isDecisionSpan(s *Span) bool {
+	return s.OperationName == spanCheck || s.OperationName == spanEnvoyDecision
+}
 
 // Request is a request's trace summarized: what was asked, what the caller got, and who decided.
 type Request struct {
@@ -73,8 +81,8 @@ func IsRequest(t *Trace) bool {
 
 // Summarize reads a request trace: the first proxy span gives method, path and the status the
 // caller saw; the first inbound hop that refused (or else the last that allowed) gives the
-// decision, its code, policy and rule; the authorization Check with the same decision id gives
-// the reason.
+// decision, its code, policy and rule; the authorization Check (or, for a decision Envoy's RBAC
+// made, the service's authz.envoy_decision span) with the same decision id gives the reason.
 func Summarize(t *Trace) Request {
 	r := Request{TraceID: t.TraceID, Spans: len(t.Spans)}
 	spans := slices.Clone(t.Spans)
@@ -118,7 +126,7 @@ func Summarize(t *Trace) Request {
 		r.decide(allowed, DecisionAllow)
 	}
 	for i := range spans {
-		if s := &spans[i]; s.OperationName == spanCheck && (r.ID == "" || s.Tag("authz.decision_id") == r.ID) {
+		if s := &spans[i]; isDecisionSpan(s) && (r.ID == "" || s.Tag("authz.decision_id") == r.ID) {
 			r.Reason, r.AuthzCode = s.Tag("authz.reason"), cmp.Or(r.AuthzCode, s.Tag("authz.code"))
 			if r.ID == "" { // the proxies did not tag the decision: take it from the Check
 				r.ID, r.Policy, r.Rule = s.Tag("authz.decision_id"), s.Tag("authz.policy"), s.Tag("authz.rule")

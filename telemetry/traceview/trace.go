@@ -110,7 +110,7 @@ func newBar(t *Trace, s *Span, depth int, start, total int64) bar {
 	h := fnv.New32a()
 	h.Write([]byte(svc))
 	b := bar{
-		Depth: depth, Service: svc, Name: s.OperationName, Check: s.OperationName == spanCheck,
+		Depth: depth, Service: svc, Name: s.OperationName, Check: isDecisionSpan(s),
 		Offset: time.Duration(s.StartTime-start) * time.Microsecond, Length: time.Duration(s.Duration) * time.Microsecond,
 		Left: 100 * float64(s.StartTime-start) / float64(total), Width: max(0.4, 100*float64(s.Duration)/float64(total)),
 		Color: palette[h.Sum32()%uint32(len(palette))],

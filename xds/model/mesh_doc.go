@@ -58,11 +58,11 @@ const (
 type AuthzEngine string
 
 const (
-	// EngineExtAuthz sends every request to the authorization service (the default).
+	// EngineExtAuthz sends every request to the authorization service.
 	EngineExtAuthz AuthzEngine = "extAuthz"
-	// EngineAuto has Envoy decide, with its RBAC filter, the routes whose policies it can
-	// express exactly, and sends the others to the authorization service (docs/policies.md,
-	// "Where a policy is decided").
+	// EngineAuto (the default) has Envoy decide, with its RBAC filter, the routes whose policies
+	// it can express exactly, and sends the others to the authorization service (docs/policies.md,
+	// "Where a policy is decided"); Envoy's decisions reach the same decision log.
 	EngineAuto AuthzEngine = "auto"
 )
 
@@ -119,8 +119,9 @@ type AuthzSettings struct {
 	// Mode is ENFORCE (default: every inbound request is authorized) or OFF (ext_authz is
 	// turned off on every route; AuthorizationPolicies are not applied).
 	Mode AuthzMode `json:"mode,omitempty"`
-	// Engine is extAuthz (default: the authorization service decides every request) or auto
-	// (Envoy decides the routes whose policies its RBAC filter expresses exactly).
+	// Engine is auto (default: Envoy decides the routes whose policies its RBAC filter expresses
+	// exactly, the authorization service the others) or extAuthz (the authorization service
+	// decides every request).
 	Engine AuthzEngine `json:"engine,omitempty"`
 	// FailureMode is CLOSED (default: deny when authorization is unreachable) or OPEN.
 	FailureMode FailureMode `json:"failureMode,omitempty"`
@@ -225,7 +226,7 @@ func (d *MeshDoc) setDefaults() {
 		s.Authz.Mode = AuthzEnforce
 	}
 	if s.Authz.Engine == "" {
-		s.Authz.Engine = EngineExtAuthz
+		s.Authz.Engine = EngineAuto
 	}
 	if s.Authz.FailureMode == "" {
 		s.Authz.FailureMode = FailClosed

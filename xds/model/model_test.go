@@ -113,7 +113,7 @@ func TestMeshAuthzEngine(t *testing.T) {
 		want    AuthzEngine // after defaulting
 		wantErr string
 	}{
-		{engine: "", want: EngineExtAuthz},
+		{engine: "", want: EngineAuto},
 		{engine: EngineAuto, want: EngineAuto},
 		{engine: EngineExtAuthz, want: EngineExtAuthz},
 		{engine: "AUTO", wantErr: `spec.authz.engine: must be auto or extAuthz, not "AUTO"`},

@@ -93,7 +93,9 @@ func TestPolicyChangesLeaveListeners(t *testing.T) {
 		{name: "authorization fails open", from: "failureMode: CLOSED", to: "failureMode: OPEN", filters: true},
 		{name: "authorization timeout", from: "timeout: 250ms", to: "timeout: 1s", filters: true},
 		{name: "authorization OFF", from: "authz: {", to: `authz: {mode: "OFF", `, routes: true},
-		{name: "an authorization policy", from: "", to: "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: {service: api}\n  action: ALLOW\n  rules: [{from: {principals: [\"spiffe://example.org/ns/shop/sa/web\"]}}]\n"},
+		// Under the default engine (auto) Envoy decides this policy: it is in the route's RBAC.
+		{name: "an authorization policy", from: "", to: "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  selector: {service: api}\n  action: ALLOW\n  rules: [{from: {principals: [\"spiffe://example.org/ns/shop/sa/web\"]}}]\n", routes: true},
+		{name: "engine extAuthz", from: "authz: {", to: "authz: {engine: extAuthz, ", routes: true},
 		// The check can fail: a TLS mode change does replace the inbound listener.
 		{name: "mTLS PERMISSIVE", from: "mode: STRICT", to: "mode: PERMISSIVE", listeners: true},
 	} {

@@ -233,7 +233,9 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		recs = recs[:0]
-		for _, line := range strings.Split(strings.TrimSpace(h.decisions.String()), "\n") {
+		log := h.decisions.String()
+		log = log[:strings.LastIndexByte(log, '\n')+1] // complete lines: the flusher may be mid-line
+		for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
 			var r authzserver.Record
 			if line == "" {
 				continue

@@ -54,6 +54,12 @@ func (t *translator) spanTags(direction string) []*tracingtypev3.CustomTag {
 			valueTag("portcullis.decision.code", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:code)%"),
 			valueTag("portcullis.decision.policy", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policy)%"),
 			valueTag("portcullis.decision.rule", "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:rule)%"),
+			// A decision Envoy's RBAC made (engine auto): the DENY and ALLOW filters' results and
+			// the policy/rule that matched, "namespace/name/rule".
+			valueTag("portcullis.rbac.deny", "%DYNAMIC_METADATA(envoy.filters.http.rbac:"+model.RBACDenyPrefix+"enforced_engine_result)%"),
+			valueTag("portcullis.rbac.allow", "%DYNAMIC_METADATA(envoy.filters.http.rbac:"+model.RBACAllowPrefix+"enforced_engine_result)%"),
+			valueTag("portcullis.rbac.policy", "%DYNAMIC_METADATA(envoy.filters.http.rbac:"+model.RBACDenyPrefix+"enforced_effective_policy_id)%"+
+				"%DYNAMIC_METADATA(envoy.filters.http.rbac:"+model.RBACAllowPrefix+"enforced_effective_policy_id)%"),
 		)
 	}
 	return append(tags,
