@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	"identity/internal/":            {"identity/"},
 	"identity/securefile":           nil,
 	"authz/jwt":                     {"xds/model"},
+	"authz/apikey":                  {"xds/model"},
 	"authz/policy":                  {"authz/jwt", "authz/policy/internal/", "xds/model"},
 	"authz/policy/internal/":        {"authz/policy/internal/", "xds/model", "xds/source"},
 	"authz/policy/lint":             {"authz/policy", "authz/policy/internal/pattern", "authz/jwt", "xds/model"},
