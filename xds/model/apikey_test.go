@@ -38,6 +38,7 @@ spec:
   action: ALLOW
   rules:
   - from: {apiKey: {providers: [clients], identities: [batch-exporter], attributes: [{claim: scopes, contains: export}]}}
+    when: [{attribute: apiKey.attributes.scopes, equals: export}]
 `)
 	if ps != nil {
 		t.Fatal(ps)
@@ -148,5 +149,41 @@ func TestAPIKeyHashFormat(t *testing.T) {
 		if _, _, err := model.ParseAPIKeyHash(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestRateLimitByAPIKey(t *testing.T) {
+	m, ps := buildYAML(t, apiKeyMeshHead+`apiVersion: portcullis.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: per-client, namespace: shop}
+spec:
+  selector: {service: api}
+  trustedProxyHops: 1
+  limits:
+  - {name: per-key, bucket: {maxTokens: 100, fillInterval: 1m}, by: {apiKey: true}}
+`)
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	l := model.ResolvedRateLimit{RateLimit: m.RateLimitPolicies[0].Spec.Limits[0], TrustedProxyHops: 1}
+	if !l.Verified() || l.VerifiedKey().String() != "apiKey:1" {
+		t.Errorf("verified %v, key %q", l.Verified(), l.VerifiedKey())
+	}
+	if k, err := model.ParseVerifiedKey("apiKey:1"); err != nil || k != l.VerifiedKey() {
+		t.Errorf("ParseVerifiedKey: %v %v", k, err)
+	}
+	if _, err := model.ParseVerifiedKey("apiKey:0:owner"); err == nil {
+		t.Error("an argument to apiKey was accepted")
+	}
+	_, ps = buildYAML(t, apiKeyMeshHead+`apiVersion: portcullis.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: per-client, namespace: shop}
+spec:
+  selector: {service: api}
+  limits:
+  - {name: per-key, bucket: {maxTokens: 100, fillInterval: 1m}, by: {apiKey: true, clientIP: true}}
+`)
+	if w := "spec.limits[0].by: needs exactly one of header, sourcePrincipal, jwtClaim, apiKey or clientIP"; !strings.Contains(ps.Error(), w) {
+		t.Errorf("got %v, want %q", ps, w)
 	}
 }
