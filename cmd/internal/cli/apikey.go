@@ -55,6 +55,9 @@ func CreateAPIKey(r APIKeyRequest) (key, id string, err error) {
 	if r.Identity == "" {
 		return "", "", errors.New("--identity is required")
 	}
+	if r.TTL <= 0 {
+		return "", "", fmt.Errorf("--ttl must be positive, not %s", r.TTL)
+	}
 	attrs, err := parseAttributes(r.Attributes)
 	if err != nil {
 		return "", "", err
@@ -69,6 +72,9 @@ func CreateAPIKey(r APIKeyRequest) (key, id string, err error) {
 // RotateAPIKey adds a new key for the identity of key r.OldID, with its attributes, and makes the
 // old key expire after r.Overlap (or at its own expiry, if sooner), so clients can switch over.
 func RotateAPIKey(r APIKeyRequest) (key, id string, err error) {
+	if r.TTL <= 0 || r.Overlap < 0 {
+		return "", "", fmt.Errorf("--ttl must be positive and --overlap not negative (0 ends the old key now), not %s and %s", r.TTL, r.Overlap)
+	}
 	err = editAPIKeys(r.APIKeyFile, false, func(keys *yaml.Node) error {
 		old := findKey(keys, r.OldID)
 		if old == nil {
