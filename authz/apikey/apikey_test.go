@@ -85,6 +85,8 @@ func TestVerify(t *testing.T) {
 		{name: "namespace provider does not reach another", ns: "other", headers: h("x-api-key", good.key)},
 		{name: "Bearer is not an API key", ns: "shop", headers: h("authorization", "Bearer "+corp.key)},
 		{name: "no key", ns: "shop", headers: h("x-other", good.key)},
+		{name: "a Bearer token beside the key", ns: "shop", headers: map[string][]string{"authorization": {"Bearer x.y.z", "ApiKey " + corp.key}}, id: "corp-1", by: "portcullis-system/corp"},
+		{name: "two keys in Authorization", ns: "shop", headers: map[string][]string{"authorization": {"ApiKey " + corp.key, "ApiKey " + corp.key}}, reason: apikey.ReasonMalformed},
 		{name: "wrong secret", ns: "shop", headers: h("x-api-key", other.key), id: "good", reason: apikey.ReasonWrongSecret},
 		{name: "unknown id", ns: "shop", headers: h("x-api-key", newKey(t, "clients", "nope", "").key), id: "nope", reason: apikey.ReasonUnknownID},
 		{name: "key of the root provider in the wrong header", ns: "shop", headers: h("x-api-key", corp.key), id: "corp-1", reason: apikey.ReasonUnknownID},

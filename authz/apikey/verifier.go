@@ -151,23 +151,33 @@ func (v *Verifier) Verify(ns string, headers map[string][]string, now time.Time)
 	s := v.set.Load().scope(ns)
 	for _, h := range s.headers {
 		vals := headers[h]
-		if len(vals) == 0 {
-			continue
-		}
-		text := vals[0]
 		if h == "authorization" {
-			scheme := model.APIKeyAuthorizationScheme
-			if len(text) < len(scheme) || !strings.EqualFold(text[:len(scheme)], scheme) {
-				continue // another scheme (a Bearer token) is not an API key
-			}
-			text = strings.TrimLeft(text[len(scheme):], " ")
+			vals = apiKeySchemeValues(vals)
 		}
-		if len(vals) > 1 {
-			return Result{Presented: true, Reason: ReasonMalformed}
+		switch len(vals) {
+		case 0:
+			continue
+		case 1:
+			return verify(s.byHeader[h], vals[0], now)
 		}
-		return verify(s.byHeader[h], text, now)
+		// Servers disagree on which of two values they read: verifying one says nothing of
+		// the other.
+		return Result{Presented: true, Reason: ReasonMalformed}
 	}
 	return Result{}
+}
+
+// apiKeySchemeValues returns the credentials of the Authorization values with the ApiKey scheme
+// (case-insensitive); other schemes (a Bearer token) are not API keys.
+func apiKeySchemeValues(vals []string) []string {
+	var out []string
+	scheme := model.APIKeyAuthorizationScheme
+	for _, v := range vals {
+		if len(v) >= len(scheme) && strings.EqualFold(v[:len(scheme)], scheme) {
+			out = append(out, strings.TrimLeft(v[len(scheme):], " "))
+		}
+	}
+	return out
 }
 
 func verify(byID map[string][]*entry, text string, now time.Time) Result {
