@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	"authz/policy/internal/":        {"authz/policy/internal/", "xds/model", "xds/source"},
 	"authz/policy/lint":             {"authz/policy", "authz/policy/internal/pattern", "authz/jwt", "xds/model"},
 	"authz/policy/explain":          {"authz/policy", "xds/model"},
-	"authz/policy/policytest":       {"authz/policy", "authz/policy/explain", "authz/jwt", "xds/model"},
+	"authz/policy/policytest":       {"authz/policy", "authz/policy/explain", "authz/jwt", "authz/apikey", "xds/model"},
 	"authz/revocation":              {"authz/jwt", "xds/model"},
 	"authz/server":                  {"authz/jwt", "authz/apikey", "authz/policy", "authz/revocation", "telemetry", "xds/model"},
 	"authz/ratelimit":               {"xds/model"},
