@@ -56,6 +56,9 @@ spec:
 	if m.APIKeyProvider("other", "clients") != nil {
 		t.Error("a provider of namespace shop was found from namespace other")
 	}
+	if s := model.NewMeshContext(m).Service(model.Ref{Namespace: "shop", Name: "api"}); len(s.APIKeyProviders) != 1 || s.APIKeyProviders[0] != p {
+		t.Errorf("the provider does not act on its namespace's service: %v", s.APIKeyProviders)
+	}
 	nbf, exp := p.Spec.Keys[1].Validity()
 	if nbf.Month() != 12 || exp.Month() != 2 {
 		t.Errorf("validity %v %v", nbf, exp)
