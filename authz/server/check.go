@@ -181,12 +181,12 @@ func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, he
 // verifyAPIKey verifies the API key of a request for a destination in namespace ns, in a child
 // span when the check is traced. The span names the key by its id, never by its text.
 func (s *Server) verifyAPIKey(ctx context.Context, parent trace.Span, ns string, headers map[string][]string, now time.Time) apikey.Result {
-	r := s.apikeys.Verify(ns, headers, now)
 	if !parent.IsRecording() {
-		return r
+		return s.apikeys.Verify(ns, headers, now)
 	}
-	_, span := s.tracer.Start(ctx, spanAPIKey, trace.WithTimestamp(now))
+	_, span := s.tracer.Start(ctx, spanAPIKey)
 	defer span.End()
+	r := s.apikeys.Verify(ns, headers, now)
 	if !r.Presented {
 		span.SetAttributes(attribute.Bool("authz.apikey.present", false))
 		return r
