@@ -101,9 +101,12 @@ func TestAPIKeyDecisions(t *testing.T) {
 			if httpCode(resp) != tc.status || decisionCode(resp) != tc.code || resp.GetDynamicMetadata().GetFields()["rule"].GetStringValue() != tc.rule {
 				t.Fatalf("got %d %s, want %d %s %s\n%s", httpCode(resp), decisionCode(resp), tc.status, tc.code, tc.rule, describe(resp))
 			}
-			// Every refusal reads the same to the client: 401 and no reason.
+			// Every refusal reads the same to the client: 401, the same challenge, no reason.
 			if tc.status == 401 && (strings.Contains(resp.GetDeniedResponse().GetBody(), "reason") || strings.Contains(resp.GetDeniedResponse().GetBody(), "expired")) {
 				t.Errorf("the body explains the refusal: %s", resp.GetDeniedResponse().GetBody())
+			}
+			if c := responseHeader(resp, "www-authenticate"); tc.status == 401 && c != `Bearer realm="portcullis", error="invalid_token"` {
+				t.Errorf("challenge %q", c)
 			}
 		})
 	}

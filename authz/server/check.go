@@ -359,8 +359,9 @@ func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse 
 	case http.StatusUnauthorized:
 		body.Error = "unauthenticated"
 		challenge := `Bearer realm="portcullis"`
-		if d.Code == policy.CodeJWTInvalid || d.Code == policy.CodeRevoked {
-			// RFC 6750: invalid_token covers a revoked one.
+		if d.Code == policy.CodeJWTInvalid || d.Code == policy.CodeRevoked || d.Code == policy.CodeAPIKeyInvalid {
+			// RFC 6750: invalid_token covers a revoked one. A refused API key reads the same
+			// whatever the reason, revoked or not.
 			challenge += `, error="invalid_token"`
 		}
 		hs = append(hs, header("www-authenticate", challenge))
