@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/jwt"
 )
 
@@ -23,6 +24,8 @@ type Attributes struct {
 	Request     Request
 	// JWT is the verified end-user token, nil when the request carried none.
 	JWT *jwt.Token
+	// APIKey is the verified API key, nil when the request carried none.
+	APIKey *apikey.Key
 }
 
 // Source is the calling workload.

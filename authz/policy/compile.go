@@ -213,14 +213,21 @@ func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc, m *model.Mes
 	if s := doc.Spec.Selector; s != nil {
 		p.selector = &model.Ref{Namespace: ref.Namespace, Name: s.Service}
 	}
-	sc := jwtScope{root: model.DefaultRootNamespace, provider: func(name string) string { return ref.Namespace + "/" + name }}
+	local := func(name string) string { return ref.Namespace + "/" + name }
+	sc := jwtScope{root: model.DefaultRootNamespace, provider: local, apiKeyProvider: local}
 	if m != nil {
 		sc.root = m.RootNamespace()
 		sc.provider = func(name string) string {
 			if d := m.JWTProvider(ref.Namespace, name); d != nil {
 				return model.RefOf(d).String()
 			}
-			return ref.Namespace + "/" + name // Build checked the reference: unreachable
+			return local(name) // Build checked the reference: unreachable
+		}
+		sc.apiKeyProvider = func(name string) string {
+			if d := m.APIKeyProvider(ref.Namespace, name); d != nil {
+				return model.RefOf(d).String()
+			}
+			return local(name) // likewise
 		}
 	}
 	var findings []finding
@@ -237,10 +244,11 @@ func (c *Compiler) compilePolicy(doc *model.AuthorizationPolicyDoc, m *model.Mes
 	return p, findings
 }
 
-// jwtScope is what a rule's from.jwt resolves against.
+// jwtScope is what a rule's from.jwt and from.apiKey resolve against.
 type jwtScope struct {
-	root     string
-	provider func(name string) string // namespace/name of the JWTProvider a rule names
+	root           string
+	provider       func(name string) string // namespace/name of the JWTProvider a rule names
+	apiKeyProvider func(name string) string // and of the APIKeyProvider
 }
 
 func compileRule(r *model.Rule, i int, sc jwtScope, path model.Path) (*rule, []finding) {
@@ -278,6 +286,22 @@ func compileRule(r *model.Rule, i int, sc jwtScope, path model.Path) (*rule, []f
 				jc.claims = append(jc.claims, &valueCond{path: fmt.Sprintf("from.jwt.claims[%d]", k), attr: "jwt.claims." + c.Claim, get: claimGetter(c.Claim), op: op})
 			}
 			out.jwt = jc
+		}
+		if k := f.APIKey; k != nil {
+			kc := &apiKeyCond{rootNamespace: sc.root, identities: k.Identities}
+			for _, name := range k.Providers {
+				kc.providers = append(kc.providers, sc.apiKeyProvider(name))
+			}
+			for j := range k.Attributes {
+				c := &k.Attributes[j]
+				op, err := pattern.ParseOperator(&c.ValueMatch)
+				if err != nil {
+					fail(path.Field("from.apiKey.attributes").Index(j), err)
+					continue
+				}
+				kc.attributes = append(kc.attributes, &valueCond{path: fmt.Sprintf("from.apiKey.attributes[%d]", j), attr: "apiKey.attributes." + c.Claim, get: apiKeyAttribute(c.Claim), op: op})
+			}
+			out.conds = append(out.conds, kc)
 		}
 	}
 	if t := r.To; t != nil {

@@ -23,12 +23,13 @@ const (
 	CodeJWTInvalid     Code = "jwt_invalid"     // the request carried a token that failed verification (401)
 	CodeRevoked        Code = "revoked"         // the credential was revoked (401)
 	CodeBadRequest     Code = "bad_request"     // the request could not be read (400)
+	CodeAPIKeyInvalid  Code = "api_key_invalid" // the request carried an API key that failed verification (401)
 	CodeUnavailable    Code = "unavailable"     // no valid mesh is loaded yet (503)
 	CodeError          Code = "error"           // the server failed; fails closed (500)
 )
 
 // Codes lists every code, for metrics and documentation.
-var Codes = []Code{CodeAllowed, CodeAllowedDefault, CodeDenied, CodeDeniedDefault, CodeJWTRequired, CodeJWTInvalid, CodeRevoked, CodeBadRequest, CodeUnavailable, CodeError}
+var Codes = []Code{CodeAllowed, CodeAllowedDefault, CodeDenied, CodeDeniedDefault, CodeJWTRequired, CodeJWTInvalid, CodeRevoked, CodeBadRequest, CodeAPIKeyInvalid, CodeUnavailable, CodeError}
 
 // Decision is the outcome for one request: what was decided, by which policy and rule, and why.
 // The ID names it in the response, the decision log and the trace.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/policy/internal/pattern"
 )
 
@@ -81,6 +82,15 @@ func getterFor(path string) (getter, error) {
 			}
 			return str(a.JWT.Subject)
 		}, nil
+	case "apiKey.id":
+		return apiKeyField(func(k *apikey.Key) string { return k.ID }), nil
+	case "apiKey.identity":
+		return apiKeyField(func(k *apikey.Key) string { return k.Identity }), nil
+	case "apiKey.provider":
+		return apiKeyField(func(k *apikey.Key) string { return k.Provider }), nil
+	}
+	if name, ok := strings.CutPrefix(path, "apiKey.attributes."); ok {
+		return apiKeyAttribute(name), nil
 	}
 	if name, ok := strings.CutPrefix(path, "request.headers."); ok {
 		name = strings.ToLower(name)

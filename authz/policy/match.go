@@ -190,4 +190,5 @@ var (
 	_ cond = (*timeCond)(nil)
 	_ cond = (*valueCond)(nil)
 	_ cond = (*jwtCond)(nil)
+	_ cond = (*apiKeyCond)(nil)
 )

@@ -279,5 +279,21 @@ func InputDocument(a *Attributes) (ast.Value, error) {
 			item("claims", ast.NewTerm(claims)),
 		))
 	}
+	if k := a.APIKey; k != nil {
+		attrs := ast.NewObjectWithCapacity(len(k.Attributes))
+		for name, vals := range k.Attributes {
+			arr := make([]*ast.Term, len(vals))
+			for i, v := range vals {
+				arr[i] = s(v)
+			}
+			attrs.Insert(s(name), ast.ArrayTerm(arr...))
+		}
+		doc.Insert(ast.StringTerm("apiKey"), ast.ObjectTerm(
+			item("id", s(k.ID)),
+			item("identity", s(k.Identity)),
+			item("provider", s(k.Provider)),
+			item("attributes", ast.NewTerm(attrs)),
+		))
+	}
 	return doc, nil
 }

@@ -18,6 +18,7 @@ import (
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/authz/revocation"
@@ -32,6 +33,7 @@ const HeaderDecisionID = model.HeaderDecisionID
 const (
 	spanCheck  = "authz.Check"
 	spanJWT    = "authz.jwt.verify"
+	spanAPIKey = "authz.apikey.verify"
 	spanPolicy = "authz.policy.evaluate"
 )
 
@@ -73,6 +75,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		d       policy.Decision
 		attrs   *policy.Attributes
 		jr      jwt.Result
+		kr      apikey.Result
 		revoked *revocation.Entry
 	)
 	engine := s.engine.Load()
@@ -100,6 +103,19 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			}
 			attrs.JWT = jr.Token
 		}
+		if s.apikeys.Covers(attrs.Destination.Namespace) {
+			kr = s.verifyAPIKey(ctx, span, attrs.Destination.Namespace, attrs.Request.Headers, start)
+			if kr.Presented && kr.Key == nil {
+				code := policy.CodeAPIKeyInvalid
+				if kr.Reason == apikey.ReasonRevoked {
+					code = policy.CodeRevoked
+				}
+				d = s.early(start, code, "invalid API key: "+string(kr.Reason))
+				d.MeshVersion = engine.Version()
+				break
+			}
+			attrs.APIKey = kr.Key
+		}
 		d = s.decide(ctx, span, engine, attrs)
 	}
 
@@ -114,7 +130,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if sc := span.SpanContext(); sc.IsValid() {
 		traceID = sc.TraceID().String()
 	}
-	rec := newRecord(&d, status, attrs, &jr, traceID, took, start)
+	rec := newRecord(&d, status, attrs, &jr, &kr, traceID, took, start)
 	rec.Caller = caller
 	if revoked != nil && rec.JWT != nil {
 		rec.JWT.Revoked = &RecordRevocation{Revocation: revoked.Document, Entry: revoked.Field(), Reason: revoked.Reason}
@@ -160,6 +176,30 @@ func (s *Server) verifyJWT(ctx context.Context, parent trace.Span, ns string, he
 	}
 	span.SetAttributes(a...)
 	return r, revoked
+}
+
+// verifyAPIKey verifies the API key of a request for a destination in namespace ns, in a child
+// span when the check is traced. The span names the key by its id, never by its text.
+func (s *Server) verifyAPIKey(ctx context.Context, parent trace.Span, ns string, headers map[string][]string, now time.Time) apikey.Result {
+	if !parent.IsRecording() {
+		return s.apikeys.Verify(ns, headers, now)
+	}
+	_, span := s.tracer.Start(ctx, spanAPIKey)
+	defer span.End()
+	r := s.apikeys.Verify(ns, headers, now)
+	if !r.Presented {
+		span.SetAttributes(attribute.Bool("authz.apikey.present", false))
+		return r
+	}
+	a := []attribute.KeyValue{attribute.Bool("authz.apikey.present", true), attribute.String("authz.apikey.id", r.ID)}
+	if r.Key != nil {
+		a = append(a, attribute.String("authz.apikey.identity", r.Key.Identity), attribute.String("authz.apikey.provider", r.Key.Provider))
+	} else {
+		a = append(a, attribute.String("authz.apikey.error", string(r.Reason)))
+		span.SetStatus(codes.Error, string(r.Reason))
+	}
+	span.SetAttributes(a...)
+	return r
 }
 
 // decide evaluates policies, in a child span when the check is traced. The decision itself is
@@ -231,7 +271,7 @@ func httpStatus(c policy.Code) int {
 	switch c {
 	case policy.CodeAllowed, policy.CodeAllowedDefault:
 		return http.StatusOK
-	case policy.CodeJWTRequired, policy.CodeJWTInvalid, policy.CodeRevoked:
+	case policy.CodeJWTRequired, policy.CodeJWTInvalid, policy.CodeRevoked, policy.CodeAPIKeyInvalid:
 		return http.StatusUnauthorized
 	case policy.CodeBadRequest:
 		return http.StatusBadRequest
@@ -319,8 +359,9 @@ func (s *Server) response(d *policy.Decision, status int) *authv3.CheckResponse 
 	case http.StatusUnauthorized:
 		body.Error = "unauthenticated"
 		challenge := `Bearer realm="portcullis"`
-		if d.Code == policy.CodeJWTInvalid || d.Code == policy.CodeRevoked {
-			// RFC 6750: invalid_token covers a revoked one.
+		if d.Code == policy.CodeJWTInvalid || d.Code == policy.CodeRevoked || d.Code == policy.CodeAPIKeyInvalid {
+			// RFC 6750: invalid_token covers a revoked one. A refused API key reads the same
+			// whatever the reason, revoked or not.
 			challenge += `, error="invalid_token"`
 		}
 		hs = append(hs, header("www-authenticate", challenge))

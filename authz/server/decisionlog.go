@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 )
@@ -40,6 +41,7 @@ type Record struct {
 	Destination RecordDest    `json:"destination"`
 	Request     RecordRequest `json:"request"`
 	JWT         *RecordJWT    `json:"jwt,omitempty"`
+	APIKey      *RecordAPIKey `json:"api_key,omitempty"`
 	TraceID     string        `json:"trace_id,omitempty"`
 	DurationUS  int64         `json:"duration_us"`
 	EvalUS      int64         `json:"eval_us"`
@@ -86,7 +88,16 @@ type RecordRevocation struct {
 	Reason     string `json:"reason,omitempty"`
 }
 
-func newRecord(d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Result, traceID string, took time.Duration, now time.Time) *Record {
+// RecordAPIKey is the presented API key by its public id, who holds it and why it was refused;
+// never the key.
+type RecordAPIKey struct {
+	ID       string `json:"id,omitempty"`
+	Identity string `json:"identity,omitempty"`
+	Provider string `json:"provider,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+func newRecord(d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Result, kr *apikey.Result, traceID string, took time.Duration, now time.Time) *Record {
 	r := &Record{
 		Time: now.UTC(), DecisionID: d.ID, Decision: string(d.Outcome()), Code: d.Code, HTTPStatus: status,
 		Policy: d.Policy, Rule: d.Rule, Reason: d.Reason, MeshVersion: d.MeshVersion,
@@ -108,6 +119,12 @@ func newRecord(d *policy.Decision, status int, a *policy.Attributes, jr *jwt.Res
 		}
 		if jr.Err != nil {
 			r.JWT.Error = string(jr.Err.Code) + ": " + jr.Err.Detail
+		}
+	}
+	if kr != nil && kr.Presented {
+		r.APIKey = &RecordAPIKey{ID: kr.ID, Error: string(kr.Reason)}
+		if kr.Key != nil {
+			r.APIKey.Identity, r.APIKey.Provider = kr.Key.Identity, kr.Key.Provider
 		}
 	}
 	return r

@@ -87,6 +87,11 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
+	if k := r.APIKey; k != nil {
+		b = append(b, `,"api_key":{`...)
+		b = appendMembers(b, "id", k.ID, "identity", k.Identity, "provider", k.Provider, "error", k.Error)
+		b = append(b, '}')
+	}
 	b = appendOmitEmpty(b, "trace_id", r.TraceID)
 	b = append(b, `,"duration_us":`...)
 	b = strconv.AppendInt(b, r.DurationUS, 10)

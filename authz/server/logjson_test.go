@@ -24,6 +24,7 @@ func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
 		Request:     RecordRequest{ID: "1", Method: "GET", Path: "/a", Host: "h", Protocol: "HTTP/1.1"},
 		JWT: &RecordJWT{Issuer: "i", Subject: "s", KeyID: "k", Providers: []string{"demo/p1", "demo/p2"}, CacheHit: true, Error: "x",
 			Revoked: &RecordRevocation{Revocation: "demo/r", Entry: "spec.jwts[1]", Reason: "<stolen> \"laptop\""}},
+		APIKey:  &RecordAPIKey{ID: "batch-1", Identity: "batch-exporter", Provider: "demo/clients", Error: "expired"},
 		TraceID: "abc", DurationUS: 12, EvalUS: 3,
 	}
 	for name, r := range map[string]*Record{
@@ -32,6 +33,8 @@ func TestRecordJSONMatchesEncodingJSON(t *testing.T) {
 		"jwt with none":      {JWT: &RecordJWT{}},
 		"only port":          {Destination: RecordDest{Port: 1}},
 		"revoked, no reason": {JWT: &RecordJWT{Issuer: "i", Revoked: &RecordRevocation{Revocation: "demo/r", Entry: "spec.jwts[0]"}}},
+		"api key, id only":   {APIKey: &RecordAPIKey{ID: "k"}},
+		"api key empty":      {APIKey: &RecordAPIKey{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			want, err := json.Marshal(r)

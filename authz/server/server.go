@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/authz/revocation"
@@ -60,6 +61,7 @@ type Server struct {
 	src      MeshSource
 	compiler *policy.Compiler
 	verifier *jwt.Verifier
+	apikeys  *apikey.Verifier
 	dlog     *DecisionLog
 	metrics  *metrics
 	now      func() time.Time
@@ -109,7 +111,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, now: opts.Now, callers: opts.Callers, certs: newPeerCerts(),
+		log: opts.Logger, src: opts.Source, compiler: opts.Compiler, verifier: v, apikeys: apikey.New(), now: opts.Now, callers: opts.Callers, certs: newPeerCerts(),
 		tracer: opts.TracerProvider.Tracer("github.com/portcullis/portcullis/authz/server"),
 	}
 	if s.metrics, err = newMetrics(opts.Meter, s); err != nil {
@@ -198,13 +200,14 @@ func (s *Server) apply(m *model.Mesh) {
 	// revocations apply.
 	rev := revocation.New(m, s.now())
 	s.revocations.Store(rev)
+	s.apikeys.Update(m)
 	s.engine.Store(e)
 	s.metrics.attrs.Clear()
 	s.metaValues.Clear()
 	s.mu.Lock()
 	s.lastError = ""
 	s.mu.Unlock()
-	s.log.Info("authorization policies loaded", "version", m.Version, "policies", e.Policies(), "jwt_providers", len(m.JWTProviders), "revocations", rev.Len())
+	s.log.Info("authorization policies loaded", "version", m.Version, "policies", e.Policies(), "jwt_providers", len(m.JWTProviders), "api_key_providers", len(m.APIKeyProviders), "revocations", rev.Len())
 }
 
 // Ready reports whether the server decides requests: a mesh has been loaded.
@@ -232,11 +235,13 @@ type Status struct {
 	TokenCache  int                  `json:"verifiedTokensCached"`
 	// Revocations counts the JWT revocation entries live when the mesh was loaded.
 	Revocations int `json:"revocations"`
+	// APIKeyProviders count each provider's keys; no key, hash or secret.
+	APIKeyProviders []apikey.ProviderStatus `json:"apiKeyProviders"`
 }
 
 // Status returns the server's state.
 func (s *Server) Status() Status {
-	st := Status{Providers: s.verifier.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.Summary{}, Revocations: s.revocations.Load().Len()}
+	st := Status{Providers: s.verifier.Status(), APIKeyProviders: s.apikeys.Status(), TokenCache: s.verifier.CacheLen(), Policies: []policy.Summary{}, Revocations: s.revocations.Load().Len()}
 	if e := s.engine.Load(); e != nil {
 		st.Ready, st.MeshVersion, st.CompiledAt, st.Policies = true, e.Version(), e.CompiledAt(), e.Summaries()
 	}

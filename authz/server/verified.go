@@ -34,14 +34,18 @@ func verifiedAttributes(keys string, a *policy.Attributes) *structpb.Value {
 }
 
 // verifiedValue is one key's value: "jwt:<quoted issuer><claim>" for a claim of the verified token
-// (the issuer is part of it: a subject is unique only within its issuer), else "ip:<address>",
-// the client IP — what a jwtClaim key falls back to for requests without a verified token
-// carrying the claim as one value.
+// (the issuer is part of it: a subject is unique only within its issuer), "apikey:<quoted
+// provider><identity>" for the identity of the verified API key (likewise unique only within its
+// provider), else "ip:<address>", the client IP — what jwtClaim and apiKey keys fall back to for
+// requests without the verified credential.
 func verifiedValue(k model.VerifiedKey, a *policy.Attributes) string {
-	if k.Kind == model.VerifiedJWTClaim && a.JWT != nil {
+	switch {
+	case k.Kind == model.VerifiedJWTClaim && a.JWT != nil:
 		if v, ok := a.JWT.Claims.Get(k.Arg); ok && !v.List && len(v.Values) == 1 {
 			return "jwt:" + strconv.Quote(a.JWT.Issuer) + v.Values[0]
 		}
+	case k.Kind == model.VerifiedAPIKey && a.APIKey != nil:
+		return "apikey:" + strconv.Quote(a.APIKey.Provider) + a.APIKey.Identity
 	}
 	// X-Forwarded-For sent on several lines is one list, the lines in order (RFC 9110 5.3).
 	ip := clientIP(a.Source.Address, strings.Join(a.Request.Headers["x-forwarded-for"], ","), k.Hops)

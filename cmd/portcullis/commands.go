@@ -15,6 +15,7 @@ func commands(g *globals) []*cobra.Command {
 		newProxyCommand(g),
 		newTokenCommand(g),
 		newRevokeCommand(g),
+		newAPIKeyCommand(g),
 		newCACommand(g),
 		newInitIPTablesCommand(g),
 		newInstallCommand(g),

@@ -57,7 +57,9 @@ func newPolicyTestCommand(_ *globals) *cobra.Command {
         path: /api/items
       expect: {decision: ALLOW, policy: demo/backend-allow-frontend, rule: frontend-reads}
 
-A token is given by its claims (jwt: {providers: [demo-idp], claims: {...}}). Failures are
+A token is given by its claims (jwt: {providers: [demo-idp], claims: {...}}), an API key by
+what its provider binds to it (apiKey: {provider: clients, identity: batch, attributes: {...}}).
+Failures are
 explained rule by rule; the exit status is 1 when any test fails, as with "opa test".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

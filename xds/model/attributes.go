@@ -27,8 +27,12 @@ var attributePaths = []string{
 	"request.time",     // RFC 3339
 	"jwt.issuer",
 	"jwt.subject",
-	"jwt.providers", // JWTProviders ("namespace/name") that verified the token
-	"jwt.claims.",   // + claim path, dot-separated
+	"jwt.providers",      // JWTProviders ("namespace/name") that verified the token
+	"jwt.claims.",        // + claim path, dot-separated
+	"apiKey.id",          // id of the verified API key (public; never the key)
+	"apiKey.identity",    // identity the key is bound to
+	"apiKey.provider",    // APIKeyProvider ("namespace/name") that verified the key
+	"apiKey.attributes.", // + attribute name
 }
 
 // ValidAttributePath reports whether p names an attribute of the authorization input.

@@ -94,6 +94,22 @@ type Source struct {
 	NotNamespaces []string `json:"notNamespaces,omitempty"`
 	// JWT requires a verified end-user token, optionally with claims.
 	JWT *JWTRequirement `json:"jwt,omitempty"`
+	// APIKey requires a verified API key, optionally of some identities and with attributes.
+	APIKey *APIKeyRequirement `json:"apiKey,omitempty"`
+}
+
+// APIKeyRequirement requires an API key verified by one of the named providers.
+type APIKeyRequirement struct {
+	// Providers are APIKeyProvider names, each found in the policy's namespace or else in the
+	// root namespace. Empty accepts a key of any provider that acts on the destination: those
+	// of its namespace and the root namespace.
+	Providers []string `json:"providers,omitempty"`
+	// Identities: the key's identity must be one of them; any identity unless set.
+	Identities []string `json:"identities,omitempty"`
+	// Attributes of the key that must all hold, tested like JWT claims
+	// ({claim: scopes, contains: export}).
+	// +kubebuilder:validation:MaxItems=16
+	Attributes []ClaimMatch `json:"attributes,omitempty"`
 }
 
 // JWTRequirement requires a token verified by one of the named providers.
@@ -273,6 +289,24 @@ func (r *Rule) validate(errs *FieldErrors, p Path) {
 				cp := jp.Field("claims").Index(i)
 				if c.Claim == "" || strings.HasPrefix(c.Claim, ".") || strings.HasSuffix(c.Claim, ".") || strings.Contains(c.Claim, "..") {
 					errs.Addf(cp.Field("claim"), "must be a dot-separated claim path like \"realm_access.roles\", not %q", c.Claim)
+				}
+				c.ValueMatch.validate(errs, cp, true)
+			}
+		}
+		if k := r.From.APIKey; k != nil {
+			kp := fp.Field("apiKey")
+			for i, name := range k.Providers {
+				validateDNSLabel(errs, kp.Field("providers").Index(i), name)
+			}
+			for i, id := range k.Identities {
+				if id == "" {
+					errs.Addf(kp.Field("identities").Index(i), "must not be empty")
+				}
+			}
+			for i, c := range k.Attributes {
+				cp := kp.Field("attributes").Index(i)
+				if !attributeName.MatchString(c.Claim) {
+					errs.Addf(cp.Field("claim"), "must be an attribute name (letters, digits, '_' and '-'), not %q", c.Claim)
 				}
 				c.ValueMatch.validate(errs, cp, true)
 			}

@@ -43,6 +43,8 @@ type ResolvedService struct {
 	// JWTProviders are the providers that verify tokens of requests for the service (and refuse
 	// invalid ones): those of its namespace and of the root namespace, sorted likewise.
 	JWTProviders []*JWTProviderDoc
+	// APIKeyProviders likewise verify API keys of requests for the service.
+	APIKeyProviders []*APIKeyProviderDoc
 }
 
 // NewMeshContext resolves what the proxies of m share.
@@ -85,6 +87,13 @@ func NewMeshContext(m *Mesh) *MeshContext {
 		for _, s := range mc.Services {
 			if m.Reaches(RefOf(p).Namespace, s.Ref.Namespace) {
 				s.JWTProviders = append(s.JWTProviders, p)
+			}
+		}
+	}
+	for _, p := range m.APIKeyProviders {
+		for _, s := range mc.Services {
+			if m.Reaches(RefOf(p).Namespace, s.Ref.Namespace) {
+				s.APIKeyProviders = append(s.APIKeyProviders, p)
 			}
 		}
 	}

@@ -30,6 +30,7 @@ type Mesh struct {
 	Services              []*ServiceDoc              `json:"services"`
 	Workloads             []*WorkloadDoc             `json:"workloads"`
 	JWTProviders          []*JWTProviderDoc          `json:"jwtProviders"`
+	APIKeyProviders       []*APIKeyProviderDoc       `json:"apiKeyProviders,omitempty"`
 	AuthorizationPolicies []*AuthorizationPolicyDoc  `json:"authorizationPolicies"`
 	RateLimitPolicies     []*RateLimitPolicyDoc      `json:"rateLimitPolicies"`
 	CredentialRevocations []*CredentialRevocationDoc `json:"credentialRevocations"`
@@ -290,14 +291,21 @@ func (b *builder) checkPolicyRefs(d *Document, o *AuthorizationPolicyDoc, ns, td
 				}
 			}
 		}
-		if r.From.JWT == nil {
-			continue
+		if r.From.JWT != nil {
+			b.checkProviders(d, rp.Field("from.jwt.providers"), KindJWTProvider, r.From.JWT.Providers, ns, root)
 		}
-		exists := func(r Ref) bool { _, ok := b.index[kindRef{KindJWTProvider, r}]; return ok }
-		for j, name := range r.From.JWT.Providers {
-			if _, ok := resolveJWTProvider(ns, root, name, exists); !ok {
-				b.report(d, rp.Field("from.jwt.providers").Index(j), "JWTProvider %q not found in namespace %q or the root namespace %q", name, ns, root)
-			}
+		if r.From.APIKey != nil {
+			b.checkProviders(d, rp.Field("from.apiKey.providers"), KindAPIKeyProvider, r.From.APIKey.Providers, ns, root)
+		}
+	}
+}
+
+// checkProviders finds each provider a rule names, in the policy's namespace or the root namespace.
+func (b *builder) checkProviders(d *Document, field Path, kind string, names []string, ns, root string) {
+	exists := func(r Ref) bool { _, ok := b.index[kindRef{kind, r}]; return ok }
+	for j, name := range names {
+		if _, ok := resolveProvider(ns, root, name, exists); !ok {
+			b.report(d, field.Index(j), "%s %q not found in namespace %q or the root namespace %q", kind, name, ns, root)
 		}
 	}
 }
@@ -321,6 +329,8 @@ func (b *builder) mesh(docs []Document) (*Mesh, error) {
 			m.workloadsByNode[NodeID(o)] = o
 		case *JWTProviderDoc:
 			m.JWTProviders = append(m.JWTProviders, o)
+		case *APIKeyProviderDoc:
+			m.APIKeyProviders = append(m.APIKeyProviders, o)
 		case *AuthorizationPolicyDoc:
 			m.AuthorizationPolicies = append(m.AuthorizationPolicies, o)
 		case *RateLimitPolicyDoc:
@@ -333,6 +343,7 @@ func (b *builder) mesh(docs []Document) (*Mesh, error) {
 	sortByRef(m.Services)
 	sortByRef(m.Workloads)
 	sortByRef(m.JWTProviders)
+	sortByRef(m.APIKeyProviders)
 	sortByRef(m.AuthorizationPolicies)
 	sortByRef(m.RateLimitPolicies)
 	sortByRef(m.CredentialRevocations)

@@ -19,6 +19,7 @@ const (
 	KindService              = "Service"
 	KindWorkload             = "Workload"
 	KindJWTProvider          = "JWTProvider"
+	KindAPIKeyProvider       = "APIKeyProvider"
 	KindAuthorizationPolicy  = "AuthorizationPolicy"
 	KindRateLimitPolicy      = "RateLimitPolicy"
 	KindCredentialRevocation = "CredentialRevocation"
@@ -166,6 +167,8 @@ func NewObject(kind string) Object {
 		return &WorkloadDoc{}
 	case KindJWTProvider:
 		return &JWTProviderDoc{}
+	case KindAPIKeyProvider:
+		return &APIKeyProviderDoc{}
 	case KindAuthorizationPolicy:
 		return &AuthorizationPolicyDoc{}
 	case KindRateLimitPolicy:
@@ -177,4 +180,4 @@ func NewObject(kind string) Object {
 }
 
 // Kinds lists the document kinds, in documentation order.
-var Kinds = []string{KindMesh, KindService, KindWorkload, KindJWTProvider, KindAuthorizationPolicy, KindRateLimitPolicy, KindCredentialRevocation}
+var Kinds = []string{KindMesh, KindService, KindWorkload, KindJWTProvider, KindAPIKeyProvider, KindAuthorizationPolicy, KindRateLimitPolicy, KindCredentialRevocation}

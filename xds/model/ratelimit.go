@@ -86,8 +86,8 @@ type TokenBucket struct {
 }
 
 // RateLimitKey chooses what splits a limit into per-value buckets: exactly one of Header,
-// SourcePrincipal, JWTClaim, ClientIP.
-// +kubebuilder:validation:XValidation:rule="(has(self.header) ? 1 : 0) + (has(self.sourcePrincipal) && self.sourcePrincipal ? 1 : 0) + (has(self.jwtClaim) ? 1 : 0) + (has(self.clientIP) && self.clientIP ? 1 : 0) == 1",message="needs exactly one of header, sourcePrincipal, jwtClaim or clientIP"
+// SourcePrincipal, JWTClaim, APIKey, ClientIP.
+// +kubebuilder:validation:XValidation:rule="(has(self.header) ? 1 : 0) + (has(self.sourcePrincipal) && self.sourcePrincipal ? 1 : 0) + (has(self.jwtClaim) ? 1 : 0) + (has(self.apiKey) && self.apiKey ? 1 : 0) + (has(self.clientIP) && self.clientIP ? 1 : 0) == 1",message="needs exactly one of header, sourcePrincipal, jwtClaim, apiKey or clientIP"
 type RateLimitKey struct {
 	// Header name whose value selects the bucket; requests without it share one bucket. A client
 	// chooses its headers: use it to split traffic, never to tell callers apart.
@@ -99,6 +99,10 @@ type RateLimitKey struct {
 	// carrying it get one bucket per client IP. Counted after authorization.
 	// +kubebuilder:validation:MaxLength=256
 	JWTClaim string `json:"jwtClaim,omitempty"`
+	// APIKey gives every identity of a verified API key its own bucket (all the keys of one
+	// identity share it, so rotating a key does not reset the limit); requests without a
+	// verified key get one bucket per client IP. Counted after authorization.
+	APIKey bool `json:"apiKey,omitempty"`
 	// ClientIP gives every client address its own bucket (spec.trustedProxyHops says how it is
 	// found). Counted after authorization.
 	ClientIP bool `json:"clientIP,omitempty"`
@@ -164,7 +168,7 @@ func (d *RateLimitPolicyDoc) Validate() FieldErrors {
 		if k := l.By; k != nil {
 			kp := lp.Field("by")
 			if n := k.count(); n != 1 {
-				errs.Addf(kp, "needs exactly one of header, sourcePrincipal, jwtClaim or clientIP")
+				errs.Addf(kp, "needs exactly one of header, sourcePrincipal, jwtClaim, apiKey or clientIP")
 			}
 			if k.Header != "" && !isHeaderName(k.Header) {
 				errs.Addf(kp.Field("header"), "%q is not a valid header name", k.Header)
@@ -172,7 +176,7 @@ func (d *RateLimitPolicyDoc) Validate() FieldErrors {
 			if k.JWTClaim != "" {
 				validateRateLimitClaim(&errs, kp.Field("jwtClaim"), k.JWTClaim)
 			}
-			clientIP = clientIP || k.JWTClaim != "" || k.ClientIP
+			clientIP = clientIP || k.JWTClaim != "" || k.APIKey || k.ClientIP
 			if k.MaxKeys > 100000 {
 				errs.Addf(kp.Field("maxKeys"), "must be at most 100000")
 			}
@@ -193,14 +197,14 @@ func (d *RateLimitPolicyDoc) Validate() FieldErrors {
 	if s.TrustedProxyHops > MaxTrustedProxyHops {
 		errs.Addf(p.Field("trustedProxyHops"), "must be at most %d, not %d", MaxTrustedProxyHops, s.TrustedProxyHops)
 	} else if s.TrustedProxyHops > 0 && !clientIP {
-		errs.Addf(p.Field("trustedProxyHops"), "applies to limits keyed on jwtClaim or clientIP, and this policy has none")
+		errs.Addf(p.Field("trustedProxyHops"), "applies to limits keyed on jwtClaim, apiKey or clientIP, and this policy has none")
 	}
 	return errs
 }
 
 func (k *RateLimitKey) count() int {
 	n := 0
-	for _, set := range []bool{k.Header != "", k.SourcePrincipal, k.JWTClaim != "", k.ClientIP} {
+	for _, set := range []bool{k.Header != "", k.SourcePrincipal, k.JWTClaim != "", k.APIKey, k.ClientIP} {
 		if set {
 			n++
 		}
@@ -238,9 +242,9 @@ func (d *RateLimitPolicyDoc) setDefaults() {
 }
 
 // Verified reports whether the limit keys on an attribute that authorization verifies (a JWT
-// claim, the client IP), and is therefore counted after the decision.
+// claim, an API key's identity, the client IP), and is therefore counted after the decision.
 func (l *RateLimit) Verified() bool {
-	return l.By != nil && (l.By.JWTClaim != "" || l.By.ClientIP)
+	return l.By != nil && (l.By.JWTClaim != "" || l.By.APIKey || l.By.ClientIP)
 }
 
 // ResolvedRateLimit is one limit of a service with the settings of the policy it comes from.
@@ -255,12 +259,14 @@ type ResolvedRateLimit struct {
 // VerifiedKey is the verified attribute a limit keys on, as the translator asks the
 // authorization service for it (ContextKeyRateLimit) and finds it in the decision's dynamic
 // metadata (MetadataVerified). Its text is "<kind>:<hops>[:<argument>]": "jwtClaim:0:sub",
-// "clientIP:1". An API key identity would be one more kind ("apiKey:0:owner").
+// "apiKey:0", "clientIP:1".
 func (l *ResolvedRateLimit) VerifiedKey() VerifiedKey {
 	switch {
 	case l.By == nil:
 	case l.By.JWTClaim != "":
 		return VerifiedKey{Kind: VerifiedJWTClaim, Hops: l.TrustedProxyHops, Arg: l.By.JWTClaim}
+	case l.By.APIKey:
+		return VerifiedKey{Kind: VerifiedAPIKey, Hops: l.TrustedProxyHops}
 	case l.By.ClientIP:
 		return VerifiedKey{Kind: VerifiedClientIP, Hops: l.TrustedProxyHops}
 	}
@@ -272,6 +278,9 @@ const (
 	// VerifiedJWTClaim is a claim of the verified token; its value is "jwt:<quoted issuer><value>",
 	// or, without a verified token carrying the claim as one value, the client IP's.
 	VerifiedJWTClaim = "jwtClaim"
+	// VerifiedAPIKey is the identity of the verified API key; its value is
+	// "apikey:<quoted provider><identity>", or, without a verified key, the client IP's.
+	VerifiedAPIKey = "apiKey"
 	// VerifiedClientIP is the client address; its value is "ip:<address>".
 	VerifiedClientIP = "clientIP"
 )
@@ -308,9 +317,9 @@ func ParseVerifiedKey(s string) (VerifiedKey, error) {
 	k := VerifiedKey{Kind: kind, Hops: uint32(n), Arg: arg}
 	switch {
 	case kind == VerifiedJWTClaim && arg != "":
-	case kind == VerifiedClientIP && arg == "":
+	case (kind == VerifiedClientIP || kind == VerifiedAPIKey) && arg == "":
 	default:
-		return VerifiedKey{}, fmt.Errorf("rate limit key %q: want jwtClaim:<hops>:<claim> or clientIP:<hops>", s)
+		return VerifiedKey{}, fmt.Errorf("rate limit key %q: want jwtClaim:<hops>:<claim>, apiKey:<hops> or clientIP:<hops>", s)
 	}
 	return k, nil
 }

@@ -27,7 +27,7 @@ func (m *Mesh) Reaches(ns, dest string) bool {
 // else the one in the root namespace; nil when neither exists.
 func (m *Mesh) JWTProvider(ns, name string) *JWTProviderDoc {
 	var found *JWTProviderDoc
-	resolveJWTProvider(ns, m.RootNamespace(), name, func(r Ref) bool {
+	resolveProvider(ns, m.RootNamespace(), name, func(r Ref) bool {
 		i, ok := slices.BinarySearchFunc(m.JWTProviders, r, func(p *JWTProviderDoc, r Ref) int { return compareRef(RefOf(p), r) })
 		if ok {
 			found = m.JWTProviders[i]
@@ -37,9 +37,9 @@ func (m *Mesh) JWTProvider(ns, name string) *JWTProviderDoc {
 	return found
 }
 
-// resolveJWTProvider is the one rule by which a from.jwt.providers name is found, for Build
+// resolveProvider is the one rule by which a from.jwt or from.apiKey providers name is found, for Build
 // (which has no Mesh yet) and for JWTProvider.
-func resolveJWTProvider(ns, root, name string, exists func(Ref) bool) (Ref, bool) {
+func resolveProvider(ns, root, name string, exists func(Ref) bool) (Ref, bool) {
 	for _, r := range []Ref{{ns, name}, {root, name}} {
 		if exists(r) {
 			return r, true

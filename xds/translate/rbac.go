@@ -51,7 +51,7 @@ func notNative(reason string) AuthzPlacement {
 var shapes = []string{
 	NotNativeRego, NotNativeJWT, NotNativeJWTProvider, NotNativeAudit, NotNativeDryRun, NotNativeTime,
 	NotNativeHosts, NotNativeAttribute, NotNativeHeaderRegex, NotNativeHeaderName, NotNativeSourceIPv6,
-	NotNativeVerifiedKeys, NotNativeRegexpSize, NotNativeNonASCII,
+	NotNativeVerifiedKeys, NotNativeRegexpSize, NotNativeNonASCII, NotNativeAPIKey, NotNativeAPIKeyProvider,
 }
 
 // shapeOf finds the shape in a reason: its last part ("demo/p: when[0]: attribute
@@ -86,6 +86,11 @@ const (
 	NotNativeVerifiedKeys = "verified rate limits" // the limits key on attributes ext_authz returns
 	NotNativeRegexpSize   = "regexp size"          // over what Envoy's RE2 accepts
 	NotNativeNonASCII     = "non-ASCII pattern"    // RE2 refuses invalid UTF-8; native routes see ASCII only
+
+	// from.apiKey, and an APIKeyProvider acting on the service: keys are verified (and invalid
+	// or revoked ones refused) for every request.
+	NotNativeAPIKey         = "api key"
+	NotNativeAPIKeyProvider = "api key provider"
 )
 
 // maxRegexp bounds the length of a regular expression made from a policy. Envoy refuses one
@@ -135,6 +140,9 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 	}
 	if len(svc.JWTProviders) > 0 {
 		return nil, notNative(NotNativeJWTProvider + " " + model.RefOf(svc.JWTProviders[0]).String())
+	}
+	if len(svc.APIKeyProviders) > 0 {
+		return nil, notNative(NotNativeAPIKeyProvider + " " + model.RefOf(svc.APIKeyProviders[0]).String())
 	}
 	rt := &rbacTranslator{port: port, headers: map[string]bool{}}
 	deny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
@@ -219,6 +227,9 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 	if f := r.From; f != nil {
 		if f.JWT != nil {
 			return nil, false, NotNativeJWT
+		}
+		if f.APIKey != nil {
+			return nil, false, NotNativeAPIKey
 		}
 		if len(f.Principals) > 0 {
 			all = append(all, principals(f.Principals))

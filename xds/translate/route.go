@@ -78,6 +78,9 @@ func (t *translator) inboundRoute(in target) string {
 		for _, p := range in.service.JWTProviders {
 			t.source(name, p)
 		}
+		for _, p := range in.service.APIKeyProviders {
+			t.source(name, p)
+		}
 	}
 	return name
 }

@@ -73,8 +73,11 @@ func lintPolicy(doc *model.AuthorizationPolicyDoc, m *model.Mesh) []finding {
 		}
 		if f := r.From; f != nil {
 			lintFrom(f, add)
-			if f.JWT != nil && m != nil && !tokensVerified(doc, m) {
+			if f.JWT != nil && m != nil && !providerActs(doc, m, m.JWTProviders) {
 				add("from.jwt", "no JWTProvider verifies tokens for namespace %q; add one there or in the root namespace %q", ns, m.RootNamespace())
+			}
+			if f.APIKey != nil && m != nil && !providerActs(doc, m, m.APIKeyProviders) {
+				add("from.apiKey", "no APIKeyProvider verifies keys for namespace %q; add one there or in the root namespace %q", ns, m.RootNamespace())
 			}
 		}
 		if t := r.To; t != nil {
@@ -87,13 +90,13 @@ func lintPolicy(doc *model.AuthorizationPolicyDoc, m *model.Mesh) []finding {
 	return fs
 }
 
-// tokensVerified reports whether some JWTProvider verifies tokens for a destination the policy
-// applies to: one of its namespace or the root namespace's, or any for a root namespace policy
-// without a selector, which applies everywhere.
-func tokensVerified(doc *model.AuthorizationPolicyDoc, m *model.Mesh) bool {
+// providerActs reports whether one of the providers (JWTProviders, APIKeyProviders) verifies
+// credentials for a destination the policy applies to: one of its namespace or the root
+// namespace's, or any for a root namespace policy without a selector, which applies everywhere.
+func providerActs[P model.Object](doc *model.AuthorizationPolicyDoc, m *model.Mesh, providers []P) bool {
 	ns, root := model.RefOf(doc).Namespace, m.RootNamespace()
 	meshWide := doc.Spec.Selector == nil && ns == root
-	return slices.ContainsFunc(m.JWTProviders, func(p *model.JWTProviderDoc) bool {
+	return slices.ContainsFunc(providers, func(p P) bool {
 		return meshWide || m.Reaches(model.RefOf(p).Namespace, ns)
 	})
 }

@@ -93,3 +93,17 @@ func TestLintJWTWithoutProviders(t *testing.T) {
 		t.Errorf("mesh-wide: %v", ps)
 	}
 }
+
+// TestLintAPIKeyWithoutProviders: likewise a from.apiKey where no APIKeyProvider acts.
+func TestLintAPIKeyWithoutProviders(t *testing.T) {
+	policy := testmesh.PolicyIn("tenant-b", "clients", "", "ALLOW", false, "  - {name: keys, from: {apiKey: {}}}\n")
+	ps := Mesh(testmesh.Build(t, policy))
+	if len(ps) != 1 || ps[0].Field != "spec.rules[0].from.apiKey" ||
+		!strings.Contains(ps[0].Message, `the rule can never match: no APIKeyProvider verifies keys for namespace "tenant-b"; add one there or in the root namespace "portcullis-system"`) {
+		t.Fatalf("problems = %v", ps)
+	}
+	root := "apiVersion: portcullis.dev/v1alpha1\nkind: APIKeyProvider\nmetadata: {name: corp, namespace: " + testmesh.Root + "}\nspec: {}\n---\n"
+	if ps := Mesh(testmesh.Build(t, root+policy)); len(ps) > 0 {
+		t.Errorf("with a root namespace provider: %v", ps)
+	}
+}

@@ -93,6 +93,54 @@ tests:
 	}
 }
 
+func TestRunWithAPIKeys(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "mesh", "mesh.yaml"), testmesh.YAML("DENY")+`apiVersion: portcullis.dev/v1alpha1
+kind: APIKeyProvider
+metadata: {name: batch-clients, namespace: demo}
+spec: {}
+---
+`+testmesh.Policy("exporters", "backend", "ALLOW", false, `  - name: exporters
+    from: {apiKey: {providers: [batch-clients], attributes: [{claim: scopes, contains: export}]}}
+    to: {paths: ["/export/*"]}`))
+	writeFile(t, filepath.Join(dir, "tests", "keys_test.yaml"), `mesh: ../mesh
+tests:
+  - name: a key with the export scope
+    request:
+      destination: {service: backend, namespace: demo}
+      path: /export/orders
+      apiKey: {provider: batch-clients, identity: batch-exporter, attributes: {scopes: [read, export]}}
+    expect: {decision: ALLOW, policy: demo/exporters, rule: exporters}
+  - name: a key without it
+    request:
+      destination: {service: backend, namespace: demo}
+      path: /export/orders
+      apiKey: {provider: batch-clients, identity: reporter, attributes: {scopes: [read]}}
+    expect: {decision: DENY, code: denied_default}
+  - name: a key of another provider
+    request:
+      destination: {service: backend, namespace: demo}
+      path: /export/orders
+      apiKey: {provider: other/batch-clients, identity: batch-exporter, attributes: {scopes: [export]}}
+    expect: {decision: DENY}
+`)
+	results, err := Run(context.Background(), filepath.Join(dir, "tests"), Options{LoadMesh: loadDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 3 {
+		t.Fatalf("results = %+v", results)
+	}
+	for _, r := range results {
+		if !r.Pass {
+			t.Errorf("%s: %s", r.Name, r.Failure)
+		}
+	}
+	if _, err := (&RequestSpec{APIKey: &APIKeySpec{Identity: "x"}}).Attributes(testmesh.Monday10); err == nil {
+		t.Error("an apiKey without a provider was accepted")
+	}
+}
+
 func TestRunErrors(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := Run(context.Background(), dir, Options{LoadMesh: loadDir}); err == nil || !strings.Contains(err.Error(), "no test files") {

@@ -2,6 +2,7 @@ package policytest
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/portcullis/portcullis/authz/apikey"
 	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/xds/model"
@@ -25,6 +27,7 @@ import (
 //	headers: {x-tenant: acme, x-debug: ["0", "1"]}
 //	time: 2026-01-05T10:00:00Z
 //	jwt: {providers: [demo-idp], claims: {sub: alice, realm_access: {roles: [admin]}}}
+//	apiKey: {provider: batch-clients, identity: batch-exporter, attributes: {scopes: [export]}}
 type RequestSpec struct {
 	Source struct {
 		Principal string `yaml:"principal" json:"principal,omitempty"`
@@ -47,8 +50,20 @@ type RequestSpec struct {
 	// Headers are values by name: one value, or a list for a header sent more than once.
 	Headers map[string]HeaderValues `yaml:"headers" json:"headers,omitempty"`
 	// Time is RFC 3339; the time of the run unless set.
-	Time string   `yaml:"time" json:"time,omitempty"`
-	JWT  *JWTSpec `yaml:"jwt" json:"jwt,omitempty"`
+	Time   string      `yaml:"time" json:"time,omitempty"`
+	JWT    *JWTSpec    `yaml:"jwt" json:"jwt,omitempty"`
+	APIKey *APIKeySpec `yaml:"apiKey" json:"apiKey,omitempty"`
+}
+
+// APIKeySpec is a verified API key given by what its provider binds to it (key verification
+// has tests of its own).
+type APIKeySpec struct {
+	// Provider that verified it: "name" (in the destination's namespace) or "namespace/name".
+	Provider string `yaml:"provider" json:"provider"`
+	// ID is the key's id; "test-key" unless set.
+	ID         string              `yaml:"id" json:"id,omitempty"`
+	Identity   string              `yaml:"identity" json:"identity"`
+	Attributes map[string][]string `yaml:"attributes" json:"attributes,omitempty"`
 }
 
 // HeaderValues are the values of one header: `x-a: b` is one value, `x-a: [b, c]` a header sent
@@ -138,6 +153,16 @@ func (r *RequestSpec) Attributes(now time.Time) (*policy.Attributes, error) {
 		if a.JWT, err = jwt.NewToken(providers, j.Claims); err != nil {
 			return nil, fmt.Errorf("jwt: %w", err)
 		}
+	}
+	if k := r.APIKey; k != nil {
+		if k.Provider == "" || k.Identity == "" {
+			return nil, errors.New("apiKey: provider and identity are required")
+		}
+		p := k.Provider
+		if !strings.Contains(p, "/") {
+			p = a.Destination.Namespace + "/" + p
+		}
+		a.APIKey = &apikey.Key{ID: cmp.Or(k.ID, "test-key"), Provider: p, Identity: k.Identity, Attributes: k.Attributes}
 	}
 	return a, nil
 }

@@ -197,11 +197,11 @@ spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInt
 		{"rate limit key", `
 kind: RateLimitPolicy
 metadata: {name: r, namespace: crdtest}
-spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim or clientIP`},
+spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim, apiKey or clientIP`},
 		{"rate limit keys", `
 kind: RateLimitPolicy
 metadata: {name: r, namespace: crdtest}
-spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {jwtClaim: sub, clientIP: true}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim or clientIP`},
+spec: {selector: {service: s}, limits: [{name: l, bucket: {maxTokens: 2, fillInterval: 1s}, by: {jwtClaim: sub, clientIP: true}}]}`, `needs exactly one of header, sourcePrincipal, jwtClaim, apiKey or clientIP`},
 		{"rate limit scope", `
 kind: RateLimitPolicy
 metadata: {name: r, namespace: crdtest}

@@ -92,6 +92,20 @@ type JWTProvider struct {
 	Status            Status                `json:"status,omitempty"`
 }
 
+// APIKeyProvider holds API keys as salted hashes, each bound to an identity with attributes.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:categories=portcullis
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Header",type=string,JSONPath=`.spec.header`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type APIKeyProvider struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              model.APIKeyProviderSpec `json:"spec"`
+	Status            Status                   `json:"status,omitempty"`
+}
+
 // AuthorizationPolicy decides requests to a service (with a selector) or to every service.
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:categories=portcullis,shortName=authzpolicy
@@ -149,6 +163,8 @@ func Resource(kind string) string {
 		return "workloads"
 	case model.KindJWTProvider:
 		return "jwtproviders"
+	case model.KindAPIKeyProvider:
+		return "apikeyproviders"
 	case model.KindAuthorizationPolicy:
 		return "authorizationpolicies"
 	case model.KindRateLimitPolicy:
