@@ -104,7 +104,7 @@ spec:
 		settle("backend-1."+namespace, "frontend-1."+namespace)
 		conns += accepted() - before
 
-		m.c.Write("mesh.yaml", meshDoc("OFF"))
+		m.c.Write("mesh.yaml", meshDoc("OFF", "extAuthz"))
 		proctest.Eventually(b, 30*time.Second, func() error {
 			if code, err := get("/api/items", ""); err != nil || code != http.StatusOK {
 				return fmt.Errorf("%d %v", code, err)
@@ -113,7 +113,7 @@ spec:
 		}, "authorization OFF")
 		before = accepted()
 		start = time.Now()
-		m.c.Write("mesh.yaml", meshDoc("ENFORCE"))
+		m.c.Write("mesh.yaml", meshDoc("ENFORCE", "extAuthz"))
 		authzTimes = append(authzTimes, until(start, "/api/items", "", http.StatusOK, http.StatusUnauthorized))
 		settle("backend-1."+namespace, "frontend-1."+namespace)
 		conns += accepted() - before

@@ -144,14 +144,18 @@ func measure(b *testing.B) []metric {
 		{name: "direct", about: "the load generator → the application", do: loadgen.HTTP{Client: client, URL: m.appURL, Header: header}.Do},
 		{name: "bare", about: "two bare Envoys, mTLS (testdata/bare-*.yaml)", do: loadgen.HTTP{Client: client, URL: pair.url, Header: header}.Do, procs: pair.procs},
 		{name: "mesh", about: "the mesh, authorization OFF", do: meshDo, procs: m.procs,
-			setup: func(b *testing.B) { m.apply(b, "OFF", policies(), want{"", http.StatusOK}) }},
+			setup: func(b *testing.B) { m.apply(b, "OFF", "extAuthz", policies(), want{"", http.StatusOK}) }},
+		{name: "native", about: fmt.Sprintf("%d-rule ABAC (principal, method, path), decided in Envoy's RBAC", abacRules), do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) { m.applyNative(b, true) }},
+		{name: "native-ea", about: "the same policy, forced through ext_authz", do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) { m.applyNative(b, false) }},
 		{name: "extauthz", about: fmt.Sprintf("JWT + %d-rule ABAC, ext_authz", abacRules), do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
-				m.apply(b, "ENFORCE", policies(), append([]want{{m.token, http.StatusOK}}, denied...)...)
+				m.apply(b, "ENFORCE", "extAuthz", policies(), append([]want{{m.token, http.StatusOK}}, denied...)...)
 			}},
-		{name: "rego", about: "the same decision in Rego, ext_authz", do: meshDo, procs: m.procs,
+		{name: "rego", about: "the JWT + ABAC decision in Rego, ext_authz", do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
-				m.apply(b, "ENFORCE", policyDocs(regoPolicy), want{m.token, http.StatusOK}, want{m.silver, http.StatusForbidden})
+				m.apply(b, "ENFORCE", "extAuthz", policyDocs(regoPolicy), want{m.token, http.StatusOK}, want{m.silver, http.StatusForbidden})
 			}},
 	}
 

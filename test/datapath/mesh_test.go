@@ -26,17 +26,18 @@ const (
 	path        = "/api/items"
 )
 
-// meshDoc is the Mesh document with authorization mode ENFORCE or OFF. OFF is quoted: YAML 1.1
-// readers take a bare OFF for false.
-func meshDoc(authzMode string) string {
+// meshDoc is the Mesh document with authorization mode ENFORCE or OFF and the engine deciding
+// where policies are evaluated (auto: Envoy's RBAC where it can; extAuthz: the service). OFF is
+// quoted: YAML 1.1 readers take a bare OFF for false.
+func meshDoc(authzMode, engine string) string {
 	return fmt.Sprintf(`apiVersion: portcullis.dev/v1alpha1
 kind: Mesh
 metadata: {name: default}
 spec:
   trustDomain: %s
   mtls: {mode: STRICT}
-  authz: {mode: %q}
-`, trustDomain, authzMode)
+  authz: {mode: %q, engine: %s}
+`, trustDomain, authzMode, engine)
 }
 
 // abacRules is how many rules the ABAC policy has (issue 16 compares paths with a 50-rule
@@ -45,17 +46,31 @@ const abacRules = 50
 
 // abacPolicy admits the frontend's SPIFFE ID carrying a valid token whose tier claim is gold
 // (ABAC on a claim) to GET /api/*, after abacRules-1 rules for other callers, paths and tiers.
-func abacPolicy() string {
+// Without jwt, the same rules without their token conditions: what Envoy's RBAC can decide.
+func abacPolicy(jwt bool) string {
 	var rules strings.Builder
 	for i := 1; i < abacRules; i++ {
 		fmt.Fprintf(&rules, `    - name: client-%[1]d
       from:
         principals: ["spiffe://bench.test/ns/bench/sa/client-%[1]d"]
-        jwt:
+`, i)
+		if jwt {
+			fmt.Fprintf(&rules, `        jwt:
           providers: [idp]
           claims: [{claim: tier, equals: gold-%[1]d}]
-      to: {methods: [GET, POST], paths: ["/v%[1]d/*"]}
 `, i)
+		}
+		fmt.Fprintf(&rules, "      to: {methods: [GET, POST], paths: [\"/v%d/*\"]}\n", i)
+	}
+	last := `    - name: frontend-gold-users
+      from:
+        principals: ["spiffe://bench.test/ns/bench/sa/frontend"]
+`
+	if jwt {
+		last += `        jwt:
+          providers: [idp]
+          claims: [{claim: tier, equals: gold}]
+`
 	}
 	return `apiVersion: portcullis.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -64,13 +79,7 @@ spec:
   selector: {service: backend}
   action: ALLOW
   rules:
-` + rules.String() + `    - name: frontend-gold-users
-      from:
-        principals: ["spiffe://bench.test/ns/bench/sa/frontend"]
-        jwt:
-          providers: [idp]
-          claims: [{claim: tier, equals: gold}]
-      to: {methods: [GET], paths: ["/api/*"]}
+` + rules.String() + last + `      to: {methods: [GET], paths: ["/api/*"]}
 `
 }
 
@@ -96,8 +105,15 @@ spec:
       }
 `
 
-// policies are the benchmark's documents with the ABAC policy.
-func policies() string { return policyDocs(abacPolicy()) }
+// policies are the benchmark's documents with the JWT + ABAC policy.
+func policies() string { return policyDocs(abacPolicy(true)) }
+
+// nativePolicies are the ABAC policy without tokens and the rate limit, and no JWTProvider (one
+// acting on the service keeps its routes on ext_authz: every token is verified there).
+func nativePolicies() string {
+	docs := policyDocs(abacPolicy(false))
+	return docs[strings.Index(docs, "---\n")+len("---\n"):]
+}
 
 // policyDocs are the JWT provider, the given authorization policy and a rate limit on the
 // service with a bucket a hundred times the largest load, so the filter runs on every request
@@ -166,7 +182,7 @@ func startMesh(b *testing.B) *mesh {
 	backendPort, frontendPort := backendApp.Listener.Addr().(*net.TCPAddr).Port, frontendApp.Listener.Addr().(*net.TCPAddr).Port
 	m.appPort = backendPort
 
-	m.c.Write("mesh.yaml", meshDoc("ENFORCE"))
+	m.c.Write("mesh.yaml", meshDoc("ENFORCE", "extAuthz"))
 	m.c.Write("services.yaml", meshtest.ServicesDoc(namespace, frontendPort, backendPort))
 	m.c.Write("policies.yaml", policies())
 	m.c.StartControlPlane()
@@ -261,9 +277,9 @@ type want struct {
 // proxies have ACKed them and every request of wants gets its status. The changes are in the
 // backend's routes and ECDS, which Envoy applies to the next request on every connection, so
 // every request measured after it has them.
-func (m *mesh) apply(b *testing.B, mode, docs string, wants ...want) {
+func (m *mesh) apply(b *testing.B, mode, engine, docs string, wants ...want) {
 	b.Helper()
-	m.c.Write("mesh.yaml", meshDoc(mode))
+	m.c.Write("mesh.yaml", meshDoc(mode, engine))
 	m.c.Write("policies.yaml", docs)
 	proctest.Eventually(b, 30*time.Second, func() error {
 		for _, w := range wants {
@@ -273,4 +289,31 @@ func (m *mesh) apply(b *testing.B, mode, docs string, wants ...want) {
 		}
 		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
 	}, "the configuration in both proxies")
+}
+
+// applyNative puts the ABAC policy without tokens in place under engine auto (inEnvoy) or
+// extAuthz, and checks where a request is decided: by the backend Envoy's RBAC filters
+// (http.inbound.rbac.deny.* counts it) exactly when inEnvoy.
+func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
+	b.Helper()
+	engine := "extAuthz"
+	if inEnvoy {
+		engine = "auto"
+	}
+	m.apply(b, "ENFORCE", engine, nativePolicies(), want{"", http.StatusOK})
+	const rbac = `http\.inbound\.rbac\.deny\.(allowed|denied)$`
+	before, err := m.backendCounter(rbac)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.expect("", http.StatusOK); err != nil {
+		b.Fatal(err)
+	}
+	after, err := m.backendCounter(rbac)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if decided := after > before; decided != inEnvoy {
+		b.Fatalf("engine %s: the request decided by Envoy's RBAC: %v", engine, decided)
+	}
 }

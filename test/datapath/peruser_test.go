@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,7 +96,12 @@ func (m *mesh) setPolicies(b *testing.B, perUser bool) {
 // verifiedLimitOK sums the backend Envoy's counters of requests the verified rate limit filter
 // let through.
 func (m *mesh) verifiedLimitOK() (uint64, error) {
-	code, body, err := meshtest.Get("http://" + m.envoys[0] + `/stats?filter=ratelimit_verified\.http_local_rate_limit\.ok$`)
+	return m.backendCounter(`ratelimit_verified\.http_local_rate_limit\.ok$`)
+}
+
+// backendCounter sums the backend Envoy's counters whose names match the regular expression.
+func (m *mesh) backendCounter(filter string) (uint64, error) {
+	code, body, err := meshtest.Get("http://" + m.envoys[0] + "/stats?filter=" + url.QueryEscape(filter))
 	if err != nil || code != http.StatusOK {
 		return 0, fmt.Errorf("backend Envoy stats: %d %v", code, err)
 	}
