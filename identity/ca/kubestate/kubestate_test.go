@@ -325,6 +325,35 @@ func TestSecretProblems(t *testing.T) {
 		}
 	})
 
+	t.Run("a Secret deleted before the replica watches is recreated", func(t *testing.T) {
+		// The informer's first list then finds nothing and sends no delete event (found by a
+		// make test run on a loaded machine).
+		dir := filepath.Join(t.TempDir(), "data")
+		cfg := ca.Config{DataDir: dir, TrustDomain: td, SVIDTTL: time.Minute, IntermediateTTL: time.Hour, RootTTL: 24 * time.Hour}
+		shared, err := kubestate.OpenReplica(ctx, kubestate.ReplicaOptions{
+			Client: env.Client, Namespace: ns, Secret: "deleted-early", Replica: "early", CA: cfg, Resync: time.Hour,
+			Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := secrets.Delete(ctx, "deleted-early", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- shared.Run(rctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+		eventually(t, "the Secret recreated", func() error {
+			_, err := secrets.Get(ctx, "deleted-early", metav1.GetOptions{})
+			return err
+		})
+	})
 	t.Run("deleted Secret recreated from the mirror", func(t *testing.T) {
 		r := mustReplica(t, env, ns, "deleted")
 		before, err := secrets.Get(ctx, "deleted", metav1.GetOptions{})

@@ -158,6 +158,11 @@ func (r *Replica) Run(ctx context.Context) error {
 	g.Go(func() error { return r.used.Run(gctx) })
 	factory.Start(gctx.Done())
 	defer factory.Shutdown()
+	// A Secret deleted before the informer's first list sends no delete event: an empty first
+	// list is a deletion too, or the mirror would never be put back.
+	if cache.WaitForCacheSync(gctx.Done(), inf.HasSynced) && len(inf.GetStore().List()) == 0 {
+		r.observeDeleted()
+	}
 	for {
 		select {
 		case <-gctx.Done():
