@@ -139,23 +139,26 @@ func measure(b *testing.B) []metric {
 	// what they do with it.
 	header := http.Header{"Authorization": {"Bearer " + m.token}}
 	meshDo := loadgen.HTTP{Client: client, URL: m.meshURL, Header: header}.Do
-	denied := []want{{"", http.StatusUnauthorized}, {m.silver, http.StatusForbidden}}
+	// Each configuration's wants tell it from every other: a request the previous one answered
+	// alike would let a measurement start before the change reached the proxies.
+	denied := []want{{"", http.StatusUnauthorized, ""}, {m.silver, http.StatusForbidden, ""}}
 	configs := []*config{
 		{name: "direct", about: "the load generator → the application", do: loadgen.HTTP{Client: client, URL: m.appURL, Header: header}.Do},
 		{name: "bare", about: "two bare Envoys, mTLS (testdata/bare-*.yaml)", do: loadgen.HTTP{Client: client, URL: pair.url, Header: header}.Do, procs: pair.procs},
 		{name: "mesh", about: "the mesh, authorization OFF", do: meshDo, procs: m.procs,
-			setup: func(b *testing.B) { m.apply(b, "OFF", "extAuthz", policies(), want{"", http.StatusOK}) }},
+			setup: func(b *testing.B) { m.apply(b, "OFF", "extAuthz", policies(), want{"", http.StatusOK, "/outside"}) }},
 		{name: "native", about: fmt.Sprintf("%d-rule ABAC (principal, method, path), decided in Envoy's RBAC", abacRules), do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) { m.applyNative(b, true) }},
 		{name: "native-ea", about: "the same policy, forced through ext_authz", do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) { m.applyNative(b, false) }},
 		{name: "extauthz", about: fmt.Sprintf("JWT + %d-rule ABAC, ext_authz", abacRules), do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
-				m.apply(b, "ENFORCE", "extAuthz", policies(), append([]want{{m.token, http.StatusOK}}, denied...)...)
+				m.apply(b, "ENFORCE", "extAuthz", policies(), append([]want{{m.token, http.StatusOK, ""}}, denied...)...)
 			}},
 		{name: "rego", about: "the JWT + ABAC decision in Rego, ext_authz", do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
-				m.apply(b, "ENFORCE", "extAuthz", policyDocs(regoPolicy), want{m.token, http.StatusOK}, want{m.silver, http.StatusForbidden})
+				// Without a token the Rego policy denies (403) where the JWT rule asks for one (401).
+				m.apply(b, "ENFORCE", "extAuthz", policyDocs(regoPolicy), want{m.token, http.StatusOK, ""}, want{"", http.StatusForbidden, ""})
 			}},
 	}
 

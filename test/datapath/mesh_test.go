@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/http"
@@ -252,25 +253,30 @@ func (m *mesh) close() {
 }
 
 // expect sends one request through the mesh with token (none when empty) and checks its status.
-func (m *mesh) expect(token string, want int) error {
+func (m *mesh) expect(token string, want int) error { return m.expectAt(path, token, want) }
+
+// expectAt is expect for another path of the backend.
+func (m *mesh) expectAt(p, token string, want int) error {
 	h := http.Header{}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
-	code, body, err := meshtest.Do(http.MethodGet, m.meshURL, h)
+	code, body, err := meshtest.Do(http.MethodGet, strings.TrimSuffix(m.meshURL, path)+p, h)
 	if err != nil {
 		return err
 	}
 	if code != want {
-		return fmt.Errorf("GET %s with token %t: %d %q, want %d", path, token != "", code, body, want)
+		return fmt.Errorf("GET %s with token %t: %d %q, want %d", p, token != "", code, body, want)
 	}
 	return nil
 }
 
-// want is a request's expected answer: with token (none when empty), status.
+// want is a request's expected answer: with token (none when empty) to path (the benchmark's
+// when empty), status.
 type want struct {
 	token  string
 	status int
+	path   string
 }
 
 // apply writes the Mesh with authorization mode and the policy documents, and waits until both
@@ -283,7 +289,7 @@ func (m *mesh) apply(b *testing.B, mode, engine, docs string, wants ...want) {
 	m.c.Write("policies.yaml", docs)
 	proctest.Eventually(b, 30*time.Second, func() error {
 		for _, w := range wants {
-			if err := m.expect(w.token, w.status); err != nil {
+			if err := m.expectAt(cmp.Or(w.path, path), w.token, w.status); err != nil {
 				return err
 			}
 		}
@@ -292,7 +298,8 @@ func (m *mesh) apply(b *testing.B, mode, engine, docs string, wants ...want) {
 }
 
 // applyNative puts the ABAC policy without tokens in place under engine auto (inEnvoy) or
-// extAuthz, and checks where a request is decided: by the backend Envoy's RBAC filters
+// extAuthz, and waits until the proxies have it: a path no rule admits is refused (authorization
+// is on), and a request is decided by the backend Envoy's RBAC filters
 // (http.inbound.rbac.deny.* counts it) exactly when inEnvoy.
 func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
 	b.Helper()
@@ -300,20 +307,27 @@ func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
 	if inEnvoy {
 		engine = "auto"
 	}
-	m.apply(b, "ENFORCE", engine, nativePolicies(), want{"", http.StatusOK})
+	m.c.Write("mesh.yaml", meshDoc("ENFORCE", engine))
+	m.c.Write("policies.yaml", nativePolicies())
 	const rbac = `http\.inbound\.rbac\.deny\.(allowed|denied)$`
-	before, err := m.backendCounter(rbac)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := m.expect("", http.StatusOK); err != nil {
-		b.Fatal(err)
-	}
-	after, err := m.backendCounter(rbac)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if decided := after > before; decided != inEnvoy {
-		b.Fatalf("engine %s: the request decided by Envoy's RBAC: %v", engine, decided)
-	}
+	proctest.Eventually(b, 30*time.Second, func() error {
+		if err := m.expectAt("/outside", "", http.StatusForbidden); err != nil {
+			return err
+		}
+		before, err := m.backendCounter(rbac)
+		if err != nil {
+			return err
+		}
+		if err := m.expect("", http.StatusOK); err != nil {
+			return err
+		}
+		after, err := m.backendCounter(rbac)
+		if err != nil {
+			return err
+		}
+		if decided := after > before; decided != inEnvoy {
+			return fmt.Errorf("engine %s: the request decided by Envoy's RBAC: %v", engine, decided)
+		}
+		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
+	}, "the native policy under engine "+engine+" in both proxies")
 }
