@@ -33,28 +33,7 @@ import (
 // rbacBootstrap is an inbound listener deciding in Envoy as the translator's RBAC filters do
 // (the model's prefixes and policy names): a DENY filter, an ALLOW filter with a dry-run DENY
 // policy as shadow rules, and the decision access log to this service over mTLS.
-const rbacBootstrap = `
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-static_resources:
-  listeners:
-  - name: inbound
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificates: [{certificate_chain: {inline_string: "%[1]s"}, private_key: {inline_string: "%[2]s"}}]
-            validation_context: {trusted_ca: {inline_string: "%[3]s"}}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: inbound
-          access_log:
+const rbacBootstrap = bootstrapInbound + `          access_log:
           - name: envoy.access_loggers.http_grpc
             filter:
               metadata_filter:
@@ -104,36 +83,7 @@ static_resources:
                   demo/backend-allow/frontend-reads:
                     permissions: [{url_path: {path: {prefix: /api/}}}]
                     principals: [{authenticated: {principal_name: {exact: "spiffe://portcullis.local/ns/demo/sa/frontend"}}}]
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: app
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: app
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %[4]d}}}}]}]
-  - name: authz
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        common_tls_context:
-          tls_certificates: [{certificate_chain: {inline_string: "%[1]s"}, private_key: {inline_string: "%[2]s"}}]
-          validation_context:
-            trusted_ca: {inline_string: "%[3]s"}
-            match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "%[6]s"}}]
-    load_assignment:
-      cluster_name: authz
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %[5]d}}}}]}]
-`
+` + bootstrapUpstreams
 
 // TestEnvoyDecisionsReachTheDecisionLog: requests a real Envoy's RBAC filters decide reach the
 // decision log through its gRPC access log, with the record, metric and span ext_authz's

@@ -23,9 +23,11 @@ import (
 	"github.com/portcullis/portcullis/test/testca"
 )
 
-// envoyBootstrap is an inbound listener the way the translator will build one: mTLS from callers,
-// ext_authz to this service over mTLS with the listener's context extensions, then the app.
-const envoyBootstrap = `
+// bootstrapInbound and bootstrapUpstreams frame an inbound listener the way the translator builds
+// one — mTLS from callers (%[1]s, %[2]s: the proxy's certificate and key; %[3]s: the CA), then
+// the connection manager's own settings and filters, then the router to the app (port %[4]d) —
+// and the authorization cluster to this service (port %[5]d, SPIFFE ID %[6]s) over mTLS.
+const bootstrapInbound = `
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: 0}}
 static_resources:
@@ -46,27 +48,9 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: inbound
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: app}}]
-              typed_per_filter_config:
-                envoy.filters.http.ext_authz:
-                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                  check_settings:
-                    context_extensions: {service: backend, namespace: demo, port: "8080"}
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              failure_mode_allow: false
-              include_peer_certificate: true
-              grpc_service:
-                envoy_grpc: {cluster_name: authz}
-                timeout: 2s
-          - name: envoy.filters.http.router
+`
+
+const bootstrapUpstreams = `          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -98,6 +82,29 @@ static_resources:
       cluster_name: authz
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %[5]d}}}}]}]
 `
+
+// envoyBootstrap: ext_authz to this service with the listener's context extensions.
+const envoyBootstrap = bootstrapInbound + `          route_config:
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: app}}]
+              typed_per_filter_config:
+                envoy.filters.http.ext_authz:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                  check_settings:
+                    context_extensions: {service: backend, namespace: demo, port: "8080"}
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              include_peer_certificate: true
+              grpc_service:
+                envoy_grpc: {cluster_name: authz}
+                timeout: 2s
+` + bootstrapUpstreams
 
 func yamlString(pem []byte) string {
 	return strings.ReplaceAll(strings.TrimSpace(string(pem)), "\n", `\n`)
