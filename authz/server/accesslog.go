@@ -101,49 +101,42 @@ func (s *Server) recordEnvoyDecision(ctx context.Context, caller string, e *alog
 	if engine := s.engine.Load(); engine != nil {
 		d.MeshVersion = engine.Version()
 	}
-	status := httpStatus(d.Code)
-	rec := &Record{
-		Time: start.UTC(), DecisionID: d.ID, Decision: string(d.Outcome()), Code: d.Code, HTTPStatus: status,
-		Policy: d.Policy, Rule: d.Rule, Reason: d.Reason, MeshVersion: d.MeshVersion, DryRun: d.DryRun,
-		Caller: caller, DurationUS: c.GetDuration().AsDuration().Microseconds(),
-		Source: RecordSource{Principal: peerPrincipal(c), Address: socketIP(c.GetDownstreamRemoteAddress())},
-		Request: RecordRequest{
-			ID: e.GetRequest().GetRequestId(), Method: e.GetRequest().GetRequestMethod().String(),
-			Path: strings.SplitN(e.GetRequest().GetPath(), "?", 2)[0], Host: e.GetRequest().GetAuthority(),
-			Protocol: protocolName(e.GetProtocolVersion()),
+	// The request as Check reads it, so the record and the span are the ones Check writes.
+	req := e.GetRequest()
+	a := &policy.Attributes{
+		Source: policy.Source{Address: socketIP(c.GetDownstreamRemoteAddress())},
+		Request: policy.Request{
+			ID: req.GetRequestId(), Method: req.GetRequestMethod().String(), Path: strings.SplitN(req.GetPath(), "?", 2)[0],
+			Host: policy.HostWithoutPort(req.GetAuthority()), Protocol: protocolName(e.GetProtocolVersion()),
 		},
 	}
+	_ = a.Source.SetPrincipal(peerPrincipal(c)) // not a SPIFFE ID: unauthenticated, as in Check
 	tags := c.GetCustomTags()
-	rec.Destination = RecordDest{Service: tags[model.AccessLogTagService], Namespace: tags[model.AccessLogTagNamespace]}
+	a.Destination.Service, a.Destination.Namespace = tags[model.AccessLogTagService], tags[model.AccessLogTagNamespace]
 	if p, err := strconv.ParseUint(tags[model.AccessLogTagPort], 10, 16); err == nil {
-		rec.Destination.Port = uint32(p)
+		a.Destination.Port = uint32(p)
 	}
 	// The request's own trace context (the access log sends its traceparent), not the stream's.
-	parent := traceContext.Extract(context.Background(), propagation.MapCarrier{"traceparent": e.GetRequest().GetRequestHeaders()["traceparent"]})
+	parent := traceContext.Extract(context.Background(), propagation.MapCarrier{"traceparent": req.GetRequestHeaders()["traceparent"]})
+	traceID := ""
 	if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-		rec.TraceID = sc.TraceID().String()
+		traceID = sc.TraceID().String()
 	}
+	status := httpStatus(d.Code)
+	took := c.GetDuration().AsDuration()
+	rec := newRecord(&d, status, a, nil, nil, traceID, took, start)
+	rec.Caller = caller
 	s.metrics.count(ctx, &d)
 	s.dlog.Write(rec)
-	end := start.Add(c.GetDuration().AsDuration())
 	_, span := s.tracer.Start(parent, spanEnvoyDecision, trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(start))
 	if span.IsRecording() {
-		span.SetAttributes(
-			attribute.String("authz.engine", "envoy"),
-			attribute.String("authz.decision_id", d.ID),
-			attribute.String("authz.decision", string(d.Outcome())),
-			attribute.String("authz.code", string(d.Code)),
-			attribute.String("authz.policy", d.Policy),
-			attribute.String("authz.rule", d.Rule),
-			attribute.String("authz.reason", d.Reason),
-			attribute.Int("http.response.status_code", status),
-			attribute.String("authz.caller", caller),
-			attribute.String("authz.principal", rec.Source.Principal),
-			attribute.String("authz.destination", rec.Destination.Namespace+"/"+rec.Destination.Service),
-		)
+		annotate(span, envoyAttributes[:], &d, status, a, caller)
 	}
-	span.End(trace.WithTimestamp(end))
+	span.End(trace.WithTimestamp(start.Add(took)))
 }
+
+// envoyAttributes mark a decision span as Envoy's (rpcAttributes mark Check's).
+var envoyAttributes = [...]attribute.KeyValue{attribute.String("authz.engine", "envoy")}
 
 // envoyDecision reads what the RBAC filters decided: the DENY filter's match denies; else the
 // ALLOW filter's result (its match allows, its refusal is the mesh default DENY); with no ALLOW
@@ -223,12 +216,9 @@ func peerPrincipal(c *alogv3.AccessLogCommon) string {
 	return ""
 }
 
-func socketIP(a *corev3.Address) string {
-	ip, err := netip.ParseAddr(a.GetSocketAddress().GetAddress())
-	if err != nil {
-		return ""
-	}
-	return ip.Unmap().String()
+func socketIP(a *corev3.Address) netip.Addr {
+	ip, _ := netip.ParseAddr(a.GetSocketAddress().GetAddress()) // invalid when absent
+	return ip
 }
 
 func protocolName(v alogv3.HTTPAccessLogEntry_HTTPVersion) string {

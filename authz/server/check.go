@@ -137,7 +137,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	s.dlog.Write(rec)
 	if span.IsRecording() {
-		annotate(span, &d, status, attrs, caller)
+		annotate(span, rpcAttributes[:], &d, status, attrs, caller)
 	}
 	return resp, nil
 }
@@ -238,14 +238,15 @@ func outcome(allow bool) string {
 	return "DENY"
 }
 
-// annotate puts the request's decision on the Check span, every attribute in one call so the
-// SDK sizes the span's attribute slice once. A denial is the service working, not failing: the
-// span status stays unset, authz.decision says what happened. The token's details are on the
-// JWT span alone; authz.caller is the proxy that asked (its SVID).
-func annotate(span trace.Span, d *policy.Decision, status int, a *policy.Attributes, caller string) {
+// annotate puts the request's decision on its span (kind: Check's RPC attributes, or the mark
+// of a decision Envoy made), every attribute in one call so the SDK sizes the span's attribute
+// slice once. A denial is the service working, not failing: the span status stays unset,
+// authz.decision says what happened. The token's details are on the JWT span alone;
+// authz.caller is the proxy that asked (its SVID).
+func annotate(span trace.Span, kind []attribute.KeyValue, d *policy.Decision, status int, a *policy.Attributes, caller string) {
 	attrs := attrPool.Get().(*attrBuffer)
 	defer attrPool.Put(attrs)
-	as := append(attrs[:0], rpcAttributes[:]...)
+	as := append(attrs[:0], kind...)
 	as = append(as,
 		attribute.String("authz.decision_id", d.ID),
 		attribute.String("authz.decision", string(d.Outcome())),
