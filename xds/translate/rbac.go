@@ -224,66 +224,47 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 		return nil, false, NotNativeNonASCII
 	}
 	var all []*rbacv3.Principal
-	if f := r.From; f != nil {
-		if f.JWT != nil {
-			return nil, false, NotNativeJWT
+	// match adds the matcher of a list (negated for the not-lists); the first list that is not
+	// expressible sets reason, and the lists after it are not translated.
+	match := func(list []string, negate bool, translate func([]string) (*rbacv3.Principal, string)) {
+		if len(list) == 0 || reason != "" {
+			return
 		}
-		if f.APIKey != nil {
+		p, why := translate(list)
+		if reason = why; why != "" {
+			return
+		}
+		if negate {
+			p = notID(p)
+		}
+		all = append(all, p)
+	}
+	if f := r.From; f != nil {
+		switch {
+		case f.JWT != nil:
+			return nil, false, NotNativeJWT
+		case f.APIKey != nil:
 			return nil, false, NotNativeAPIKey
 		}
-		if len(f.Principals) > 0 {
-			all = append(all, principals(f.Principals))
-		}
-		if len(f.NotPrincipals) > 0 {
-			all = append(all, notID(principals(f.NotPrincipals)))
-		}
-		if len(f.Namespaces) > 0 {
-			p, reason := namespaces(f.Namespaces)
-			if reason != "" {
-				return nil, false, reason
-			}
-			all = append(all, p)
-		}
-		if len(f.NotNamespaces) > 0 {
-			p, reason := namespaces(f.NotNamespaces)
-			if reason != "" {
-				return nil, false, reason
-			}
-			all = append(all, notID(p))
-		}
+		match(f.Principals, false, expressible(principals))
+		match(f.NotPrincipals, true, expressible(principals))
+		match(f.Namespaces, false, namespaces)
+		match(f.NotNamespaces, true, namespaces)
 	}
-	if t := r.To; t != nil {
-		if len(t.Hosts) > 0 {
-			p, reason := hosts(t.Hosts)
-			if reason != "" {
-				return nil, false, reason
-			}
+	if t := r.To; t != nil && reason == "" {
+		if match(t.Hosts, false, hosts); len(t.Hosts) > 0 {
 			rt.authority = true
-			all = append(all, p)
 		}
-		if len(t.Ports) > 0 && !slices.Contains(t.Ports, rt.port) {
+		if reason == "" && len(t.Ports) > 0 && !slices.Contains(t.Ports, rt.port) {
 			return nil, false, "" // the route's port is fixed: the rule never matches here
 		}
-		if len(t.Methods) > 0 {
-			all = append(all, methods(t.Methods))
-		}
-		if len(t.NotMethods) > 0 {
-			all = append(all, notID(methods(t.NotMethods)))
-		}
-		if len(t.Paths) > 0 {
-			p, reason := paths(t.Paths)
-			if reason != "" {
-				return nil, false, reason
-			}
-			all = append(all, p)
-		}
-		if len(t.NotPaths) > 0 {
-			p, reason := paths(t.NotPaths)
-			if reason != "" {
-				return nil, false, reason
-			}
-			all = append(all, notID(p))
-		}
+		match(t.Methods, false, expressible(methods))
+		match(t.NotMethods, true, expressible(methods))
+		match(t.Paths, false, paths)
+		match(t.NotPaths, true, paths)
+	}
+	if reason != "" {
+		return nil, false, reason
 	}
 	for k := range r.When {
 		c, never, reason := rt.condition(&r.When[k])
@@ -296,6 +277,11 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 		all = append(all, c)
 	}
 	return andIDs(all...), true, ""
+}
+
+// expressible adapts a translation every list has.
+func expressible(translate func([]string) *rbacv3.Principal) func([]string) (*rbacv3.Principal, string) {
+	return func(list []string) (*rbacv3.Principal, string) { return translate(list), "" }
 }
 
 // asciiRule reports whether every pattern and value of a rule is printable ASCII.
