@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/loadgen"
 	"github.com/portcullis/portcullis/test/meshtest"
 	"github.com/portcullis/portcullis/test/proctest"
@@ -105,15 +104,5 @@ func (m *mesh) backendCounter(filter string) (uint64, error) {
 	if err != nil || code != http.StatusOK {
 		return 0, fmt.Errorf("backend Envoy stats: %d %v", code, err)
 	}
-	var n uint64
-	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
-		if _, v, ok := strings.Cut(line, ": "); ok {
-			c, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("backend Envoy stats: %q: %w", line, err)
-			}
-			n += c
-		}
-	}
-	return n, nil
+	return envoytest.SumCounters(body)
 }

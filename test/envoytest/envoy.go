@@ -285,3 +285,19 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// SumCounters adds up the values of Envoy's /stats text ("name: value" lines), as a filtered
+// query returns them.
+func SumCounters(stats string) (uint64, error) {
+	var n uint64
+	for _, line := range strings.Split(strings.TrimSpace(stats), "\n") {
+		if _, v, ok := strings.Cut(line, ": "); ok {
+			c, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("envoytest: stat %q: %w", line, err)
+			}
+			n += c
+		}
+	}
+	return n, nil
+}

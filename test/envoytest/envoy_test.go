@@ -87,3 +87,13 @@ static_resources:
 		t.Errorf("envoy stats = %q, want one 2xx", stats)
 	}
 }
+
+func TestSumCounters(t *testing.T) {
+	n, err := SumCounters("http.inbound.rbac.deny.allowed: 3\nhttp.inbound.rbac.deny.denied: 4\n")
+	if err != nil || n != 7 {
+		t.Fatalf("got %d, %v; want 7", n, err)
+	}
+	if _, err := SumCounters("a.histogram: P0(nan,1)"); err == nil {
+		t.Fatal("a value that is not a counter was added up")
+	}
+}

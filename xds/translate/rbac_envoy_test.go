@@ -599,17 +599,11 @@ func (h *diffHarness) rbacDecisions(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
-		if _, v, ok := strings.Cut(line, ": "); ok {
-			c, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("stat %q: %v", line, err)
-			}
-			n += c
-		}
+	n, err := envoytest.SumCounters(body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n
+	return int(n)
 }
 
 // diffConn is a keep-alive HTTP/1.1 connection to a listener as one caller.
