@@ -59,7 +59,19 @@ spec: {selector: {service: api}, action: ALLOW, rules: [{to: {methods: [GET]}}]}
 		counts, _ := p.ledger.Documents(p.src.Status().Version)
 		return counts["Workload/"+ns+"/api-1"] == snapshot.DocumentCount{Proxies: 1, Programmed: 1}
 	})
-	// What the proxy has, and the source's last rebuild, before any status is written.
+	// What the proxy has, and the source's last rebuild, before any status is written — once every
+	// type it was sent is ACKed: a make test run saw the document programmed while the routes' and
+	// ECDS's ACKs were still 10 ms away, and took their arrival for a new push.
+	waitFor(t, 15*time.Second, "every type sent ACKed", func() bool {
+		for _, ps := range p.ledger.Status() {
+			for _, ts := range ps.Types {
+				if ts.Acked != ts.Sent {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	rebuilt := p.src.Status().LastAttempt
 	pushed := p.ledger.Status()
 
