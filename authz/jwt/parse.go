@@ -119,9 +119,11 @@ func (p *provider) verify(ctx context.Context, raw string, t *parsed, now time.T
 		return reject(CodeExpired, p.name, "token expired at %s", c.expiry.Format(time.RFC3339))
 	case c.hasNbf && now.Add(p.skew).Before(c.notBefore):
 		return reject(CodeNotYetValid, p.name, "token not valid before %s", c.notBefore.Format(time.RFC3339))
-	case c.hasIat && now.Add(p.skew).Before(c.issuedAt):
-		return reject(CodeIssuedInFuture, p.name, "token issued in the future (%s)", c.issuedAt.Format(time.RFC3339))
 	}
+	// "iat" is not checked: RFC 7519 gives it no rule (nbf is the claim that says "not before"),
+	// only the issuer can set it, and refusing an iat ahead of this clock turns issuer clock skew
+	// into outages. Envoy's jwt_authn does not check it either, so where Envoy verifies tokens
+	// (engine auto) it decides as this does.
 	if len(p.spec.Audiences) > 0 && !slices.ContainsFunc(c.audience, func(a string) bool { return slices.Contains(p.spec.Audiences, a) }) {
 		return reject(CodeAudience, p.name, "audience %q is not one of %q", c.audience, p.spec.Audiences)
 	}

@@ -13,12 +13,15 @@ import (
 	"github.com/portcullis/portcullis/xds/model"
 )
 
-// MaxTokenBytes is the largest token accepted; larger ones are rejected before any parsing.
-const MaxTokenBytes = 16 << 10
-
 // maxClaimDepth bounds how deep nested claims are flattened; deeper values are not addressable
 // by claim paths (Rego still sees them).
 const maxClaimDepth = 16
+
+// MaxTokenBytes is the largest token accepted; larger ones are rejected before any parsing. It
+// is above the 60 KiB that Envoy's inbound listeners take in all of a request's headers (their
+// default), so it refuses no token that Envoy let through: where Envoy verifies tokens itself
+// (engine auto), that header limit is the only bound, and both decide alike.
+const MaxTokenBytes = 64 << 10
 
 // Token is a verified token. It is immutable and shared between requests (it is cached), so
 // callers must not modify it or the maps it returns.
@@ -147,6 +150,11 @@ func (f *flattener) add(path, keys string, v any, inList bool, depth int) {
 		cv.List = true
 		c.flat[path] = cv
 		for _, e := range x {
+			if _, nested := e.([]any); nested {
+				// A list in a list is not looked into, as Envoy's claim matchers do not (engine
+				// auto): ["a", ["b"]] has the element "a" only.
+				continue
+			}
 			f.add(path, keys, e, true, depth+1)
 		}
 	case nil:

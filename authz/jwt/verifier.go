@@ -56,27 +56,26 @@ type Code string
 
 // Rejection codes.
 const (
-	CodeOK             Code = "ok"
-	CodeMalformed      Code = "malformed"
-	CodeTooLarge       Code = "too_large"
-	CodeUnknownIssuer  Code = "unknown_issuer"
-	CodeAlgorithm      Code = "algorithm_not_allowed"
-	CodeNoKeys         Code = "no_keys"
-	CodeUnknownKey     Code = "unknown_key"
-	CodeSignature      Code = "bad_signature"
-	CodeMissingExpiry  Code = "missing_exp"
-	CodeExpired        Code = "expired"
-	CodeNotYetValid    Code = "not_yet_valid"
-	CodeIssuedInFuture Code = "issued_in_future"
-	CodeAudience       Code = "bad_audience"
-	CodeClaims         Code = "bad_claims"
+	CodeOK            Code = "ok"
+	CodeMalformed     Code = "malformed"
+	CodeTooLarge      Code = "too_large"
+	CodeUnknownIssuer Code = "unknown_issuer"
+	CodeAlgorithm     Code = "algorithm_not_allowed"
+	CodeNoKeys        Code = "no_keys"
+	CodeUnknownKey    Code = "unknown_key"
+	CodeSignature     Code = "bad_signature"
+	CodeMissingExpiry Code = "missing_exp"
+	CodeExpired       Code = "expired"
+	CodeNotYetValid   Code = "not_yet_valid"
+	CodeAudience      Code = "bad_audience"
+	CodeClaims        Code = "bad_claims"
 	// CodeAmbiguous: one location holds several tokens (its header sent twice, its cookie named
 	// twice); the application might read another than the one verified.
 	CodeAmbiguous Code = "ambiguous"
 )
 
 var codes = []Code{CodeOK, CodeMalformed, CodeTooLarge, CodeUnknownIssuer, CodeAlgorithm, CodeNoKeys,
-	CodeUnknownKey, CodeSignature, CodeMissingExpiry, CodeExpired, CodeNotYetValid, CodeIssuedInFuture,
+	CodeUnknownKey, CodeSignature, CodeMissingExpiry, CodeExpired, CodeNotYetValid,
 	CodeAudience, CodeClaims, CodeAmbiguous}
 
 // Error is why a presented token was rejected. Its text never contains the token.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -28,6 +29,7 @@ import (
 const (
 	rbacMetadata      = "envoy.filters.http.rbac"
 	rbacDeniedDetails = "rbac_access_denied_matched_policy["
+	jwtDeniedDetails  = "jwt_authn_access_denied"
 	spanEnvoyDecision = "authz.envoy_decision"
 )
 
@@ -87,13 +89,20 @@ func (a *AccessLog) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessL
 // An entry without RBAC results (the access log's filter lets none through) is skipped.
 func (s *Server) recordEnvoyDecision(ctx context.Context, caller string, e *alogv3.HTTPAccessLogEntry) {
 	c := e.GetCommonProperties()
-	rbac := c.GetMetadata().GetFilterMetadata()[rbacMetadata].GetFields()
-	if rbac == nil {
+	meta := c.GetMetadata().GetFilterMetadata()
+	rbac := meta[rbacMetadata].GetFields()
+	details := e.GetResponse().GetResponseCodeDetails()
+	jr := envoyJWT(meta[model.JWTAuthnMetadata].GetFields())
+	var d policy.Decision
+	switch {
+	case jr.Err != nil && strings.HasPrefix(details, jwtDeniedDetails):
+		d = policy.Decision{Code: policy.CodeJWTInvalid, Reason: "invalid JWT: " + string(jr.Err.Code) + " (decided in Envoy)"}
+	case rbac != nil:
+		d = envoyDecision(rbac, details, int(e.GetResponse().GetResponseCode().GetValue()))
+	default:
 		return
 	}
 	start := c.GetStartTime().AsTime()
-	code := int(e.GetResponse().GetResponseCode().GetValue())
-	d := envoyDecision(rbac, e.GetResponse().GetResponseCodeDetails(), code)
 	d.ID = c.GetStreamId()
 	if d.ID == "" {
 		d.ID = policy.NewDecisionID(start)
@@ -111,6 +120,7 @@ func (s *Server) recordEnvoyDecision(ctx context.Context, caller string, e *alog
 		},
 	}
 	_ = a.Source.SetPrincipal(peerPrincipal(c)) // not a SPIFFE ID: unauthenticated, as in Check
+	a.JWT = jr.Token
 	tags := c.GetCustomTags()
 	a.Destination.Service, a.Destination.Namespace = tags[model.AccessLogTagService], tags[model.AccessLogTagNamespace]
 	if p, err := strconv.ParseUint(tags[model.AccessLogTagPort], 10, 16); err == nil {
@@ -124,7 +134,7 @@ func (s *Server) recordEnvoyDecision(ctx context.Context, caller string, e *alog
 	}
 	status := httpStatus(d.Code)
 	took := c.GetDuration().AsDuration()
-	rec := newRecord(&d, status, a, nil, nil, traceID, took, start)
+	rec := newRecord(&d, status, a, &jr, nil, traceID, took, start)
 	rec.Caller = caller
 	s.metrics.count(ctx, &d)
 	s.dlog.Write(rec)
@@ -174,6 +184,53 @@ func envoyDecision(rbac map[string]*structpb.Value, details string, code int) po
 	}
 	d.DryRun = envoyDryRun(d, str)
 	return d
+}
+
+// envoyJWT reads what jwt_authn wrote: the verified token's claims, else why a provider refused
+// the token (its status message, a fixed text of Envoy's, mapped to the verifier's codes; with
+// several providers, one whose issuer is not the token's refuses it too, which only counts when
+// jwt_authn refused the request). Empty when the request had no token, or was not verified in
+// Envoy.
+func envoyJWT(meta map[string]*structpb.Value) jwt.Result {
+	payload := meta[model.JWTPayloadKey].GetStructValue()
+	if payload == nil {
+		if failed := meta[model.JWTFailedKey].GetStructValue(); failed != nil {
+			msg := failed.GetFields()["message"].GetStringValue()
+			return jwt.Result{Presented: true, Err: &jwt.Error{Code: envoyJWTCode(msg), Detail: msg}}
+		}
+		return jwt.Result{}
+	}
+	claims := payload.AsMap()
+	t, err := jwt.NewToken(nil, claims)
+	if err != nil { // Envoy verified it: unreachable
+		return jwt.Result{Presented: true}
+	}
+	return jwt.Result{Presented: true, Token: t, Issuer: t.Issuer}
+}
+
+// envoyJWTCodes map jwt_authn's status messages (google::jwt_verify::Status) to the verifier's
+// rejection codes, the first phrase found deciding.
+var envoyJWTCodes = []struct {
+	phrase string
+	code   jwt.Code
+}{
+	{"expired", jwt.CodeExpired},
+	{"not yet valid", jwt.CodeNotYetValid},
+	{"Audiences", jwt.CodeAudience},
+	{"issuer", jwt.CodeUnknownIssuer},
+	{"kid", jwt.CodeUnknownKey},
+	{"verification fail", jwt.CodeSignature},
+	{"[exp]", jwt.CodeMissingExpiry},
+	{"alg", jwt.CodeAlgorithm},
+}
+
+func envoyJWTCode(msg string) jwt.Code {
+	for _, c := range envoyJWTCodes {
+		if strings.Contains(msg, c.phrase) {
+			return c.code
+		}
+	}
+	return jwt.CodeMalformed
 }
 
 // envoyDryRun is what the dry-run policies would have decided, from the shadow rules: the DENY

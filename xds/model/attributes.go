@@ -101,6 +101,12 @@ const (
 	// HeaderDecisionID carries the decision id to the application (allowed requests) and to the
 	// client (every answer).
 	HeaderDecisionID = "x-portcullis-decision-id"
+	// JWTAuthnMetadata is where Envoy's jwt_authn filter, verifying tokens on routes Envoy
+	// decides, writes a verified token's claims (under JWTPayloadKey) and why it refused one
+	// (JWTFailedKey: {code, message}).
+	JWTAuthnMetadata = "envoy.filters.http.jwt_authn"
+	JWTPayloadKey    = "payload"
+	JWTFailedKey     = "failed"
 )
 
 // NativePolicyID names a rule of a policy ("namespace/name") in Envoy's RBAC configuration:

@@ -20,6 +20,8 @@ type MeshContext struct {
 	Config *MeshDoc
 	// Services are every service of the mesh, sorted by namespace and name.
 	Services []*ResolvedService
+	// RootNamespace holds the mesh-wide documents (Mesh.RootNamespace).
+	RootNamespace string
 
 	byRef map[Ref]*ResolvedService
 }
@@ -45,12 +47,15 @@ type ResolvedService struct {
 	JWTProviders []*JWTProviderDoc
 	// APIKeyProviders likewise verify API keys of requests for the service.
 	APIKeyProviders []*APIKeyProviderDoc
+	// CredentialRevocations are the revocations that govern the tokens those providers verify:
+	// those of its namespace and of the root namespace.
+	CredentialRevocations []*CredentialRevocationDoc
 }
 
 // NewMeshContext resolves what the proxies of m share.
 func NewMeshContext(m *Mesh) *MeshContext {
 	mc := &MeshContext{
-		Version: m.Version, TrustDomain: m.TrustDomain, Config: m.Config,
+		Version: m.Version, TrustDomain: m.TrustDomain, Config: m.Config, RootNamespace: m.RootNamespace(),
 		Services: make([]*ResolvedService, len(m.Services)),
 		byRef:    make(map[Ref]*ResolvedService, len(m.Services)),
 	}
@@ -87,6 +92,13 @@ func NewMeshContext(m *Mesh) *MeshContext {
 		for _, s := range mc.Services {
 			if m.Reaches(RefOf(p).Namespace, s.Ref.Namespace) {
 				s.JWTProviders = append(s.JWTProviders, p)
+			}
+		}
+	}
+	for _, d := range m.CredentialRevocations {
+		for _, s := range mc.Services {
+			if m.Reaches(RefOf(d).Namespace, s.Ref.Namespace) {
+				s.CredentialRevocations = append(s.CredentialRevocations, d)
 			}
 		}
 	}
@@ -158,4 +170,19 @@ func (p *Proxy) TransparentInbound(endpoints map[Ref][]Endpoint) []Inbound {
 		return cmp.Or(cmp.Compare(a.AppPort, b.AppPort), compareRef(a.Service.Ref, b.Service.Ref), cmp.Compare(a.Port, b.Port))
 	})
 	return out
+}
+
+// JWTProvider returns the provider that a from.jwt of a policy in namespace ns names, among those
+// that verify tokens for the service (the rule of Mesh.JWTProvider); nil when none of them has
+// the name, so no token the service sees was verified by it.
+func (s *ResolvedService) JWTProvider(ns, root, name string) *JWTProviderDoc {
+	var found *JWTProviderDoc
+	resolveProvider(ns, root, name, func(r Ref) bool {
+		i := slices.IndexFunc(s.JWTProviders, func(p *JWTProviderDoc) bool { return RefOf(p) == r })
+		if i >= 0 {
+			found = s.JWTProviders[i]
+		}
+		return i >= 0
+	})
+	return found
 }

@@ -15,7 +15,7 @@ import (
 // Routes and the ext_authz filter configuration of web-1.shop (meshDocs).
 var (
 	webRoutes  = []string{"inbound|8080|web.shop", "outbound|19001|cart.shop"}
-	webFilters = []string{"envoy.filters.http.ext_authz"}
+	webFilters = []string{"envoy.filters.http.ext_authz", "envoy.filters.http.jwt_authn"}
 )
 
 const rateLimitDoc = `---

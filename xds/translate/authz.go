@@ -37,6 +37,7 @@ func (t *translator) authzExtension() {
 	}
 	t.res.Extensions = append(t.res.Extensions, &corev3.TypedExtensionConfig{Name: filterExtAuthz, TypedConfig: t.any(t.extAuthz())})
 	t.source(filterExtAuthz, t.p.Mesh.Config)
+	t.jwtExtension()
 }
 
 // extAuthz configures the ext_authz filter: gRPC to the control plane's authorization service

@@ -88,7 +88,8 @@ func (t *translator) serviceName() string {
 }
 
 // inboundHCM is the HTTP connection manager of an inbound filter chain. Its filters, in order:
-// CORS, local rate limit (before authorization), the two RBAC filters (rbac.go), ext_authz, local rate limit on verified
+// CORS, local rate limit (before authorization), jwt_authn and the two RBAC filters (jwt.go,
+// rbac.go), ext_authz, local rate limit on verified
 // attributes, the global rate limits (fail closed, fail open), router. All but the router are in
 // every inbound listener whatever the documents say: the routes (RDS) switch them on and
 // configure them per route, and ext_authz's own settings come over ECDS, so a policy, rate limit,
@@ -103,6 +104,7 @@ func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.
 		HttpFilters: []*hcmv3.HttpFilter{
 			t.httpFilter(filterCORS, &corsv3.Cors{}),
 			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
+			jwtFilter(),
 			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACDenyPrefix}),
 			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACAllowPrefix}),
 			extAuthzFilter(),
@@ -128,8 +130,9 @@ func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},
-		Tracing:   t.tracing("inbound"),
-		AccessLog: []*accesslogv3.AccessLog{t.decisionLog(in)},
+		Tracing:          t.tracing("inbound"),
+		AccessLog:        []*accesslogv3.AccessLog{t.decisionLog(in)},
+		LocalReplyConfig: t.jwtRefusal(),
 	}
 	if mtls {
 		// The application learns the caller's SPIFFE ID from X-Forwarded-Client-Cert; whatever a
@@ -142,8 +145,8 @@ func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.
 
 // decisionLog sends the requests the route's RBAC filters decided (engine auto) to the
 // authorization service's access log service, which writes their decision-log records
-// (authz/server's accesslog.go): the entries of requests whose DENY filter ran with rules, tagged
-// with the destination. Requests ext_authz decided are not sent: the service logged them.
+// (authz/server's accesslog.go): the entries of requests whose DENY filter ran with rules or whose
+// token jwt_authn refused, tagged with the destination. Requests ext_authz decided are not sent: the service logged them.
 func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
 	als := &grpcalsv3.HttpGrpcAccessLogConfig{
 		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
@@ -161,11 +164,20 @@ func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
 		// The request's trace: the decision's span joins it.
 		AdditionalRequestHeadersToLog: []string{"traceparent"},
 	}
-	decided := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_MetadataFilter{MetadataFilter: &accesslogv3.MetadataFilter{
-		Matcher: &matcherv3.MetadataMatcher{
-			Filter: "envoy.filters.http.rbac",
-			Path:   []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: model.RBACDenyPrefix + "enforced_engine_result"}}},
-			Value:  &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}},
+	present := func(filter, key string) *accesslogv3.AccessLogFilter {
+		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_MetadataFilter{MetadataFilter: &accesslogv3.MetadataFilter{
+			Matcher: &matcherv3.MetadataMatcher{
+				Filter: filter,
+				Path:   []*matcherv3.MetadataMatcher_PathSegment{pathKey(key)},
+				Value:  &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}},
+			},
+		}}}
+	}
+	// Decided in Envoy: by the RBAC filters, or by jwt_authn refusing a token before them.
+	decided := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_OrFilter{OrFilter: &accesslogv3.OrFilter{
+		Filters: []*accesslogv3.AccessLogFilter{
+			present("envoy.filters.http.rbac", model.RBACDenyPrefix+"enforced_engine_result"),
+			present(model.JWTAuthnMetadata, model.JWTFailedKey),
 		},
 	}}}
 	return &accesslogv3.AccessLog{

@@ -12,6 +12,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
@@ -49,7 +50,8 @@ func notNative(reason string) AuthzPlacement {
 
 // shapes are the NotNative constants, for shapeOf.
 var shapes = []string{
-	NotNativeRego, NotNativeJWT, NotNativeJWTProvider, NotNativeAudit, NotNativeDryRun, NotNativeTime,
+	NotNativeRego, NotNativeJWTKeys, NotNativeJWTLocation, NotNativeJWTIssuer, NotNativeJWTSkew, NotNativeJWTClaimPath,
+	NotNativeJWTClaimValue, NotNativeJWTClaimMatches, NotNativeAudit, NotNativeDryRun, NotNativeTime,
 	NotNativeHosts, NotNativeAttribute, NotNativeHeaderRegex, NotNativeHeaderName, NotNativeSourceIPv6,
 	NotNativeVerifiedKeys, NotNativeRegexpSize, NotNativeNonASCII, NotNativeAPIKey, NotNativeAPIKeyProvider,
 }
@@ -72,20 +74,29 @@ func shapeOf(reason string) string {
 
 // Shapes that keep a route on ext_authz; Reason starts with one of them after the policy name.
 const (
-	NotNativeRego         = "rego"
-	NotNativeJWT          = "jwt"
-	NotNativeJWTProvider  = "jwt provider" // tokens are verified (and invalid ones refused) for every request
-	NotNativeAudit        = "audit"
-	NotNativeDryRun       = "dry run"
-	NotNativeTime         = "time"
-	NotNativeHosts        = "hosts" // with a port, an IPv6 literal or a trailing dot
-	NotNativeAttribute    = "attribute"
-	NotNativeHeaderRegex  = "header matches"
-	NotNativeHeaderName   = "header name"
-	NotNativeSourceIPv6   = "sourceIPs IPv6"
-	NotNativeVerifiedKeys = "verified rate limits" // the limits key on attributes ext_authz returns
-	NotNativeRegexpSize   = "regexp size"          // over what Envoy's RE2 accepts
-	NotNativeNonASCII     = "non-ASCII pattern"    // RE2 refuses invalid UTF-8; native routes see ASCII only
+	NotNativeRego = "rego"
+	// Envoy's jwt_authn verifies the tokens of a service's requests only when it verifies them as
+	// the authorization service does (jwt.go): keys it is given (inline ones), one header read by
+	// every provider, no two providers with one issuer, a clock skew of whole seconds.
+	NotNativeJWTKeys     = "jwt keys"
+	NotNativeJWTLocation = "jwt location"
+	NotNativeJWTIssuer   = "jwt issuer shared"
+	NotNativeJWTSkew     = "jwt clock skew"
+	// Claims: a top-level claim tested with equals, in or contains against strings.
+	NotNativeJWTClaimPath    = "jwt claim path"    // a nested claim ("realm_access.roles")
+	NotNativeJWTClaimValue   = "jwt claim value"   // a number or boolean literal
+	NotNativeJWTClaimMatches = "jwt claim matches" // a regular expression
+	NotNativeAudit           = "audit"
+	NotNativeDryRun          = "dry run"
+	NotNativeTime            = "time"
+	NotNativeHosts           = "hosts" // with a port, an IPv6 literal or a trailing dot
+	NotNativeAttribute       = "attribute"
+	NotNativeHeaderRegex     = "header matches"
+	NotNativeHeaderName      = "header name"
+	NotNativeSourceIPv6      = "sourceIPs IPv6"
+	NotNativeVerifiedKeys    = "verified rate limits" // the limits key on attributes ext_authz returns
+	NotNativeRegexpSize      = "regexp size"          // over what Envoy's RE2 accepts
+	NotNativeNonASCII        = "non-ASCII pattern"    // RE2 refuses invalid UTF-8; native routes see ASCII only
 
 	// from.apiKey, and an APIKeyProvider acting on the service: keys are verified (and invalid
 	// or revoked ones refused) for every request.
@@ -128,23 +139,32 @@ const (
 type rbacRoute struct {
 	deny, allow *rbacfilterv3.RBACPerRoute // allow nil under a mesh default of ALLOW
 	gate        []*routev3.HeaderMatcher   // what a request needs to be decided natively
+	jwt         *jwtScope                  // how Envoy verifies the service's tokens; nil without providers
+	// tokenRequired: under a default of DENY an ALLOW policy asks for a token, and the service
+	// answers a request without one 401, which RBAC cannot: such requests go to ext_authz.
+	tokenRequired bool
 }
 
 // nativeAuthz translates the policies that apply to a service port (the engine's selection:
 // model.ResolvedService.AuthorizationPolicies) into RBAC, or says why it cannot. The engine
 // denies when a DENY policy matches, else allows when an ALLOW policy matches, else applies the
 // mesh default; the two filters make the same decision.
-func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.Decision, rateLimitKeys []string) (*rbacRoute, AuthzPlacement) {
+func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.Decision, rateLimitKeys []string, root string, keys func(*model.JWTProviderDoc) (string, error)) (*rbacRoute, AuthzPlacement) {
 	if len(rateLimitKeys) > 0 {
 		return nil, notNative(NotNativeVerifiedKeys)
-	}
-	if len(svc.JWTProviders) > 0 {
-		return nil, notNative(NotNativeJWTProvider + " " + model.RefOf(svc.JWTProviders[0]).String())
 	}
 	if len(svc.APIKeyProviders) > 0 {
 		return nil, notNative(NotNativeAPIKeyProvider + " " + model.RefOf(svc.APIKeyProviders[0]).String())
 	}
-	rt := &rbacTranslator{port: port, headers: map[string]bool{}}
+	var jwt *jwtScope
+	if len(svc.JWTProviders) > 0 {
+		var reason string
+		if jwt, reason = newJWTScope(svc, root, keys); jwt == nil {
+			return nil, notNative(reason)
+		}
+	}
+	rt := &rbacTranslator{port: port, headers: map[string]bool{}, jwtScope: jwt}
+	tokenRequired := false // see rbacRoute
 	deny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
 	allow := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 	for _, pol := range svc.AuthorizationPolicies {
@@ -163,8 +183,12 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 		if pol.Spec.Action == model.ActionDeny {
 			into = deny
 		}
+		rt.ns = model.RefOf(pol).Namespace
 		for i := range pol.Spec.Rules {
 			r := &pol.Spec.Rules[i]
+			if into == allow && r.From != nil && r.From.JWT != nil && defaultDecision != model.DecisionAllow {
+				tokenRequired = true
+			}
 			p, ok, reason := rt.rule(r)
 			if reason != "" {
 				return nil, notNative(name + ": " + reason)
@@ -182,7 +206,7 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 			}
 		}
 	}
-	out := &rbacRoute{deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny, RulesStatPrefix: model.RBACDenyPrefix}}}
+	out := &rbacRoute{jwt: jwt, deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny, RulesStatPrefix: model.RBACDenyPrefix}}}
 	if defaultDecision == model.DecisionAllow && len(allow.Policies) > 0 {
 		// Under a default of ALLOW the ALLOW policies change no decision, but the decision log
 		// names the one that matched (authz/server's access log): a last policy matching the rest.
@@ -200,6 +224,7 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 	if rt.authority {
 		out.gate = append(out.gate, regexHeader(":authority", plainAuthority))
 	}
+	out.tokenRequired = jwt != nil && tokenRequired
 	for _, h := range slices.Sorted(maps.Keys(rt.headers)) {
 		m := regexHeader(h, plainHeader)
 		m.TreatMissingHeaderAsEmpty = true
@@ -215,6 +240,11 @@ type rbacTranslator struct {
 	// authority is set when a rule reads the host: the native route then takes only a plain
 	// authority (plainAuthority).
 	authority bool
+	// jwtScope is how Envoy verifies the service's tokens; nil when no provider verifies them.
+	jwtScope *jwtScope
+	// ns is the namespace of the policy whose rules are translated: its from.jwt names
+	// providers from there.
+	ns string
 }
 
 // rule translates one rule to a principal that matches what the rule matches. ok is false when
@@ -240,11 +270,18 @@ func (rt *rbacTranslator) rule(r *model.Rule) (p *rbacv3.Principal, ok bool, rea
 		all = append(all, p)
 	}
 	if f := r.From; f != nil {
-		switch {
-		case f.JWT != nil:
-			return nil, false, NotNativeJWT
-		case f.APIKey != nil:
+		if f.APIKey != nil {
 			return nil, false, NotNativeAPIKey
+		}
+		if f.JWT != nil {
+			p, never, why := rt.jwt(f.JWT, rt.ns)
+			switch {
+			case why != "":
+				return nil, false, "from.jwt." + why
+			case never:
+				return nil, false, ""
+			}
+			all = append(all, p)
 		}
 		match(f.Principals, false, expressible(principals))
 		match(f.NotPrincipals, true, expressible(principals))
@@ -287,18 +324,29 @@ func expressible(translate func([]string) *rbacv3.Principal) func([]string) (*rb
 // asciiRule reports whether every pattern and value of a rule is printable ASCII.
 func asciiRule(r *model.Rule) bool {
 	var all []string
+	var values []*model.ValueMatch
 	if f := r.From; f != nil {
 		all = slices.Concat(f.Principals, f.NotPrincipals, f.Namespaces, f.NotNamespaces)
+		if f.JWT != nil {
+			all = append(all, f.JWT.Providers...)
+			for i := range f.JWT.Claims {
+				all = append(all, f.JWT.Claims[i].Claim)
+				values = append(values, &f.JWT.Claims[i].ValueMatch)
+			}
+		}
 	}
 	if t := r.To; t != nil {
 		all = slices.Concat(all, t.Methods, t.NotMethods, t.Paths, t.NotPaths, t.Hosts)
 	}
-	for _, c := range r.When {
-		all = append(all, c.Header, c.Attribute)
-		all = append(all, c.In...)
-		for _, v := range []*string{c.Equals, c.Contains, c.Matches} {
-			if v != nil {
-				all = append(all, *v)
+	for i := range r.When {
+		all = append(all, r.When[i].Header, r.When[i].Attribute)
+		values = append(values, &r.When[i].ValueMatch)
+	}
+	for _, v := range values {
+		all = append(all, v.In...)
+		for _, s := range []*string{v.Equals, v.Contains, v.Matches} {
+			if s != nil {
+				all = append(all, *s)
 			}
 		}
 	}
@@ -590,18 +638,22 @@ func orIDs(ids ...*rbacv3.Principal) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ids}}}
 }
 
-// nativeRoute returns the route that has Envoy decide the plain requests of a service port
-// (engine auto, policies expressible), to go before the ext_authz route like it, and records
-// where the route's policies are decided; nil when ext_authz decides them all.
-func (t *translator) nativeRoute(name string, in target, rateLimitKeys []string, extAuthz *routev3.Route) *routev3.Route {
+// nativeRoutes returns the routes that have Envoy decide the plain requests of a service port
+// (engine auto, policies expressible), to go before the ext_authz route like them, and records
+// where the route's policies are decided; none when ext_authz decides them all. Where providers
+// verify the service's tokens there are two: one for requests with a token, which jwt_authn
+// verifies (a token no provider verifies is refused, 401), and one for requests without an
+// Authorization header at all. (One route letting both through jwt_authn, with allow_missing,
+// would not do: Envoy then accepts a token whose audience its provider refuses.)
+func (t *translator) nativeRoutes(name string, in target, rateLimitKeys []string, extAuthz *routev3.Route) []*routev3.Route {
 	authz := t.p.Mesh.Config.Spec.Authz
 	if authz.Mode == model.AuthzOff || authz.Engine != model.EngineAuto {
 		return nil
 	}
-	r, placement := nativeAuthz(in.service, in.port, t.p.Mesh.Config.Spec.DefaultDecision, rateLimitKeys)
 	if t.res.Authz == nil {
 		t.res.Authz = map[string]AuthzPlacement{}
 	}
+	r, placement := nativeAuthz(in.service, in.port, t.p.Mesh.Config.Spec.DefaultDecision, rateLimitKeys, t.p.Mesh.RootNamespace, t.opts.JWKS)
 	t.res.Authz[name] = placement
 	if r == nil {
 		return nil
@@ -621,5 +673,24 @@ func (t *translator) nativeRoute(name string, in target, rateLimitKeys []string,
 	if r.allow != nil {
 		native.TypedPerFilterConfig[filterRBACAllow] = t.any(r.allow)
 	}
-	return native
+	jwt := r.jwt
+	if jwt == nil {
+		return []*routev3.Route{native}
+	}
+	t.addJWTScope(jwt)
+	withToken := proto.Clone(native).(*routev3.Route)
+	// The token header first: it tells the two routes apart at the least cost.
+	withToken.Match.Headers = append([]*routev3.HeaderMatcher{jwt.tokenGate()}, r.gate...)
+	t.jwtRequirements[name] = jwt.requirement()
+	withToken.TypedPerFilterConfig[filterJWT] = t.any(&jwtauthnv3.PerRouteConfig{
+		RequirementSpecifier: &jwtauthnv3.PerRouteConfig_RequirementName{RequirementName: name},
+	})
+	// Once jwt_authn has verified the token (and, with revocations, picked the route again),
+	// a token a revocation names no longer matches: ext_authz's route decides it.
+	withToken.Match.DynamicMetadata = jwt.notRevoked()
+	if r.tokenRequired {
+		return []*routev3.Route{withToken}
+	}
+	native.Match.Headers = append([]*routev3.HeaderMatcher{jwt.noTokenGate()}, r.gate...)
+	return []*routev3.Route{withToken, native}
 }

@@ -3,6 +3,7 @@ package translate
 import (
 	"testing"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
 )
@@ -57,7 +58,7 @@ spec: {}
 				t.Fatal(ps)
 			}
 			svc := model.NewMeshContext(m).Service(model.Ref{Namespace: "demo", Name: "backend"})
-			route, placement := nativeAuthz(svc, 18090, model.DecisionDeny, nil)
+			route, placement := nativeAuthz(svc, 18090, model.DecisionDeny, nil, model.DefaultRootNamespace, jwt.EnvoyJWKS)
 			if tc.shape == "" {
 				if !placement.Native || route == nil {
 					t.Fatalf("not native: %+v", placement)

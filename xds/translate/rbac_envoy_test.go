@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -39,6 +40,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	authzserver "github.com/portcullis/portcullis/authz/server"
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/test/testca"
@@ -87,14 +89,14 @@ func TestRBACDecidesAsTheEngine(t *testing.T) {
 		set := genPolicySet(r)
 		reqs := make([]*genRequest, diffRequests)
 		for j := range reqs {
-			reqs[j] = genRequestFor(r)
+			reqs[j] = genRequestFor(r, set)
 		}
 		h.check(t, fmt.Sprintf("set %d", i), set, reqs)
 		if t.Failed() {
 			break // one set's failure says enough; its seed reproduces it
 		}
 	}
-	t.Logf("%d policy sets (%d expressible), %d requests on each listener: %d decided by RBAC, %d by ext_authz, %d refused before authorization",
+	t.Logf("%d policy sets (%d expressible), %d requests on each listener: %d decided in Envoy (RBAC, or jwt_authn refusing the token), %d by ext_authz, %d refused before authorization",
 		h.sets, h.nativeSets, h.requests, h.native, h.requests-h.native-h.early, h.early)
 	h.checkDecisionLog(t)
 }
@@ -163,7 +165,38 @@ func diffRegressions() []diffCase {
 			{caller: "", method: "GET", target: "/", plain: true},
 			{caller: frontend, method: "GET", target: "/", plain: true},
 		},
+	}, {
+		// Tokens: Envoy answers a token for another audience 403 where the service says 401 (the
+		// listener's local reply mapper makes it 401); a list in a list is no element; a number
+		// is not its spelling; Envoy verifies a token whose iat is ahead, as the service now does.
+		set: &genSet{defaultDecision: model.DecisionDeny, expressible: true, providers: 1, policies: []*model.AuthorizationPolicyDoc{
+			allow(model.Rule{From: &model.Source{JWT: &model.JWTRequirement{Claims: []model.ClaimMatch{
+				{Claim: "tier", ValueMatch: model.ValueMatch{In: []string{"gold", "silver"}}},
+			}}}}),
+		}},
+		requests: []*genRequest{
+			regressionToken(map[string]any{"aud": "frontend", "tier": "gold"}, false),
+			regressionToken(map[string]any{"tier": []any{[]any{"gold"}}}, true),
+			regressionToken(map[string]any{"tier": []any{"x", "silver"}}, true),
+			regressionToken(map[string]any{"tier": 3}, true),
+			regressionToken(map[string]any{"tier": "gold", "iat": time.Now().Add(time.Hour).Unix()}, true),
+			regressionToken(map[string]any{"tier": "gold silver"}, true),
+		},
 	}}
+}
+
+// regressionToken is a request from the frontend with a token of idp's, with these claims over
+// the usual ones; verified says whether idp verifies it.
+func regressionToken(claims map[string]any, verified bool) *genRequest {
+	now := time.Now()
+	c := map[string]any{"iss": genIssuer, "sub": "alice", "aud": "backend", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+	maps.Copy(c, claims)
+	q := &genRequest{caller: "spiffe://td.test/ns/demo/sa/frontend", method: "GET", target: "/", plain: true, token: fmt.Sprint(claims),
+		headers: [][2]string{{"Authorization", "Bearer " + genKeys().idp.Sign(panicTB{}, c, nil)}}}
+	if verified {
+		q.claims, q.provider = c, "demo/idp"
+	}
+	return q
 }
 
 type diffHarness struct {
@@ -191,7 +224,7 @@ type diffHarness struct {
 	// envoyDecided maps the decision id of each request the native listener's RBAC filters
 	// decided (the stream id Envoy answers with) to the status answered; decisions is the
 	// authorization service's decision log, where each must have its record (issue 16 item 3).
-	envoyDecided map[string]int
+	envoyDecided map[string]envoyDecision
 	decisions    *lockedBuffer
 }
 
@@ -213,11 +246,17 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// envoyDecision is a request Envoy decided and its status.
+type envoyDecision struct {
+	status  int
+	request *genRequest
+}
+
 // noteDecision keeps the decision id a native listener's answer carries when Envoy decided it:
 // a stream id (a UUID), where the authorization service's ids are 26 characters.
-func (h *diffHarness) noteDecision(listener string, resp *http.Response) {
+func (h *diffHarness) noteDecision(listener string, resp *http.Response, q *genRequest) {
 	if id := resp.Header.Get(model.HeaderDecisionID); listener == diffNative && len(id) == 36 {
-		h.envoyDecided[id] = resp.StatusCode
+		h.envoyDecided[id] = envoyDecision{status: resp.StatusCode, request: q}
 	}
 }
 
@@ -254,12 +293,17 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, r := range recs {
-		status, ok := h.envoyDecided[r.DecisionID]
+		d, ok := h.envoyDecided[r.DecisionID]
+		status, q := d.status, d.request
 		switch {
 		case !ok || seen[r.DecisionID]:
 			t.Errorf("record %s: no such Envoy decision, or a second record", r.DecisionID)
 		case r.HTTPStatus != status || r.Destination.Service != genService || (status == http.StatusOK) != (r.Decision == "ALLOW"):
 			t.Errorf("record %+v: Envoy answered %d", r, status)
+		case q.claims != nil && (r.JWT == nil || r.JWT.Issuer != q.claims["iss"] || r.JWT.Subject != q.claims["sub"]):
+			t.Errorf("record %s of %s: JWT %+v, not the verified token's issuer and subject", r.DecisionID, q, r.JWT)
+		case status == http.StatusUnauthorized && (r.Code != "jwt_invalid" || r.JWT == nil || r.JWT.Error == ""):
+			t.Errorf("record %s of %s: a refused token is logged as %s, JWT %+v", r.DecisionID, q, r.Code, r.JWT)
 		}
 		seen[r.DecisionID] = true
 	}
@@ -275,7 +319,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	backendID := model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService)
 	authzID := spiffeid.RequireFromString("spiffe://td.test/ns/portcullis-system/sa/authz")
 	backend := ca.SVID(t, backendID.String())
-	h := &diffHarness{envoyDecided: map[string]int{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
+	h := &diffHarness{envoyDecided: map[string]envoyDecision{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)
@@ -296,7 +340,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	h.authz.AccessLog().Register(authzGRPC)
 	go func() { _ = authzGRPC.Serve(authzLis) }()
 	t.Cleanup(authzGRPC.Stop)
-	h.opts = Options{AuthzAddress: authzLis.Addr().String(), AuthzID: authzID}
+	h.opts = Options{AuthzAddress: authzLis.Addr().String(), AuthzID: authzID, JWKS: jwt.EnvoyJWKS}
 
 	// xDS in plaintext on loopback: ADS, whose route ACKs are awaited, and SDS from a cache of
 	// its own (Envoy asks for each secret on a stream of its own, which an ADS cache would
@@ -591,11 +635,11 @@ func (h *diffHarness) check(t *testing.T, label string, set *genSet, reqs []*gen
 	}
 }
 
-// rbacDecisions is how many requests the DENY filter (the first of the two, on every native
-// route) has evaluated.
+// rbacDecisions is how many requests Envoy has decided: those the DENY filter (the first of the
+// two, on every native route) evaluated, and those whose token jwt_authn refused before it.
 func (h *diffHarness) rbacDecisions(t *testing.T) int {
 	t.Helper()
-	body, err := h.envoy.Admin(context.Background(), "/stats?filter=^http%5C.inbound%5C.rbac%5C.deny%5C.(allowed|denied)$")
+	body, err := h.envoy.Admin(context.Background(), "/stats?filter=^http%5C.inbound%5C.(rbac%5C.deny%5C.(allowed|denied)|jwt_authn%5C.denied)$")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,7 +696,7 @@ func (h *diffHarness) send(t *testing.T, listener string, q *genRequest) int {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
-		h.noteDecision(listener, resp)
+		h.noteDecision(listener, resp, q)
 		if resp.Close {
 			_ = c.conn.Close()
 			delete(h.clients, key)
@@ -686,7 +730,7 @@ func (h *diffHarness) sendH2(t *testing.T, listener string, q *genRequest) int {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	h.noteDecision(listener, resp)
+	h.noteDecision(listener, resp, q)
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("%s: answered over %s, not HTTP/2", q, resp.Proto)
 	}

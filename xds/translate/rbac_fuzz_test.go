@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/xds/model"
 )
@@ -38,7 +40,7 @@ func FuzzRBACTranslation(f *testing.F) {
 			t.Fatalf("generated mesh refused: %v\n%s", problems, set)
 		}
 		svc := model.NewMeshContext(m).Service(model.Ref{Namespace: genNamespace, Name: genService})
-		route, placement := nativeAuthz(svc, genPort, set.defaultDecision, nil)
+		route, placement := nativeAuthz(svc, genPort, set.defaultDecision, nil, genRoot, jwt.EnvoyJWKS)
 		if placement.Native != set.expressible {
 			t.Fatalf("the translator says native=%v (%s), the generator expressible=%v (%s)\n%s", placement.Native, placement.Reason, set.expressible, set.why, set)
 		}
@@ -61,9 +63,9 @@ func FuzzRBACTranslation(f *testing.F) {
 			t.Fatal(problems)
 		}
 		for range 40 {
-			q := genRequestFor(r)
-			if !q.plain {
-				continue
+			q := genRequestFor(r, set)
+			if !q.plain || set.providers > 0 && q.token != "" && q.claims == nil {
+				continue // ext_authz decides it, or jwt_authn refuses its token
 			}
 			a := engineAttributes(t, q)
 			want := engine.Decide(context.Background(), a).Allow
@@ -88,6 +90,11 @@ func engineAttributes(t *testing.T, q *genRequest) *policy.Attributes {
 		t.Fatalf("%s: %v", q, err)
 	}
 	a.Request.Host = policy.HostWithoutPort(q.host)
+	if q.claims != nil {
+		if a.JWT, err = jwt.NewToken([]string{q.provider}, q.claims); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a.Request.Headers = map[string][]string{}
 	for _, kv := range q.headers {
 		// Envoy removes a value's surrounding whitespace.
@@ -147,11 +154,49 @@ func rbacEval(t *testing.T, p *rbacv3.Principal, q *genRequest) bool {
 	case *rbacv3.Principal_Header:
 		v, ok := headerLine(id.Header, q)
 		return ok && stringMatch(t, id.Header.GetStringMatch(), v)
+	case *rbacv3.Principal_SourcedMetadata:
+		m := id.SourcedMetadata.GetMetadataMatcher()
+		if id.SourcedMetadata.GetMetadataSource() != rbacv3.MetadataSource_DYNAMIC || m.GetFilter() != model.JWTAuthnMetadata || len(m.GetPath()) == 0 || m.GetPath()[0].GetKey() != model.JWTPayloadKey || m.GetInvert() {
+			t.Fatalf("the translator emitted a metadata matcher the model does not know: %v", m)
+		}
+		if q.claims == nil {
+			return false
+		}
+		var v any = q.claims
+		for _, seg := range m.GetPath()[1:] {
+			obj, ok := v.(map[string]any)
+			if !ok {
+				return false
+			}
+			if v, ok = obj[seg.GetKey()]; !ok {
+				return false
+			}
+		}
+		return valueMatch(t, m.GetValue(), v)
 	case *rbacv3.Principal_DirectRemoteIp:
 		pfx := netip.PrefixFrom(netip.MustParseAddr(id.DirectRemoteIp.GetAddressPrefix()), int(id.DirectRemoteIp.GetPrefixLen().GetValue()))
 		return pfx.Contains(netip.MustParseAddr("127.0.0.1"))
 	}
 	t.Fatalf("the translator emitted a principal the model does not know: %v", p)
+	return false
+}
+
+// valueMatch models Envoy's ValueMatcher on a JSON value (the verified payload as jwt_authn puts
+// it in dynamic metadata: numbers are numbers, never strings).
+func valueMatch(t *testing.T, m *matcherv3.ValueMatcher, v any) bool {
+	switch p := m.GetMatchPattern().(type) {
+	case *matcherv3.ValueMatcher_PresentMatch:
+		return p.PresentMatch
+	case *matcherv3.ValueMatcher_StringMatch:
+		s, ok := v.(string)
+		return ok && stringMatch(t, p.StringMatch, s)
+	case *matcherv3.ValueMatcher_ListMatch:
+		list, ok := v.([]any)
+		return ok && slices.ContainsFunc(list, func(e any) bool { return valueMatch(t, p.ListMatch.GetOneOf(), e) })
+	case *matcherv3.ValueMatcher_OrMatch:
+		return slices.ContainsFunc(p.OrMatch.GetValueMatchers(), func(x *matcherv3.ValueMatcher) bool { return valueMatch(t, x, v) })
+	}
+	t.Fatalf("the translator emitted a value matcher the model does not know: %v", m)
 	return false
 }
 

@@ -62,10 +62,7 @@ func (t *translator) inboundRoute(in target) string {
 		Decorator:            spanName("inbound", in.service.Ref),
 		TypedPerFilterConfig: perFilter,
 	}
-	routes := []*routev3.Route{route}
-	if native := t.nativeRoute(name, in, keys, route); native != nil {
-		routes = []*routev3.Route{native, route}
-	}
+	routes := append(t.nativeRoutes(name, in, keys, route), route)
 	t.routeConfig(name, []*routev3.VirtualHost{{Name: "inbound", Domains: []string{"*"}, Routes: routes}})
 	t.source(name, in.service.Doc, t.p.Mesh.Config)
 	if t.p.Mesh.Config.Spec.Authz.Mode != model.AuthzOff {

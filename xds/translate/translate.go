@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -40,6 +41,10 @@ type Options struct {
 	// AuthzID is the SPIFFE ID proxies require of the authorization service (the control
 	// plane's own, or that of separate `portcullis authz` replicas).
 	AuthzID spiffeid.ID
+	// JWKS gives a JWT provider's keys as Envoy verifies them (authz/jwt's EnvoyJWKS), or why it
+	// cannot: where every provider of a service has them, Envoy verifies the service's tokens on
+	// the routes it decides (engine auto). Nil leaves every token to the authorization service.
+	JWKS func(*model.JWTProviderDoc) (string, error)
 }
 
 // Input is one resolved proxy plus what is known at runtime: which instances of each service are
@@ -115,8 +120,13 @@ type translator struct {
 	res  *Resources
 	errs []error
 	// inboundAuthz is set once an inbound connection manager has the ext_authz filter, which
-	// then needs its ECDS resource and cluster.
+	// then needs its ECDS resource and cluster (and the jwt_authn filter its resource).
 	inboundAuthz bool
+	// The jwt_authn filter's providers and requirements (by native route), and the documents
+	// they come from (jwt.go).
+	jwtProviders    map[string]*jwtauthnv3.JwtProvider
+	jwtRequirements map[string]*jwtauthnv3.JwtRequirement
+	jwtDocs         []model.Object
 }
 
 func (t *translator) fail(format string, args ...any) {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/test/envoytest"
 	"github.com/portcullis/portcullis/xds/model"
 	"github.com/portcullis/portcullis/xds/source"
@@ -31,6 +32,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ou
 var testOptions = Options{
 	AuthzAddress: "127.0.0.1:15011",
 	AuthzID:      spiffeid.RequireFromString("spiffe://placeholder/ns/portcullis-system/sa/controlplane"),
+	JWKS:         jwt.EnvoyJWKS,
 }
 
 type goldenCase struct {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/portcullis/portcullis/authz/jwt"
 	"github.com/portcullis/portcullis/authz/policy"
 	"github.com/portcullis/portcullis/authz/ratelimit"
 	authzserver "github.com/portcullis/portcullis/authz/server"
@@ -88,7 +89,7 @@ func (p *meshPlanes) run(ctx context.Context) error {
 	}
 	plane, err := xdsserver.NewPlane(ctx, xdsserver.PlaneConfig{
 		Mesh: p.docs, Endpoints: p.kube.endpoints(), DataDir: p.cfg.DataDir,
-		Translate: translate.Options{AuthzAddress: authzAddr, AuthzID: authzID},
+		Translate: translate.Options{AuthzAddress: authzAddr, AuthzID: authzID, JWKS: jwt.EnvoyJWKS},
 		Revoked:   id.authority.RevokedCert,
 		Logger:    p.cfg.Logger.With("component", "xds"), Meter: p.metrics.Meter("xds/snapshot"), TracerProvider: tracing.Provider,
 	})
