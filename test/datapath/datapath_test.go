@@ -146,19 +146,23 @@ func measure(b *testing.B) []metric {
 		{name: "direct", about: "the load generator → the application", do: loadgen.HTTP{Client: client, URL: m.appURL, Header: header}.Do},
 		{name: "bare", about: "two bare Envoys, mTLS (testdata/bare-*.yaml)", do: loadgen.HTTP{Client: client, URL: pair.url, Header: header}.Do, procs: pair.procs},
 		{name: "mesh", about: "the mesh, authorization OFF", do: meshDo, procs: m.procs,
-			setup: func(b *testing.B) { m.apply(b, "OFF", "extAuthz", policies(), want{"", http.StatusOK, "/outside"}) }},
-		{name: "native", about: fmt.Sprintf("%d-rule ABAC (principal, method, path), decided in Envoy's RBAC", abacRules), do: meshDo, procs: m.procs,
-			setup: func(b *testing.B) { m.applyNative(b, true) }},
-		{name: "native-ea", about: "the same policy, forced through ext_authz", do: meshDo, procs: m.procs,
-			setup: func(b *testing.B) { m.applyNative(b, false) }},
-		{name: "extauthz", about: fmt.Sprintf("JWT + %d-rule ABAC, ext_authz", abacRules), do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) { m.apply(b, "OFF", "extAuthz", m.policies(), want{"", http.StatusOK, "/outside"}) }},
+		{name: "native", about: fmt.Sprintf("JWT + %d-rule ABAC decided in Envoy (jwt_authn and RBAC), engine auto", abacRules), do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
-				m.apply(b, "ENFORCE", "extAuthz", policies(), append([]want{{m.token, http.StatusOK, ""}}, denied...)...)
+				m.applyEnforced(b, "auto", m.policies(), true)
+				m.apply(b, "ENFORCE", "auto", m.policies(), append([]want{{m.token, http.StatusOK, ""}}, denied...)...)
+			}},
+		{name: "native-abac", about: fmt.Sprintf("the %d rules without the token (principal, method, path) in Envoy's RBAC", abacRules), do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) { m.applyEnforced(b, "auto", m.abacOnly(), true) }},
+		{name: "extauthz", about: fmt.Sprintf("JWT + %d-rule ABAC forced through ext_authz (engine extAuthz)", abacRules), do: meshDo, procs: m.procs,
+			setup: func(b *testing.B) {
+				m.applyEnforced(b, "extAuthz", m.policies(), false)
+				m.apply(b, "ENFORCE", "extAuthz", m.policies(), append([]want{{m.token, http.StatusOK, ""}}, denied...)...)
 			}},
 		{name: "rego", about: "the JWT + ABAC decision in Rego, ext_authz", do: meshDo, procs: m.procs,
 			setup: func(b *testing.B) {
 				// Without a token the Rego policy denies (403) where the JWT rule asks for one (401).
-				m.apply(b, "ENFORCE", "extAuthz", policyDocs(regoPolicy), want{m.token, http.StatusOK, ""}, want{"", http.StatusForbidden, ""})
+				m.apply(b, "ENFORCE", "extAuthz", m.policyDocs(regoPolicy), want{m.token, http.StatusOK, ""}, want{"", http.StatusForbidden, ""})
 			}},
 	}
 

@@ -10,10 +10,13 @@
 //   - bare: → bare frontend Envoy → mTLS → bare backend Envoy → application: the limit here;
 //   - mesh: → frontend Envoy (outbound) → mTLS → backend Envoy (inbound, rate limit far above the
 //     load) → application, with the Mesh's authz mode OFF (no call to the authorization service);
-//   - extauthz: the same path with ext_authz deciding every request: the caller's SPIFFE ID, a
-//     JWT verified against a file JWKS and an ABAC condition on one of its claims, the last of
-//     a 50-rule policy;
-//   - rego: the same decision written in Rego.
+//   - native: the same path with authorization on and the Mesh's engine auto: the caller's
+//     SPIFFE ID, a JWT verified against the provider's inline keys and an ABAC condition on one
+//     of its claims, the last of a 50-rule policy, all decided in the backend Envoy (jwt_authn
+//     and RBAC);
+//   - native-abac: the 50 rules without the token, in Envoy's RBAC;
+//   - extauthz: the JWT + ABAC policy of native forced through ext_authz (engine extAuthz);
+//   - rego: the same decision written in Rego (ext_authz).
 //
 // Every round measures each configuration, in an order rotated from round to round: its
 // closed-loop maximum rate, then 1,000 rps with coordinated omission corrected (latency from

@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,26 +105,28 @@ spec:
 `
 
 // policies are the benchmark's documents with the JWT + ABAC policy.
-func policies() string { return policyDocs(abacPolicy(true)) }
+func (m *mesh) policies() string { return m.policyDocs(abacPolicy(true)) }
 
-// nativePolicies are the ABAC policy without tokens and the rate limit, and no JWTProvider (one
-// acting on the service keeps its routes on ext_authz: every token is verified there).
-func nativePolicies() string {
-	docs := policyDocs(abacPolicy(false))
+// abacOnly are the ABAC policy without tokens and the rate limit, and no JWTProvider: the cost
+// of the rules without the token's.
+func (m *mesh) abacOnly() string {
+	docs := m.policyDocs(abacPolicy(false))
 	return docs[strings.Index(docs, "---\n")+len("---\n"):]
 }
 
-// policyDocs are the JWT provider, the given authorization policy and a rate limit on the
-// service with a bucket a hundred times the largest load, so the filter runs on every request
-// and never refuses one. The RateLimitPolicy comes last: BenchmarkPerUserLimit appends a limit.
-func policyDocs(authz string) string {
+// policyDocs are the JWT provider (its keys inline: Envoy verifies tokens only with keys the
+// control plane can give it, engine auto), the given authorization policy and a rate limit on
+// the service with a bucket a hundred times the largest load, so the filter runs on every
+// request and never refuses one. The RateLimitPolicy comes last: BenchmarkPerUserLimit appends
+// a limit.
+func (m *mesh) policyDocs(authz string) string {
 	return `apiVersion: portcullis.dev/v1alpha1
 kind: JWTProvider
 metadata: {name: idp, namespace: bench}
 spec:
   issuer: ` + issuer + `
   algorithms: [ES256]
-  jwks: {file: jwks.json}
+  jwks: {inline: '` + m.jwks + `'}
 ---
 ` + authz + `---
 apiVersion: portcullis.dev/v1alpha1
@@ -154,6 +154,7 @@ type mesh struct {
 	appURL   string // the backend application, directly
 	appPort  int
 	meshURL  string   // the frontend's outbound listener for the backend
+	jwks     string   // the provider's keys
 	token    string   // a token the policy admits
 	silver   string   // a valid token the ABAC condition refuses
 	procs    []proc   // what CPU and memory are reported of
@@ -166,9 +167,7 @@ func startMesh(b *testing.B) *mesh {
 	b.Helper()
 	m := &mesh{c: meshtest.New(b, trustDomain)}
 	idp := authztest.NewKey(b, "ES256", "k1")
-	if err := os.WriteFile(filepath.Join(m.c.ConfigDir, "jwks.json"), []byte(authztest.JWKS(idp)), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	m.jwks = authztest.JWKS(idp)
 	claims := func(tier string) map[string]any {
 		c := authztest.Claims(issuer, "alice")
 		c["tier"] = tier
@@ -185,7 +184,7 @@ func startMesh(b *testing.B) *mesh {
 
 	m.c.Write("mesh.yaml", meshDoc("ENFORCE", "extAuthz"))
 	m.c.Write("services.yaml", meshtest.ServicesDoc(namespace, frontendPort, backendPort))
-	m.c.Write("policies.yaml", policies())
+	m.c.Write("policies.yaml", m.policies())
 	m.c.StartControlPlane()
 	m.stop(m.c.CP)
 	authzAgent := m.c.StartAgent("authz-agent", "portcullis-system", "authz")
@@ -297,18 +296,14 @@ func (m *mesh) apply(b *testing.B, mode, engine, docs string, wants ...want) {
 	}, "the configuration in both proxies")
 }
 
-// applyNative puts the ABAC policy without tokens in place under engine auto (inEnvoy) or
-// extAuthz, and waits until the proxies have it: a path no rule admits is refused (authorization
-// is on), and a request is decided by the backend Envoy's RBAC filters
-// (http.inbound.rbac.deny.* counts it) exactly when inEnvoy.
-func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
+// applyEnforced puts policy documents in place with authorization on under an engine, and waits
+// until the proxies have them: a path no rule admits is refused, and a request with the token
+// is admitted and decided by the backend Envoy's RBAC filters (http.inbound.rbac.deny.* counts
+// it) exactly when inEnvoy.
+func (m *mesh) applyEnforced(b *testing.B, engine, docs string, inEnvoy bool) {
 	b.Helper()
-	engine := "extAuthz"
-	if inEnvoy {
-		engine = "auto"
-	}
 	m.c.Write("mesh.yaml", meshDoc("ENFORCE", engine))
-	m.c.Write("policies.yaml", nativePolicies())
+	m.c.Write("policies.yaml", docs)
 	const rbac = `http\.inbound\.rbac\.deny\.(allowed|denied)$`
 	proctest.Eventually(b, 30*time.Second, func() error {
 		if err := m.expectAt("/outside", "", http.StatusForbidden); err != nil {
@@ -318,7 +313,7 @@ func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
 		if err != nil {
 			return err
 		}
-		if err := m.expect("", http.StatusOK); err != nil {
+		if err := m.expect(m.token, http.StatusOK); err != nil {
 			return err
 		}
 		after, err := m.backendCounter(rbac)
@@ -329,5 +324,5 @@ func (m *mesh) applyNative(b *testing.B, inEnvoy bool) {
 			return fmt.Errorf("engine %s: the request decided by Envoy's RBAC: %v", engine, decided)
 		}
 		return m.c.Synced("backend-1."+namespace, "frontend-1."+namespace)
-	}, "the native policy under engine "+engine+" in both proxies")
+	}, "the policies under engine "+engine+" in both proxies")
 }

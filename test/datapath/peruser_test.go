@@ -68,7 +68,7 @@ func BenchmarkPerUserLimit(b *testing.B) {
 // proxies have ACKed the change.
 func (m *mesh) setPolicies(b *testing.B, perUser bool) {
 	b.Helper()
-	doc := policies()
+	doc := m.policies()
 	if perUser {
 		doc += perUserLimit
 	}
