@@ -235,22 +235,23 @@ func envoyJWTCode(msg string) jwt.Code {
 
 // envoyDryRun is what the dry-run policies would have decided, from the shadow rules: the DENY
 // filter's are the dry-run DENY policies (a match would deny), the ALLOW filter's the enforced
-// and the dry-run ALLOW policies together (their result replaces the ALLOW filter's). Nil when
-// the filters have no shadow rules: no dry-run policy applies.
+// and the dry-run ALLOW policies together (a match where the default decided would allow). Nil
+// when the filters have no shadow rules: no dry-run policy applies. Each filter reports one
+// match, the first by name: where several dry-run policies of one action match, the record
+// names one (the service's names each), and a dry-run ALLOW matching beside a DENY that decided
+// is not named (the decision, and what the dry runs would change, are the service's).
 func envoyDryRun(d policy.Decision, str func(string) string) *policy.DryRun {
 	denyShadow, allowShadow := str(model.RBACDenyPrefix+"shadow_engine_result"), str(model.RBACAllowPrefix+"shadow_engine_result")
 	if denyShadow == "" && allowShadow == "" {
 		return nil
 	}
 	dr := &policy.DryRun{Allow: d.Allow, Code: d.Code, Policy: d.Policy, Rule: d.Rule}
-	if allowShadow != "" && d.Code != policy.CodeDenied {
-		if p, r, ok := model.ParseNativePolicyID(str(model.RBACAllowPrefix + "shadow_effective_policy_id")); ok && allowShadow == "allowed" {
+	// The ALLOW shadow's match is a dry-run policy's when it is not the enforced one that matched;
+	// it decides only where no enforced policy did (the mesh default decided).
+	if p, r, ok := model.ParseNativePolicyID(str(model.RBACAllowPrefix + "shadow_effective_policy_id")); ok && allowShadow == "allowed" && (p != d.Policy || r != d.Rule) {
+		dr.Matches = append(dr.Matches, policy.Match{Policy: p, Rule: r, Action: model.ActionAllow})
+		if d.Code == policy.CodeAllowedDefault || d.Code == policy.CodeDeniedDefault {
 			dr.Allow, dr.Code, dr.Policy, dr.Rule = true, policy.CodeAllowed, p, r
-			if p != d.Policy || r != d.Rule {
-				dr.Matches = append(dr.Matches, policy.Match{Policy: p, Rule: r, Action: model.ActionAllow})
-			}
-		} else if allowShadow == "denied" {
-			dr.Allow, dr.Code, dr.Policy, dr.Rule = false, policy.CodeDeniedDefault, "", ""
 		}
 	}
 	if p, r, ok := model.ParseNativePolicyID(str(model.RBACDenyPrefix + "shadow_effective_policy_id")); ok && denyShadow == "denied" {

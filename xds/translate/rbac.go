@@ -51,7 +51,7 @@ func notNative(reason string) AuthzPlacement {
 // shapes are the NotNative constants, for shapeOf.
 var shapes = []string{
 	NotNativeRego, NotNativeJWTKeys, NotNativeJWTLocation, NotNativeJWTIssuer, NotNativeJWTSkew, NotNativeJWTClaimPath,
-	NotNativeJWTClaimValue, NotNativeJWTClaimMatches, NotNativeAudit, NotNativeDryRun, NotNativeTime,
+	NotNativeJWTClaimValue, NotNativeJWTClaimMatches, NotNativeAudit, NotNativeTime,
 	NotNativeHosts, NotNativeAttribute, NotNativeHeaderRegex, NotNativeHeaderName, NotNativeSourceIPv6,
 	NotNativeVerifiedKeys, NotNativeRegexpSize, NotNativeNonASCII, NotNativeAPIKey, NotNativeAPIKeyProvider,
 }
@@ -87,7 +87,6 @@ const (
 	NotNativeJWTClaimValue   = "jwt claim value"   // a number or boolean literal
 	NotNativeJWTClaimMatches = "jwt claim matches" // a regular expression
 	NotNativeAudit           = "audit"
-	NotNativeDryRun          = "dry run"
 	NotNativeTime            = "time"
 	NotNativeHosts           = "hosts" // with a port, an IPv6 literal or a trailing dot
 	NotNativeAttribute       = "attribute"
@@ -167,26 +166,34 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 	tokenRequired := false // see rbacRoute
 	deny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
 	allow := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+	// Dry-run policies are the filters' shadow rules, which decide nothing and report their
+	// result in the request's metadata, from which the decision log's dry_run is written
+	// (authz/server's envoyDryRun): the DENY filter's are the dry-run DENY policies, the ALLOW
+	// filter's the ALLOW policies, enforced and dry-run (their result is what the ALLOW side
+	// would decide were the dry runs enforced).
+	dryDeny := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
+	dryAllow := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 	for _, pol := range svc.AuthorizationPolicies {
 		name := model.RefOf(pol).String()
 		switch {
 		case pol.Spec.Rego != nil:
 			return nil, notNative(name + ": " + NotNativeRego)
-		case pol.Spec.DryRun:
-			// RBAC's shadow rules report only in stats and dynamic metadata: until Envoy-decided
-			// requests write decision-log records, a dry run decided there would show nothing.
-			return nil, notNative(name + ": " + NotNativeDryRun)
 		case pol.Spec.Action == model.ActionAudit:
 			return nil, notNative(name + ": " + NotNativeAudit)
 		}
-		into := allow
-		if pol.Spec.Action == model.ActionDeny {
-			into = deny
+		into := []*rbacv3.RBAC{allow, dryAllow}
+		switch {
+		case pol.Spec.DryRun && pol.Spec.Action == model.ActionDeny:
+			into = []*rbacv3.RBAC{dryDeny}
+		case pol.Spec.DryRun:
+			into = []*rbacv3.RBAC{dryAllow}
+		case pol.Spec.Action == model.ActionDeny:
+			into = []*rbacv3.RBAC{deny}
 		}
 		rt.ns = model.RefOf(pol).Namespace
 		for i := range pol.Spec.Rules {
 			r := &pol.Spec.Rules[i]
-			if into == allow && r.From != nil && r.From.JWT != nil && defaultDecision != model.DecisionAllow {
+			if into[0] == allow && r.From != nil && r.From.JWT != nil && defaultDecision != model.DecisionAllow {
 				tokenRequired = true
 			}
 			p, ok, reason := rt.rule(r)
@@ -197,26 +204,40 @@ func nativeAuthz(svc *model.ResolvedService, port uint32, defaultDecision model.
 				continue // never matches this port
 			}
 			key := name + "/" + r.RuleName(i)
-			if prev, dup := into.Policies[key]; dup {
-				p = orIDs(prev.Principals[0], p)
-			}
-			into.Policies[key] = &rbacv3.Policy{
-				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-				Principals:  []*rbacv3.Principal{p},
+			for _, rules := range into {
+				q := p
+				if prev, dup := rules.Policies[key]; dup {
+					q = orIDs(prev.Principals[0], p)
+				}
+				rules.Policies[key] = &rbacv3.Policy{
+					Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+					Principals:  []*rbacv3.Principal{q},
+				}
 			}
 		}
 	}
 	out := &rbacRoute{jwt: jwt, deny: &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: deny, RulesStatPrefix: model.RBACDenyPrefix}}}
-	if defaultDecision == model.DecisionAllow && len(allow.Policies) > 0 {
+	dryRun := len(dryAllow.Policies) > len(allow.Policies)
+	if len(dryDeny.Policies) > 0 || dryRun {
+		// Even without dry-run DENY policies: the DENY filter always runs, and its shadow result
+		// tells the decision log that dry runs apply when it denies before the ALLOW filter.
+		out.deny.Rbac.ShadowRules, out.deny.Rbac.ShadowRulesStatPrefix = dryDeny, model.RBACDenyPrefix
+	}
+	if defaultDecision == model.DecisionAllow && (len(allow.Policies) > 0 || dryRun) {
 		// Under a default of ALLOW the ALLOW policies change no decision, but the decision log
 		// names the one that matched (authz/server's access log): a last policy matching the rest.
-		allow.Policies[model.NativeDefaultPolicyID] = &rbacv3.Policy{
-			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-			Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}},
+		for _, rules := range []*rbacv3.RBAC{allow, dryAllow} {
+			rules.Policies[model.NativeDefaultPolicyID] = &rbacv3.Policy{
+				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+				Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}},
+			}
 		}
 	}
 	if defaultDecision != model.DecisionAllow || len(allow.Policies) > 0 {
 		out.allow = &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: allow, RulesStatPrefix: model.RBACAllowPrefix}}
+		if dryRun {
+			out.allow.Rbac.ShadowRules, out.allow.Rbac.ShadowRulesStatPrefix = dryAllow, model.RBACAllowPrefix
+		}
 	}
 	notDotOrEmpty := regexHeader(":path", dotOrEmpty)
 	notDotOrEmpty.InvertMatch = true

@@ -225,7 +225,9 @@ type diffHarness struct {
 	// decided (the stream id Envoy answers with) to the status answered; decisions is the
 	// authorization service's decision log, where each must have its record (issue 16 item 3).
 	envoyDecided map[string]envoyDecision
-	decisions    *lockedBuffer
+	// serviceDecided is the decision id of each request the extAuthz listener answered.
+	serviceDecided map[*genRequest]string
+	decisions      *lockedBuffer
 }
 
 // lockedBuffer is an io.Writer safe for the decision log's flusher and the test's reader.
@@ -254,21 +256,28 @@ type envoyDecision struct {
 
 // noteDecision keeps the decision id a native listener's answer carries when Envoy decided it:
 // a stream id (a UUID), where the authorization service's ids are 26 characters.
+// The extAuthz listener's ids are kept by request, to compare the two records of one request.
 func (h *diffHarness) noteDecision(listener string, resp *http.Response, q *genRequest) {
-	if id := resp.Header.Get(model.HeaderDecisionID); listener == diffNative && len(id) == 36 {
+	id := resp.Header.Get(model.HeaderDecisionID)
+	switch {
+	case listener == diffNative && len(id) == 36:
 		h.envoyDecided[id] = envoyDecision{status: resp.StatusCode, request: q}
+	case listener == diffExtAuthz && id != "":
+		h.serviceDecided[q] = id
 	}
 }
 
 // checkDecisionLog: every request Envoy decided has exactly one decision-log record, under the id
-// Envoy answered with, with the status Envoy answered and the destination, and nothing else was
-// logged from Envoy's side.
+// Envoy answered with, with the status Envoy answered and the destination, the verified token's
+// issuer and subject, the code and the dry run's outcome of the service's record of the same
+// request; and nothing else was logged from Envoy's side.
 func (h *diffHarness) checkDecisionLog(t *testing.T) {
 	t.Helper()
 	if len(h.envoyDecided) != h.native {
 		t.Errorf("%d answers carried an Envoy decision id, RBAC decided %d requests", len(h.envoyDecided), h.native)
 	}
 	var recs []authzserver.Record
+	service := map[string]authzserver.Record{}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		recs = recs[:0]
@@ -284,6 +293,8 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 			}
 			if len(r.DecisionID) == 36 {
 				recs = append(recs, r)
+			} else {
+				service[r.DecisionID] = r
 			}
 		}
 		if len(recs) >= len(h.envoyDecided) || time.Now().After(deadline) {
@@ -304,6 +315,16 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 			t.Errorf("record %s of %s: JWT %+v, not the verified token's issuer and subject", r.DecisionID, q, r.JWT)
 		case status == http.StatusUnauthorized && (r.Code != "jwt_invalid" || r.JWT == nil || r.JWT.Error == ""):
 			t.Errorf("record %s of %s: a refused token is logged as %s, JWT %+v", r.DecisionID, q, r.Code, r.JWT)
+		default:
+			other, ok := service[h.serviceDecided[q]]
+			switch {
+			case !ok:
+				t.Errorf("record %s of %s: the service's record of the request is missing", r.DecisionID, q)
+			case r.Code != other.Code || (r.DryRun == nil) != (other.DryRun == nil):
+				t.Errorf("record %s of %s: code %s, dry run %+v; the service's %s, %+v", r.DecisionID, q, r.Code, r.DryRun, other.Code, other.DryRun)
+			case r.DryRun != nil && (r.DryRun.Allow != other.DryRun.Allow || r.DryRun.Code != other.DryRun.Code || r.DryRun.Changed != other.DryRun.Changed):
+				t.Errorf("record %s of %s: dry run %+v; the service's %+v", r.DecisionID, q, r.DryRun, other.DryRun)
+			}
 		}
 		seen[r.DecisionID] = true
 	}
@@ -319,7 +340,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	backendID := model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService)
 	authzID := spiffeid.RequireFromString("spiffe://td.test/ns/portcullis-system/sa/authz")
 	backend := ca.SVID(t, backendID.String())
-	h := &diffHarness{envoyDecided: map[string]envoyDecision{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
+	h := &diffHarness{envoyDecided: map[string]envoyDecision{}, serviceDecided: map[*genRequest]string{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)

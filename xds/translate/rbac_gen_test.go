@@ -168,8 +168,8 @@ func genPolicySet(r *rand.Rand) *genSet {
 		switch r.IntN(40) {
 		case 0:
 			p.Spec.Action, why = model.ActionAudit, "audit"
-		case 1:
-			p.Spec.DryRun, why = true, "dry run"
+		case 1, 10, 11:
+			p.Spec.DryRun = true // shadow rules: expressible
 		case 2:
 			p.Spec.Rules[0].When = append(p.Spec.Rules[0].When, model.Condition{Time: &model.TimeWindow{Start: "00:00", End: "24:00"}})
 			why = "time"
