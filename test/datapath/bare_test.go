@@ -21,10 +21,12 @@ import (
 // (--envoy-concurrency), as Istio's sidecars run in the benchmark this one is compared with.
 const envoyWorkers = 2
 
-// bareFiles is what the bare pair's templates (testdata/bare-*.yaml) are filled with.
+// bareFiles is what the bare pair's templates (testdata/bare-*.yaml), and the backend template
+// of BenchmarkInboundFeatures (testdata/features-backend.yaml), are filled with.
 type bareFiles struct {
 	Listen, Upstream    int
 	Cert, Key, CA, Peer string
+	Features            features // features-backend.yaml's switches
 }
 
 // bare is the reference the mesh is compared with: two Envoys with the hand-written minimal
@@ -39,6 +41,13 @@ type bare struct {
 // the iteration ends.
 func startBare(b *testing.B, appPort int, stop func(func())) *bare {
 	b.Helper()
+	return startPair(b, appPort, stop, "bare-backend.yaml", features{})
+}
+
+// startPair starts the bare frontend Envoy in front of a backend Envoy whose configuration is the
+// template testdata/backendTemplate filled with f.
+func startPair(b *testing.B, appPort int, stop func(func()), backendTemplate string, f features) *bare {
+	b.Helper()
 	ca := testca.New(b, trustDomain)
 	dir := b.TempDir()
 	write := func(name string, data []byte) string {
@@ -50,10 +59,10 @@ func startBare(b *testing.B, appPort int, stop func(func())) *bare {
 	}
 	caFile := write("ca.pem", ca.CertPEM)
 	frontendID, backendID := "spiffe://"+trustDomain+"/ns/"+namespace+"/sa/frontend", "spiffe://"+trustDomain+"/ns/"+namespace+"/sa/backend"
-	start := func(name string, f bareFiles, self string) *envoytest.Envoy {
+	start := func(name, file string, f bareFiles, self string) *envoytest.Envoy {
 		svid := ca.SVID(b, self)
 		f.Cert, f.Key, f.CA = write(name+".pem", svid.CertPEM), write(name+"-key.pem", svid.KeyPEM), caFile
-		tmpl, err := template.ParseFiles(filepath.Join("testdata", "bare-"+name+".yaml"))
+		tmpl, err := template.ParseFiles(filepath.Join("testdata", file))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -66,8 +75,8 @@ func startBare(b *testing.B, appPort int, stop func(func())) *bare {
 		return e
 	}
 	inbound, outbound := proctest.FreePort(b), proctest.FreePort(b)
-	backend := start("backend", bareFiles{Listen: inbound, Upstream: appPort, Peer: frontendID}, backendID)
-	frontend := start("frontend", bareFiles{Listen: outbound, Upstream: inbound, Peer: backendID}, frontendID)
+	backend := start("backend", backendTemplate, bareFiles{Listen: inbound, Upstream: appPort, Peer: frontendID, Features: f}, backendID)
+	frontend := start("frontend", "bare-frontend.yaml", bareFiles{Listen: outbound, Upstream: inbound, Peer: backendID}, frontendID)
 	p := &bare{
 		url:   "http://127.0.0.1:" + strconv.Itoa(outbound) + path,
 		procs: []proc{{"frontend-envoy", frontend.Pid()}, {"backend-envoy", backend.Pid()}},

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -73,7 +74,8 @@ type config struct {
 	do    loadgen.Do
 	// setup puts the configuration in place before it is measured (nil: nothing to change).
 	setup func(b *testing.B)
-	procs []proc // the processes whose CPU and RSS are reported
+	procs []proc        // the processes whose CPU and RSS are reported
+	run   time.Duration // the length of the fixed-rate run; fixedRun when zero
 
 	max  []float64
 	at1k []percentiles // at 1,000 rps
@@ -277,7 +279,7 @@ func peak(ctx context.Context, b *testing.B, c *config) float64 {
 func fixed(ctx context.Context, b *testing.B, c *config, rate float64) percentiles {
 	b.Helper()
 	var f failures
-	r, err := loadgen.Fixed{Rate: rate, Warmup: fixedWarmup, Duration: fixedRun}.Run(ctx, f.wrap(c.do))
+	r, err := loadgen.Fixed{Rate: rate, Warmup: fixedWarmup, Duration: cmp.Or(c.run, fixedRun)}.Run(ctx, f.wrap(c.do))
 	if err != nil {
 		b.Fatalf("%s at %.0f rps: %v", c.name, rate, err)
 	}
