@@ -26,6 +26,13 @@
 // each mesh configuration's ratios to the bare pair (added p99, maximum rate, backend Envoy CPU);
 // run with -benchtime 1x -count N and take medians with test/benchmedian. The log has the table.
 //
+// BenchmarkInboundFeatures says what each of the mesh's inbound features costs: beside the bare
+// pair, the bare frontend in front of a backend Envoy with the mesh's inbound listener written
+// statically (testdata/features-backend.yaml, the shapes of the mesh's backend with authorization
+// OFF), all features on and then all but one for each, measured alternating like the above (the
+// maximum rate and the backend Envoy's CPU per 1,000 rps); its log has each variant's difference
+// from all-on.
+//
 // BenchmarkPerUserLimit, on the same mesh with authorization on, alternates runs at 1,000 rps
 // without and with a Local limit keyed on the verified sub, and reports what the limit adds to
 // the p50 and p99 (issue 17).
