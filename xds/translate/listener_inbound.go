@@ -166,6 +166,10 @@ func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
 	}
 	present := func(filter, key string) *accesslogv3.AccessLogFilter {
 		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_MetadataFilter{MetadataFilter: &accesslogv3.MetadataFilter{
+			// Envoy's default is to log an entry that lacks the key, i.e. every request no
+			// filter decided: measured, that was 3 of the 7 points of a core per 1,000 rps the
+			// mesh's backend Envoy spent over a bare one (docs/benchmarks.md).
+			MatchIfKeyNotFound: wrapperspb.Bool(false),
 			Matcher: &matcherv3.MetadataMatcher{
 				Filter: filter,
 				Path:   []*matcherv3.MetadataMatcher_PathSegment{pathKey(key)},
