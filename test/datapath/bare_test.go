@@ -46,7 +46,7 @@ func startBare(b *testing.B, appPort int, stop func(func())) *bare {
 
 // startPair starts the bare frontend Envoy in front of a backend Envoy whose configuration is the
 // template testdata/backendTemplate filled with f.
-func startPair(b *testing.B, appPort int, stop func(func()), backendTemplate string, f features) *bare {
+func startPair(b testing.TB, appPort int, stop func(func()), backendTemplate string, f features) *bare {
 	b.Helper()
 	ca := testca.New(b, trustDomain)
 	dir := b.TempDir()

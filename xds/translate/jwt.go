@@ -359,19 +359,24 @@ func (t *translator) addJWTScope(sc *jwtScope) {
 	}
 }
 
-// jwtRefusal is the local reply every refusal of jwt_authn's is made into: 401, with the
-// challenge the authorization service answers an invalid token with. Envoy answers a token for
-// another audience 403, where the service (RFC 6750: a token "invalid for other reasons") says
-// 401; and its own challenge names the request's host and path.
-func (t *translator) jwtRefusal() *hcmv3.LocalReplyConfig {
-	refused := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
+// jwtRefused matches the requests jwt_authn refused. Its metadata cannot tell: with several
+// providers, a token one of them verified still carries another's failure.
+func (t *translator) jwtRefused() *accesslogv3.AccessLogFilter {
+	return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
 		Name: "envoy.access_loggers.extension_filters.cel",
 		ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: t.any(&celv3.ExpressionFilter{
 			Expression: `response.code_details.startsWith("jwt_authn_access_denied")`,
 		})},
 	}}}
+}
+
+// jwtRefusal is the local reply every refusal of jwt_authn's is made into: 401, with the
+// challenge the authorization service answers an invalid token with. Envoy answers a token for
+// another audience 403, where the service (RFC 6750: a token "invalid for other reasons") says
+// 401; and its own challenge names the request's host and path.
+func (t *translator) jwtRefusal() *hcmv3.LocalReplyConfig {
 	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
-		Filter:     refused,
+		Filter:     t.jwtRefused(),
 		StatusCode: wrapperspb.UInt32(http.StatusUnauthorized),
 		HeadersToAdd: []*corev3.HeaderValueOption{{
 			Header:       &corev3.HeaderValue{Key: "www-authenticate", Value: `Bearer realm="portcullis", error="invalid_token"`},

@@ -177,12 +177,14 @@ func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
 			},
 		}}}
 	}
-	// Decided in Envoy: by the RBAC filters, or by jwt_authn refusing a token before them.
+	// Decided in Envoy: by the RBAC filters, or by jwt_authn refusing a token before them. A
+	// failure in jwt_authn's metadata alone is no refusal (a token one provider verified, or a
+	// revoked one ext_authz decides, carries one); the expression is evaluated only for those.
+	refused := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_AndFilter{AndFilter: &accesslogv3.AndFilter{
+		Filters: []*accesslogv3.AccessLogFilter{present(model.JWTAuthnMetadata, model.JWTFailedKey), t.jwtRefused()},
+	}}}
 	decided := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_OrFilter{OrFilter: &accesslogv3.OrFilter{
-		Filters: []*accesslogv3.AccessLogFilter{
-			present("envoy.filters.http.rbac", model.RBACDenyPrefix+"enforced_engine_result"),
-			present(model.JWTAuthnMetadata, model.JWTFailedKey),
-		},
+		Filters: []*accesslogv3.AccessLogFilter{present("envoy.filters.http.rbac", model.RBACDenyPrefix+"enforced_engine_result"), refused},
 	}}}
 	return &accesslogv3.AccessLog{
 		Name:       "envoy.access_loggers.http_grpc",

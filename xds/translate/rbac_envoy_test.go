@@ -249,6 +249,7 @@ func (c *countingStream) RecvMsg(m any) error {
 	err := c.ServerStream.RecvMsg(m)
 	if msg, ok := m.(*alsv3.StreamAccessLogsMessage); ok && err == nil {
 		c.n.Add(int64(len(msg.GetHttpLogs().GetLogEntry())))
+
 	}
 	return err
 }
@@ -359,6 +360,7 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 	// 1,000 rps), and the service a discarded message.
 	if n := h.logEntries.Load(); n != int64(len(h.envoyDecided)) {
 		t.Errorf("Envoy sent %d access log entries for %d requests it decided", n, len(h.envoyDecided))
+
 	}
 }
 
