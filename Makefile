@@ -165,7 +165,7 @@ test: lint short envoy jaeger chromium kube netns-tools cluster-tools redis prom
 unit short: ## fast tests only (no Envoy or other processes); make test runs them first
 	go test -short -count=1 ./...
 
-bench: envoy kube redis ## Go benchmarks (with the Kubernetes source at 1,000 Services / 10,000 endpoints, the global rate limit service with Redis), the data path side by side (direct, two bare Envoys, the mesh without policy, JWT + 50-rule ABAC through ext_authz, Rego: added latency, max rps, CPU and RSS per 1,000 rps, ratios to the bare pair; ~2.5 min a count; a per-user limit's cost, ~70 s a count), the fault suite with 60 s of load per fault (~9 min), the ext_authz load test (tracing off and on) and xDS convergence at 100/1000/2000 proxies; medians
+bench: envoy kube redis ## Go benchmarks (with the Kubernetes source at 1,000 Services / 10,000 endpoints, the global rate limit service with Redis), the data path side by side (direct, two bare Envoys, the mesh without policy, JWT + 50-rule ABAC decided in Envoy and forced through ext_authz, Rego: added latency, max rps, CPU and RSS per 1,000 rps, ratios to the bare pair; ~2.5 min a count; a per-user limit's cost, ~70 s a count), the fault suite with 60 s of load per fault (~9 min), the ext_authz load test (tracing off and on) and xDS convergence at 100/1000/2000 proxies; medians
 	KUBEBUILDER_ASSETS="$(CURDIR)/$(KUBE_ASSETS)" go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $$(go list ./... | grep -v /test/datapath) | tee .cache/bench.txt
 	go run ./test/benchmedian < .cache/bench.txt
 	go test ./test/datapath -run '^$$' -bench 'DataPath|PerUserLimit' -benchtime 1x -count $(BENCH_COUNT) -timeout 60m | tee .cache/datapath.txt
