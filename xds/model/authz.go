@@ -338,6 +338,18 @@ func (r *Rule) validate(errs *FieldErrors, p Path) {
 	}
 }
 
+// HeaderName is the lower-case name of the request header a header or attribute condition
+// tests, or "" for any other condition.
+func (c *Condition) HeaderName() string {
+	if c.Header != "" {
+		return strings.ToLower(c.Header)
+	}
+	if h, ok := strings.CutPrefix(c.Attribute, "request.headers."); ok {
+		return strings.ToLower(h)
+	}
+	return ""
+}
+
 func (c *Condition) validate(errs *FieldErrors, p Path) {
 	kinds := 0
 	if c.Attribute != "" {

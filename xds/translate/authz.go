@@ -62,6 +62,7 @@ func (t *translator) extAuthz() *extauthzv3.ExtAuthz {
 		// One entry per header line: Envoy's plain header map joins a header sent twice into
 		// "1,1", which a policy on "1" does not match while the application reads a "1".
 		EncodeRawHeaders: true,
+		AllowedHeaders:   t.authzHeaders(),
 	}
 	if cfg.FailureModeAllow {
 		// Let the application see that a request was let through unchecked.

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -97,6 +98,9 @@ func (t *translator) serviceName() string {
 // open, and the listener stays as it is.
 func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.Filter {
 	t.inboundAuthz = true
+	if !slices.Contains(t.inboundServices, in.service) {
+		t.inboundServices = append(t.inboundServices, in.service)
+	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:     "inbound",
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,

@@ -402,15 +402,10 @@ func (rt *rbacTranslator) condition(c *model.Condition) (p *rbacv3.Principal, ne
 		}
 		return notID(p), false, ""
 	}
-	name := c.Header
+	name := c.HeaderName()
 	if name == "" {
-		h, ok := strings.CutPrefix(c.Attribute, "request.headers.")
-		if !ok {
-			return nil, false, NotNativeAttribute + " " + c.Attribute
-		}
-		name = h
+		return nil, false, NotNativeAttribute + " " + c.Attribute
 	}
-	name = strings.ToLower(name)
 	if !headerName.MatchString(name) || name == "host" {
 		return nil, false, NotNativeHeaderName + " " + name
 	}

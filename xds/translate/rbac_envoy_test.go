@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +27,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -217,7 +220,7 @@ type diffHarness struct {
 	h2      map[string]*http.Client // by listener and caller
 
 	mu      sync.Mutex
-	acked   string // last RDS version Envoy accepted
+	acked   map[string]string // last version Envoy accepted, by type (routes, filter configurations)
 	nack    string
 	ackSeen chan struct{}
 	version int
@@ -230,9 +233,41 @@ type diffHarness struct {
 	// serviceDecided is the decision id of each request the extAuthz listener answered.
 	serviceDecided map[*genRequest]string
 	decisions      *lockedBuffer
+	// allowed is the set's ext_authz allowed_headers (nil: every header), and sent the header
+	// names of the checks the service took since the set was pushed: never one outside it.
+	allowed map[string]bool
+	sent    map[string]bool
 	// logEntries is how many access log entries Envoy sent: one per request it decided, none
 	// for the requests it passed to ext_authz (which writes their records itself).
 	logEntries atomic.Int64
+}
+
+// noteHeaders keeps the header names of the checks the service takes.
+func (h *diffHarness) noteHeaders(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if c, ok := req.(*authv3.CheckRequest); ok {
+		h.mu.Lock()
+		for _, hv := range c.GetAttributes().GetRequest().GetHttp().GetHeaderMap().GetHeaders() {
+			h.sent[hv.GetKey()] = true
+		}
+		h.mu.Unlock()
+	}
+	return handler(ctx, req)
+}
+
+// checkSentHeaders: the checks since the set was pushed carried only the headers the translator
+// allowed, and those of every kind the set's documents read (its header conditions, token).
+func (h *diffHarness) checkSentHeaders(t *testing.T, label string) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.allowed == nil {
+		return
+	}
+	for name := range h.sent {
+		if !h.allowed[name] {
+			t.Errorf("%s: the check carried header %q, not in allowed_headers %v", label, name, slices.Sorted(maps.Keys(h.allowed)))
+		}
+	}
 }
 
 // countLogEntries counts the entries of every access log stream the service takes.
@@ -371,7 +406,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	backendID := model.WorkloadID(spiffeid.RequireTrustDomainFromString(genTrustDomain), genNamespace, genService)
 	authzID := spiffeid.RequireFromString("spiffe://td.test/ns/portcullis-system/sa/authz")
 	backend := ca.SVID(t, backendID.String())
-	h := &diffHarness{envoyDecided: map[string]envoyDecision{}, serviceDecided: map[*genRequest]string{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1)}
+	h := &diffHarness{envoyDecided: map[string]envoyDecision{}, serviceDecided: map[*genRequest]string{}, decisions: &lockedBuffer{}, ca: ca, mesh: &source.Publisher{}, clients: map[string]*diffConn{}, ports: map[string]int{}, svids: map[string]*testca.SVID{}, h2: map[string]*http.Client{}, ackSeen: make(chan struct{}, 1), acked: map[string]string{}}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)
@@ -388,7 +423,7 @@ func newDiffHarness(t *testing.T) *diffHarness {
 	go func() { _ = h.authz.Run(ctx) }()
 	authzLis := listen(t)
 	authzGRPC := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerTLS(ca.SVID(t, authzID.String())))),
-		grpc.StreamInterceptor(h.countLogEntries))
+		grpc.StreamInterceptor(h.countLogEntries), grpc.UnaryInterceptor(h.noteHeaders))
 	h.authz.Register(authzGRPC)
 	h.authz.AccessLog().Register(authzGRPC)
 	go func() { _ = authzGRPC.Serve(authzLis) }()
@@ -494,7 +529,7 @@ func inlineBytes(b []byte) *corev3.DataSource {
 }
 
 func (h *diffHarness) onRequest(_ int64, req *discoveryv3.DiscoveryRequest) error {
-	if req.GetTypeUrl() != resource.RouteType {
+	if req.GetTypeUrl() != resource.RouteType && req.GetTypeUrl() != resource.ExtensionConfigType {
 		return nil
 	}
 	h.mu.Lock()
@@ -502,7 +537,7 @@ func (h *diffHarness) onRequest(_ int64, req *discoveryv3.DiscoveryRequest) erro
 	if d := req.GetErrorDetail(); d != nil {
 		h.nack = d.GetMessage()
 	} else {
-		h.acked = req.GetVersionInfo()
+		h.acked[req.GetTypeUrl()] = req.GetVersionInfo()
 	}
 	select {
 	case h.ackSeen <- struct{}{}:
@@ -511,26 +546,27 @@ func (h *diffHarness) onRequest(_ int64, req *discoveryv3.DiscoveryRequest) erro
 	return nil
 }
 
-// waitAck waits until Envoy has accepted the current routes and the authorization service has
-// compiled the current mesh.
+// waitAck waits until Envoy has accepted the current routes and filter configurations (the
+// ext_authz filter's allowed headers among them) and the authorization service has compiled the
+// current mesh.
 func (h *diffHarness) waitAck(t *testing.T) {
 	t.Helper()
 	want := strconv.Itoa(h.version)
 	deadline := time.After(10 * time.Second)
 	for {
 		h.mu.Lock()
-		acked, nack := h.acked, h.nack
+		routes, filters, nack := h.acked[resource.RouteType], h.acked[resource.ExtensionConfigType], h.nack
 		h.mu.Unlock()
 		if nack != "" {
-			t.Fatalf("Envoy rejected the routes: %s", nack)
+			t.Fatalf("Envoy rejected the routes or filter configurations: %s", nack)
 		}
-		if acked == want {
+		if routes == want && filters == want {
 			break
 		}
 		select {
 		case <-h.ackSeen:
 		case <-deadline:
-			t.Fatalf("Envoy did not ACK routes version %s (last %q)", want, acked)
+			t.Fatalf("Envoy did not ACK version %s (routes at %q, filter configurations at %q)", want, routes, filters)
 		}
 	}
 	m, _ := h.mesh.Current()
@@ -597,6 +633,30 @@ func mustAny(t *testing.T, m proto.Message) *anypb.Any {
 	return a
 }
 
+// allowedHeaders reads the ext_authz filter's allowed_headers from the translation (nil: all).
+func allowedHeaders(t *testing.T, res *Resources) map[string]bool {
+	t.Helper()
+	for _, e := range res.Extensions {
+		if e.GetName() != filterExtAuthz {
+			continue
+		}
+		cfg := &extauthzv3.ExtAuthz{}
+		if err := e.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GetAllowedHeaders() == nil {
+			return nil
+		}
+		names := map[string]bool{}
+		for _, p := range cfg.GetAllowedHeaders().GetPatterns() {
+			names[p.GetExact()] = true
+		}
+		return names
+	}
+	t.Fatal("no ext_authz filter configuration")
+	return nil
+}
+
 // push translates a set both ways and sends it to Envoy and the authorization service.
 func (h *diffHarness) push(t *testing.T, set *genSet) AuthzPlacement {
 	t.Helper()
@@ -637,6 +697,9 @@ func (h *diffHarness) push(t *testing.T, set *genSet) AuthzPlacement {
 		t.Fatal(err)
 	}
 	h.mesh.Publish(m)
+	h.mu.Lock()
+	h.allowed, h.sent = allowedHeaders(t, native), map[string]bool{}
+	h.mu.Unlock()
 	return placement
 }
 
@@ -673,6 +736,7 @@ func (h *diffHarness) check(t *testing.T, label string, set *genSet, reqs []*gen
 		}
 	}
 	native := h.rbacDecisions(t) - before
+	h.checkSentHeaders(t, label)
 	switch {
 	case !set.expressible && native != 0:
 		t.Errorf("%s: RBAC decided %d requests of a set with an inexpressible policy (%s)", label, native, set.why)

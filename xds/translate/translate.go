@@ -127,6 +127,9 @@ type translator struct {
 	jwtProviders    map[string]*jwtauthnv3.JwtProvider
 	jwtRequirements map[string]*jwtauthnv3.JwtRequirement
 	jwtDocs         []model.Object
+	// inboundServices are the destinations of this proxy's inbound connection managers, whose
+	// documents say which headers the authorization service reads (authz_headers.go).
+	inboundServices []*model.ResolvedService
 }
 
 func (t *translator) fail(format string, args ...any) {
