@@ -100,20 +100,7 @@ const (
 // that feature saves. Run it with -benchtime 1x.
 func BenchmarkInboundFeatures(b *testing.B) {
 	envoytest.Require(b)
-	sum := map[string]float64{}
-	var units []string
-	for range b.N {
-		for _, mt := range measureFeatures(b) {
-			if _, ok := sum[mt.unit]; !ok {
-				units = append(units, mt.unit)
-			}
-			sum[mt.unit] += mt.value
-		}
-	}
-	for _, u := range units {
-		b.ReportMetric(sum[u]/float64(b.N), u)
-	}
-	b.ReportMetric(0, "ns/op")
+	reportMean(b, measureFeatures)
 }
 
 func measureFeatures(b *testing.B) []metric {
