@@ -139,26 +139,7 @@ func measureFeatures(b *testing.B) []metric {
 	for _, c := range configs {
 		procs = append(procs, c.procs...)
 	}
-	start, err := otherLoadStart(procs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for round := range featureRounds {
-		for i := range configs {
-			c := configs[(i+round)%len(configs)]
-			c.max = append(c.max, peak(ctx, b, c))
-			at1k, cpu, rss := fixedMeasured(ctx, b, c, c.procs)
-			c.at1k, c.cpu, c.rss = append(c.at1k, at1k), append(c.cpu, cpu), append(c.rss, rss)
-		}
-	}
-	other, err := start.percentUntilNow()
-	if err != nil {
-		b.Fatal(err)
-	}
-	results := map[string]result{}
-	for _, c := range configs {
-		results[c.name] = c.result()
-	}
+	results, other := measureRounds(ctx, b, configs, featureRounds, procs)
 	b.Log(featureTable(configs, results, other) + fmt.Sprintf("access log entries received: %d\n", sink.entries.Load()))
 
 	ms := []metric{{"other-cpu%", other}}
