@@ -106,15 +106,15 @@ func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: rds(route),
 		HttpFilters: []*hcmv3.HttpFilter{
-			t.httpFilter(filterCORS, &corsv3.Cors{}),
-			t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix)),
+			routeEnabled(t.httpFilter(filterCORS, &corsv3.Cors{})),
+			routeEnabled(t.httpFilter(filterLocalRateLimit, localRateLimitFilter(rlStatPrefix))),
 			jwtFilter(),
 			t.httpFilter(filterRBACDeny, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACDenyPrefix}),
 			t.httpFilter(filterRBACAllow, &rbacfilterv3.RBAC{RulesStatPrefix: model.RBACAllowPrefix}),
 			extAuthzFilter(),
-			t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix)),
-			t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed)),
-			t.httpFilter(filterGlobalOpen, t.globalRateLimitFilter(model.FailOpen)),
+			routeEnabled(t.httpFilter(filterVerifiedRateLimit, localRateLimitFilter(rlVerifiedStatPrefix))),
+			routeEnabled(t.httpFilter(filterGlobalClosed, t.globalRateLimitFilter(model.FailClosed))),
+			routeEnabled(t.httpFilter(filterGlobalOpen, t.globalRateLimitFilter(model.FailOpen))),
 			t.router(),
 		},
 		// Paths are normalised before authorization sees them, so "/a/../admin" cannot slip past
@@ -195,6 +195,18 @@ func (t *translator) decisionLog(in target) *accesslogv3.AccessLog {
 		Filter:     decided,
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: t.any(als)},
 	}
+}
+
+// routeEnabled makes f a filter Envoy creates only for requests whose route (or virtual host)
+// configures it (HttpFilter.disabled): CORS and the rate limits do nothing without their route's
+// configuration, and each filter in the chain costs every request its creation and callbacks —
+// together with the authorization filters, 3.8–7.4 points of a core per 1,000 rps
+// (docs/benchmarks.md, "Inbound features"). The listener stays as it is: a route that gains a
+// CORS policy or a rate limit gains the filter with the route's configuration (RDS). Not for
+// the authorization filters: one a route forgot would fail open.
+func routeEnabled(f *hcmv3.HttpFilter) *hcmv3.HttpFilter {
+	f.Disabled = true
+	return f
 }
 
 func (t *translator) hcmFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
