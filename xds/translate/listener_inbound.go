@@ -95,7 +95,8 @@ func (t *translator) serviceName() string {
 // every inbound listener whatever the documents say: the routes (RDS) switch them on and
 // configure them per route, and ext_authz's own settings come over ECDS, so a policy, rate limit,
 // CORS or authorization setting changed later reaches the next request on connections already
-// open, and the listener stays as it is.
+// open, and the listener stays as it is. CORS and the rate limits are created only for the
+// requests of routes that configure them (routeEnabled).
 func (t *translator) inboundHCM(route string, in target, mtls bool) *listenerv3.Filter {
 	t.inboundAuthz = true
 	if !slices.Contains(t.inboundServices, in.service) {
