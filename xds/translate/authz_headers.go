@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
@@ -50,6 +49,7 @@ func (t *translator) authzHeaders() *matcherv3.ListStringMatcher {
 				}
 			}
 		}
+		// The providers' locations with the model's defaults filled in (Authorization, x-api-key).
 		for _, p := range svc.JWTProviders {
 			docs = append(docs, p)
 			for _, h := range p.Spec.FromHeaders {
@@ -58,13 +58,10 @@ func (t *translator) authzHeaders() *matcherv3.ListStringMatcher {
 			if len(p.Spec.FromCookies) > 0 {
 				add("cookie")
 			}
-			if len(p.Spec.FromHeaders) == 0 && len(p.Spec.FromCookies) == 0 {
-				add("authorization")
-			}
 		}
 		for _, p := range svc.APIKeyProviders {
 			docs = append(docs, p)
-			add(cmp.Or(p.Spec.Header, model.DefaultAPIKeyHeader))
+			add(p.Spec.Header)
 		}
 	}
 	t.source(filterExtAuthz, docs...)

@@ -82,10 +82,7 @@ func newJWTScope(svc *model.ResolvedService, root string, keys func(*model.JWTPr
 		if err != nil {
 			return nil, fmt.Sprintf("%s: %s (%v)", name, NotNativeJWTKeys, err)
 		}
-		headers := s.FromHeaders
-		if len(headers) == 0 && len(s.FromCookies) == 0 {
-			headers = []model.JWTHeader{{Name: "Authorization", Prefix: "Bearer "}} // the model's default
-		}
+		headers := s.FromHeaders // the model's default filled in: Authorization, Bearer
 		if len(headers) != 1 || len(s.FromCookies) > 0 {
 			return nil, fmt.Sprintf("%s: %s (reads a cookie or more than one header)", name, NotNativeJWTLocation)
 		}

@@ -255,7 +255,8 @@ func (h *diffHarness) noteHeaders(ctx context.Context, req any, _ *grpc.UnarySer
 }
 
 // checkSentHeaders: the checks since the set was pushed carried only the headers the translator
-// allowed, and those of every kind the set's documents read (its header conditions, token).
+// allowed. That they carried every header a decision reads shows in the statuses: the extAuthz
+// listener decides as RBAC, which sees them all.
 func (h *diffHarness) checkSentHeaders(t *testing.T, label string) {
 	t.Helper()
 	h.mu.Lock()
@@ -284,7 +285,6 @@ func (c *countingStream) RecvMsg(m any) error {
 	err := c.ServerStream.RecvMsg(m)
 	if msg, ok := m.(*alsv3.StreamAccessLogsMessage); ok && err == nil {
 		c.n.Add(int64(len(msg.GetHttpLogs().GetLogEntry())))
-
 	}
 	return err
 }
@@ -395,7 +395,6 @@ func (h *diffHarness) checkDecisionLog(t *testing.T) {
 	// 1,000 rps), and the service a discarded message.
 	if n := h.logEntries.Load(); n != int64(len(h.envoyDecided)) {
 		t.Errorf("Envoy sent %d access log entries for %d requests it decided", n, len(h.envoyDecided))
-
 	}
 }
 
